@@ -1,0 +1,21 @@
+//! `wasmpool inspect MODULE`: what a module exports and how each export is called.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::EXIT_OK;
+
+pub fn inspect(path: &Path) -> anyhow::Result<i32> {
+    let pool = wasmpool::Pool::builder().workers(1).build()?;
+    let module = pool.load_file(path).with_context(|| format!("cannot load {}", path.display()))?;
+    println!("module {}  ({} bytes, id {})", path.display(), module.size(), module.id());
+    if module.exports().is_empty() {
+        println!("  no callable exports");
+    }
+    for export in module.exports() {
+        println!("  {export}");
+    }
+    pool.shutdown();
+    Ok(EXIT_OK)
+}

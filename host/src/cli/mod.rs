@@ -1,0 +1,153 @@
+//! The command line: `run`, `inspect`, `demo`. `anyhow` lives here, at the binary's edge.
+
+mod demo;
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit status: every task succeeded.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: at least one task failed.
+pub const EXIT_TASK_FAILED: i32 = 1;
+/// Exit status: a usage or module error; nothing ran.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser)]
+#[command(name = "wasmpool", version, about = "Run WebAssembly tasks in a pool of sandboxed worker processes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call an export of MODULE once per input line; print JSON lines in input order.
+    Run(run::RunArgs),
+    /// List a module's callable exports with their signatures.
+    Inspect {
+        /// The module (.wasm or .wat).
+        module: PathBuf,
+    },
+    /// Run the built-in demo guest: counting(8M) and counting(7M) in parallel, a map of
+    /// squares, and a runaway task stopped by its limits.
+    Demo {
+        /// Number of worker processes (default: CPU count).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+/// Limits and pool settings shared by the commands that run tasks.
+#[derive(Args, Clone, Debug)]
+pub struct PoolArgs {
+    /// Number of worker processes (default: CPU count).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Fuel per task, e.g. 1000000, 2e9, or `none` (default: none).
+    #[arg(long, value_parser = parse_fuel)]
+    pub fuel: Option<Limit<u64>>,
+    /// Wall-clock limit per task, e.g. 500ms, 2s, or `none` (default: 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Limit<Duration>>,
+    /// Memory limit per task, e.g. 64MiB, or `none` (default: 256MiB).
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<Limit<u64>>,
+    /// Replace a worker after it has run this many tasks.
+    #[arg(long)]
+    pub max_tasks_per_worker: Option<u64>,
+}
+
+/// A limit given on the command line: a value, or `none` for unlimited.
+#[derive(Clone, Copy, Debug)]
+pub struct Limit<T>(pub Option<T>);
+
+impl PoolArgs {
+    pub fn builder(&self) -> wasmpool::PoolBuilder {
+        let mut b = wasmpool::Pool::builder();
+        if let Some(n) = self.workers {
+            b = b.workers(n);
+        }
+        if let Some(Limit(f)) = self.fuel {
+            b = b.fuel(f);
+        }
+        if let Some(Limit(t)) = self.timeout {
+            b = b.timeout(t);
+        }
+        if let Some(Limit(m)) = self.memory {
+            b = b.memory(m);
+        }
+        b.max_tasks_per_worker(self.max_tasks_per_worker)
+    }
+}
+
+fn none_or<T>(s: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Limit<T>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        Ok(Limit(None))
+    } else {
+        parse(s).map(|v| Limit(Some(v)))
+    }
+}
+
+fn parse_fuel(s: &str) -> Result<Limit<u64>, String> {
+    none_or(s, |s| {
+        let clean = s.replace('_', "");
+        if let Ok(n) = clean.parse::<u64>() {
+            return Ok(n);
+        }
+        match clean.parse::<f64>() {
+            Ok(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => Ok(f as u64),
+            _ => Err(format!("`{s}` is not a fuel amount (a whole number such as 1000000 or 2e9, or `none`)")),
+        }
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Limit<Duration>, String> {
+    none_or(s, |s| {
+        humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration (such as 500ms or 2s): {e}"))
+    })
+}
+
+fn parse_size(s: &str) -> Result<Limit<u64>, String> {
+    none_or(s, |s| {
+        s.parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|e| format!("`{s}` is not a size (such as 64MiB): {e}"))
+    })
+}
+
+/// Runs the CLI; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Inspect { module } => inspect::inspect(&module),
+        Command::Demo { workers } => demo::demo(workers),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasmpool: {e:#}");
+            EXIT_USAGE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_parse_with_units_and_none() {
+        assert_eq!(parse_fuel("2e9").unwrap().0, Some(2_000_000_000));
+        assert_eq!(parse_fuel("1_000").unwrap().0, Some(1000));
+        assert_eq!(parse_fuel("none").unwrap().0, None);
+        assert!(parse_fuel("lots").is_err());
+        assert_eq!(parse_duration("500ms").unwrap().0, Some(Duration::from_millis(500)));
+        assert_eq!(parse_size("64MiB").unwrap().0, Some(64 << 20));
+        assert!(parse_size("big").is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! One worker slot as the dispatcher sees it: the live process, the tasks in flight on it,
+//! the modules it has loaded, its deadlines, and its restarts.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::{Event, Job, MAX_START_FAILURES};
+use crate::error::{PoolError, TaskError};
+use crate::limits::Limits;
+use crate::module::ModuleId;
+use crate::protocol::{self, Request, RunRequest, TaskId};
+use crate::worker::process::describe_exit;
+use crate::worker::{WorkerProcess, WorkerRef};
+
+/// Queue this much estimated work on a worker ahead of time (pipelining short tasks).
+const PIPELINE_WORK: Duration = Duration::from_millis(2);
+/// Never queue more than this many tasks on one worker.
+const MAX_DEPTH: usize = 512;
+
+struct InFlight {
+    job: Job,
+    /// Set once a cancel was sent: the worker is killed if the task still runs then.
+    cancel_by: Option<Instant>,
+}
+
+/// What is left of a stopped worker's work.
+pub(crate) struct Stopped {
+    /// Tasks that never started, in order, to run elsewhere.
+    pub requeue: Vec<Job>,
+    /// Whether the worker stopped before it said `Ready`.
+    pub before_ready: bool,
+}
+
+pub(crate) struct Slot {
+    index: usize,
+    generation: u64,
+    process: Option<WorkerProcess>,
+    pid: u32,
+    spawned_at: Instant,
+    ready: bool,
+    inflight: VecDeque<InFlight>,
+    loaded: HashSet<ModuleId>,
+    tasks_sent: u64,
+    /// When the first in-flight task started (or will have: sent to an idle worker).
+    head_since: Instant,
+    /// Moving average of the worker's recent task durations.
+    avg_task: Option<Duration>,
+    start_failures: u32,
+    dead: Option<String>,
+    /// Replaced workers finishing their exit.
+    retired: Vec<(WorkerRef, WorkerProcess)>,
+}
+
+impl Slot {
+    pub(crate) fn spawn(program: &Path, index: usize, generation: u64, events: &Sender<Event>) -> Result<Slot, PoolError> {
+        let process = WorkerProcess::spawn(program, WorkerRef { slot: index, generation }, events.clone())?;
+        let now = Instant::now();
+        Ok(Slot {
+            index,
+            generation,
+            pid: process.pid(),
+            process: Some(process),
+            spawned_at: now,
+            ready: false,
+            inflight: VecDeque::new(),
+            loaded: HashSet::new(),
+            tasks_sent: 0,
+            head_since: now,
+            avg_task: None,
+            start_failures: 0,
+            dead: None,
+            retired: Vec::new(),
+        })
+    }
+
+    fn replace_process(&mut self, program: &Path, events: &Sender<Event>) -> Result<(), PoolError> {
+        let failures = self.start_failures;
+        let retired = std::mem::take(&mut self.retired);
+        *self = Slot::spawn(program, self.index, self.generation + 1, events)?;
+        self.start_failures = failures;
+        self.retired = retired;
+        Ok(())
+    }
+
+    /// Whether events from `who` concern this slot's live process.
+    pub(crate) fn is(&self, who: WorkerRef) -> bool {
+        self.generation == who.generation && self.process.is_some()
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.is_some()
+    }
+
+    pub(crate) fn dead_reason(&self) -> Option<&str> {
+        self.dead.as_deref()
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub(crate) fn tasks_sent(&self) -> u64 {
+        self.tasks_sent
+    }
+
+    pub(crate) fn on_ready(&mut self, now: Instant) {
+        self.ready = true;
+        self.start_failures = 0;
+        self.head_since = now;
+        self.mark_head_running();
+    }
+
+    fn mark_head_running(&self) {
+        if let (true, Some(head)) = (self.ready, self.inflight.front()) {
+            head.job.completion.mark_running();
+        }
+    }
+
+    /// A task finished; returns its job (unless it was already given up on).
+    pub(crate) fn on_done(&mut self, task: TaskId, took: Duration, now: Instant) -> Option<Job> {
+        let pos = self.inflight.iter().position(|f| f.job.id == task)?;
+        let done = self.inflight.remove(pos)?;
+        self.avg_task = Some(match self.avg_task {
+            None => took,
+            Some(avg) => (avg * 4 + took) / 5,
+        });
+        self.head_since = now;
+        self.mark_head_running();
+        Some(done.job)
+    }
+
+    fn depth(&self) -> usize {
+        match self.avg_task {
+            None => 1,
+            Some(avg) => {
+                let n = PIPELINE_WORK.as_nanos() / avg.as_nanos().max(1);
+                (n as usize).clamp(1, MAX_DEPTH)
+            }
+        }
+    }
+
+    pub(crate) fn has_room(&self, max_tasks: Option<u64>) -> bool {
+        self.process.is_some()
+            && self.inflight.len() < self.depth()
+            && max_tasks.is_none_or(|max| self.tasks_sent < max)
+    }
+
+    pub(crate) fn send(&mut self, job: Job, now: Instant) {
+        let Some(process) = &self.process else { return };
+        let mut frame = Vec::new();
+        let module = &job.module.inner;
+        if self.loaded.insert(module.id) {
+            let load = Request::Load {
+                module: module.id,
+                artifact: module.artifact.as_ref().clone(),
+            };
+            protocol::encode(&load, &mut frame).expect("artifacts are under the frame limit");
+        }
+        let run = Request::Run(RunRequest {
+            task: job.id,
+            module: module.id,
+            export: job.export.clone(),
+            input: job.input.clone(),
+            limits: job.limits,
+        });
+        if let Err(e) = protocol::encode(&run, &mut frame) {
+            job.completion.fail(TaskError::bad_input(format!("cannot send the task: {e}")));
+            return;
+        }
+        process.send(frame);
+        if self.inflight.is_empty() {
+            self.head_since = now;
+        }
+        self.inflight.push_back(InFlight { job, cancel_by: None });
+        self.tasks_sent += 1;
+        if self.inflight.len() == 1 {
+            self.mark_head_running();
+        }
+    }
+
+    /// Forwards a cancel if `task` is in flight here.
+    pub(crate) fn cancel(&mut self, task: TaskId, kill_by: Instant) -> bool {
+        let Some(f) = self.inflight.iter_mut().find(|f| f.job.id == task) else {
+            return false;
+        };
+        if f.cancel_by.is_none() {
+            f.cancel_by = Some(kill_by);
+            if let Some(p) = &self.process {
+                let mut frame = Vec::new();
+                if protocol::encode(&Request::Cancel { task }, &mut frame).is_ok() {
+                    p.send(frame);
+                }
+            }
+        }
+        true
+    }
+
+    /// When the running task must have answered, and what it failed with if it did not.
+    fn head_deadline(&self) -> Option<(Instant, TaskError)> {
+        let head = self.inflight.front()?;
+        let timeout = head.job.limits.timeout.map(|t| {
+            (self.head_since + t + Limits::kill_grace(t), TaskError::Timeout { limit: t })
+        });
+        let cancel = head.cancel_by.map(|at| (at, TaskError::cancelled("stopped while running")));
+        match (timeout, cancel) {
+            (Some(t), Some(c)) => Some(if c.0 <= t.0 { c } else { t }),
+            (t, c) => t.or(c),
+        }
+    }
+
+    pub(crate) fn deadline(&self, start_timeout: Duration) -> Option<Instant> {
+        self.process.as_ref()?;
+        if !self.ready {
+            return Some(self.spawned_at + start_timeout);
+        }
+        self.head_deadline().map(|(at, _)| at)
+    }
+
+    /// The error to stop this worker with, if one of its deadlines has passed.
+    pub(crate) fn overdue(&self, now: Instant, start_timeout: Duration) -> Option<TaskError> {
+        self.process.as_ref()?;
+        if !self.ready {
+            return (now >= self.spawned_at + start_timeout).then(|| {
+                TaskError::worker_lost(format!("worker {} did not start within {start_timeout:?}", self.pid))
+            });
+        }
+        self.head_deadline().filter(|(at, _)| now >= *at).map(|(_, e)| e)
+    }
+
+    /// Splits the work of a stopped process: the running task fails (cancelled ones say so),
+    /// tasks behind it go back to the queue, cancelled ones fail as cancelled.
+    fn stopped(&mut self, head_error: TaskError) -> Stopped {
+        let before_ready = !self.ready;
+        let mut requeue = Vec::new();
+        for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
+            let started = i == 0 && self.ready;
+            if f.cancel_by.is_some() {
+                f.job.completion.fail(TaskError::cancelled(if started {
+                    "stopped while running"
+                } else {
+                    "cancelled before it started"
+                }));
+            } else if started {
+                f.job.completion.fail(head_error.clone());
+            } else {
+                requeue.push(f.job);
+            }
+        }
+        self.loaded.clear();
+        Stopped { requeue, before_ready }
+    }
+
+    /// Kills the worker now; its running task fails with `head_error`.
+    pub(crate) fn kill_now(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
+        let error = match self.inflight.front() {
+            Some(f) => head_error(&f.job),
+            None => TaskError::worker_lost("killed"),
+        };
+        if let Some(p) = self.process.take() {
+            p.kill();
+        }
+        self.stopped(error)
+    }
+
+    /// The worker's stream ended on its own: reap it and say how it ended.
+    pub(crate) fn died_message(&mut self) -> String {
+        match self.process.take() {
+            Some(p) => describe_exit(self.pid, p.reap()),
+            None => format!("worker {} is gone", self.pid),
+        }
+    }
+
+    /// After [`Self::died_message`]: the running task fails with `head_error`.
+    pub(crate) fn take_stopped(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
+        let error = match self.inflight.front() {
+            Some(f) => head_error(&f.job),
+            None => TaskError::worker_lost("worker exited"),
+        };
+        self.stopped(error)
+    }
+
+    /// Starts a new process in this slot after the old one stopped, unless it keeps failing
+    /// to start (then the slot is given up, with `why`).
+    pub(crate) fn respawn(&mut self, program: &Path, events: &Sender<Event>, before_ready: bool, why: &str) -> Result<(), PoolError> {
+        if before_ready {
+            self.start_failures += 1;
+            if self.start_failures >= MAX_START_FAILURES {
+                self.dead = Some(format!("worker failed to start {} times in a row; last: {why}", self.start_failures));
+                return Ok(());
+            }
+        }
+        self.replace_process(program, events).inspect_err(|e| {
+            self.dead = Some(e.to_string());
+        })
+    }
+
+    /// Lets the current process exit after its work and starts a fresh one.
+    pub(crate) fn retire_and_respawn(&mut self, program: &Path, events: &Sender<Event>) -> Result<(), PoolError> {
+        if let Some(mut p) = self.process.take() {
+            p.close();
+            self.retired.push((WorkerRef { slot: self.index, generation: self.generation }, p));
+        }
+        self.replace_process(program, events).inspect_err(|e| {
+            self.dead = Some(e.to_string());
+        })
+    }
+
+    pub(crate) fn retired_owns(&self, who: WorkerRef) -> bool {
+        self.retired.iter().any(|(r, _)| *r == who)
+    }
+
+    pub(crate) fn reap_retired(&mut self, who: WorkerRef) {
+        if let Some(pos) = self.retired.iter().position(|(r, _)| *r == who) {
+            let (_, p) = self.retired.swap_remove(pos);
+            p.reap();
+        }
+    }
+
+    /// Ends the slot: the live worker is asked to exit and reaped, and so are retired ones.
+    pub(crate) fn close_and_reap(mut self) {
+        if let Some(p) = self.process.take() {
+            p.reap();
+        }
+        for (_, p) in self.retired.drain(..) {
+            p.reap();
+        }
+    }
+
+    /// Kills everything at once (a failed pool start).
+    pub(crate) fn kill(mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill();
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The typed errors of the library: what a task, a module load or a pool start can fail with.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a task did not produce a result. Match on it; its `Display` is a sentence a user
+/// understands.
+///
+/// ```
+/// use wasmpool::TaskError;
+/// let e = TaskError::Exit { code: 3 };
+/// assert_eq!(e.kind(), "exit");
+/// assert_eq!(e.to_string(), "guest called proc_exit(3)");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TaskError {
+    /// The task ran past its wall-clock limit and was stopped.
+    #[error("task exceeded its wall-clock limit of {}", humantime::format_duration(*.limit))]
+    Timeout { limit: Duration },
+    /// The task used up its fuel (its deterministic instruction budget).
+    #[error("task ran out of fuel (limit: {fuel} units)")]
+    FuelExhausted { fuel: u64 },
+    /// The task tried to grow its memory (or a table) past its limit.
+    #[error("task tried to grow its memory past the limit of {}", bytesize::ByteSize(*.limit))]
+    MemoryLimit { limit: u64 },
+    /// The guest trapped: unreachable, division by zero, stack overflow, out-of-bounds access…
+    #[error("guest trapped: {message}")]
+    Trap { message: String },
+    /// The guest returned an error through the SDK.
+    #[error("guest returned an error: {message}")]
+    Guest { message: String },
+    /// The guest called WASI `proc_exit`.
+    #[error("guest called proc_exit({code})")]
+    Exit { code: i32 },
+    /// The worker process running the task died or stopped answering.
+    #[error("worker process lost: {message}")]
+    WorkerLost { message: String },
+    /// The task was cancelled before it finished (by `Task::cancel` or a pool shutdown).
+    #[error("task cancelled: {message}")]
+    Cancelled { message: String },
+    /// The call was malformed: missing export, wrong arity or type, undecodable input.
+    #[error("bad input: {message}")]
+    BadInput { message: String },
+    /// The guest's output does not convert to the type the caller asked for.
+    #[error("bad output: {message}")]
+    BadOutput { message: String },
+}
+
+impl TaskError {
+    /// A short stable name for the error kind, as printed in the CLI's JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskError::Timeout { .. } => "timeout",
+            TaskError::FuelExhausted { .. } => "fuel_exhausted",
+            TaskError::MemoryLimit { .. } => "memory_limit",
+            TaskError::Trap { .. } => "trap",
+            TaskError::Guest { .. } => "guest",
+            TaskError::Exit { .. } => "exit",
+            TaskError::WorkerLost { .. } => "worker_lost",
+            TaskError::Cancelled { .. } => "cancelled",
+            TaskError::BadInput { .. } => "bad_input",
+            TaskError::BadOutput { .. } => "bad_output",
+        }
+    }
+
+    pub(crate) fn bad_input(message: impl Into<String>) -> Self {
+        TaskError::BadInput {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn cancelled(message: impl Into<String>) -> Self {
+        TaskError::Cancelled {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn worker_lost(message: impl Into<String>) -> Self {
+        TaskError::WorkerLost {
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a module could not be loaded into the pool.
+///
+/// ```
+/// # fn main() -> Result<(), wasmpool::PoolError> {
+/// let pool = wasmpool::Pool::builder().workers(1).build()?;
+/// let err = pool.load(b"definitely not wasm").unwrap_err();
+/// assert!(matches!(err, wasmpool::LoadError::Invalid { .. }));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The module file could not be read.
+    #[error("cannot read module {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid WebAssembly module (wasmtime's message).
+    #[error("invalid module: {message}")]
+    Invalid { message: String },
+    /// The module imports something the sandbox does not provide.
+    #[error("module imports `{module}::{name}`, which the sandbox does not provide (only WASI preview 1 is available)")]
+    UnsupportedImport { module: String, name: String },
+    /// The module is larger than the pool accepts.
+    #[error("module is {size} bytes, over the pool's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Why a pool could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The worker program (the `wasmpool` binary) was not found.
+    #[error("cannot find the wasmpool worker program; searched: {searched}. Build it with `cargo build --release` or set WASMPOOL_WORKER=/path/to/wasmpool")]
+    WorkerNotFound { searched: String },
+    /// A worker process could not be started.
+    #[error("cannot start worker process {program}: {source}")]
+    Spawn {
+        program: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("invalid pool configuration: {0}")]
+    Config(String),
+    /// The wasmtime engine could not be created.
+    #[error("cannot create the wasmtime engine: {0}")]
+    Engine(String),
+}

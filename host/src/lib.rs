@@ -1,0 +1,50 @@
+//! # wasmpool
+//!
+//! A sandboxed worker pool for WebAssembly tasks: `multiprocessing.Pool` /
+//! `ProcessPoolExecutor`, rebuilt so that every task is a function exported by a wasm guest
+//! module and runs in a fresh wasmtime instance inside an isolated worker process, under
+//! fuel, wall-clock and memory limits.
+//!
+//! A task travels `pool → dispatch → worker → sandbox → guest` and its result comes back the
+//! same way; `ARCHITECTURE.md` maps each stop to its file.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use wasmpool::{Json, Pool, TaskError};
+//!
+//! let pool = Pool::builder().workers(2).timeout(Duration::from_secs(1)).build()?;
+//! let math = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+//!
+//! // Plain numeric exports take numbers…
+//! assert_eq!(pool.submit::<i64>(&math, "square", 7i64).wait()?, 49);
+//! // …and every failure is a typed error.
+//! match pool.call(&math, "spin").fuel(1_000_000).submit::<i64>(()).wait() {
+//!     Err(TaskError::FuelExhausted { .. }) => {}
+//!     other => panic!("{other:?}"),
+//! }
+//!
+//! // SDK tasks take and return serde values.
+//! let wc = pool.load_file("guests/target/wasm32-wasip1/release/wordcount.wasm")?;
+//! let out: Json<serde_json::Value> =
+//!     pool.submit(&wc, "wordcount", Json(serde_json::json!({"text": "to be or not to be"}))).wait()?;
+//! assert_eq!(out.0["words"], 6);
+//! # Ok(()) }
+//! ```
+
+mod dispatch;
+pub mod error;
+pub mod limits;
+pub mod module;
+pub mod pool;
+pub mod protocol;
+pub mod sandbox;
+pub mod value;
+pub mod worker;
+
+pub use error::{LoadError, PoolError, TaskError};
+pub use limits::Limits;
+pub use module::{Export, ExportKind, Module, ModuleId};
+pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, Task};
+pub use protocol::TaskStats;
+pub use value::{Args, FromOutput, Input, Json, Output, ValType, Value};

@@ -1,0 +1,204 @@
+//! Guest modules: validated and compiled once by the host, identified by content hash, and
+//! described by their exports. Workers receive the compiled artifact, never the source.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::{ExternType, ValType as WasmValType};
+
+use crate::error::LoadError;
+use crate::sandbox::Compiler;
+use crate::value::ValType;
+
+/// A module's content hash (BLAKE3 of its bytes): the key of every module cache.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModuleId(pub [u8; 32]);
+
+impl ModuleId {
+    /// The id of a module's bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        ModuleId(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+impl fmt::Debug for ModuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for ModuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How an export is called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportKind {
+    /// A plain function over numbers.
+    Numeric {
+        params: Vec<ValType>,
+        results: Vec<ValType>,
+    },
+    /// An SDK task (see `guests/ABI.md`), taking and returning JSON.
+    Task,
+    /// A function with reference-typed or vector params or results: not callable.
+    Unsupported { signature: String },
+}
+
+/// One callable export of a module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// The name a caller uses: the export name, or the task name for SDK tasks.
+    pub name: String,
+    /// How it is called.
+    pub kind: ExportKind,
+}
+
+impl fmt::Display for Export {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[ValType]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        match &self.kind {
+            ExportKind::Numeric { params, results } => {
+                write!(f, "{}({}) -> ({})", self.name, list(params), list(results))
+            }
+            ExportKind::Task => write!(f, "{}(json) -> json  [SDK task]", self.name),
+            ExportKind::Unsupported { signature } => {
+                write!(f, "{}{}  [not callable: unsupported types]", self.name, signature)
+            }
+        }
+    }
+}
+
+/// A loaded guest module: cheap to clone, shared by every call that uses it.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = wasmpool::Pool::builder().build()?;
+/// let module = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+/// for export in module.exports() {
+///     println!("{export}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Module {
+    pub(crate) inner: Arc<ModuleInner>,
+}
+
+pub(crate) struct ModuleInner {
+    pub(crate) id: ModuleId,
+    pub(crate) artifact: Arc<Vec<u8>>,
+    pub(crate) exports: Vec<Export>,
+    pub(crate) size: usize,
+}
+
+impl fmt::Debug for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Module")
+            .field("id", &self.inner.id)
+            .field("exports", &self.inner.exports.len())
+            .finish()
+    }
+}
+
+impl Module {
+    /// The module's content hash.
+    pub fn id(&self) -> ModuleId {
+        self.inner.id
+    }
+
+    /// The callable exports, in the module's order.
+    pub fn exports(&self) -> &[Export] {
+        &self.inner.exports
+    }
+
+    /// The export a caller names `name`, if any.
+    pub fn export(&self, name: &str) -> Option<&Export> {
+        self.inner.exports.iter().find(|e| e.name == name)
+    }
+
+    /// Whether `other` is the same loaded module (one compilation shared by both handles).
+    pub fn same_artifact(&self, other: &Module) -> bool {
+        Arc::ptr_eq(&self.inner.artifact, &other.inner.artifact)
+    }
+
+    /// Size of the module's bytes.
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    /// Validates and compiles `bytes` (binary wasm or text) with the host's engine and checks
+    /// that every import is one the sandbox provides.
+    pub(crate) fn compile(sandbox: &Compiler, bytes: &[u8]) -> Result<Module, LoadError> {
+        let id = ModuleId::of(bytes);
+        let module = wasmtime::Module::new(&sandbox.engine, bytes).map_err(|e| LoadError::Invalid {
+            message: format!("{e:#}"),
+        })?;
+        for import in module.imports() {
+            let provided = matches!(import.ty(), ExternType::Func(_))
+                && sandbox.provided.contains(&(import.module().to_string(), import.name().to_string()));
+            if !provided {
+                return Err(LoadError::UnsupportedImport {
+                    module: import.module().to_string(),
+                    name: import.name().to_string(),
+                });
+            }
+        }
+        // Names match; this also checks the imports' types.
+        sandbox.linker.instantiate_pre(&module).map_err(|e| LoadError::Invalid {
+            message: format!("{e:#}"),
+        })?;
+        let exports = describe_exports(&module);
+        let artifact = module.serialize().map_err(|e| LoadError::Invalid {
+            message: format!("cannot serialize the compiled module: {e:#}"),
+        })?;
+        Ok(Module {
+            inner: Arc::new(ModuleInner {
+                id,
+                artifact: Arc::new(artifact),
+                exports,
+                size: bytes.len(),
+            }),
+        })
+    }
+}
+
+fn describe_exports(module: &wasmtime::Module) -> Vec<Export> {
+    let mut out = Vec::new();
+    for export in module.exports() {
+        let ExternType::Func(ty) = export.ty() else { continue };
+        let name = export.name();
+        if name == wasmpool_abi::ALLOC_EXPORT || name == "_initialize" {
+            // The ABI's allocator and the C runtime's reactor hook are not tasks.
+            continue;
+        }
+        if let Some(task) = wasmpool_abi::task_name(name) {
+            out.push(Export { name: task.to_string(), kind: ExportKind::Task });
+            continue;
+        }
+        let params: Option<Vec<ValType>> = ty.params().map(|t| val_type(&t)).collect();
+        let results: Option<Vec<ValType>> = ty.results().map(|t| val_type(&t)).collect();
+        let kind = match (params, results) {
+            (Some(params), Some(results)) => ExportKind::Numeric { params, results },
+            _ => ExportKind::Unsupported { signature: format!("{ty}") },
+        };
+        out.push(Export { name: name.to_string(), kind });
+    }
+    out
+}
+
+fn val_type(t: &WasmValType) -> Option<ValType> {
+    match t {
+        WasmValType::I32 => Some(ValType::I32),
+        WasmValType::I64 => Some(ValType::I64),
+        WasmValType::F32 => Some(ValType::F32),
+        WasmValType::F64 => Some(ValType::F64),
+        _ => None,
+    }
+}

@@ -1,0 +1,134 @@
+//! [`PoolBuilder`]: the pool's settings and their documented defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Pool;
+use crate::error::PoolError;
+use crate::limits::Limits;
+
+/// Largest module a pool loads by default (64 MiB).
+pub const DEFAULT_MAX_MODULE_SIZE: usize = 64 << 20;
+
+/// Configures and starts a [`Pool`].
+///
+/// | setting | default |
+/// |---|---|
+/// | `workers` | the number of CPUs |
+/// | `fuel` | unlimited |
+/// | `timeout` | 60 s per task |
+/// | `memory` | 256 MiB per task |
+/// | `max_tasks_per_worker` | unlimited |
+/// | `max_module_size` | 64 MiB |
+///
+/// ```no_run
+/// # fn main() -> Result<(), wasmpool::PoolError> {
+/// use std::time::Duration;
+/// let pool = wasmpool::Pool::builder()
+///     .workers(4)
+///     .fuel(1_000_000_000)
+///     .timeout(Duration::from_secs(2))
+///     .memory(64 << 20)
+///     .max_tasks_per_worker(10_000)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PoolBuilder {
+    workers: Option<usize>,
+    limits: Limits,
+    max_tasks_per_worker: Option<u64>,
+    max_module_size: usize,
+    worker_program: Option<PathBuf>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            workers: None,
+            limits: Limits::default(),
+            max_tasks_per_worker: None,
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            worker_program: None,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (each runs one task at a time).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Default fuel per task; `None` for unlimited.
+    pub fn fuel(mut self, fuel: impl Into<Option<u64>>) -> Self {
+        self.limits.fuel = fuel.into();
+        self
+    }
+
+    /// Default wall-clock limit per task; `None` for unlimited.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.timeout = timeout.into();
+        self
+    }
+
+    /// Default memory limit per task, in bytes; `None` for the wasm32 maximum (4 GiB).
+    pub fn memory(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.limits.memory = bytes.into();
+        self
+    }
+
+    /// All default limits at once.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replace a worker process after it has run this many tasks; `None` never.
+    pub fn max_tasks_per_worker(mut self, n: impl Into<Option<u64>>) -> Self {
+        self.max_tasks_per_worker = n.into();
+        self
+    }
+
+    /// Largest module (in bytes) [`Pool::load`] accepts.
+    pub fn max_module_size(mut self, bytes: usize) -> Self {
+        self.max_module_size = bytes;
+        self
+    }
+
+    /// The worker program (the `wasmpool` binary). By default it is found as described in
+    /// [`worker_program`](crate::worker::locate::worker_program).
+    pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_program = Some(path.into());
+        self
+    }
+
+    /// Starts the worker processes and returns the pool.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let workers = match self.workers {
+            Some(0) => return Err(PoolError::Config("a pool needs at least one worker".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(PoolError::Config("max_tasks_per_worker must be at least 1".into()));
+        }
+        if let Some(memory) = self.limits.memory {
+            if memory > 4 << 30 {
+                return Err(PoolError::Config(format!("memory limit {memory} is over the wasm32 maximum of 4 GiB")));
+            }
+        }
+        let program = match self.worker_program {
+            Some(p) => p,
+            None => crate::worker::locate::worker_program()?,
+        };
+        Pool::start(super::Settings {
+            program,
+            workers,
+            limits: self.limits,
+            max_tasks_per_worker: self.max_tasks_per_worker,
+            max_module_size: self.max_module_size,
+        })
+    }
+}

@@ -1,0 +1,395 @@
+//! The user-facing pool: load modules, submit calls, map over inputs, shut down.
+//! A [`Pool`] validates each call against the module's exports, hands it to the dispatcher
+//! thread and gives back a [`Task`].
+
+pub mod builder;
+pub mod task;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Sender};
+
+use crate::dispatch::{self, Dispatcher, Event, Job};
+use crate::error::{LoadError, PoolError, TaskError};
+use crate::limits::Limits;
+use crate::module::{ExportKind, Module, ModuleId};
+use crate::sandbox::Compiler;
+use crate::value::{Args, FromOutput, Input};
+
+pub use builder::PoolBuilder;
+pub use task::{AsCompleted, Imap, Task};
+
+pub(crate) struct Settings {
+    pub program: PathBuf,
+    pub workers: usize,
+    pub limits: Limits,
+    pub max_tasks_per_worker: Option<u64>,
+    pub max_module_size: usize,
+}
+
+/// A pool of sandboxed worker processes running WebAssembly tasks.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = wasmpool::Pool::builder().workers(2).build()?;
+/// let math = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+/// let squares: Vec<i64> = pool
+///     .map(&math, "square", 0..10i64)
+///     .into_iter()
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(squares[9], 81);
+/// pool.shutdown();
+/// # Ok(()) }
+/// ```
+pub struct Pool {
+    events: Sender<Event>,
+    limits: Limits,
+    workers: usize,
+    max_module_size: usize,
+    compiler: Compiler,
+    modules: Mutex<HashMap<ModuleId, Module>>,
+    next_id: AtomicU64,
+    dispatcher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("workers", &self.workers).field("limits", &self.limits).finish()
+    }
+}
+
+impl Pool {
+    /// A builder with the documented defaults.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// A pool with every default (one worker per CPU).
+    pub fn new() -> Result<Pool, PoolError> {
+        PoolBuilder::default().build()
+    }
+
+    pub(crate) fn start(s: Settings) -> Result<Pool, PoolError> {
+        let compiler = Compiler::new().map_err(|e| PoolError::Engine(format!("{e:#}")))?;
+        let (events, inbox) = unbounded();
+        let config = dispatch::Config {
+            program: s.program,
+            workers: s.workers,
+            max_tasks_per_worker: s.max_tasks_per_worker,
+        };
+        let dispatcher = Dispatcher::start(config, inbox, events.clone())?;
+        Ok(Pool {
+            events,
+            limits: s.limits,
+            workers: s.workers,
+            max_module_size: s.max_module_size,
+            compiler,
+            modules: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            dispatcher: Some(dispatcher),
+        })
+    }
+
+    /// Number of worker processes.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The default limits of calls.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Validates and compiles a module (binary or text format) once; loading the same bytes
+    /// again returns the cached module. Workers receive the compiled artifact.
+    pub fn load(&self, bytes: impl AsRef<[u8]>) -> Result<Module, LoadError> {
+        let bytes = bytes.as_ref();
+        if bytes.len() > self.max_module_size {
+            return Err(LoadError::TooLarge {
+                size: bytes.len(),
+                limit: self.max_module_size,
+            });
+        }
+        let id = ModuleId::of(bytes);
+        if let Some(m) = self.modules.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(m.clone());
+        }
+        let module = Module::compile(&self.compiler, bytes)?;
+        self.modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, module.clone());
+        Ok(module)
+    }
+
+    /// Reads and loads a module file (see [`Pool::load`]).
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Module, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(bytes)
+    }
+
+    /// Starts a call of `export` with the pool's default limits, to adjust before submitting.
+    pub fn call(&self, module: &Module, export: &str) -> Call<'_> {
+        Call {
+            pool: self,
+            module: module.clone(),
+            export: export.to_string(),
+            limits: self.limits,
+        }
+    }
+
+    /// Submits one call; see [`Call::submit`].
+    pub fn submit<T: FromOutput>(&self, module: &Module, export: &str, args: impl Args) -> Task<T> {
+        self.call(module, export).submit(args)
+    }
+
+    /// Runs `export` over every input, results in input order; see [`Call::map`].
+    pub fn map<T: FromOutput, A: Args>(
+        &self,
+        module: &Module,
+        export: &str,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> Vec<Result<T, TaskError>> {
+        self.call(module, export).map(inputs)
+    }
+
+    /// [`Pool::map`] for multi-argument exports, each input a tuple (like `Pool.starmap`).
+    pub fn starmap<T: FromOutput, A: Args>(
+        &self,
+        module: &Module,
+        export: &str,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> Vec<Result<T, TaskError>> {
+        self.call(module, export).map(inputs)
+    }
+
+    /// Results as they finish; see [`Call::map_unordered`].
+    pub fn map_unordered<T: FromOutput, A: Args>(
+        &self,
+        module: &Module,
+        export: &str,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> AsCompleted<T> {
+        self.call(module, export).map_unordered(inputs)
+    }
+
+    /// Results in input order, lazily; see [`Call::imap`].
+    pub fn imap<T: FromOutput, A: Args>(&self, module: &Module, export: &str, inputs: impl IntoIterator<Item = A>) -> Imap<T> {
+        self.call(module, export).imap(inputs)
+    }
+
+    /// Waits for every submitted task to finish, then stops the workers.
+    pub fn shutdown(mut self) {
+        self.stop(true);
+    }
+
+    /// Cancels queued tasks, stops running ones (they fail with `Cancelled`) and stops the
+    /// workers at once. Dropping a pool does the same.
+    pub fn terminate(mut self) {
+        self.stop(false);
+    }
+
+    fn stop(&mut self, drain: bool) {
+        let Some(handle) = self.dispatcher.take() else { return };
+        let (done, finished) = crossbeam_channel::bounded(1);
+        if self.events.send(Event::Shutdown { drain, done }).is_ok() {
+            let _ = finished.recv();
+        }
+        let _ = handle.join();
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop(false);
+    }
+}
+
+/// One call's settings: module, export and limits. Made by [`Pool::call`].
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let pool = wasmpool::Pool::builder().build()?;
+/// let m = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+/// let n: i64 = pool
+///     .call(&m, "primes")
+///     .fuel(50_000_000_000)
+///     .timeout(Duration::from_secs(5))
+///     .submit(1_000_000i64)
+///     .wait()?;
+/// assert_eq!(n, 78_498);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Call<'p> {
+    pool: &'p Pool,
+    module: Module,
+    export: String,
+    limits: Limits,
+}
+
+impl<'p> Call<'p> {
+    /// Fuel for this call; `None` for unlimited.
+    pub fn fuel(mut self, fuel: impl Into<Option<u64>>) -> Self {
+        self.limits.fuel = fuel.into();
+        self
+    }
+
+    /// Wall-clock limit for this call; `None` for unlimited.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.timeout = timeout.into();
+        self
+    }
+
+    /// Memory limit for this call, in bytes; `None` for the wasm32 maximum.
+    pub fn memory(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.limits.memory = bytes.into();
+        self
+    }
+
+    /// All limits for this call.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Submits one call. Never blocks; a call that cannot run (unknown export, wrong
+    /// arguments) gives a task already failed with [`TaskError::BadInput`].
+    pub fn submit<T: FromOutput>(&self, args: impl Args) -> Task<T> {
+        let (task, job) = self.job(args, None);
+        if let Some(job) = job {
+            self.send(vec![job]);
+        }
+        task
+    }
+
+    /// Submits one task per input at once (one message to the dispatcher); the tasks in
+    /// input order.
+    pub fn submit_many<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> Vec<Task<T>> {
+        self.submit_all(inputs, None)
+    }
+
+    /// Runs the export once per input, spread over the workers; results in input order.
+    pub fn map<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> Vec<Result<T, TaskError>> {
+        self.submit_all(inputs, None).iter().map(Task::wait).collect()
+    }
+
+    /// Like [`Call::map`], yielding each result as soon as it and those before it are done.
+    pub fn imap<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> Imap<T> {
+        Imap::new(self.submit_all(inputs, None))
+    }
+
+    /// Runs the export once per input; yields `(input index, result)` as tasks finish.
+    pub fn map_unordered<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> AsCompleted<T> {
+        let (tx, rx) = unbounded();
+        AsCompleted::new(self.submit_all(inputs, Some(tx)), rx)
+    }
+
+    fn submit_all<T: FromOutput, A: Args>(
+        &self,
+        inputs: impl IntoIterator<Item = A>,
+        notify: Option<Sender<usize>>,
+    ) -> Vec<Task<T>> {
+        let mut tasks = Vec::new();
+        let mut jobs = Vec::new();
+        for (i, args) in inputs.into_iter().enumerate() {
+            let (task, job) = self.job(args, notify.clone().map(|tx| (tx, i)));
+            tasks.push(task);
+            jobs.extend(job);
+        }
+        if !jobs.is_empty() {
+            self.send(jobs);
+        }
+        tasks
+    }
+
+    fn job<T: FromOutput>(&self, args: impl Args, notify: Option<(Sender<usize>, usize)>) -> (Task<T>, Option<Job>) {
+        let id = self.pool.next_id();
+        let completion = task::Completion::new(notify);
+        let task = Task::new(id, completion.clone(), self.pool.events.clone());
+        match args.into_input().and_then(|input| self.check(input)) {
+            Ok(input) => {
+                let job = Job {
+                    id,
+                    module: self.module.clone(),
+                    export: self.export.clone(),
+                    input,
+                    limits: self.limits,
+                    completion,
+                };
+                (task, Some(job))
+            }
+            Err(e) => {
+                completion.fail(e);
+                (task, None)
+            }
+        }
+    }
+
+    fn send(&self, jobs: Vec<Job>) {
+        if let Err(crossbeam_channel::SendError(Event::Submit(jobs))) = self.pool.events.send(Event::Submit(jobs)) {
+            for job in jobs {
+                job.completion.fail(TaskError::cancelled("the pool is shut down"));
+            }
+        }
+    }
+
+    /// Checks the input against the export's signature; converts numbers to its types.
+    fn check(&self, input: Input) -> Result<Input, TaskError> {
+        let export = &self.export;
+        let Some(e) = self.module.export(export) else {
+            let names: Vec<&str> = self.module.exports().iter().map(|e| e.name.as_str()).collect();
+            return Err(TaskError::bad_input(format!(
+                "the module has no export `{export}` (its exports: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )));
+        };
+        match (&e.kind, input) {
+            (ExportKind::Numeric { params, .. }, Input::Numbers(args)) => {
+                if args.len() != params.len() {
+                    return Err(TaskError::bad_input(format!(
+                        "`{export}` takes {} argument(s) ({}), {} given",
+                        params.len(),
+                        params.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                        args.len()
+                    )));
+                }
+                let converted = args
+                    .iter()
+                    .zip(params)
+                    .enumerate()
+                    .map(|(i, (v, &ty))| {
+                        v.coerce(ty).ok_or_else(|| {
+                            TaskError::bad_input(format!("argument {} of `{export}` is {ty}; {v:?} does not convert to it", i + 1))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Input::Numbers(converted))
+            }
+            (ExportKind::Numeric { .. }, Input::Json(_)) => Err(TaskError::bad_input(format!(
+                "`{export}` is a plain export taking numbers; JSON input is for SDK tasks"
+            ))),
+            (ExportKind::Task, Input::Json(bytes)) => Ok(Input::Json(bytes)),
+            (ExportKind::Task, Input::Numbers(_)) => Err(TaskError::bad_input(format!(
+                "`{export}` is an SDK task: pass its input as wasmpool::Json(..)"
+            ))),
+            (ExportKind::Unsupported { signature }, _) => Err(TaskError::bad_input(format!(
+                "`{export}` has signature {signature}, which wasmpool cannot call (only i32/i64/f32/f64 params and results)"
+            ))),
+        }
+    }
+}

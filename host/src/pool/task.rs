@@ -1,0 +1,276 @@
+//! Handles on submitted tasks: [`Task`] (a blocking and `async` future of one result) and the
+//! iterators over many ([`AsCompleted`], [`Imap`]). Each task owns a [`Completion`] that the
+//! dispatcher fills exactly once.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::dispatch::Event;
+use crate::error::TaskError;
+use crate::protocol::{TaskId, TaskStats};
+use crate::value::{FromOutput, Output};
+
+/// Where a task's outcome lands; filled once, by the dispatcher (or at submission for
+/// inputs rejected up front).
+pub(crate) struct Completion {
+    slot: Mutex<Slot>,
+    done: Condvar,
+    /// Set when the task is the one its worker runs now (or is about to).
+    running: AtomicBool,
+}
+
+#[derive(Default)]
+struct Slot {
+    outcome: Option<(Result<Output, TaskError>, TaskStats)>,
+    waker: Option<Waker>,
+    /// `(channel, index)` told when the task finishes, for [`AsCompleted`].
+    notify: Option<(Sender<usize>, usize)>,
+}
+
+impl Completion {
+    pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Self> {
+        Arc::new(Completion {
+            slot: Mutex::new(Slot { notify, ..Slot::default() }),
+            done: Condvar::new(),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the outcome; later calls are ignored (the first outcome stands).
+    pub(crate) fn complete(&self, outcome: Result<Output, TaskError>, stats: TaskStats) {
+        let mut slot = self.lock();
+        if slot.outcome.is_some() {
+            return;
+        }
+        slot.outcome = Some((outcome, stats));
+        let waker = slot.waker.take();
+        let notify = slot.notify.take();
+        drop(slot);
+        self.done.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if let Some((tx, index)) = notify {
+            let _ = tx.send(index);
+        }
+    }
+
+    pub(crate) fn mark_running(&self) {
+        self.running.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn fail(&self, error: TaskError) {
+        self.complete(Err(error), TaskStats::default());
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.lock().outcome.is_some()
+    }
+
+    /// Waits until done or until `deadline`; returns the guard if done.
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, Slot>> {
+        let mut slot = self.lock();
+        while slot.outcome.is_none() {
+            match deadline {
+                None => slot = self.done.wait(slot).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    slot = self.done.wait_timeout(slot, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+        Some(slot)
+    }
+}
+
+/// A submitted task: wait for it (blocking or `.await`), poll it, or cancel it.
+/// Like `concurrent.futures.Future` / `AsyncResult`.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let pool = wasmpool::Pool::builder().workers(2).build()?;
+/// let math = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+/// let task = pool.submit::<i64>(&math, "square", 12i64);
+/// match task.wait_timeout(Duration::from_secs(1)) {
+///     Some(result) => assert_eq!(result?, 144),
+///     None => task.cancel(),
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Task<T> {
+    id: TaskId,
+    completion: Arc<Completion>,
+    events: Sender<Event>,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("id", &self.id).field("done", &self.completion.is_done()).finish()
+    }
+}
+
+impl<T: FromOutput> Task<T> {
+    pub(crate) fn new(id: TaskId, completion: Arc<Completion>, events: Sender<Event>) -> Self {
+        Task {
+            id,
+            completion,
+            events,
+            _output: PhantomData,
+        }
+    }
+
+    /// The task's id, unique within its pool.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Blocks until the task finishes; returns its result or why it failed.
+    pub fn wait(&self) -> Result<T, TaskError> {
+        let slot = self.completion.wait_until(None).expect("no deadline");
+        decode(&slot)
+    }
+
+    /// Waits at most `timeout`. `None` means the task is still pending; it goes on running
+    /// (like `AsyncResult.get(timeout)`), and can be waited for again.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<T, TaskError>> {
+        let slot = self.completion.wait_until(Some(Instant::now() + timeout))?;
+        Some(decode(&slot))
+    }
+
+    /// Whether the task has finished (successfully or not).
+    pub fn is_done(&self) -> bool {
+        self.completion.is_done()
+    }
+
+    /// Whether a worker is running the task now (it has left the queue and not finished).
+    pub fn is_running(&self) -> bool {
+        self.completion.running.load(Ordering::Relaxed) && !self.is_done()
+    }
+
+    /// What the finished task cost and printed (fuel, duration, captured stdout/stderr);
+    /// `None` while it runs.
+    pub fn stats(&self) -> Option<TaskStats> {
+        self.completion.lock().outcome.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// Cancels the task: a queued task never runs, a running one is stopped; either then
+    /// fails with [`TaskError::Cancelled`]. A task that already finished keeps its result.
+    pub fn cancel(&self) {
+        if !self.is_done() {
+            let _ = self.events.send(Event::Cancel(self.id));
+        }
+    }
+}
+
+fn decode<T: FromOutput>(slot: &Slot) -> Result<T, TaskError> {
+    match &slot.outcome {
+        Some((Ok(output), _)) => T::from_output(output.clone()),
+        Some((Err(e), _)) => Err(e.clone()),
+        None => unreachable!("decode is only called on finished tasks"),
+    }
+}
+
+impl<T: FromOutput> Future for Task<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.completion.lock();
+        if slot.outcome.is_some() {
+            return Poll::Ready(decode(&slot));
+        }
+        slot.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Results in the order tasks finish, each with its input's index, like
+/// `concurrent.futures.as_completed` / `Pool.imap_unordered`.
+pub struct AsCompleted<T> {
+    tasks: Vec<Option<Task<T>>>,
+    finished: Receiver<usize>,
+    left: usize,
+}
+
+impl<T: FromOutput> AsCompleted<T> {
+    pub(crate) fn new(tasks: Vec<Task<T>>, finished: Receiver<usize>) -> Self {
+        let left = tasks.len();
+        AsCompleted {
+            tasks: tasks.into_iter().map(Some).collect(),
+            finished,
+            left,
+        }
+    }
+
+    /// Cancels every task not yet yielded.
+    pub fn cancel(&self) {
+        self.tasks.iter().flatten().for_each(Task::cancel);
+    }
+}
+
+impl<T: FromOutput> Iterator for AsCompleted<T> {
+    type Item = (usize, Result<T, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let index = self.finished.recv().ok()?;
+        let task = self.tasks.get_mut(index)?.take()?;
+        self.left -= 1;
+        Some((index, task.wait()))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+/// Results in input order, yielded as soon as each next one is ready (like `Pool.imap`).
+pub struct Imap<T> {
+    tasks: std::collections::VecDeque<Task<T>>,
+}
+
+impl<T: FromOutput> Imap<T> {
+    pub(crate) fn new(tasks: Vec<Task<T>>) -> Self {
+        Imap { tasks: tasks.into() }
+    }
+}
+
+impl<T: FromOutput> Iterator for Imap<T> {
+    type Item = Result<T, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.tasks.pop_front().map(|t| t.wait())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.tasks.len(), Some(self.tasks.len()))
+    }
+}
+
+impl<T> Drop for Imap<T> {
+    fn drop(&mut self) {
+        // Results nobody will read: stop the work.
+        for t in &self.tasks {
+            if !t.completion.is_done() {
+                let _ = t.events.send(Event::Cancel(t.id));
+            }
+        }
+    }
+}

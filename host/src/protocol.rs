@@ -1,0 +1,161 @@
+//! The host ↔ worker wire protocol, in one place: every message either side sends, and the
+//! framing (a little-endian `u32` length, then a postcard-encoded message).
+//!
+//! The host writes [`Request`]s to the worker's stdin and reads [`Reply`]s from its stdout.
+//! A worker handles requests in order, one task at a time; a `Cancel` is acted on as soon as
+//! it is read, even while a task runs. Closing the worker's stdin asks it to exit.
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::TaskError;
+use crate::limits::Limits;
+use crate::module::ModuleId;
+use crate::value::{Input, Output};
+
+/// The host's id of one task, unique within a pool.
+pub type TaskId = u64;
+
+/// Largest frame either side accepts (a module artifact is the biggest message).
+pub const MAX_FRAME: usize = 1 << 30;
+
+/// A message from the host to a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Make a compiled module available; sent once per worker before its first task.
+    Load { module: ModuleId, artifact: Vec<u8> },
+    /// Run one task in a fresh instance.
+    Run(RunRequest),
+    /// Stop this task: skip it if it has not started, interrupt it if it runs.
+    Cancel { task: TaskId },
+}
+
+/// One task for a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub task: TaskId,
+    pub module: ModuleId,
+    pub export: String,
+    pub input: Input,
+    pub limits: Limits,
+}
+
+/// A message from a worker to the host.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// The worker has started and its engine is ready.
+    Ready { pid: u32 },
+    /// A task finished, one way or another.
+    Done {
+        task: TaskId,
+        outcome: Result<Output, TaskError>,
+        stats: TaskStats,
+    },
+}
+
+/// What a finished task cost and printed.
+///
+/// ```
+/// let stats = wasmpool::TaskStats::default();
+/// assert!(stats.stdout.is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// Process id of the worker that ran the task (0 if none did).
+    pub worker: u32,
+    /// Fuel the task consumed (instantiation included).
+    pub fuel_used: u64,
+    /// Time from the start of instantiation to the end of the call, in the worker.
+    pub duration: Duration,
+    /// What the guest wrote to stdout, up to the limit's cap.
+    pub stdout: Vec<u8>,
+    /// What the guest wrote to stderr, up to the limit's cap.
+    pub stderr: Vec<u8>,
+    /// Whether stdout or stderr went over its cap and was cut.
+    pub output_truncated: bool,
+}
+
+/// Writes one framed message into `buf` (appending), ready to be sent.
+pub fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> io::Result<()> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let out = postcard::to_extend(msg, std::mem::take(buf)).map_err(invalid)?;
+    *buf = out;
+    let len = buf.len() - start - 4;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit")));
+    }
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Writes one framed message.
+pub fn write<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    let mut buf = Vec::new();
+    encode(msg, &mut buf)?;
+    w.write_all(&buf)
+}
+
+/// Reads one framed message; `Ok(None)` on a clean end of stream between frames.
+pub fn read<R: Read, T: DeserializeOwned>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(invalid(format!("frame of {len} bytes is over the limit")));
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    r.read_exact(buf)?;
+    postcard::from_bytes(buf).map(Some).map_err(invalid)
+}
+
+fn invalid(e: impl ToString) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut buf = Vec::new();
+        let run = Request::Run(RunRequest {
+            task: 7,
+            module: ModuleId([3; 32]),
+            export: "square".into(),
+            input: Input::Numbers(vec![Value::I64(9)]),
+            limits: Limits::default(),
+        });
+        encode(&run, &mut buf).unwrap();
+        encode(&Request::Cancel { task: 7 }, &mut buf).unwrap();
+        let mut r = &buf[..];
+        let mut scratch = Vec::new();
+        match read::<_, Request>(&mut r, &mut scratch).unwrap() {
+            Some(Request::Run(req)) => {
+                assert_eq!(req.task, 7);
+                assert_eq!(req.input, Input::Numbers(vec![Value::I64(9)]));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(read::<_, Request>(&mut r, &mut scratch).unwrap(), Some(Request::Cancel { task: 7 })));
+        assert!(read::<_, Request>(&mut r, &mut scratch).unwrap().is_none());
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_not_a_clean_end() {
+        let mut buf = Vec::new();
+        encode(&Request::Cancel { task: 1 }, &mut buf).unwrap();
+        buf.pop();
+        let mut scratch = Vec::new();
+        assert!(read::<_, Request>(&mut &buf[..], &mut scratch).is_err());
+    }
+}

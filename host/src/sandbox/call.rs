@@ -1,0 +1,222 @@
+//! One task, start to end: a fresh store under the task's limits, instantiation, the call
+//! (plain numeric export or SDK task through the guest ABI), and the classification of
+//! every failure into a [`TaskError`].
+
+use std::time::Instant;
+
+use wasmtime::{Engine, Instance, InstancePre, Store, Trap, Val, WasmBacktrace};
+use wasmtime_wasi::I32Exit;
+
+use super::interrupt::{Interrupter, Stop};
+use super::output::CappedPipe;
+use super::TaskState;
+use crate::error::TaskError;
+use crate::protocol::{RunRequest, TaskStats};
+use crate::value::{Input, Output, Value};
+
+/// Runs `req` in a fresh instance of `pre`.
+pub(super) fn run(
+    engine: &Engine,
+    pre: &InstancePre<TaskState>,
+    interrupter: &Interrupter,
+    req: &RunRequest,
+) -> (Result<Output, TaskError>, TaskStats) {
+    let started = Instant::now();
+    let limits = &req.limits;
+    let stdout = CappedPipe::new(limits.stdout_cap as usize);
+    let stderr = CappedPipe::new(limits.stderr_cap as usize);
+    let mut store = Store::new(engine, TaskState::new(limits.memory, stdout.clone(), stderr.clone()));
+    store.limiter(|s| &mut s.limiter);
+    let fuel = limits.fuel.unwrap_or(u64::MAX);
+    // Fuel is always metered (the engine is configured so); "unlimited" is u64::MAX.
+    let _ = store.set_fuel(fuel);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(1);
+
+    let deadline = limits.timeout.map(|t| started + t);
+    if !interrupter.arm(req.task, deadline) {
+        let stats = TaskStats { worker: std::process::id(), ..TaskStats::default() };
+        return (Err(TaskError::cancelled("cancelled before it started")), stats);
+    }
+    let result = pre
+        .instantiate(&mut store)
+        .and_then(|instance| call(&mut store, instance, req));
+    let stop = interrupter.disarm();
+
+    let fuel_used = fuel - store.get_fuel().unwrap_or(0);
+    let (stdout, out_cut) = stdout.take();
+    let (stderr, err_cut) = stderr.take();
+    let outcome = match result {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(task_error)) => Err(task_error),
+        Err(e) => Err(classify(e, store.data(), stop, req, &stderr)),
+    };
+    let stats = TaskStats {
+        worker: std::process::id(),
+        fuel_used,
+        duration: started.elapsed(),
+        stdout,
+        stderr,
+        output_truncated: out_cut || err_cut,
+    };
+    (outcome, stats)
+}
+
+/// Calls the export. The outer error is a wasm failure (trap, exit, limit) still to be
+/// classified; the inner one is already a typed error.
+fn call(store: &mut Store<TaskState>, instance: Instance, req: &RunRequest) -> wasmtime::Result<Result<Output, TaskError>> {
+    match &req.input {
+        Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
+        Input::Json(bytes) => call_task(store, instance, &req.export, bytes),
+    }
+}
+
+fn call_numeric(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    export: &str,
+    args: &[Value],
+) -> wasmtime::Result<Result<Output, TaskError>> {
+    let Some(func) = instance.get_func(&mut *store, export) else {
+        return Ok(Err(TaskError::bad_input(format!("the module has no function export `{export}`"))));
+    };
+    let ty = func.ty(&*store);
+    if ty.params().len() != args.len() {
+        return Ok(Err(TaskError::bad_input(format!(
+            "`{export}` takes {} argument(s), {} given",
+            ty.params().len(),
+            args.len()
+        ))));
+    }
+    let params: Vec<Val> = args
+        .iter()
+        .map(|v| match *v {
+            Value::I32(x) => Val::I32(x),
+            Value::I64(x) => Val::I64(x),
+            Value::F32(x) => Val::F32(x.to_bits()),
+            Value::F64(x) => Val::F64(x.to_bits()),
+        })
+        .collect();
+    let mut results: Vec<Val> = ty.results().map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0))).collect();
+    func.call(&mut *store, &params, &mut results)?;
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        out.push(match r {
+            Val::I32(x) => Value::I32(x),
+            Val::I64(x) => Value::I64(x),
+            Val::F32(x) => Value::F32(f32::from_bits(x)),
+            Val::F64(x) => Value::F64(f64::from_bits(x)),
+            other => {
+                return Ok(Err(TaskError::BadOutput {
+                    message: format!("`{export}` returned a {:?} value, which is not a number", other.ty(&*store)),
+                }))
+            }
+        });
+    }
+    Ok(Ok(Output::Numbers(out)))
+}
+
+fn call_task(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    name: &str,
+    input: &[u8],
+) -> wasmtime::Result<Result<Output, TaskError>> {
+    let bad = |m: String| Ok(Err(TaskError::bad_input(m)));
+    let export = wasmpool_abi::task_export_name(name);
+    let Ok(task) = instance.get_typed_func::<(i32, i32), i64>(&mut *store, &export) else {
+        return bad(format!("the module has no SDK task `{name}` (export `{export}` with type (i32, i32) -> i64)"));
+    };
+    let Some(memory) = instance.get_memory(&mut *store, wasmpool_abi::MEMORY_EXPORT) else {
+        return bad(format!("the module exports no `{}`", wasmpool_abi::MEMORY_EXPORT));
+    };
+    let Ok(alloc) = instance.get_typed_func::<i32, i32>(&mut *store, wasmpool_abi::ALLOC_EXPORT) else {
+        return bad(format!("the module exports no `{}: (i32) -> i32`", wasmpool_abi::ALLOC_EXPORT));
+    };
+    let Ok(len) = i32::try_from(input.len()) else {
+        return bad(format!("input of {} bytes is too large for a wasm32 guest", input.len()));
+    };
+    let ptr = alloc.call(&mut *store, len)?;
+    if memory.write(&mut *store, ptr as u32 as usize, input).is_err() {
+        return Ok(Err(TaskError::Trap {
+            message: format!("`{}` returned {ptr:#x}, which has no room for {len} bytes in memory", wasmpool_abi::ALLOC_EXPORT),
+        }));
+    }
+    let packed = task.call(&mut *store, (ptr, len))?;
+    let (ptr, len) = wasmpool_abi::unpack(packed);
+    let data = memory.data(&*store);
+    let Some(reply) = data.get(ptr as usize..ptr as usize + len as usize) else {
+        return Ok(Err(TaskError::BadOutput {
+            message: format!("the guest's reply ({len} bytes at {ptr:#x}) lies outside its memory"),
+        }));
+    };
+    let Some((&status, payload)) = reply.split_first() else {
+        return Ok(Err(TaskError::BadOutput { message: "the guest's reply is empty (no status byte)".into() }));
+    };
+    Ok(match status {
+        wasmpool_abi::STATUS_OK => Ok(Output::Json(payload.to_vec())),
+        wasmpool_abi::STATUS_ERR => Err(TaskError::Guest {
+            message: String::from_utf8_lossy(payload).into_owned(),
+        }),
+        other => Err(TaskError::BadOutput {
+            message: format!("the guest's reply has unknown status byte {other}"),
+        }),
+    })
+}
+
+/// Turns a wasm failure into the error the user sees.
+fn classify(err: wasmtime::Error, state: &TaskState, stop: Option<Stop>, req: &RunRequest, stderr: &[u8]) -> TaskError {
+    if state.limiter.hit {
+        return TaskError::MemoryLimit {
+            limit: req.limits.memory.unwrap_or(u64::MAX),
+        };
+    }
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return TaskError::Exit { code: exit.0 };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => TaskError::FuelExhausted {
+            fuel: req.limits.fuel.unwrap_or(u64::MAX),
+        },
+        Some(Trap::Interrupt) => match stop {
+            Some(Stop::Cancelled) => TaskError::cancelled("stopped while running"),
+            _ => TaskError::Timeout {
+                limit: req.limits.timeout.unwrap_or_default(),
+            },
+        },
+        Some(trap) => {
+            let text = trap.to_string();
+            let mut message = text.strip_prefix("wasm trap: ").unwrap_or(&text).to_string();
+            if let Some(frame) = err
+                .downcast_ref::<WasmBacktrace>()
+                .and_then(|bt| bt.frames().first().and_then(|f| f.func_name().map(str::to_string)))
+            {
+                message.push_str(&format!(" in `{frame}`"));
+            }
+            if let Some(line) = last_line(stderr) {
+                message.push_str(&format!(" (guest stderr: {line})"));
+            }
+            TaskError::Trap { message }
+        }
+        None => TaskError::Trap {
+            message: format!("{err:#}"),
+        },
+    }
+}
+
+/// The last non-empty line of the guest's stderr, shortened, to explain a panic's trap.
+fn last_line(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("note: run with"))?;
+    let mut line = line.to_string();
+    if line.len() > 300 {
+        let cut = (0..=300).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        line.truncate(cut);
+        line.push('…');
+    }
+    Some(line)
+}

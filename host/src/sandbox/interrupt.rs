@@ -1,0 +1,121 @@
+//! Stopping a running guest from outside: the worker's deadline timer and cancellation, both
+//! through wasmtime's epoch interruption. One task runs at a time in a worker; the
+//! interrupter knows which, so a late timer or a cancel meant for another task never hits
+//! the wrong one.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use wasmtime::Engine;
+
+use crate::protocol::TaskId;
+
+/// Why a running task was interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Its wall-clock deadline passed.
+    Timeout,
+    /// The host cancelled it.
+    Cancelled,
+}
+
+/// Arms a deadline per task and bumps the engine's epoch when it passes or on cancel.
+pub struct Interrupter {
+    engine: Engine,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    running: Option<Running>,
+    /// Tasks cancelled before they started.
+    cancelled: HashSet<TaskId>,
+}
+
+struct Running {
+    task: TaskId,
+    deadline: Option<Instant>,
+    stop: Option<Stop>,
+}
+
+impl Interrupter {
+    /// Starts the timer thread for `engine`.
+    pub fn start(engine: Engine) -> std::io::Result<Arc<Self>> {
+        let this = Arc::new(Interrupter {
+            engine,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let timer = this.clone();
+        std::thread::Builder::new()
+            .name("wasmpool-deadline".into())
+            .spawn(move || timer.run_timer())?;
+        Ok(this)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_timer(&self) {
+        let mut state = self.lock();
+        loop {
+            let deadline = match &state.running {
+                Some(Running { deadline: Some(d), stop: None, .. }) => *d,
+                _ => {
+                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                if let Some(r) = state.running.as_mut() {
+                    r.stop = Some(Stop::Timeout);
+                }
+                self.engine.increment_epoch();
+            } else {
+                state = self
+                    .wake
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+    }
+
+    /// Marks `task` as running until `deadline`. Call after the task's store has its epoch
+    /// deadline set. Returns `false` if the task was cancelled before it started.
+    pub fn arm(&self, task: TaskId, deadline: Option<Instant>) -> bool {
+        let mut state = self.lock();
+        if state.cancelled.remove(&task) {
+            return false;
+        }
+        state.running = Some(Running { task, deadline, stop: None });
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Marks the running task as finished; tells whether it was interrupted, and why.
+    pub fn disarm(&self) -> Option<Stop> {
+        self.lock().running.take().and_then(|r| r.stop)
+    }
+
+    /// Cancels `task`: interrupts it if it runs now, skips it when it would start.
+    pub fn cancel(&self, task: TaskId) {
+        let mut state = self.lock();
+        match state.running.as_mut() {
+            Some(r) if r.task == task => {
+                if r.stop.is_none() {
+                    r.stop = Some(Stop::Cancelled);
+                    self.engine.increment_epoch();
+                }
+            }
+            _ => {
+                state.cancelled.insert(task);
+            }
+        }
+    }
+}

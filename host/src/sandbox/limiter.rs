@@ -1,0 +1,45 @@
+//! The per-task memory limit: a store limiter that turns a growth past the limit into a trap
+//! (not wasm's silent `-1`), and remembers that it did so the task reports `MemoryLimit`.
+
+use wasmtime::ResourceLimiter;
+
+/// Most elements one table may grow to.
+pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Memory limiter of one task's store.
+pub struct MemoryLimiter {
+    limit: Option<u64>,
+    /// Set when the guest asked for more than `limit`.
+    pub hit: bool,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing `limit` bytes of linear memory (`None`: the wasm32 maximum).
+    pub fn new(limit: Option<u64>) -> Self {
+        MemoryLimiter { limit, hit: false }
+    }
+}
+
+/// The error a refused growth traps with.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes reached (the guest asked for {desired} bytes)")]
+pub struct MemoryLimitReached {
+    pub limit: u64,
+    pub desired: u64,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        match self.limit {
+            Some(limit) if desired as u64 > limit => {
+                self.hit = true;
+                Err(MemoryLimitReached { limit, desired: desired as u64 }.into())
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

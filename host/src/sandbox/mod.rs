@@ -1,0 +1,128 @@
+//! The sandbox: everything wasmtime. The host's [`Compiler`] validates and compiles modules;
+//! a worker's [`Sandbox`] runs each task in a fresh store and instance under its limits and
+//! turns every way a guest can fail into a [`TaskError`](crate::TaskError).
+
+mod call;
+pub mod engine;
+pub mod interrupt;
+mod limiter;
+mod output;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use wasmtime::{Engine, InstancePre, Linker, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::error::TaskError;
+use crate::module::ModuleId;
+use crate::protocol::{RunRequest, TaskStats};
+use crate::value::Output;
+
+pub use interrupt::Interrupter;
+pub use limiter::MAX_TABLE_ELEMENTS;
+
+/// The data of one task's store.
+pub struct TaskState {
+    wasi: WasiP1Ctx,
+    limiter: limiter::MemoryLimiter,
+}
+
+impl TaskState {
+    /// A deny-by-default WASI context: no files, no environment, no arguments, no network;
+    /// stdin empty, stdout and stderr captured into `stdout` and `stderr`.
+    fn new(memory: Option<u64>, stdout: output::CappedPipe, stderr: output::CappedPipe) -> Self {
+        let wasi = WasiCtxBuilder::new().stdout(stdout).stderr(stderr).build_p1();
+        TaskState {
+            wasi,
+            limiter: limiter::MemoryLimiter::new(memory),
+        }
+    }
+}
+
+/// The host functions every guest can import: WASI preview 1, and nothing else.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)?;
+    Ok(linker)
+}
+
+/// The host's compiler: validates, compiles and checks imports (see `Module::compile`).
+pub struct Compiler {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<TaskState>,
+    /// `(module, name)` of every function the linker provides.
+    pub(crate) provided: HashSet<(String, String)>,
+}
+
+impl Compiler {
+    /// Creates the host's engine (without the pooling allocator: the host never instantiates).
+    pub fn new() -> wasmtime::Result<Self> {
+        let engine = engine::engine(false)?;
+        let linker = linker(&engine)?;
+        let mut store = Store::new(
+            &engine,
+            TaskState::new(None, output::CappedPipe::new(0), output::CappedPipe::new(0)),
+        );
+        let provided = linker
+            .iter(&mut store)
+            .map(|(m, n, _)| (m.to_string(), n.to_string()))
+            .collect();
+        Ok(Compiler { engine, linker, provided })
+    }
+}
+
+/// A worker's sandbox: its engine, the modules it has loaded, and the interrupter that
+/// enforces wall-clock limits and cancellation.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<TaskState>,
+    modules: HashMap<ModuleId, InstancePre<TaskState>>,
+    interrupter: Arc<Interrupter>,
+}
+
+impl Sandbox {
+    /// Creates the worker's engine (pooling allocator) and starts its deadline timer.
+    pub fn new() -> wasmtime::Result<Self> {
+        let engine = engine::engine(true)?;
+        let linker = linker(&engine)?;
+        let interrupter = Interrupter::start(engine.clone())?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            modules: HashMap::new(),
+            interrupter,
+        })
+    }
+
+    /// The interrupter, for the thread that reads cancellations.
+    pub fn interrupter(&self) -> Arc<Interrupter> {
+        self.interrupter.clone()
+    }
+
+    /// Makes a compiled module available to later tasks.
+    pub fn load(&mut self, id: ModuleId, artifact: &[u8]) -> wasmtime::Result<()> {
+        if self.modules.contains_key(&id) {
+            return Ok(());
+        }
+        // SAFETY: the artifact was produced by `Module::serialize` in our own host process,
+        // with an engine built from the same `engine::config`, and reached us over the
+        // private pipe from our parent; wasmtime still checks its version and settings.
+        let module = unsafe { wasmtime::Module::deserialize(&self.engine, artifact)? };
+        let pre = self.linker.instantiate_pre(&module)?;
+        self.modules.insert(id, pre);
+        Ok(())
+    }
+
+    /// Runs one task in a fresh store and instance.
+    pub fn run(&mut self, req: &RunRequest) -> (Result<Output, TaskError>, TaskStats) {
+        match self.modules.get(&req.module) {
+            Some(pre) => call::run(&self.engine, pre, &self.interrupter, req),
+            None => (
+                Err(TaskError::worker_lost(format!("module {} was not loaded in this worker", req.module))),
+                TaskStats::default(),
+            ),
+        }
+    }
+}

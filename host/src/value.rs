@@ -1,0 +1,366 @@
+//! Values that cross into and out of guests: numbers for plain exports, JSON for SDK tasks,
+//! and the conversions from Rust types ([`Args`]) and back ([`FromOutput`]).
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::TaskError;
+
+/// A WebAssembly number: the argument and result type of plain exports.
+///
+/// ```
+/// use wasmpool::{Value, ValType};
+/// assert_eq!(Value::I32(7).coerce(ValType::I64), Some(Value::I64(7)));
+/// assert_eq!(Value::F64(1.5).coerce(ValType::I32), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+/// The type of a [`Value`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ValType {
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+impl std::fmt::Display for ValType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ValType::I32 => "i32",
+            ValType::I64 => "i64",
+            ValType::F32 => "f32",
+            ValType::F64 => "f64",
+        })
+    }
+}
+
+impl Value {
+    /// The value's type.
+    pub fn ty(&self) -> ValType {
+        match self {
+            Value::I32(_) => ValType::I32,
+            Value::I64(_) => ValType::I64,
+            Value::F32(_) => ValType::F32,
+            Value::F64(_) => ValType::F64,
+        }
+    }
+
+    /// Converts to `ty` when no information is lost (an integer that fits, an integral float,
+    /// a float that is exactly representable); `None` otherwise.
+    pub fn coerce(self, ty: ValType) -> Option<Value> {
+        const F64_EXACT: i64 = 1 << 53;
+        const F32_EXACT: i64 = 1 << 24;
+        let as_int = |v: Value| -> Option<i64> {
+            match v {
+                Value::I32(x) => Some(x as i64),
+                Value::I64(x) => Some(x),
+                Value::F32(x) => float_to_int(x as f64),
+                Value::F64(x) => float_to_int(x),
+            }
+        };
+        match (self, ty) {
+            (v, t) if v.ty() == t => Some(v),
+            (v, ValType::I32) => as_int(v).and_then(|x| i32::try_from(x).ok()).map(Value::I32),
+            (v, ValType::I64) => as_int(v).map(Value::I64),
+            (Value::F32(x), ValType::F64) => Some(Value::F64(x as f64)),
+            (Value::F64(x), ValType::F32) => {
+                let y = x as f32;
+                (y as f64 == x || x.is_nan()).then_some(Value::F32(y))
+            }
+            (v, ValType::F64) => as_int(v)
+                .filter(|x| x.abs() <= F64_EXACT)
+                .map(|x| Value::F64(x as f64)),
+            (v, ValType::F32) => as_int(v)
+                .filter(|x| x.abs() <= F32_EXACT)
+                .map(|x| Value::F32(x as f32)),
+        }
+    }
+
+    /// The value as JSON (a number; non-finite floats become strings such as `"NaN"`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let float = |x: f64| {
+            serde_json::Number::from_f64(x)
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|| serde_json::Value::String(x.to_string()))
+        };
+        match *self {
+            Value::I32(x) => x.into(),
+            Value::I64(x) => x.into(),
+            Value::F32(x) => float(x as f64),
+            Value::F64(x) => float(x),
+        }
+    }
+
+    /// Reads a JSON number as a value of type `ty`.
+    pub fn from_json(json: &serde_json::Value, ty: ValType) -> Option<Value> {
+        let n = json.as_number()?;
+        let v = if let Some(i) = n.as_i64() {
+            Value::I64(i)
+        } else if let Some(u) = n.as_u64() {
+            // Large unsigned integers wrap into i64 the way wasm reinterprets them.
+            Value::I64(u as i64)
+        } else {
+            Value::F64(n.as_f64()?)
+        };
+        v.coerce(ty)
+    }
+}
+
+fn float_to_int(x: f64) -> Option<i64> {
+    (x.fract() == 0.0 && x >= i64::MIN as f64 && x < i64::MAX as f64).then_some(x as i64)
+}
+
+macro_rules! value_from {
+    ($($t:ty => $v:ident),*) => {$(
+        impl From<$t> for Value {
+            fn from(x: $t) -> Value { Value::$v(x) }
+        }
+    )*};
+}
+value_from!(i32 => I32, i64 => I64, f32 => F32, f64 => F64);
+
+/// The input of one call, as it travels to the worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    /// Arguments of a plain numeric export.
+    Numbers(Vec<Value>),
+    /// The JSON-encoded input of an SDK task.
+    Json(Vec<u8>),
+}
+
+/// The output of one call, as it travels back from the worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Output {
+    /// Results of a plain numeric export.
+    Numbers(Vec<Value>),
+    /// The JSON-encoded output of an SDK task.
+    Json(Vec<u8>),
+}
+
+impl Output {
+    /// The output as one JSON value: a number for one result, an array for several, `null`
+    /// for none, the task's own JSON for SDK tasks.
+    pub fn to_json(&self) -> Result<serde_json::Value, TaskError> {
+        match self {
+            Output::Numbers(v) if v.is_empty() => Ok(serde_json::Value::Null),
+            Output::Numbers(v) if v.len() == 1 => Ok(v[0].to_json()),
+            Output::Numbers(v) => Ok(v.iter().map(Value::to_json).collect()),
+            Output::Json(bytes) => serde_json::from_slice(bytes).map_err(|e| TaskError::BadOutput {
+                message: format!("guest output is not valid JSON: {e}"),
+            }),
+        }
+    }
+}
+
+/// Marks an SDK task's input or output: serialized with serde through the guest ABI.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use wasmpool::{Json, Pool};
+/// let pool = Pool::builder().build()?;
+/// let m = pool.load_file("guests/target/wasm32-wasip1/release/wordcount.wasm")?;
+/// let out: Json<serde_json::Value> = pool
+///     .submit(&m, "wordcount", Json(serde_json::json!({"text": "a b a"})))
+///     .wait()?;
+/// assert_eq!(out.0["words"], 3);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Json<T>(pub T);
+
+/// Something that can be passed as the arguments of a call: numbers (a number, a tuple, an
+/// array or a `Vec` of numbers) for plain exports, [`Json`] for SDK tasks.
+pub trait Args {
+    /// Converts into the wire input.
+    fn into_input(self) -> Result<Input, TaskError>;
+}
+
+macro_rules! scalar_args {
+    ($($t:ty),*) => {$(
+        impl Args for $t {
+            fn into_input(self) -> Result<Input, TaskError> {
+                Ok(Input::Numbers(vec![self.into()]))
+            }
+        }
+    )*};
+}
+scalar_args!(i32, i64, f32, f64, Value);
+
+impl Args for () {
+    fn into_input(self) -> Result<Input, TaskError> {
+        Ok(Input::Numbers(Vec::new()))
+    }
+}
+
+impl<V: Into<Value>> Args for Vec<V> {
+    fn into_input(self) -> Result<Input, TaskError> {
+        Ok(Input::Numbers(self.into_iter().map(Into::into).collect()))
+    }
+}
+
+impl<V: Into<Value>, const N: usize> Args for [V; N] {
+    fn into_input(self) -> Result<Input, TaskError> {
+        Ok(Input::Numbers(self.into_iter().map(Into::into).collect()))
+    }
+}
+
+macro_rules! tuple_args {
+    ($($name:ident)+) => {
+        impl<$($name: Into<Value>),+> Args for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn into_input(self) -> Result<Input, TaskError> {
+                let ($($name,)+) = self;
+                Ok(Input::Numbers(vec![$($name.into()),+]))
+            }
+        }
+    };
+}
+tuple_args!(A);
+tuple_args!(A B);
+tuple_args!(A B C);
+tuple_args!(A B C D);
+tuple_args!(A B C D E);
+tuple_args!(A B C D E F);
+
+impl<T: Serialize> Args for Json<T> {
+    fn into_input(self) -> Result<Input, TaskError> {
+        serde_json::to_vec(&self.0)
+            .map(Input::Json)
+            .map_err(|e| TaskError::bad_input(format!("cannot encode input as JSON: {e}")))
+    }
+}
+
+impl Args for Input {
+    fn into_input(self) -> Result<Input, TaskError> {
+        Ok(self)
+    }
+}
+
+/// Something a call's output converts into: a number or tuple of numbers for plain exports,
+/// [`Json`] for SDK tasks, or the raw [`Output`].
+pub trait FromOutput: Sized {
+    /// Converts from the wire output.
+    fn from_output(output: Output) -> Result<Self, TaskError>;
+}
+
+fn numbers(output: Output, want: usize) -> Result<Vec<Value>, TaskError> {
+    match output {
+        Output::Numbers(v) if v.len() == want => Ok(v),
+        Output::Numbers(v) => Err(TaskError::BadOutput {
+            message: format!("the export returned {} value(s), the caller expected {want}", v.len()),
+        }),
+        Output::Json(_) => Err(TaskError::BadOutput {
+            message: "the export is an SDK task returning JSON; ask for Json<T> instead of numbers"
+                .into(),
+        }),
+    }
+}
+
+macro_rules! number_output {
+    ($($t:ty => $v:ident),*) => {$(
+        impl FromOutput for $t {
+            fn from_output(output: Output) -> Result<Self, TaskError> {
+                let v = numbers(output, 1)?[0];
+                match v.coerce(ValType::$v) {
+                    Some(Value::$v(x)) => Ok(x),
+                    _ => Err(TaskError::BadOutput {
+                        message: format!("the export returned {:?}, which does not convert to {}", v, stringify!($t)),
+                    }),
+                }
+            }
+        }
+    )*};
+}
+number_output!(i32 => I32, i64 => I64, f32 => F32, f64 => F64);
+
+impl FromOutput for () {
+    fn from_output(output: Output) -> Result<Self, TaskError> {
+        numbers(output, 0).map(drop)
+    }
+}
+
+impl FromOutput for Value {
+    fn from_output(output: Output) -> Result<Self, TaskError> {
+        Ok(numbers(output, 1)?[0])
+    }
+}
+
+impl FromOutput for Vec<Value> {
+    fn from_output(output: Output) -> Result<Self, TaskError> {
+        match output {
+            Output::Numbers(v) => Ok(v),
+            other => numbers(other, 0),
+        }
+    }
+}
+
+impl FromOutput for Output {
+    fn from_output(output: Output) -> Result<Self, TaskError> {
+        Ok(output)
+    }
+}
+
+impl FromOutput for serde_json::Value {
+    fn from_output(output: Output) -> Result<Self, TaskError> {
+        output.to_json()
+    }
+}
+
+impl<T: DeserializeOwned> FromOutput for Json<T> {
+    fn from_output(output: Output) -> Result<Self, TaskError> {
+        match output {
+            Output::Json(bytes) => serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+                TaskError::BadOutput {
+                    message: format!("cannot decode the guest's JSON output: {e}"),
+                }
+            }),
+            Output::Numbers(v) => {
+                let json = Output::Numbers(v).to_json()?;
+                serde_json::from_value(json).map(Json).map_err(|e| TaskError::BadOutput {
+                    message: format!("cannot decode the export's numbers: {e}"),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coerce_keeps_information() {
+        assert_eq!(Value::I64(1 << 40).coerce(ValType::I32), None);
+        assert_eq!(Value::I64(-5).coerce(ValType::I32), Some(Value::I32(-5)));
+        assert_eq!(Value::F64(3.0).coerce(ValType::I64), Some(Value::I64(3)));
+        assert_eq!(Value::F64(0.1).coerce(ValType::F32), None);
+        assert_eq!(Value::F32(0.5).coerce(ValType::F64), Some(Value::F64(0.5)));
+        assert_eq!(Value::I64((1 << 53) + 1).coerce(ValType::F64), None);
+    }
+
+    #[test]
+    fn json_numbers_read_as_types() {
+        let j = serde_json::json!(42);
+        assert_eq!(Value::from_json(&j, ValType::F32), Some(Value::F32(42.0)));
+        assert_eq!(Value::from_json(&serde_json::json!(2.5), ValType::I32), None);
+        assert_eq!(Value::from_json(&serde_json::json!("7"), ValType::I32), None);
+    }
+
+    #[test]
+    fn args_and_outputs_convert() {
+        assert_eq!(
+            (1i32, 2i64).into_input().unwrap(),
+            Input::Numbers(vec![Value::I32(1), Value::I64(2)])
+        );
+        assert_eq!(i64::from_output(Output::Numbers(vec![Value::I64(9)])), Ok(9));
+        assert!(i32::from_output(Output::Numbers(vec![Value::I64(1 << 40)])).is_err());
+        let j: Json<Vec<u32>> = Json::from_output(Output::Json(b"[1,2]".to_vec())).unwrap();
+        assert_eq!(j.0, vec![1, 2]);
+    }
+}

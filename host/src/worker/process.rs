@@ -1,0 +1,157 @@
+//! The host's handle on one worker process: spawning it with a clean environment, a writer
+//! thread feeding its stdin (so the dispatcher never blocks on a full pipe), a reader thread
+//! turning its stdout into dispatcher events, and killing and reaping it.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use crossbeam_channel::{unbounded, Sender};
+
+use crate::dispatch::Event;
+use crate::error::PoolError;
+use crate::protocol::{self, Reply};
+
+/// The hidden argument that turns the `wasmpool` binary into a worker.
+pub const WORKER_ARG: &str = "__worker";
+
+/// Identifies one incarnation of a worker slot: events from an older incarnation are stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerRef {
+    pub slot: usize,
+    pub generation: u64,
+}
+
+/// A running worker process.
+pub struct WorkerProcess {
+    child: Child,
+    frames: Option<Sender<Vec<u8>>>,
+}
+
+impl WorkerProcess {
+    /// Starts `program __worker` for `who`; its replies arrive on `events`.
+    pub(crate) fn spawn(program: &Path, who: WorkerRef, events: Sender<Event>) -> Result<Self, PoolError> {
+        let mut child = Command::new(program)
+            .arg(WORKER_ARG)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| PoolError::Spawn {
+                program: program.to_path_buf(),
+                source,
+            })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+
+        let (frames, pending) = unbounded::<Vec<u8>>();
+        let spawn_err = |source| PoolError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        };
+        std::thread::Builder::new()
+            .name(format!("wasmpool-w{}-writer", who.slot))
+            .spawn(move || {
+                let mut w = BufWriter::with_capacity(64 << 10, stdin);
+                while let Ok(frame) = pending.recv() {
+                    if w.write_all(&frame).is_err() {
+                        return;
+                    }
+                    while let Ok(frame) = pending.try_recv() {
+                        if w.write_all(&frame).is_err() {
+                            return;
+                        }
+                    }
+                    if w.flush().is_err() {
+                        return;
+                    }
+                }
+                // Dropping the pipe closes the worker's stdin: it exits.
+            })
+            .map_err(spawn_err)?;
+        std::thread::Builder::new()
+            .name(format!("wasmpool-w{}-reader", who.slot))
+            .spawn(move || {
+                let mut r = BufReader::with_capacity(64 << 10, stdout);
+                let mut buf = Vec::new();
+                loop {
+                    match protocol::read::<_, Reply>(&mut r, &mut buf) {
+                        Ok(Some(reply)) => {
+                            if events.send(Event::Reply(who, reply)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) | Err(_) => {
+                            let _ = events.send(Event::Exited(who));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(spawn_err)?;
+        Ok(WorkerProcess {
+            child,
+            frames: Some(frames),
+        })
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Queues one encoded frame for the worker's stdin.
+    pub fn send(&self, frame: Vec<u8>) {
+        if let Some(frames) = &self.frames {
+            // A closed channel means the writer saw the worker die; the reader reports it.
+            let _ = frames.send(frame);
+        }
+    }
+
+    /// Asks the worker to exit once it has finished what it was sent.
+    pub fn close(&mut self) {
+        self.frames = None;
+    }
+
+    /// Kills the worker (SIGKILL) and reaps it.
+    pub fn kill(mut self) -> Option<ExitStatus> {
+        self.close();
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    /// Reaps a worker whose protocol stream has ended: it only closes its stdout by exiting,
+    /// so this wait is short.
+    pub fn reap(mut self) -> Option<ExitStatus> {
+        self.close();
+        self.child.wait().ok()
+    }
+}
+
+/// Describes how a worker ended, for `WorkerLost` messages.
+pub fn describe_exit(pid: u32, status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (_, Some(sig)) => format!("worker {pid} was killed by signal {sig} ({})", signal_name(sig)),
+            (Some(code), _) => format!("worker {pid} exited with status {code}"),
+            _ => format!("worker {pid} ended: {s}"),
+        },
+        None => format!("worker {pid} ended (status unknown)"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        31 => "SIGSYS",
+        _ => "signal",
+    }
+}

@@ -1,0 +1,87 @@
+//! The worker process's main loop (`wasmpool __worker`): read requests from stdin, run tasks
+//! one at a time in the sandbox, write replies to stdout. A reader thread acts on `Cancel`
+//! at once; replies are flushed whenever no request is waiting, so bursts travel in batches.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver};
+
+use crate::protocol::{self, Reply, Request};
+use crate::sandbox::{Interrupter, Sandbox};
+
+/// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
+const FLUSH_EVERY: Duration = Duration::from_micros(50);
+
+/// Runs the worker until the host closes its stdin (or dies).
+pub fn serve() -> anyhow::Result<()> {
+    die_with_parent();
+    let mut sandbox = Sandbox::new()?;
+    let requests = spawn_reader(sandbox.interrupter())?;
+    // The protocol owns fd 1; guests never touch it (their stdout is captured in memory).
+    let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    protocol::write(&mut out, &Reply::Ready { pid: std::process::id() })?;
+    out.flush()?;
+    let mut frame = Vec::new();
+    let mut last_flush = Instant::now();
+    while let Ok(request) = requests.recv() {
+        match request {
+            Request::Load { module, artifact } => {
+                if let Err(e) = sandbox.load(module, &artifact) {
+                    // Tasks of a module that failed to load report it; the worker goes on.
+                    eprintln!("wasmpool worker: cannot load module {module}: {e:#}");
+                }
+            }
+            Request::Run(req) => {
+                let (outcome, stats) = sandbox.run(&req);
+                frame.clear();
+                protocol::encode(&Reply::Done { task: req.task, outcome, stats }, &mut frame)?;
+                out.write_all(&frame)?;
+            }
+            Request::Cancel { .. } => unreachable!("the reader handles cancels"),
+        }
+        // Replies go out in batches, but never sit long: the host refills this worker's
+        // queue as soon as it hears back.
+        if requests.is_empty() || last_flush.elapsed() >= FLUSH_EVERY {
+            out.flush()?;
+            last_flush = Instant::now();
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads requests on a thread of their own, so a cancel reaches a task while it runs.
+fn spawn_reader(interrupter: std::sync::Arc<Interrupter>) -> std::io::Result<Receiver<Request>> {
+    let (tx, rx) = unbounded();
+    std::thread::Builder::new().name("wasmpool-requests".into()).spawn(move || {
+        let mut input = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
+        let mut buf = Vec::new();
+        loop {
+            match protocol::read::<_, Request>(&mut input, &mut buf) {
+                Ok(Some(Request::Cancel { task })) => interrupter.cancel(task),
+                Ok(Some(request)) => {
+                    if tx.send(request).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("wasmpool worker: bad request stream: {e}");
+                    std::process::exit(3);
+                }
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+/// Makes the kernel kill this worker when the host process dies, so no worker outlives it.
+fn die_with_parent() {
+    let parent = rustix::process::getppid();
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // The host may have died before the line above took effect.
+    if rustix::process::getppid() != parent {
+        std::process::exit(0);
+    }
+}

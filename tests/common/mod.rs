@@ -1,0 +1,51 @@
+//! Shared by the integration tests: the guests compiled from `guests/`, and pools that use
+//! the `wasmpool` binary cargo built for this test run as their worker program.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmpool::{Module, Pool, PoolBuilder};
+
+/// The worker program cargo built alongside this test.
+pub const WORKER: &str = env!("CARGO_BIN_EXE_wasmpool");
+
+/// Builds the guest workspace once per test binary (a no-op when it is up to date) and
+/// returns the directory holding the `.wasm` files.
+pub fn guest_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let guests = root.join("guests");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--target", "wasm32-wasip1", "--quiet"])
+            .current_dir(&guests)
+            .status()
+            .expect("run cargo to build the guests");
+        assert!(
+            status.success(),
+            "building the guests failed; is the target installed? run `rustup target add wasm32-wasip1`"
+        );
+        guests.join("target/wasm32-wasip1/release")
+    })
+}
+
+/// Path of guest `name` (`math`, `wordcount`, `hostile`).
+pub fn guest(name: &str) -> PathBuf {
+    guest_dir().join(format!("{name}.wasm"))
+}
+
+/// A builder using this test run's worker program, 2 workers, a 10 s default timeout.
+pub fn builder() -> PoolBuilder {
+    Pool::builder().worker_program(WORKER).workers(2).timeout(Duration::from_secs(10))
+}
+
+/// A pool from [`builder`] and the named guest loaded into it.
+pub fn pool_with(name: &str) -> (Pool, Module) {
+    let pool = builder().build().expect("start the pool");
+    let module = pool.load_file(guest(name)).expect("load the guest");
+    (pool, module)
+}

@@ -1,0 +1,255 @@
+//! The pool's API against real worker processes and real guests: map order, submit / wait /
+//! wait_timeout / cancel, SDK tasks, bad input, module loading, recycling, shutdown.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{builder, guest, pool_with};
+use wasmpool::{Json, LoadError, TaskError, Value};
+
+#[test]
+fn map_returns_results_in_input_order() {
+    let (pool, math) = pool_with("math");
+    let out = pool.map::<i64, _>(&math, "square", 0..2000i64);
+    assert_eq!(out.len(), 2000);
+    for (i, r) in out.into_iter().enumerate() {
+        assert_eq!(r, Ok((i * i) as i64));
+    }
+}
+
+#[test]
+fn map_spreads_work_over_every_worker() {
+    let (pool, math) = pool_with("math");
+    let tasks = pool.call(&math, "counting").submit_many::<i64, _>(vec![3_000_000i64; 8]);
+    let workers: HashSet<u32> = tasks
+        .iter()
+        .map(|t| {
+            assert_eq!(t.wait(), Ok(0));
+            t.stats().unwrap().worker
+        })
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers ran tasks");
+}
+
+#[test]
+fn starmap_passes_several_arguments_and_converts_types() {
+    let (pool, math) = pool_with("math");
+    let sums = pool.starmap::<i32, _>(&math, "add", vec![(1, 2), (40, 2), (-5, 5)]);
+    assert_eq!(sums, vec![Ok(3), Ok(42), Ok(0)]);
+    // i64 arguments that fit convert to the export's i32 parameters.
+    assert_eq!(pool.submit::<i32>(&math, "add", (2i64, 3i64)).wait(), Ok(5));
+    let h = pool.submit::<f64>(&math, "hypot", (3, 4)).wait();
+    assert_eq!(h, Ok(5.0));
+    let scaled = pool.submit::<f32>(&math, "scale", (1.5f32, 2.0f32)).wait();
+    assert_eq!(scaled, Ok(3.0));
+    let raw = pool.submit::<Vec<Value>>(&math, "square", 9i64).wait();
+    assert_eq!(raw, Ok(vec![Value::I64(81)]));
+}
+
+#[test]
+fn map_unordered_yields_every_index_once_fastest_first() {
+    let (pool, math) = pool_with("math");
+    // One slow task first, then quick ones: the quick ones come out before it.
+    let mut inputs = vec![60_000_000i64];
+    inputs.extend(std::iter::repeat_n(10, 20));
+    let got: Vec<(usize, Result<i64, TaskError>)> = pool.map_unordered(&math, "counting", inputs).collect();
+    assert_eq!(got.len(), 21);
+    let indices: HashSet<usize> = got.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indices.len(), 21);
+    assert!(got.iter().all(|(_, r)| *r == Ok(0)));
+    assert_ne!(got[0].0, 0, "the slow task did not finish first");
+}
+
+#[test]
+fn imap_yields_in_order() {
+    let (pool, math) = pool_with("math");
+    let got: Vec<i64> = pool.imap::<i64, _>(&math, "square", [3i64, 1, 2]).map(Result::unwrap).collect();
+    assert_eq!(got, vec![9, 1, 4]);
+}
+
+#[test]
+fn wait_timeout_returns_without_stopping_the_task() {
+    let (pool, math) = pool_with("math");
+    let task = pool.submit::<i64>(&math, "counting", 200_000_000i64);
+    assert_eq!(task.wait_timeout(Duration::from_millis(1)), None);
+    assert!(!task.is_done());
+    assert_eq!(task.wait(), Ok(0), "the task went on and finished");
+    assert!(task.is_done());
+    assert_eq!(task.wait_timeout(Duration::ZERO), Some(Ok(0)), "a finished task can be read again");
+}
+
+#[test]
+fn cancel_stops_a_running_task_and_a_queued_one_never_runs() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let running = pool.call(&hostile, "spin").timeout(None).submit::<i64>(());
+    let queued = pool.submit::<i64>(&hostile, "counter", ());
+    // Wait until the spin is running, then cancel both.
+    while !running.is_running() {
+        assert_eq!(running.wait_timeout(Duration::from_millis(5)), None);
+    }
+    let t = Instant::now();
+    queued.cancel();
+    running.cancel();
+    assert!(matches!(running.wait(), Err(TaskError::Cancelled { .. })));
+    assert!(matches!(queued.wait(), Err(TaskError::Cancelled { .. })));
+    assert!(t.elapsed() < Duration::from_secs(2), "cancel took {:?}", t.elapsed());
+    // The pool still works.
+    assert_eq!(pool.submit::<i64>(&hostile, "counter", ()).wait(), Ok(1));
+}
+
+#[test]
+fn sdk_tasks_take_and_return_serde_values() {
+    #[derive(serde::Serialize)]
+    struct WcIn<'a> {
+        text: &'a str,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    struct WcOut {
+        words: u64,
+        lines: u64,
+        top: Vec<(String, u64)>,
+    }
+    let (pool, wc) = pool_with("wordcount");
+    let out: Json<WcOut> = pool
+        .submit(&wc, "wordcount", Json(WcIn { text: "the cat\nthe hat\nthe end" }))
+        .wait()
+        .unwrap();
+    assert_eq!(out.0.words, 6);
+    assert_eq!(out.0.lines, 3);
+    assert_eq!(out.0.top[0], ("the".to_string(), 3));
+
+    let echoed: Json<serde_json::Value> = pool.submit(&wc, "echo", Json(serde_json::json!({"k": [1, 2]}))).wait().unwrap();
+    assert_eq!(echoed.0, serde_json::json!({"k": [1, 2]}));
+}
+
+#[test]
+fn a_guest_error_is_typed_and_carries_the_guests_message() {
+    let (pool, wc) = pool_with("wordcount");
+    let ok: Json<i64> = pool.submit(&wc, "divide", Json(serde_json::json!({"a": 9, "b": 3}))).wait().unwrap();
+    assert_eq!(ok.0, 3);
+    let err = pool.submit::<Json<i64>>(&wc, "divide", Json(serde_json::json!({"a": 7, "b": 0}))).wait();
+    assert_eq!(err.unwrap_err(), TaskError::Guest { message: "cannot divide 7 by zero".into() });
+}
+
+#[test]
+fn bad_input_is_reported_per_call_without_running_anything() {
+    let (pool, math) = pool_with("math");
+    let wc = pool.load_file(guest("wordcount")).unwrap();
+    let cases = [
+        pool.submit::<i64>(&math, "nope", 1i64).wait(),
+        pool.submit::<i64>(&math, "square", (1i64, 2i64)).wait(),
+        pool.submit::<i64>(&math, "add", (1.5f64, 2)).wait(),
+        pool.submit::<i64>(&math, "square", Json(1)).wait(),
+        pool.submit::<i64>(&wc, "wordcount", 3i64).wait(),
+    ];
+    let expected = ["no export `nope`", "takes 1 argument", "argument 1 of `add` is i32", "plain export", "SDK task"];
+    for (got, want) in cases.iter().zip(expected) {
+        match got {
+            Err(TaskError::BadInput { message }) => assert!(message.contains(want), "{message:?} lacks {want:?}"),
+            other => panic!("expected BadInput containing {want:?}, got {other:?}"),
+        }
+    }
+    // Undecodable input reaches the guest SDK, which says so.
+    let undecodable = pool.submit::<Json<i64>>(&wc, "divide", Json("not an object")).wait();
+    assert!(matches!(undecodable, Err(TaskError::Guest { message }) if message.contains("cannot decode input")));
+    // Asking for the wrong output type is a typed error too.
+    let wrong = pool.submit::<Json<String>>(&math, "square", 2i64).wait();
+    assert!(matches!(wrong, Err(TaskError::BadOutput { .. })), "{wrong:?}");
+}
+
+#[test]
+fn loading_bad_modules_fails_with_load_errors() {
+    let pool = builder().workers(1).build().unwrap();
+    match pool.load(b"\0asm but not really") {
+        Err(LoadError::Invalid { message }) => assert!(!message.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    match pool.load_file(file!()) {
+        Err(LoadError::Invalid { .. }) => {}
+        other => panic!("a Rust source file loaded: {other:?}"),
+    }
+    match pool.load_file("/nonexistent/x.wasm") {
+        Err(LoadError::Io { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let imports_env = r#"(module (import "env" "secret" (func)) (func (export "f")))"#;
+    match pool.load(imports_env) {
+        Err(LoadError::UnsupportedImport { module, name }) => assert_eq!((module.as_str(), name.as_str()), ("env", "secret")),
+        other => panic!("{other:?}"),
+    }
+    let small = builder().workers(1).max_module_size(16).build().unwrap();
+    assert!(matches!(small.load_file(guest("math")), Err(LoadError::TooLarge { .. })));
+    // The pool still serves work after all that.
+    let m = pool.load(r#"(module (func (export "one") (result i32) i32.const 1))"#).unwrap();
+    assert_eq!(pool.submit::<i32>(&m, "one", ()).wait(), Ok(1));
+}
+
+#[test]
+fn the_same_bytes_load_once() {
+    let pool = builder().workers(1).build().unwrap();
+    let a = pool.load_file(guest("math")).unwrap();
+    let b = pool.load_file(guest("math")).unwrap();
+    assert_eq!(a.id(), b.id());
+    assert!(a.same_artifact(&b), "the second load reused the first compilation");
+}
+
+#[test]
+fn workers_are_replaced_after_max_tasks_and_nothing_is_lost() {
+    let pool = builder().workers(1).max_tasks_per_worker(5).build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    let tasks = pool.call(&math, "square").submit_many::<i64, _>(0..23i64);
+    let mut pids = HashSet::new();
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!(t.wait(), Ok((i * i) as i64));
+        pids.insert(t.stats().unwrap().worker);
+    }
+    assert_eq!(pids.len(), 5, "23 tasks at 5 per worker need 5 workers");
+}
+
+#[test]
+fn shutdown_drains_and_terminate_cancels() {
+    let (pool, math) = pool_with("math");
+    let tasks = pool.call(&math, "counting").submit_many::<i64, _>(vec![1_000_000i64; 6]);
+    pool.shutdown();
+    assert!(tasks.iter().all(|t| t.wait() == Ok(0)), "shutdown finished every task");
+
+    let (pool, math) = pool_with("math");
+    let tasks = pool.call(&math, "counting").submit_many::<i64, _>(vec![2_000_000_000i64; 6]);
+    let t = Instant::now();
+    pool.terminate();
+    assert!(t.elapsed() < Duration::from_secs(2));
+    for task in &tasks {
+        assert!(matches!(task.wait(), Err(TaskError::Cancelled { .. })), "{:?}", task.wait());
+    }
+}
+
+#[test]
+fn a_task_is_a_future() {
+    let (pool, math) = pool_with("math");
+    let task = pool.submit::<i64>(&math, "square", 11i64);
+    assert_eq!(block_on(task), Ok(121));
+}
+
+/// A minimal executor: polls the future, parking the thread until its waker fires.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

@@ -85,7 +85,7 @@ impl TaskError {
 
 /// Why a module could not be loaded into the pool.
 ///
-/// ```
+/// ```no_run
 /// # fn main() -> Result<(), wasmpool::PoolError> {
 /// let pool = wasmpool::Pool::builder().workers(1).build()?;
 /// let err = pool.load(b"definitely not wasm").unwrap_err();

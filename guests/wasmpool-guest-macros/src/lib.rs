@@ -18,6 +18,8 @@
 //! }
 //! ```
 //!
+//! (for a return type spelled `Result<T, E>`, the second type argument is `T`).
+//!
 //! `#[task(name = "other")]` exports the task as `wasmpool.task.other` instead.
 
 use proc_macro::TokenStream;

@@ -116,6 +116,14 @@ pub fn read<R: Read, T: DeserializeOwned>(r: &mut R, buf: &mut Vec<u8>) -> io::R
     postcard::from_bytes(buf).map(Some).map_err(invalid)
 }
 
+/// Whether `buffered` bytes hold at least one whole frame (so reading it will not block).
+pub fn frame_buffered(buffered: &[u8]) -> bool {
+    match buffered.first_chunk::<4>() {
+        Some(len) => buffered.len() - 4 >= u32::from_le_bytes(*len) as usize,
+        None => false,
+    }
+}
+
 fn invalid(e: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
@@ -148,6 +156,15 @@ mod tests {
         }
         assert!(matches!(read::<_, Request>(&mut r, &mut scratch).unwrap(), Some(Request::Cancel { task: 7 })));
         assert!(read::<_, Request>(&mut r, &mut scratch).unwrap().is_none());
+    }
+
+    #[test]
+    fn buffered_frames_are_recognised_whole() {
+        let mut buf = Vec::new();
+        encode(&Request::Cancel { task: 1 }, &mut buf).unwrap();
+        assert!(frame_buffered(&buf));
+        assert!(!frame_buffered(&buf[..buf.len() - 1]));
+        assert!(!frame_buffered(&buf[..3]));
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub(crate) enum Event {
     Submit(Vec<Job>),
     /// Cancel a task wherever it is.
     Cancel(TaskId),
-    /// A worker said something.
-    Reply(WorkerRef, Reply),
+    /// A worker said something (one or more replies, in order).
+    Replies(WorkerRef, Vec<Reply>),
     /// A worker's reply stream ended: it exited or died.
     Exited(WorkerRef),
     /// Stop: `drain` finishes queued work first; otherwise it is cancelled.
@@ -166,15 +166,18 @@ impl Dispatcher {
                 }
             }
             Event::Cancel(task) => self.cancel(task),
-            Event::Reply(who, reply) => {
-                let Some(slot) = self.slot_of(who) else { return };
-                match reply {
-                    Reply::Ready { .. } => slot.on_ready(Instant::now()),
-                    Reply::Done { task, outcome, stats } => {
-                        if let Some(job) = slot.on_done(task, stats.duration, Instant::now()) {
-                            job.completion.complete(outcome, stats);
+            Event::Replies(who, replies) => {
+                let now = Instant::now();
+                for reply in replies {
+                    let Some(slot) = self.slot_of(who) else { return };
+                    match reply {
+                        Reply::Ready { .. } => slot.on_ready(now),
+                        Reply::Done { task, outcome, stats } => {
+                            if let Some(job) = slot.on_done(task, stats.duration, now) {
+                                job.completion.complete(outcome, stats);
+                            }
+                            self.maybe_retire(who.slot);
                         }
-                        self.maybe_retire(who.slot);
                     }
                 }
             }
@@ -279,9 +282,12 @@ impl Dispatcher {
                 .filter(|(_, s)| s.has_room(self.config.max_tasks_per_worker))
                 .min_by_key(|(_, s)| s.in_flight())
                 .map(|(i, _)| i);
-            let Some(i) = best else { return };
+            let Some(i) = best else { break };
             let job = self.queue.pop_front().expect("queue is not empty");
             self.slots[i].send(job, Instant::now());
+        }
+        for slot in &mut self.slots {
+            slot.flush();
         }
     }
 

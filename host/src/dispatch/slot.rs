@@ -52,6 +52,8 @@ pub(crate) struct Slot {
     dead: Option<String>,
     /// Replaced workers finishing their exit.
     retired: Vec<(WorkerRef, WorkerProcess)>,
+    /// Frames encoded but not yet handed to the writer (sent in one batch by `flush`).
+    pending: Vec<u8>,
 }
 
 impl Slot {
@@ -73,6 +75,7 @@ impl Slot {
             start_failures: 0,
             dead: None,
             retired: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -152,16 +155,20 @@ impl Slot {
             && max_tasks.is_none_or(|max| self.tasks_sent < max)
     }
 
+    /// Queues `job` for this worker; [`Self::flush`] sends what was queued.
     pub(crate) fn send(&mut self, job: Job, now: Instant) {
-        let Some(process) = &self.process else { return };
-        let mut frame = Vec::new();
+        if self.process.is_none() {
+            return;
+        }
+        let frame = &mut self.pending;
+        let rollback = frame.len();
         let module = &job.module.inner;
         if self.loaded.insert(module.id) {
             let load = Request::Load {
                 module: module.id,
                 artifact: module.artifact.as_ref().clone(),
             };
-            protocol::encode(&load, &mut frame).expect("artifacts are under the frame limit");
+            protocol::encode(&load, frame).expect("artifacts are under the frame limit");
         }
         let run = Request::Run(RunRequest {
             task: job.id,
@@ -170,11 +177,12 @@ impl Slot {
             input: job.input.clone(),
             limits: job.limits,
         });
-        if let Err(e) = protocol::encode(&run, &mut frame) {
+        if let Err(e) = protocol::encode(&run, frame) {
+            frame.truncate(rollback);
+            self.loaded.remove(&module.id);
             job.completion.fail(TaskError::bad_input(format!("cannot send the task: {e}")));
             return;
         }
-        process.send(frame);
         if self.inflight.is_empty() {
             self.head_since = now;
         }
@@ -185,6 +193,13 @@ impl Slot {
         }
     }
 
+    /// Hands the frames queued by [`Self::send`] to the worker's writer.
+    pub(crate) fn flush(&mut self) {
+        if let (Some(p), false) = (&self.process, self.pending.is_empty()) {
+            p.send(std::mem::take(&mut self.pending));
+        }
+    }
+
     /// Forwards a cancel if `task` is in flight here.
     pub(crate) fn cancel(&mut self, task: TaskId, kill_by: Instant) -> bool {
         let Some(f) = self.inflight.iter_mut().find(|f| f.job.id == task) else {
@@ -192,11 +207,9 @@ impl Slot {
         };
         if f.cancel_by.is_none() {
             f.cancel_by = Some(kill_by);
-            if let Some(p) = &self.process {
-                let mut frame = Vec::new();
-                if protocol::encode(&Request::Cancel { task }, &mut frame).is_ok() {
-                    p.send(frame);
-                }
+            // Behind any queued frame, so the worker has seen the task it cancels.
+            if protocol::encode(&Request::Cancel { task }, &mut self.pending).is_ok() {
+                self.flush();
             }
         }
         true

@@ -32,6 +32,8 @@ struct Slot {
     waker: Option<Waker>,
     /// `(channel, index)` told when the task finishes, for [`AsCompleted`].
     notify: Option<(Sender<usize>, usize)>,
+    /// Threads blocked in `wait_until` (no wake-up call is made when there are none).
+    waiters: u32,
 }
 
 impl Completion {
@@ -56,8 +58,11 @@ impl Completion {
         slot.outcome = Some((outcome, stats));
         let waker = slot.waker.take();
         let notify = slot.notify.take();
+        let waiters = slot.waiters;
         drop(slot);
-        self.done.notify_all();
+        if waiters > 0 {
+            self.done.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -82,16 +87,16 @@ impl Completion {
     fn wait_until(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, Slot>> {
         let mut slot = self.lock();
         while slot.outcome.is_none() {
-            match deadline {
-                None => slot = self.done.wait(slot).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    slot = self.done.wait_timeout(slot, d - now).unwrap_or_else(|p| p.into_inner()).0;
-                }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return None;
             }
+            slot.waiters += 1;
+            slot = match deadline {
+                None => self.done.wait(slot).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => self.done.wait_timeout(slot, d - now).unwrap_or_else(|p| p.into_inner()).0,
+            };
+            slot.waiters -= 1;
         }
         Some(slot)
     }

@@ -76,16 +76,24 @@ impl WorkerProcess {
                 let mut r = BufReader::with_capacity(64 << 10, stdout);
                 let mut buf = Vec::new();
                 loop {
-                    match protocol::read::<_, Reply>(&mut r, &mut buf) {
-                        Ok(Some(reply)) => {
-                            if events.send(Event::Reply(who, reply)).is_err() {
-                                return;
-                            }
+                    // Block for one reply, then take every further reply already buffered:
+                    // one event (one wake-up of the dispatcher) per batch.
+                    let mut batch = Vec::new();
+                    let ended = loop {
+                        match protocol::read::<_, Reply>(&mut r, &mut buf) {
+                            Ok(Some(reply)) => batch.push(reply),
+                            Ok(None) | Err(_) => break true,
                         }
-                        Ok(None) | Err(_) => {
-                            let _ = events.send(Event::Exited(who));
-                            return;
+                        if !protocol::frame_buffered(r.buffer()) {
+                            break false;
                         }
+                    };
+                    if !batch.is_empty() && events.send(Event::Replies(who, batch)).is_err() {
+                        return;
+                    }
+                    if ended {
+                        let _ = events.send(Event::Exited(who));
+                        return;
                     }
                 }
             })

@@ -12,13 +12,19 @@ use std::time::Instant;
 use wasmpool::Pool;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "guests/target/wasm32-wasip1/release/math.wasm".into());
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "guests/target/wasm32-wasip1/release/math.wasm".into());
     let t = Instant::now();
     let pool = Pool::builder().build()?;
     let module = pool.load_file(&path)?;
     let first = pool.submit::<i64>(&module, "square", 3i64).wait()?;
     assert_eq!(first, 9);
-    println!(r#"{{"bench":"cold_start_first_result","impl":"wasmpool","workers":{},"seconds":{:.4}}}"#, pool.workers(), t.elapsed().as_secs_f64());
+    println!(
+        r#"{{"bench":"cold_start_first_result","impl":"wasmpool","workers":{},"seconds":{:.4}}}"#,
+        pool.workers(),
+        t.elapsed().as_secs_f64()
+    );
 
     // Warm up every worker.
     pool.map::<i64, _>(&module, "square", 0..1000i64);
@@ -28,10 +34,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let out = pool.map::<i64, _>(&module, "square", 0..n);
         let s = t.elapsed().as_secs_f64();
-        assert!(out.iter().enumerate().all(|(i, r)| *r == Ok((i * i) as i64)));
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, r)| *r == Ok((i * i) as i64)));
         best = best.min(s);
     }
-    println!(r#"{{"bench":"wasm_map_square_fresh_instance","impl":"wasmpool","n":{n},"seconds":{best:.4},"tasks_per_s":{:.0}}}"#, n as f64 / best);
+    println!(
+        r#"{{"bench":"wasm_map_square_fresh_instance","impl":"wasmpool","n":{n},"seconds":{best:.4},"tasks_per_s":{:.0}}}"#,
+        n as f64 / best
+    );
 
     let mut lat = Vec::with_capacity(2000);
     for i in 0..2000i64 {
@@ -42,16 +54,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lat.sort_by(f64::total_cmp);
     println!(
         r#"{{"bench":"wasm_submit_latency","impl":"wasmpool","n":2000,"p50_us":{:.1},"p99_us":{:.1}}}"#,
-        lat[1000],
-        lat[1980]
+        lat[1000], lat[1980]
     );
 
     let t = Instant::now();
-    let counts = pool.call(&module, "counting").submit_many::<i64, _>([8_000_000i64, 7_000_000]);
+    let counts = pool
+        .call(&module, "counting")
+        .submit_many::<i64, _>([8_000_000i64, 7_000_000]);
     for c in &counts {
         c.wait()?;
     }
-    println!(r#"{{"bench":"seed_counting_8M_7M","impl":"wasmpool","seconds":{:.3}}}"#, t.elapsed().as_secs_f64());
+    println!(
+        r#"{{"bench":"seed_counting_8M_7M","impl":"wasmpool","seconds":{:.3}}}"#,
+        t.elapsed().as_secs_f64()
+    );
     pool.shutdown();
     Ok(())
 }

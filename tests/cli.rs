@@ -16,7 +16,12 @@ fn wasmpool(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start wasmpool");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -36,7 +41,12 @@ fn path(name: &str) -> String {
 fn run_prints_results_in_input_order_and_exits_0() {
     let input: String = (0..300).map(|i| format!("{i}\n")).collect();
     let out = wasmpool(&["run", &path("math"), "square", "--workers", "2"], &input);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = lines(&out);
     assert_eq!(got.len(), 300);
     for (i, line) in got.iter().enumerate() {
@@ -55,11 +65,23 @@ fn run_takes_every_flag_and_reports_failures_with_exit_1() {
     std::fs::write(&inputs, "5\n\n[1,2]\n{broken\n7\n").unwrap();
     let out = wasmpool(
         &[
-            "run", &path("math"), "square",
-            "--inputs", inputs.to_str().unwrap(),
-            "--output", output.to_str().unwrap(),
-            "--workers", "1", "--fuel", "1e9", "--timeout", "2s", "--memory", "64MiB",
-            "--max-tasks-per-worker", "2",
+            "run",
+            &path("math"),
+            "square",
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--fuel",
+            "1e9",
+            "--timeout",
+            "2s",
+            "--memory",
+            "64MiB",
+            "--max-tasks-per-worker",
+            "2",
         ],
         "",
     );
@@ -69,28 +91,47 @@ fn run_takes_every_flag_and_reports_failures_with_exit_1() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(got.len(), 4, "blank lines are skipped, every other line answered");
+    assert_eq!(
+        got.len(),
+        4,
+        "blank lines are skipped, every other line answered"
+    );
     assert_eq!(got[0]["ok"], 25);
     assert_eq!(got[1]["error"]["kind"], "bad_input");
-    assert!(got[1]["error"]["message"].as_str().unwrap().contains("line 3"));
+    assert!(got[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 3"));
     assert_eq!(got[2]["error"]["kind"], "bad_input");
-    assert!(got[2]["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(got[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
     assert_eq!(got[3]["ok"], 49);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn run_contains_hostile_lines_and_keeps_the_rest() {
-    let out = wasmpool(&["run", &path("hostile"), "sleep_ms", "--timeout", "300ms"], "1\n100000\n2\n");
+    let out = wasmpool(
+        &["run", &path("hostile"), "sleep_ms", "--timeout", "300ms"],
+        "1\n100000\n2\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     let got = lines(&out);
     assert_eq!(got[0]["ok"], 1);
     assert_eq!(got[1]["error"]["kind"], "timeout");
     assert_eq!(got[2]["ok"], 2);
 
-    let out = wasmpool(&["run", &path("hostile"), "spin", "--fuel", "1000000"], "null\n");
+    let out = wasmpool(
+        &["run", &path("hostile"), "spin", "--fuel", "1000000"],
+        "null\n",
+    );
     assert_eq!(lines(&out)[0]["error"]["kind"], "fuel_exhausted");
-    let out = wasmpool(&["run", &path("hostile"), "grow_forever", "--memory", "8MiB"], "null\n");
+    let out = wasmpool(
+        &["run", &path("hostile"), "grow_forever", "--memory", "8MiB"],
+        "null\n",
+    );
     assert_eq!(lines(&out)[0]["error"]["kind"], "memory_limit");
     let out = wasmpool(&["run", &path("hostile"), "hello"], "null\n");
     let line = &lines(&out)[0];
@@ -100,10 +141,16 @@ fn run_contains_hostile_lines_and_keeps_the_rest() {
 
 #[test]
 fn run_passes_json_to_sdk_tasks() {
-    let out = wasmpool(&["run", &path("wordcount"), "wordcount"], "{\"text\": \"b a b\"}\n");
+    let out = wasmpool(
+        &["run", &path("wordcount"), "wordcount"],
+        "{\"text\": \"b a b\"}\n",
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(lines(&out)[0]["ok"]["words"], 3);
-    let out = wasmpool(&["run", &path("wordcount"), "divide"], "{\"a\": 1, \"b\": 0}\n");
+    let out = wasmpool(
+        &["run", &path("wordcount"), "divide"],
+        "{\"a\": 1, \"b\": 0}\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(lines(&out)[0]["error"]["kind"], "guest");
 }
@@ -118,11 +165,20 @@ fn usage_and_module_errors_exit_2() {
     let out = wasmpool(&["run", &path("math"), "nope"], "1\n");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no export `nope`") && err.contains("square(i64) -> (i64)"), "{err}");
+    assert!(
+        err.contains("no export `nope`") && err.contains("square(i64) -> (i64)"),
+        "{err}"
+    );
 
-    let out = wasmpool(&["run", &path("math"), "square", "--timeout", "soon"], "1\n");
+    let out = wasmpool(
+        &["run", &path("math"), "square", "--timeout", "soon"],
+        "1\n",
+    );
     assert_eq!(out.status.code(), Some(2));
-    let out = wasmpool(&["run", &path("math"), "square", "--inputs", "/nonexistent"], "");
+    let out = wasmpool(
+        &["run", &path("math"), "square", "--inputs", "/nonexistent"],
+        "",
+    );
     assert_eq!(out.status.code(), Some(2));
     let out = wasmpool(&["inspect", "/nonexistent.wasm"], "");
     assert_eq!(out.status.code(), Some(2));
@@ -144,7 +200,13 @@ fn demo_runs_the_built_in_guest() {
     let out = wasmpool(&["demo", "--workers", "2"], "");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("counting(8M), counting(7M) -> [0, 0]"), "{text}");
-    assert!(text.contains("map(square, 0..100000) -> sum 333328333350000"), "{text}");
+    assert!(
+        text.contains("counting(8M), counting(7M) -> [0, 0]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("map(square, 0..100000) -> sum 333328333350000"),
+        "{text}"
+    );
     assert!(text.contains("contained after"), "{text}");
 }

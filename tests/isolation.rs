@@ -31,7 +31,12 @@ fn still_serves(pool: &Pool, math: &Module) {
 fn an_infinite_loop_times_out_within_twice_its_limit() {
     let (pool, hostile, math) = hostile_pool();
     let limit = Duration::from_millis(500);
-    let (r, took) = timed(|| pool.call(&hostile, "spin").timeout(limit).submit::<i64>(()).wait());
+    let (r, took) = timed(|| {
+        pool.call(&hostile, "spin")
+            .timeout(limit)
+            .submit::<i64>(())
+            .wait()
+    });
     assert_eq!(r, Err(TaskError::Timeout { limit }));
     assert!(took < limit * 2, "contained after {took:?}");
     still_serves(&pool, &math);
@@ -40,10 +45,17 @@ fn an_infinite_loop_times_out_within_twice_its_limit() {
 #[test]
 fn an_infinite_loop_runs_out_of_fuel() {
     let (pool, hostile, math) = hostile_pool();
-    let r = pool.call(&hostile, "spin").fuel(10_000_000).submit::<i64>(()).wait();
+    let r = pool
+        .call(&hostile, "spin")
+        .fuel(10_000_000)
+        .submit::<i64>(())
+        .wait();
     assert_eq!(r, Err(TaskError::FuelExhausted { fuel: 10_000_000 }));
     // Fuel is deterministic: a bounded burn under the budget succeeds and reports its use.
-    let task = pool.call(&hostile, "burn").fuel(10_000_000).submit::<i64>(1000i64);
+    let task = pool
+        .call(&hostile, "burn")
+        .fuel(10_000_000)
+        .submit::<i64>(1000i64);
     assert_eq!(task.wait(), Ok(1000));
     let used = task.stats().unwrap().fuel_used;
     assert!(used > 1000 && used < 10_000_000, "fuel used: {used}");
@@ -54,24 +66,48 @@ fn an_infinite_loop_runs_out_of_fuel() {
 fn sleeping_in_a_host_call_times_out_and_the_worker_is_replaced() {
     let (pool, hostile, math) = hostile_pool();
     let limit = Duration::from_millis(500);
-    let (r, took) = timed(|| pool.call(&hostile, "sleep_ms").timeout(limit).submit::<i64>(60_000i64).wait());
+    let (r, took) = timed(|| {
+        pool.call(&hostile, "sleep_ms")
+            .timeout(limit)
+            .submit::<i64>(60_000i64)
+            .wait()
+    });
     assert_eq!(r, Err(TaskError::Timeout { limit }));
     assert!(took < limit * 2, "contained after {took:?}");
     still_serves(&pool, &math);
     // A short sleep under its limit is fine.
-    assert_eq!(pool.call(&hostile, "sleep_ms").timeout(limit).submit::<i64>(5i64).wait(), Ok(5));
+    assert_eq!(
+        pool.call(&hostile, "sleep_ms")
+            .timeout(limit)
+            .submit::<i64>(5i64)
+            .wait(),
+        Ok(5)
+    );
 }
 
 #[test]
 fn memory_growth_past_the_limit_is_a_memory_limit_error() {
     let (pool, hostile, math) = hostile_pool();
     let limit = 32 << 20;
-    let r = pool.call(&hostile, "grow_forever").memory(limit).submit::<i64>(()).wait();
+    let r = pool
+        .call(&hostile, "grow_forever")
+        .memory(limit)
+        .submit::<i64>(())
+        .wait();
     assert_eq!(r, Err(TaskError::MemoryLimit { limit }));
     // The limit is applied to every store: allocating past it fails, under it succeeds.
-    let r = pool.call(&hostile, "alloc_mb").memory(64 << 20).submit::<i64>(100i64).wait();
+    let r = pool
+        .call(&hostile, "alloc_mb")
+        .memory(64 << 20)
+        .submit::<i64>(100i64)
+        .wait();
     assert_eq!(r, Err(TaskError::MemoryLimit { limit: 64 << 20 }));
-    assert!(pool.call(&hostile, "alloc_mb").memory(64 << 20).submit::<i64>(16i64).wait().is_ok());
+    assert!(pool
+        .call(&hostile, "alloc_mb")
+        .memory(64 << 20)
+        .submit::<i64>(16i64)
+        .wait()
+        .is_ok());
     still_serves(&pool, &math);
 }
 
@@ -91,9 +127,14 @@ fn traps_are_typed_with_the_guests_message() {
     };
     assert!(trap("unreachable", None).contains("unreachable"));
     assert!(trap("stack_overflow", Some(1)).contains("call stack exhausted"));
-    assert!(trap("panic", None).contains("guest panicked on purpose"), "the panic message comes from stderr");
+    assert!(
+        trap("panic", None).contains("guest panicked on purpose"),
+        "the panic message comes from stderr"
+    );
     match pool.submit::<i32>(&math, "div", (1, 0)).wait() {
-        Err(TaskError::Trap { message }) => assert!(message.contains("divide by zero"), "{message}"),
+        Err(TaskError::Trap { message }) => {
+            assert!(message.contains("divide by zero"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     still_serves(&pool, &math);
@@ -102,8 +143,14 @@ fn traps_are_typed_with_the_guests_message() {
 #[test]
 fn proc_exit_is_an_exit_error() {
     let (pool, hostile, math) = hostile_pool();
-    assert_eq!(pool.submit::<i32>(&hostile, "exit", 3).wait(), Err(TaskError::Exit { code: 3 }));
-    assert_eq!(pool.submit::<i32>(&hostile, "exit", 0).wait(), Err(TaskError::Exit { code: 0 }));
+    assert_eq!(
+        pool.submit::<i32>(&hostile, "exit", 3).wait(),
+        Err(TaskError::Exit { code: 3 })
+    );
+    assert_eq!(
+        pool.submit::<i32>(&hostile, "exit", 0).wait(),
+        Err(TaskError::Exit { code: 0 })
+    );
     still_serves(&pool, &math);
 }
 
@@ -120,7 +167,11 @@ fn files_environment_and_arguments_are_invisible() {
     assert!(std::env::vars_os().count() > 0);
     let (pool, hostile, _) = hostile_pool();
     for export in ["read_file", "write_file", "env_count", "args_count"] {
-        assert_eq!(pool.submit::<i64>(&hostile, export, ()).wait(), Ok(0), "{export}");
+        assert_eq!(
+            pool.submit::<i64>(&hostile, export, ()).wait(),
+            Ok(0),
+            "{export}"
+        );
     }
     assert!(!std::path::Path::new("/tmp/wasmpool-escape.txt").exists());
 }
@@ -136,7 +187,11 @@ fn stdout_and_stderr_are_captured_and_capped() {
     assert!(!stats.output_truncated);
 
     let flood = pool.submit::<i64>(&hostile, "flood", 10_000_000i64);
-    assert_eq!(flood.wait(), Ok(10_000_000), "the guest's writes all 'succeed'");
+    assert_eq!(
+        flood.wait(),
+        Ok(10_000_000),
+        "the guest's writes all 'succeed'"
+    );
     let stats = flood.stats().unwrap();
     assert_eq!(stats.stdout.len(), pool.limits().stdout_cap as usize);
     assert!(stats.output_truncated);
@@ -149,7 +204,12 @@ fn a_start_function_that_loops_forever_times_out() {
         .load(r#"(module (func $s (loop $l br $l)) (start $s) (func (export "f") (result i32) i32.const 1))"#)
         .unwrap();
     let limit = Duration::from_millis(200);
-    let (r, took) = timed(|| pool.call(&looping_start, "f").timeout(limit).submit::<i32>(()).wait());
+    let (r, took) = timed(|| {
+        pool.call(&looping_start, "f")
+            .timeout(limit)
+            .submit::<i32>(())
+            .wait()
+    });
     assert_eq!(r, Err(TaskError::Timeout { limit }));
     assert!(took < limit * 2, "contained after {took:?}");
     still_serves(&pool, &math);
@@ -161,8 +221,12 @@ fn hostile_tasks_do_not_disturb_the_others() {
     let limit = Duration::from_millis(500);
     let bad = [
         pool.call(&hostile, "spin").timeout(limit).submit::<i64>(()),
-        pool.call(&hostile, "sleep_ms").timeout(limit).submit::<i64>(60_000i64),
-        pool.call(&hostile, "grow_forever").memory(16 << 20).submit::<i64>(()),
+        pool.call(&hostile, "sleep_ms")
+            .timeout(limit)
+            .submit::<i64>(60_000i64),
+        pool.call(&hostile, "grow_forever")
+            .memory(16 << 20)
+            .submit::<i64>(()),
     ];
     let good = pool.map::<i64, _>(&math, "square", 0..500i64);
     for (i, r) in good.into_iter().enumerate() {
@@ -182,16 +246,28 @@ fn a_worker_killed_mid_task_loses_only_that_task() {
     let pid = probe.stats().unwrap().worker;
 
     let victim = pool.call(&hostile, "spin").timeout(None).submit::<i64>(());
-    let behind = pool.call(&hostile, "counter").submit_many::<i64, ()>(vec![(); 5]);
+    let behind = pool
+        .call(&hostile, "counter")
+        .submit_many::<i64, ()>(vec![(); 5]);
     while !victim.is_running() {
         assert_eq!(victim.wait_timeout(Duration::from_millis(5)), None);
     }
-    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     match victim.wait() {
-        Err(TaskError::WorkerLost { message }) => assert!(message.contains("signal 9"), "{message}"),
+        Err(TaskError::WorkerLost { message }) => {
+            assert!(message.contains("signal 9"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     for t in behind {
-        assert_eq!(t.wait(), Ok(1), "queued tasks run on the replacement worker");
+        assert_eq!(
+            t.wait(),
+            Ok(1),
+            "queued tasks run on the replacement worker"
+        );
     }
 }

@@ -22,7 +22,9 @@ fn map_returns_results_in_input_order() {
 #[test]
 fn map_spreads_work_over_every_worker() {
     let (pool, math) = pool_with("math");
-    let tasks = pool.call(&math, "counting").submit_many::<i64, _>(vec![3_000_000i64; 8]);
+    let tasks = pool
+        .call(&math, "counting")
+        .submit_many::<i64, _>(vec![3_000_000i64; 8]);
     let workers: HashSet<u32> = tasks
         .iter()
         .map(|t| {
@@ -54,7 +56,8 @@ fn map_unordered_yields_every_index_once_fastest_first() {
     // One slow task first, then quick ones: the quick ones come out before it.
     let mut inputs = vec![60_000_000i64];
     inputs.extend(std::iter::repeat_n(10, 20));
-    let got: Vec<(usize, Result<i64, TaskError>)> = pool.map_unordered(&math, "counting", inputs).collect();
+    let got: Vec<(usize, Result<i64, TaskError>)> =
+        pool.map_unordered(&math, "counting", inputs).collect();
     assert_eq!(got.len(), 21);
     let indices: HashSet<usize> = got.iter().map(|(i, _)| *i).collect();
     assert_eq!(indices.len(), 21);
@@ -65,7 +68,10 @@ fn map_unordered_yields_every_index_once_fastest_first() {
 #[test]
 fn imap_yields_in_order() {
     let (pool, math) = pool_with("math");
-    let got: Vec<i64> = pool.imap::<i64, _>(&math, "square", [3i64, 1, 2]).map(Result::unwrap).collect();
+    let got: Vec<i64> = pool
+        .imap::<i64, _>(&math, "square", [3i64, 1, 2])
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(got, vec![9, 1, 4]);
 }
 
@@ -77,7 +83,11 @@ fn wait_timeout_returns_without_stopping_the_task() {
     assert!(!task.is_done());
     assert_eq!(task.wait(), Ok(0), "the task went on and finished");
     assert!(task.is_done());
-    assert_eq!(task.wait_timeout(Duration::ZERO), Some(Ok(0)), "a finished task can be read again");
+    assert_eq!(
+        task.wait_timeout(Duration::ZERO),
+        Some(Ok(0)),
+        "a finished task can be read again"
+    );
 }
 
 #[test]
@@ -95,7 +105,11 @@ fn cancel_stops_a_running_task_and_a_queued_one_never_runs() {
     running.cancel();
     assert!(matches!(running.wait(), Err(TaskError::Cancelled { .. })));
     assert!(matches!(queued.wait(), Err(TaskError::Cancelled { .. })));
-    assert!(t.elapsed() < Duration::from_secs(2), "cancel took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "cancel took {:?}",
+        t.elapsed()
+    );
     // The pool still works.
     assert_eq!(pool.submit::<i64>(&hostile, "counter", ()).wait(), Ok(1));
 }
@@ -114,24 +128,43 @@ fn sdk_tasks_take_and_return_serde_values() {
     }
     let (pool, wc) = pool_with("wordcount");
     let out: Json<WcOut> = pool
-        .submit(&wc, "wordcount", Json(WcIn { text: "the cat\nthe hat\nthe end" }))
+        .submit(
+            &wc,
+            "wordcount",
+            Json(WcIn {
+                text: "the cat\nthe hat\nthe end",
+            }),
+        )
         .wait()
         .unwrap();
     assert_eq!(out.0.words, 6);
     assert_eq!(out.0.lines, 3);
     assert_eq!(out.0.top[0], ("the".to_string(), 3));
 
-    let echoed: Json<serde_json::Value> = pool.submit(&wc, "echo", Json(serde_json::json!({"k": [1, 2]}))).wait().unwrap();
+    let echoed: Json<serde_json::Value> = pool
+        .submit(&wc, "echo", Json(serde_json::json!({"k": [1, 2]})))
+        .wait()
+        .unwrap();
     assert_eq!(echoed.0, serde_json::json!({"k": [1, 2]}));
 }
 
 #[test]
 fn a_guest_error_is_typed_and_carries_the_guests_message() {
     let (pool, wc) = pool_with("wordcount");
-    let ok: Json<i64> = pool.submit(&wc, "divide", Json(serde_json::json!({"a": 9, "b": 3}))).wait().unwrap();
+    let ok: Json<i64> = pool
+        .submit(&wc, "divide", Json(serde_json::json!({"a": 9, "b": 3})))
+        .wait()
+        .unwrap();
     assert_eq!(ok.0, 3);
-    let err = pool.submit::<Json<i64>>(&wc, "divide", Json(serde_json::json!({"a": 7, "b": 0}))).wait();
-    assert_eq!(err.unwrap_err(), TaskError::Guest { message: "cannot divide 7 by zero".into() });
+    let err = pool
+        .submit::<Json<i64>>(&wc, "divide", Json(serde_json::json!({"a": 7, "b": 0})))
+        .wait();
+    assert_eq!(
+        err.unwrap_err(),
+        TaskError::Guest {
+            message: "cannot divide 7 by zero".into()
+        }
+    );
 }
 
 #[test]
@@ -145,19 +178,34 @@ fn bad_input_is_reported_per_call_without_running_anything() {
         pool.submit::<i64>(&math, "square", Json(1)).wait(),
         pool.submit::<i64>(&wc, "wordcount", 3i64).wait(),
     ];
-    let expected = ["no export `nope`", "takes 1 argument", "argument 1 of `add` is i32", "plain export", "SDK task"];
+    let expected = [
+        "no export `nope`",
+        "takes 1 argument",
+        "argument 1 of `add` is i32",
+        "plain export",
+        "SDK task",
+    ];
     for (got, want) in cases.iter().zip(expected) {
         match got {
-            Err(TaskError::BadInput { message }) => assert!(message.contains(want), "{message:?} lacks {want:?}"),
+            Err(TaskError::BadInput { message }) => {
+                assert!(message.contains(want), "{message:?} lacks {want:?}")
+            }
             other => panic!("expected BadInput containing {want:?}, got {other:?}"),
         }
     }
     // Undecodable input reaches the guest SDK, which says so.
-    let undecodable = pool.submit::<Json<i64>>(&wc, "divide", Json("not an object")).wait();
-    assert!(matches!(undecodable, Err(TaskError::Guest { message }) if message.contains("cannot decode input")));
+    let undecodable = pool
+        .submit::<Json<i64>>(&wc, "divide", Json("not an object"))
+        .wait();
+    assert!(
+        matches!(undecodable, Err(TaskError::Guest { message }) if message.contains("cannot decode input"))
+    );
     // Asking for the wrong output type is a typed error too.
     let wrong = pool.submit::<Json<String>>(&math, "square", 2i64).wait();
-    assert!(matches!(wrong, Err(TaskError::BadOutput { .. })), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(TaskError::BadOutput { .. })),
+        "{wrong:?}"
+    );
 }
 
 #[test]
@@ -177,13 +225,20 @@ fn loading_bad_modules_fails_with_load_errors() {
     }
     let imports_env = r#"(module (import "env" "secret" (func)) (func (export "f")))"#;
     match pool.load(imports_env) {
-        Err(LoadError::UnsupportedImport { module, name }) => assert_eq!((module.as_str(), name.as_str()), ("env", "secret")),
+        Err(LoadError::UnsupportedImport { module, name }) => {
+            assert_eq!((module.as_str(), name.as_str()), ("env", "secret"))
+        }
         other => panic!("{other:?}"),
     }
     let small = builder().workers(1).max_module_size(16).build().unwrap();
-    assert!(matches!(small.load_file(guest("math")), Err(LoadError::TooLarge { .. })));
+    assert!(matches!(
+        small.load_file(guest("math")),
+        Err(LoadError::TooLarge { .. })
+    ));
     // The pool still serves work after all that.
-    let m = pool.load(r#"(module (func (export "one") (result i32) i32.const 1))"#).unwrap();
+    let m = pool
+        .load(r#"(module (func (export "one") (result i32) i32.const 1))"#)
+        .unwrap();
     assert_eq!(pool.submit::<i32>(&m, "one", ()).wait(), Ok(1));
 }
 
@@ -193,12 +248,19 @@ fn the_same_bytes_load_once() {
     let a = pool.load_file(guest("math")).unwrap();
     let b = pool.load_file(guest("math")).unwrap();
     assert_eq!(a.id(), b.id());
-    assert!(a.same_artifact(&b), "the second load reused the first compilation");
+    assert!(
+        a.same_artifact(&b),
+        "the second load reused the first compilation"
+    );
 }
 
 #[test]
 fn workers_are_replaced_after_max_tasks_and_nothing_is_lost() {
-    let pool = builder().workers(1).max_tasks_per_worker(5).build().unwrap();
+    let pool = builder()
+        .workers(1)
+        .max_tasks_per_worker(5)
+        .build()
+        .unwrap();
     let math = pool.load_file(guest("math")).unwrap();
     let tasks = pool.call(&math, "square").submit_many::<i64, _>(0..23i64);
     let mut pids = HashSet::new();
@@ -212,17 +274,56 @@ fn workers_are_replaced_after_max_tasks_and_nothing_is_lost() {
 #[test]
 fn shutdown_drains_and_terminate_cancels() {
     let (pool, math) = pool_with("math");
-    let tasks = pool.call(&math, "counting").submit_many::<i64, _>(vec![1_000_000i64; 6]);
+    let tasks = pool
+        .call(&math, "counting")
+        .submit_many::<i64, _>(vec![1_000_000i64; 6]);
     pool.shutdown();
-    assert!(tasks.iter().all(|t| t.wait() == Ok(0)), "shutdown finished every task");
+    assert!(
+        tasks.iter().all(|t| t.wait() == Ok(0)),
+        "shutdown finished every task"
+    );
 
     let (pool, math) = pool_with("math");
-    let tasks = pool.call(&math, "counting").submit_many::<i64, _>(vec![2_000_000_000i64; 6]);
+    let tasks = pool
+        .call(&math, "counting")
+        .submit_many::<i64, _>(vec![2_000_000_000i64; 6]);
     let t = Instant::now();
     pool.terminate();
     assert!(t.elapsed() < Duration::from_secs(2));
     for task in &tasks {
-        assert!(matches!(task.wait(), Err(TaskError::Cancelled { .. })), "{:?}", task.wait());
+        assert!(
+            matches!(task.wait(), Err(TaskError::Cancelled { .. })),
+            "{:?}",
+            task.wait()
+        );
+    }
+}
+
+#[test]
+fn no_worker_process_outlives_its_pool() {
+    for drain in [true, false] {
+        let (pool, math) = pool_with("math");
+        let tasks = pool.call(&math, "square").submit_many::<i64, _>(0..200i64);
+        let pids: HashSet<u32> = tasks
+            .iter()
+            .map(|t| {
+                t.wait().unwrap();
+                t.stats().unwrap().worker
+            })
+            .collect();
+        assert!(!pids.is_empty());
+        if drain {
+            pool.shutdown()
+        } else {
+            drop(pool)
+        }
+        for pid in pids {
+            // Reaped, not a zombie: the process entry is gone.
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "worker {pid} survived"
+            );
+        }
     }
 }
 

@@ -105,7 +105,7 @@ pub enum LoadError {
     #[error("invalid module: {message}")]
     Invalid { message: String },
     /// The module imports something the sandbox does not provide.
-    #[error("module imports `{module}::{name}`, which the sandbox does not provide (only WASI preview 1 is available)")]
+    #[error("module imports `{module}::{name}`, which the sandbox does not provide (only WASI preview 1 and `wasi_unstable` are)")]
     UnsupportedImport { module: String, name: String },
     /// The module is larger than the pool accepts.
     #[error("module is {size} bytes, over the pool's limit of {limit} bytes")]

@@ -62,14 +62,23 @@ pub struct Export {
 
 impl fmt::Display for Export {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |v: &[ValType]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let list = |v: &[ValType]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match &self.kind {
             ExportKind::Numeric { params, results } => {
                 write!(f, "{}({}) -> ({})", self.name, list(params), list(results))
             }
             ExportKind::Task => write!(f, "{}(json) -> json  [SDK task]", self.name),
             ExportKind::Unsupported { signature } => {
-                write!(f, "{}{}  [not callable: unsupported types]", self.name, signature)
+                write!(
+                    f,
+                    "{}{}  [not callable: unsupported types]",
+                    self.name, signature
+                )
             }
         }
     }
@@ -137,12 +146,18 @@ impl Module {
     /// that every import is one the sandbox provides.
     pub(crate) fn compile(sandbox: &Compiler, bytes: &[u8]) -> Result<Module, LoadError> {
         let id = ModuleId::of(bytes);
-        let module = wasmtime::Module::new(&sandbox.engine, bytes).map_err(|e| LoadError::Invalid {
-            message: format!("{e:#}"),
-        })?;
+        if let Some(message) = not_wasm(bytes) {
+            return Err(LoadError::Invalid { message });
+        }
+        let module =
+            wasmtime::Module::new(&sandbox.engine, bytes).map_err(|e| LoadError::Invalid {
+                message: format!("{e:#}"),
+            })?;
         for import in module.imports() {
             let provided = matches!(import.ty(), ExternType::Func(_))
-                && sandbox.provided.contains(&(import.module().to_string(), import.name().to_string()));
+                && sandbox
+                    .provided
+                    .contains(&(import.module().to_string(), import.name().to_string()));
             if !provided {
                 return Err(LoadError::UnsupportedImport {
                     module: import.module().to_string(),
@@ -151,9 +166,12 @@ impl Module {
             }
         }
         // Names match; this also checks the imports' types.
-        sandbox.linker.instantiate_pre(&module).map_err(|e| LoadError::Invalid {
-            message: format!("{e:#}"),
-        })?;
+        sandbox
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Invalid {
+                message: format!("{e:#}"),
+            })?;
         let exports = describe_exports(&module);
         let artifact = module.serialize().map_err(|e| LoadError::Invalid {
             message: format!("cannot serialize the compiled module: {e:#}"),
@@ -169,26 +187,69 @@ impl Module {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::not_wasm;
+
+    #[test]
+    fn non_modules_are_named_as_such() {
+        assert!(not_wasm(b"").unwrap().contains("empty"));
+        assert!(not_wasm(b"hello world").unwrap().contains("magic bytes"));
+        assert!(not_wasm(b"\x7fELF\x02").unwrap().contains("7f, 45, 4c, 46"));
+        assert_eq!(not_wasm(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(not_wasm(b"  (module)"), None);
+    }
+}
+
+/// Says why `bytes` cannot be a module at all, before handing them to the compiler (which
+/// would otherwise report a WAT syntax error for any non-binary input).
+fn not_wasm(bytes: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.is_empty() {
+        return Some("the module is empty (0 bytes)".into());
+    }
+    if bytes.starts_with(MAGIC) {
+        return None;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.trim_start().starts_with('(') || text.trim_start().starts_with(";;") => None,
+        _ => Some(format!(
+            "not a WebAssembly module: it starts with {:02x?} instead of the magic bytes \\0asm, and is not WAT text",
+            &bytes[..bytes.len().min(4)]
+        )),
+    }
+}
+
 fn describe_exports(module: &wasmtime::Module) -> Vec<Export> {
     let mut out = Vec::new();
     for export in module.exports() {
-        let ExternType::Func(ty) = export.ty() else { continue };
+        let ExternType::Func(ty) = export.ty() else {
+            continue;
+        };
         let name = export.name();
         if name == wasmpool_abi::ALLOC_EXPORT || name == "_initialize" {
             // The ABI's allocator and the C runtime's reactor hook are not tasks.
             continue;
         }
         if let Some(task) = wasmpool_abi::task_name(name) {
-            out.push(Export { name: task.to_string(), kind: ExportKind::Task });
+            out.push(Export {
+                name: task.to_string(),
+                kind: ExportKind::Task,
+            });
             continue;
         }
         let params: Option<Vec<ValType>> = ty.params().map(|t| val_type(&t)).collect();
         let results: Option<Vec<ValType>> = ty.results().map(|t| val_type(&t)).collect();
         let kind = match (params, results) {
             (Some(params), Some(results)) => ExportKind::Numeric { params, results },
-            _ => ExportKind::Unsupported { signature: format!("{ty}") },
+            _ => ExportKind::Unsupported {
+                signature: format!("{ty}"),
+            },
         };
-        out.push(Export { name: name.to_string(), kind });
+        out.push(Export {
+            name: name.to_string(),
+            kind,
+        });
     }
     out
 }

@@ -85,7 +85,10 @@ pub fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> io::Result<()> {
     *buf = out;
     let len = buf.len() - start - 4;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+        ));
     }
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
@@ -154,7 +157,10 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(read::<_, Request>(&mut r, &mut scratch).unwrap(), Some(Request::Cancel { task: 7 })));
+        assert!(matches!(
+            read::<_, Request>(&mut r, &mut scratch).unwrap(),
+            Some(Request::Cancel { task: 7 })
+        ));
         assert!(read::<_, Request>(&mut r, &mut scratch).unwrap().is_none());
     }
 

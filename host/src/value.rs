@@ -66,7 +66,9 @@ impl Value {
         };
         match (self, ty) {
             (v, t) if v.ty() == t => Some(v),
-            (v, ValType::I32) => as_int(v).and_then(|x| i32::try_from(x).ok()).map(Value::I32),
+            (v, ValType::I32) => as_int(v)
+                .and_then(|x| i32::try_from(x).ok())
+                .map(Value::I32),
             (v, ValType::I64) => as_int(v).map(Value::I64),
             (Value::F32(x), ValType::F64) => Some(Value::F64(x as f64)),
             (Value::F64(x), ValType::F32) => {
@@ -151,9 +153,11 @@ impl Output {
             Output::Numbers(v) if v.is_empty() => Ok(serde_json::Value::Null),
             Output::Numbers(v) if v.len() == 1 => Ok(v[0].to_json()),
             Output::Numbers(v) => Ok(v.iter().map(Value::to_json).collect()),
-            Output::Json(bytes) => serde_json::from_slice(bytes).map_err(|e| TaskError::BadOutput {
-                message: format!("guest output is not valid JSON: {e}"),
-            }),
+            Output::Json(bytes) => {
+                serde_json::from_slice(bytes).map_err(|e| TaskError::BadOutput {
+                    message: format!("guest output is not valid JSON: {e}"),
+                })
+            }
         }
     }
 }
@@ -253,7 +257,10 @@ fn numbers(output: Output, want: usize) -> Result<Vec<Value>, TaskError> {
     match output {
         Output::Numbers(v) if v.len() == want => Ok(v),
         Output::Numbers(v) => Err(TaskError::BadOutput {
-            message: format!("the export returned {} value(s), the caller expected {want}", v.len()),
+            message: format!(
+                "the export returned {} value(s), the caller expected {want}",
+                v.len()
+            ),
         }),
         Output::Json(_) => Err(TaskError::BadOutput {
             message: "the export is an SDK task returning JSON; ask for Json<T> instead of numbers"
@@ -315,16 +322,20 @@ impl FromOutput for serde_json::Value {
 impl<T: DeserializeOwned> FromOutput for Json<T> {
     fn from_output(output: Output) -> Result<Self, TaskError> {
         match output {
-            Output::Json(bytes) => serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-                TaskError::BadOutput {
-                    message: format!("cannot decode the guest's JSON output: {e}"),
-                }
-            }),
+            Output::Json(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Json)
+                    .map_err(|e| TaskError::BadOutput {
+                        message: format!("cannot decode the guest's JSON output: {e}"),
+                    })
+            }
             Output::Numbers(v) => {
                 let json = Output::Numbers(v).to_json()?;
-                serde_json::from_value(json).map(Json).map_err(|e| TaskError::BadOutput {
-                    message: format!("cannot decode the export's numbers: {e}"),
-                })
+                serde_json::from_value(json)
+                    .map(Json)
+                    .map_err(|e| TaskError::BadOutput {
+                        message: format!("cannot decode the export's numbers: {e}"),
+                    })
             }
         }
     }
@@ -348,8 +359,14 @@ mod tests {
     fn json_numbers_read_as_types() {
         let j = serde_json::json!(42);
         assert_eq!(Value::from_json(&j, ValType::F32), Some(Value::F32(42.0)));
-        assert_eq!(Value::from_json(&serde_json::json!(2.5), ValType::I32), None);
-        assert_eq!(Value::from_json(&serde_json::json!("7"), ValType::I32), None);
+        assert_eq!(
+            Value::from_json(&serde_json::json!(2.5), ValType::I32),
+            None
+        );
+        assert_eq!(
+            Value::from_json(&serde_json::json!("7"), ValType::I32),
+            None
+        );
     }
 
     #[test]
@@ -358,7 +375,10 @@ mod tests {
             (1i32, 2i64).into_input().unwrap(),
             Input::Numbers(vec![Value::I32(1), Value::I64(2)])
         );
-        assert_eq!(i64::from_output(Output::Numbers(vec![Value::I64(9)])), Ok(9));
+        assert_eq!(
+            i64::from_output(Output::Numbers(vec![Value::I64(9)])),
+            Ok(9)
+        );
         assert!(i32::from_output(Output::Numbers(vec![Value::I64(1 << 40)])).is_err());
         let j: Json<Vec<u32>> = Json::from_output(Output::Json(b"[1,2]".to_vec())).unwrap();
         assert_eq!(j.0, vec![1, 2]);

@@ -40,7 +40,10 @@ pub fn guest(name: &str) -> PathBuf {
 
 /// A builder using this test run's worker program, 2 workers, a 10 s default timeout.
 pub fn builder() -> PoolBuilder {
-    Pool::builder().worker_program(WORKER).workers(2).timeout(Duration::from_secs(10))
+    Pool::builder()
+        .worker_program(WORKER)
+        .workers(2)
+        .timeout(Duration::from_secs(10))
 }
 
 /// A pool from [`builder`] and the named guest loaded into it.

@@ -18,14 +18,30 @@ pub fn demo(workers: Option<usize>) -> anyhow::Result<i32> {
         builder = builder.workers(n);
     }
     let pool = builder.build()?;
-    let module = pool.load(DEMO_WAT).context("cannot compile the built-in demo guest")?;
-    println!("pool of {} worker processes ready in {:.1?} (module compiled, {} exports)", pool.workers(), started.elapsed(), module.exports().len());
+    let module = pool
+        .load(DEMO_WAT)
+        .context("cannot compile the built-in demo guest")?;
+    println!(
+        "pool of {} worker processes ready in {:.1?} (module compiled, {} exports)",
+        pool.workers(),
+        started.elapsed(),
+        module.exports().len()
+    );
 
     let t = Instant::now();
-    let tasks = pool.call(&module, "counting").submit_many::<i64, _>([8_000_000i64, 7_000_000]);
+    let tasks = pool
+        .call(&module, "counting")
+        .submit_many::<i64, _>([8_000_000i64, 7_000_000]);
     let counts: Vec<_> = tasks.iter().map(|t| t.wait()).collect::<Result<_, _>>()?;
-    let fuel: u64 = tasks.iter().filter_map(|t| t.stats()).map(|s| s.fuel_used).sum();
-    println!("counting(8M), counting(7M) -> {counts:?} in {:.1?} ({fuel} fuel)", t.elapsed());
+    let fuel: u64 = tasks
+        .iter()
+        .filter_map(|t| t.stats())
+        .map(|s| s.fuel_used)
+        .sum();
+    println!(
+        "counting(8M), counting(7M) -> {counts:?} in {:.1?} ({fuel} fuel)",
+        t.elapsed()
+    );
 
     let n = 100_000i64;
     let t = Instant::now();
@@ -42,18 +58,35 @@ pub fn demo(workers: Option<usize>) -> anyhow::Result<i32> {
 
     let mut contained = true;
     let t = Instant::now();
-    let fuel_limited = pool.call(&module, "spin").fuel(100_000_000).submit::<i64>(()).wait();
-    contained &= report("spin() with 1e8 fuel", fuel_limited, t, |e| matches!(e, TaskError::FuelExhausted { .. }));
+    let fuel_limited = pool
+        .call(&module, "spin")
+        .fuel(100_000_000)
+        .submit::<i64>(())
+        .wait();
+    contained &= report("spin() with 1e8 fuel", fuel_limited, t, |e| {
+        matches!(e, TaskError::FuelExhausted { .. })
+    });
     let t = Instant::now();
-    let time_limited = pool.call(&module, "spin").timeout(Duration::from_millis(200)).submit::<i64>(()).wait();
-    contained &= report("spin() with a 200ms timeout", time_limited, t, |e| matches!(e, TaskError::Timeout { .. }));
+    let time_limited = pool
+        .call(&module, "spin")
+        .timeout(Duration::from_millis(200))
+        .submit::<i64>(())
+        .wait();
+    contained &= report("spin() with a 200ms timeout", time_limited, t, |e| {
+        matches!(e, TaskError::Timeout { .. })
+    });
 
     pool.shutdown();
     println!("total {:.1?}", started.elapsed());
     Ok(if contained { EXIT_OK } else { EXIT_TASK_FAILED })
 }
 
-fn report(what: &str, result: Result<i64, TaskError>, started: Instant, expected: impl Fn(&TaskError) -> bool) -> bool {
+fn report(
+    what: &str,
+    result: Result<i64, TaskError>,
+    started: Instant,
+    expected: impl Fn(&TaskError) -> bool,
+) -> bool {
     match result {
         Err(e) if expected(&e) => {
             println!("{what} -> contained after {:.1?}: {e}", started.elapsed());

@@ -8,8 +8,15 @@ use super::EXIT_OK;
 
 pub fn inspect(path: &Path) -> anyhow::Result<i32> {
     let pool = wasmpool::Pool::builder().workers(1).build()?;
-    let module = pool.load_file(path).with_context(|| format!("cannot load {}", path.display()))?;
-    println!("module {}  ({} bytes, id {})", path.display(), module.size(), module.id());
+    let module = pool
+        .load_file(path)
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    println!(
+        "module {}  ({} bytes, id {})",
+        path.display(),
+        module.size(),
+        module.id()
+    );
     if module.exports().is_empty() {
         println!("  no callable exports");
     }

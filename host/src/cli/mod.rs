@@ -17,7 +17,11 @@ pub const EXIT_TASK_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser)]
-#[command(name = "wasmpool", version, about = "Run WebAssembly tasks in a pool of sandboxed worker processes")]
+#[command(
+    name = "wasmpool",
+    version,
+    about = "Run WebAssembly tasks in a pool of sandboxed worker processes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,14 +104,17 @@ fn parse_fuel(s: &str) -> Result<Limit<u64>, String> {
         }
         match clean.parse::<f64>() {
             Ok(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => Ok(f as u64),
-            _ => Err(format!("`{s}` is not a fuel amount (a whole number such as 1000000 or 2e9, or `none`)")),
+            _ => Err(format!(
+                "`{s}` is not a fuel amount (a whole number such as 1000000 or 2e9, or `none`)"
+            )),
         }
     })
 }
 
 fn parse_duration(s: &str) -> Result<Limit<Duration>, String> {
     none_or(s, |s| {
-        humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration (such as 500ms or 2s): {e}"))
+        humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration (such as 500ms or 2s): {e}"))
     })
 }
 
@@ -146,7 +153,10 @@ mod tests {
         assert_eq!(parse_fuel("1_000").unwrap().0, Some(1000));
         assert_eq!(parse_fuel("none").unwrap().0, None);
         assert!(parse_fuel("lots").is_err());
-        assert_eq!(parse_duration("500ms").unwrap().0, Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration("500ms").unwrap().0,
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(parse_size("64MiB").unwrap().0, Some(64 << 20));
         assert!(parse_size("big").is_err());
     }

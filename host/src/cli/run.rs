@@ -51,7 +51,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     let parsed: Vec<Result<Input, TaskError>> = lines
         .iter()
-        .map(|(number, line)| to_input(&kind, line).map_err(|m| TaskError::BadInput { message: format!("input line {number}: {m}") }))
+        .map(|(number, line)| {
+            to_input(&kind, line).map_err(|m| TaskError::BadInput {
+                message: format!("input line {number}: {m}"),
+            })
+        })
         .collect();
     let call = pool.call(&module, &args.export);
     let mut tasks = call
@@ -131,17 +135,26 @@ fn to_input(kind: &ExportKind, line: &str) -> Result<Input, String> {
                 single => vec![single],
             };
             if items.len() != params.len() {
-                return Err(format!("the export takes {} argument(s), the line has {}", params.len(), items.len()));
+                return Err(format!(
+                    "the export takes {} argument(s), the line has {}",
+                    params.len(),
+                    items.len()
+                ));
             }
             items
                 .iter()
                 .zip(params)
                 .enumerate()
-                .map(|(i, (j, &ty))| Value::from_json(j, ty).ok_or_else(|| format!("argument {} ({j}) is not a valid {ty}", i + 1)))
+                .map(|(i, (j, &ty))| {
+                    Value::from_json(j, ty)
+                        .ok_or_else(|| format!("argument {} ({j}) is not a valid {ty}", i + 1))
+                })
                 .collect::<Result<_, _>>()
                 .map(Input::Numbers)
         }
-        ExportKind::Unsupported { signature } => Err(format!("the export's signature {signature} is not callable")),
+        ExportKind::Unsupported { signature } => Err(format!(
+            "the export's signature {signature} is not callable"
+        )),
     }
 }
 
@@ -152,12 +165,21 @@ fn result_line(result: Result<Output, TaskError>, stats: &TaskStats) -> JsonValu
     };
     let obj = line.as_object_mut().expect("an object");
     obj.insert("fuel".into(), stats.fuel_used.into());
-    obj.insert("duration_us".into(), (stats.duration.as_micros() as u64).into());
+    obj.insert(
+        "duration_us".into(),
+        (stats.duration.as_micros() as u64).into(),
+    );
     if !stats.stdout.is_empty() {
-        obj.insert("stdout".into(), String::from_utf8_lossy(&stats.stdout).into());
+        obj.insert(
+            "stdout".into(),
+            String::from_utf8_lossy(&stats.stdout).into(),
+        );
     }
     if !stats.stderr.is_empty() {
-        obj.insert("stderr".into(), String::from_utf8_lossy(&stats.stderr).into());
+        obj.insert(
+            "stderr".into(),
+            String::from_utf8_lossy(&stats.stderr).into(),
+        );
     }
     if stats.output_truncated {
         obj.insert("output_truncated".into(), true.into());
@@ -184,13 +206,29 @@ mod tests {
 
     #[test]
     fn lines_become_inputs_by_signature() {
-        let k = ExportKind::Numeric { params: vec![ValType::I32, ValType::F64], results: vec![] };
-        assert_eq!(to_input(&k, "[1, 2.5]"), Ok(Input::Numbers(vec![Value::I32(1), Value::F64(2.5)])));
+        let k = ExportKind::Numeric {
+            params: vec![ValType::I32, ValType::F64],
+            results: vec![],
+        };
+        assert_eq!(
+            to_input(&k, "[1, 2.5]"),
+            Ok(Input::Numbers(vec![Value::I32(1), Value::F64(2.5)]))
+        );
         assert!(to_input(&k, "[1]").unwrap_err().contains("takes 2"));
-        assert!(to_input(&k, "[1.5, 2]").unwrap_err().contains("not a valid i32"));
-        assert!(to_input(&k, "{oops").unwrap_err().contains("not valid JSON"));
-        let one = ExportKind::Numeric { params: vec![ValType::I64], results: vec![] };
+        assert!(to_input(&k, "[1.5, 2]")
+            .unwrap_err()
+            .contains("not a valid i32"));
+        assert!(to_input(&k, "{oops")
+            .unwrap_err()
+            .contains("not valid JSON"));
+        let one = ExportKind::Numeric {
+            params: vec![ValType::I64],
+            results: vec![],
+        };
         assert_eq!(to_input(&one, "7"), Ok(Input::Numbers(vec![Value::I64(7)])));
-        assert_eq!(to_input(&ExportKind::Task, r#" {"a":1} "#), Ok(Input::Json(br#"{"a":1}"#.to_vec())));
+        assert_eq!(
+            to_input(&ExportKind::Task, r#" {"a":1} "#),
+            Ok(Input::Json(br#"{"a":1}"#.to_vec()))
+        );
     }
 }

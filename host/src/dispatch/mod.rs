@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::error::{PoolError, TaskError};
+use crate::limits::Limits;
 use crate::module::Module;
+use crate::pool::task::Completion;
 use crate::protocol::{Reply, TaskId};
 use crate::value::Input;
-use crate::limits::Limits;
-use crate::pool::task::Completion;
 use crate::worker::WorkerRef;
 
 use slot::{Slot, Stopped};
@@ -123,7 +123,9 @@ impl Dispatcher {
                 let _ = handle.join();
                 Err(e)
             }
-            Err(_) => Err(PoolError::Config("the dispatcher thread died while starting".into())),
+            Err(_) => Err(PoolError::Config(
+                "the dispatcher thread died while starting".into(),
+            )),
         }
     }
 
@@ -158,9 +160,13 @@ impl Dispatcher {
         match event {
             Event::Submit(jobs) => {
                 if self.shutdown.is_some() {
-                    jobs.iter().for_each(|j| j.completion.fail(TaskError::cancelled("the pool is shutting down")));
+                    jobs.iter().for_each(|j| {
+                        j.completion
+                            .fail(TaskError::cancelled("the pool is shutting down"))
+                    });
                 } else if self.slots.iter().all(Slot::is_dead) {
-                    jobs.iter().for_each(|j| j.completion.fail(self.no_workers_error()));
+                    jobs.iter()
+                        .for_each(|j| j.completion.fail(self.no_workers_error()));
                 } else {
                     self.queue.extend(jobs);
                 }
@@ -169,10 +175,16 @@ impl Dispatcher {
             Event::Replies(who, replies) => {
                 let now = Instant::now();
                 for reply in replies {
-                    let Some(slot) = self.slot_of(who) else { return };
+                    let Some(slot) = self.slot_of(who) else {
+                        return;
+                    };
                     match reply {
                         Reply::Ready { .. } => slot.on_ready(now),
-                        Reply::Done { task, outcome, stats } => {
+                        Reply::Done {
+                            task,
+                            outcome,
+                            stats,
+                        } => {
                             if let Some(job) = slot.on_done(task, stats.duration, now) {
                                 job.completion.complete(outcome, stats);
                             }
@@ -198,12 +210,16 @@ impl Dispatcher {
                 self.shutdown = Some((drain, done));
                 if !drain {
                     for job in self.queue.drain(..) {
-                        job.completion.fail(TaskError::cancelled("the pool was terminated"));
+                        job.completion
+                            .fail(TaskError::cancelled("the pool was terminated"));
                     }
                     for slot in &mut self.slots {
-                        let stopped = slot.kill_now(|_| TaskError::cancelled("the pool was terminated while the task ran"));
+                        let stopped = slot.kill_now(|_| {
+                            TaskError::cancelled("the pool was terminated while the task ran")
+                        });
                         for job in stopped.requeue {
-                            job.completion.fail(TaskError::cancelled("the pool was terminated"));
+                            job.completion
+                                .fail(TaskError::cancelled("the pool was terminated"));
                         }
                     }
                 }
@@ -216,7 +232,11 @@ impl Dispatcher {
     }
 
     fn no_workers_error(&self) -> TaskError {
-        let why = self.slots.iter().find_map(Slot::dead_reason).unwrap_or("no worker is running");
+        let why = self
+            .slots
+            .iter()
+            .find_map(Slot::dead_reason)
+            .unwrap_or("no worker is running");
         TaskError::worker_lost(format!("the pool has no working worker process: {why}"))
     }
 
@@ -230,7 +250,12 @@ impl Dispatcher {
             return;
         }
         let slot = &mut self.slots[index];
-        if let Err(e) = slot.respawn(&self.config.program, &self.sender, stopped.before_ready, &why) {
+        if let Err(e) = slot.respawn(
+            &self.config.program,
+            &self.sender,
+            stopped.before_ready,
+            &why,
+        ) {
             eprintln!("wasmpool: {e}");
         }
         if self.slots.iter().all(Slot::is_dead) {
@@ -244,7 +269,8 @@ impl Dispatcher {
     fn cancel(&mut self, task: TaskId) {
         if let Some(pos) = self.queue.iter().position(|j| j.id == task) {
             let job = self.queue.remove(pos).expect("position is in range");
-            job.completion.fail(TaskError::cancelled("cancelled before it started"));
+            job.completion
+                .fail(TaskError::cancelled("cancelled before it started"));
             return;
         }
         let now = Instant::now();
@@ -258,7 +284,9 @@ impl Dispatcher {
     fn enforce_deadlines(&mut self, now: Instant) {
         for i in 0..self.slots.len() {
             let slot = &mut self.slots[i];
-            let Some(error) = slot.overdue(now, START_TIMEOUT) else { continue };
+            let Some(error) = slot.overdue(now, START_TIMEOUT) else {
+                continue;
+            };
             let why = format!("{} (worker {} killed)", error, slot.pid());
             let stopped = slot.kill_now(|_| error.clone());
             self.after_stop(i, stopped, why);
@@ -266,7 +294,10 @@ impl Dispatcher {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.slots.iter().filter_map(|s| s.deadline(START_TIMEOUT)).min()
+        self.slots
+            .iter()
+            .filter_map(|s| s.deadline(START_TIMEOUT))
+            .min()
     }
 
     /// Sends queued tasks to workers with room, fewest in flight first.
@@ -293,7 +324,9 @@ impl Dispatcher {
 
     /// Replaces a worker that reached `max_tasks_per_worker` once its last task is done.
     fn maybe_retire(&mut self, index: usize) {
-        let Some(max) = self.config.max_tasks_per_worker else { return };
+        let Some(max) = self.config.max_tasks_per_worker else {
+            return;
+        };
         let slot = &mut self.slots[index];
         if slot.tasks_sent() >= max && slot.in_flight() == 0 && self.shutdown.is_none() {
             if let Err(e) = slot.retire_and_respawn(&self.config.program, &self.sender) {
@@ -304,7 +337,9 @@ impl Dispatcher {
 
     /// Completes a shutdown when its conditions hold; returns whether the loop should end.
     fn finish_shutdown(&mut self) -> bool {
-        let Some((drain, _)) = &self.shutdown else { return false };
+        let Some((drain, _)) = &self.shutdown else {
+            return false;
+        };
         if *drain && (!self.queue.is_empty() || self.slots.iter().any(|s| s.in_flight() > 0)) {
             // A drain with no live worker left can never finish.
             if !self.slots.iter().all(Slot::is_dead) {

@@ -57,8 +57,20 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn spawn(program: &Path, index: usize, generation: u64, events: &Sender<Event>) -> Result<Slot, PoolError> {
-        let process = WorkerProcess::spawn(program, WorkerRef { slot: index, generation }, events.clone())?;
+    pub(crate) fn spawn(
+        program: &Path,
+        index: usize,
+        generation: u64,
+        events: &Sender<Event>,
+    ) -> Result<Slot, PoolError> {
+        let process = WorkerProcess::spawn(
+            program,
+            WorkerRef {
+                slot: index,
+                generation,
+            },
+            events.clone(),
+        )?;
         let now = Instant::now();
         Ok(Slot {
             index,
@@ -180,13 +192,17 @@ impl Slot {
         if let Err(e) = protocol::encode(&run, frame) {
             frame.truncate(rollback);
             self.loaded.remove(&module.id);
-            job.completion.fail(TaskError::bad_input(format!("cannot send the task: {e}")));
+            job.completion
+                .fail(TaskError::bad_input(format!("cannot send the task: {e}")));
             return;
         }
         if self.inflight.is_empty() {
             self.head_since = now;
         }
-        self.inflight.push_back(InFlight { job, cancel_by: None });
+        self.inflight.push_back(InFlight {
+            job,
+            cancel_by: None,
+        });
         self.tasks_sent += 1;
         if self.inflight.len() == 1 {
             self.mark_head_running();
@@ -219,9 +235,14 @@ impl Slot {
     fn head_deadline(&self) -> Option<(Instant, TaskError)> {
         let head = self.inflight.front()?;
         let timeout = head.job.limits.timeout.map(|t| {
-            (self.head_since + t + Limits::kill_grace(t), TaskError::Timeout { limit: t })
+            (
+                self.head_since + t + Limits::kill_grace(t),
+                TaskError::Timeout { limit: t },
+            )
         });
-        let cancel = head.cancel_by.map(|at| (at, TaskError::cancelled("stopped while running")));
+        let cancel = head
+            .cancel_by
+            .map(|at| (at, TaskError::cancelled("stopped while running")));
         match (timeout, cancel) {
             (Some(t), Some(c)) => Some(if c.0 <= t.0 { c } else { t }),
             (t, c) => t.or(c),
@@ -241,10 +262,15 @@ impl Slot {
         self.process.as_ref()?;
         if !self.ready {
             return (now >= self.spawned_at + start_timeout).then(|| {
-                TaskError::worker_lost(format!("worker {} did not start within {start_timeout:?}", self.pid))
+                TaskError::worker_lost(format!(
+                    "worker {} did not start within {start_timeout:?}",
+                    self.pid
+                ))
             });
         }
-        self.head_deadline().filter(|(at, _)| now >= *at).map(|(_, e)| e)
+        self.head_deadline()
+            .filter(|(at, _)| now >= *at)
+            .map(|(_, e)| e)
     }
 
     /// Splits the work of a stopped process: the running task fails (cancelled ones say so),
@@ -267,7 +293,10 @@ impl Slot {
             }
         }
         self.loaded.clear();
-        Stopped { requeue, before_ready }
+        Stopped {
+            requeue,
+            before_ready,
+        }
     }
 
     /// Kills the worker now; its running task fails with `head_error`.
@@ -301,11 +330,20 @@ impl Slot {
 
     /// Starts a new process in this slot after the old one stopped, unless it keeps failing
     /// to start (then the slot is given up, with `why`).
-    pub(crate) fn respawn(&mut self, program: &Path, events: &Sender<Event>, before_ready: bool, why: &str) -> Result<(), PoolError> {
+    pub(crate) fn respawn(
+        &mut self,
+        program: &Path,
+        events: &Sender<Event>,
+        before_ready: bool,
+        why: &str,
+    ) -> Result<(), PoolError> {
         if before_ready {
             self.start_failures += 1;
             if self.start_failures >= MAX_START_FAILURES {
-                self.dead = Some(format!("worker failed to start {} times in a row; last: {why}", self.start_failures));
+                self.dead = Some(format!(
+                    "worker failed to start {} times in a row; last: {why}",
+                    self.start_failures
+                ));
                 return Ok(());
             }
         }
@@ -315,10 +353,20 @@ impl Slot {
     }
 
     /// Lets the current process exit after its work and starts a fresh one.
-    pub(crate) fn retire_and_respawn(&mut self, program: &Path, events: &Sender<Event>) -> Result<(), PoolError> {
+    pub(crate) fn retire_and_respawn(
+        &mut self,
+        program: &Path,
+        events: &Sender<Event>,
+    ) -> Result<(), PoolError> {
         if let Some(mut p) = self.process.take() {
             p.close();
-            self.retired.push((WorkerRef { slot: self.index, generation: self.generation }, p));
+            self.retired.push((
+                WorkerRef {
+                    slot: self.index,
+                    generation: self.generation,
+                },
+                p,
+            ));
         }
         self.replace_process(program, events).inspect_err(|e| {
             self.dead = Some(e.to_string());

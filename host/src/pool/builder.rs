@@ -112,11 +112,15 @@ impl PoolBuilder {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         if self.max_tasks_per_worker == Some(0) {
-            return Err(PoolError::Config("max_tasks_per_worker must be at least 1".into()));
+            return Err(PoolError::Config(
+                "max_tasks_per_worker must be at least 1".into(),
+            ));
         }
         if let Some(memory) = self.limits.memory {
             if memory > 4 << 30 {
-                return Err(PoolError::Config(format!("memory limit {memory} is over the wasm32 maximum of 4 GiB")));
+                return Err(PoolError::Config(format!(
+                    "memory limit {memory} is over the wasm32 maximum of 4 GiB"
+                )));
             }
         }
         let program = match self.worker_program {

@@ -59,7 +59,10 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("workers", &self.workers).field("limits", &self.limits).finish()
+        f.debug_struct("Pool")
+            .field("workers", &self.workers)
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -116,7 +119,12 @@ impl Pool {
             });
         }
         let id = ModuleId::of(bytes);
-        if let Some(m) = self.modules.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(m) = self
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
             return Ok(m.clone());
         }
         let module = Module::compile(&self.compiler, bytes)?;
@@ -183,7 +191,12 @@ impl Pool {
     }
 
     /// Results in input order, lazily; see [`Call::imap`].
-    pub fn imap<T: FromOutput, A: Args>(&self, module: &Module, export: &str, inputs: impl IntoIterator<Item = A>) -> Imap<T> {
+    pub fn imap<T: FromOutput, A: Args>(
+        &self,
+        module: &Module,
+        export: &str,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> Imap<T> {
         self.call(module, export).imap(inputs)
     }
 
@@ -199,7 +212,9 @@ impl Pool {
     }
 
     fn stop(&mut self, drain: bool) {
-        let Some(handle) = self.dispatcher.take() else { return };
+        let Some(handle) = self.dispatcher.take() else {
+            return;
+        };
         let (done, finished) = crossbeam_channel::bounded(1);
         if self.events.send(Event::Shutdown { drain, done }).is_ok() {
             let _ = finished.recv();
@@ -279,13 +294,22 @@ impl<'p> Call<'p> {
 
     /// Submits one task per input at once (one message to the dispatcher); the tasks in
     /// input order.
-    pub fn submit_many<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> Vec<Task<T>> {
+    pub fn submit_many<T: FromOutput, A: Args>(
+        &self,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> Vec<Task<T>> {
         self.submit_all(inputs, None)
     }
 
     /// Runs the export once per input, spread over the workers; results in input order.
-    pub fn map<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> Vec<Result<T, TaskError>> {
-        self.submit_all(inputs, None).iter().map(Task::wait).collect()
+    pub fn map<T: FromOutput, A: Args>(
+        &self,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> Vec<Result<T, TaskError>> {
+        self.submit_all(inputs, None)
+            .iter()
+            .map(Task::wait)
+            .collect()
     }
 
     /// Like [`Call::map`], yielding each result as soon as it and those before it are done.
@@ -294,7 +318,10 @@ impl<'p> Call<'p> {
     }
 
     /// Runs the export once per input; yields `(input index, result)` as tasks finish.
-    pub fn map_unordered<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> AsCompleted<T> {
+    pub fn map_unordered<T: FromOutput, A: Args>(
+        &self,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> AsCompleted<T> {
         let (tx, rx) = unbounded();
         AsCompleted::new(self.submit_all(inputs, Some(tx)), rx)
     }
@@ -317,7 +344,11 @@ impl<'p> Call<'p> {
         tasks
     }
 
-    fn job<T: FromOutput>(&self, args: impl Args, notify: Option<(Sender<usize>, usize)>) -> (Task<T>, Option<Job>) {
+    fn job<T: FromOutput>(
+        &self,
+        args: impl Args,
+        notify: Option<(Sender<usize>, usize)>,
+    ) -> (Task<T>, Option<Job>) {
         let id = self.pool.next_id();
         let completion = task::Completion::new(notify);
         let task = Task::new(id, completion.clone(), self.pool.events.clone());
@@ -341,9 +372,12 @@ impl<'p> Call<'p> {
     }
 
     fn send(&self, jobs: Vec<Job>) {
-        if let Err(crossbeam_channel::SendError(Event::Submit(jobs))) = self.pool.events.send(Event::Submit(jobs)) {
+        if let Err(crossbeam_channel::SendError(Event::Submit(jobs))) =
+            self.pool.events.send(Event::Submit(jobs))
+        {
             for job in jobs {
-                job.completion.fail(TaskError::cancelled("the pool is shut down"));
+                job.completion
+                    .fail(TaskError::cancelled("the pool is shut down"));
             }
         }
     }
@@ -352,10 +386,19 @@ impl<'p> Call<'p> {
     fn check(&self, input: Input) -> Result<Input, TaskError> {
         let export = &self.export;
         let Some(e) = self.module.export(export) else {
-            let names: Vec<&str> = self.module.exports().iter().map(|e| e.name.as_str()).collect();
+            let names: Vec<&str> = self
+                .module
+                .exports()
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
             return Err(TaskError::bad_input(format!(
                 "the module has no export `{export}` (its exports: {})",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         };
         match (&e.kind, input) {

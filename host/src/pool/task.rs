@@ -39,7 +39,10 @@ struct Slot {
 impl Completion {
     pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Self> {
         Arc::new(Completion {
-            slot: Mutex::new(Slot { notify, ..Slot::default() }),
+            slot: Mutex::new(Slot {
+                notify,
+                ..Slot::default()
+            }),
             done: Condvar::new(),
             running: AtomicBool::new(false),
         })
@@ -94,7 +97,12 @@ impl Completion {
             slot.waiters += 1;
             slot = match deadline {
                 None => self.done.wait(slot).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => self.done.wait_timeout(slot, d - now).unwrap_or_else(|p| p.into_inner()).0,
+                Some(d) => {
+                    self.done
+                        .wait_timeout(slot, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
             };
             slot.waiters -= 1;
         }
@@ -126,7 +134,10 @@ pub struct Task<T> {
 
 impl<T> std::fmt::Debug for Task<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task").field("id", &self.id).field("done", &self.completion.is_done()).finish()
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("done", &self.completion.is_done())
+            .finish()
     }
 }
 
@@ -171,7 +182,11 @@ impl<T: FromOutput> Task<T> {
     /// What the finished task cost and printed (fuel, duration, captured stdout/stderr);
     /// `None` while it runs.
     pub fn stats(&self) -> Option<TaskStats> {
-        self.completion.lock().outcome.as_ref().map(|(_, s)| s.clone())
+        self.completion
+            .lock()
+            .outcome
+            .as_ref()
+            .map(|(_, s)| s.clone())
     }
 
     /// Cancels the task: a queued task never runs, a running one is stopped; either then
@@ -253,7 +268,9 @@ pub struct Imap<T> {
 
 impl<T: FromOutput> Imap<T> {
     pub(crate) fn new(tasks: Vec<Task<T>>) -> Self {
-        Imap { tasks: tasks.into() }
+        Imap {
+            tasks: tasks.into(),
+        }
     }
 }
 

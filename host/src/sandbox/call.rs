@@ -25,7 +25,10 @@ pub(super) fn run(
     let limits = &req.limits;
     let stdout = CappedPipe::new(limits.stdout_cap as usize);
     let stderr = CappedPipe::new(limits.stderr_cap as usize);
-    let mut store = Store::new(engine, TaskState::new(limits.memory, stdout.clone(), stderr.clone()));
+    let mut store = Store::new(
+        engine,
+        TaskState::new(limits.memory, stdout.clone(), stderr.clone()),
+    );
     store.limiter(|s| &mut s.limiter);
     let fuel = limits.fuel.unwrap_or(u64::MAX);
     // Fuel is always metered (the engine is configured so); "unlimited" is u64::MAX.
@@ -35,8 +38,14 @@ pub(super) fn run(
 
     let deadline = limits.timeout.map(|t| started + t);
     if !interrupter.arm(req.task, deadline) {
-        let stats = TaskStats { worker: std::process::id(), ..TaskStats::default() };
-        return (Err(TaskError::cancelled("cancelled before it started")), stats);
+        let stats = TaskStats {
+            worker: std::process::id(),
+            ..TaskStats::default()
+        };
+        return (
+            Err(TaskError::cancelled("cancelled before it started")),
+            stats,
+        );
     }
     let result = pre
         .instantiate(&mut store)
@@ -64,7 +73,11 @@ pub(super) fn run(
 
 /// Calls the export. The outer error is a wasm failure (trap, exit, limit) still to be
 /// classified; the inner one is already a typed error.
-fn call(store: &mut Store<TaskState>, instance: Instance, req: &RunRequest) -> wasmtime::Result<Result<Output, TaskError>> {
+fn call(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    req: &RunRequest,
+) -> wasmtime::Result<Result<Output, TaskError>> {
     match &req.input {
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
         Input::Json(bytes) => call_task(store, instance, &req.export, bytes),
@@ -78,7 +91,9 @@ fn call_numeric(
     args: &[Value],
 ) -> wasmtime::Result<Result<Output, TaskError>> {
     let Some(func) = instance.get_func(&mut *store, export) else {
-        return Ok(Err(TaskError::bad_input(format!("the module has no function export `{export}`"))));
+        return Ok(Err(TaskError::bad_input(format!(
+            "the module has no function export `{export}`"
+        ))));
     };
     let ty = func.ty(&*store);
     if ty.params().len() != args.len() {
@@ -97,7 +112,10 @@ fn call_numeric(
             Value::F64(x) => Val::F64(x.to_bits()),
         })
         .collect();
-    let mut results: Vec<Val> = ty.results().map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0))).collect();
+    let mut results: Vec<Val> = ty
+        .results()
+        .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
+        .collect();
     func.call(&mut *store, &params, &mut results)?;
     let mut out = Vec::with_capacity(results.len());
     for r in results {
@@ -108,7 +126,10 @@ fn call_numeric(
             Val::F64(x) => Value::F64(f64::from_bits(x)),
             other => {
                 return Ok(Err(TaskError::BadOutput {
-                    message: format!("`{export}` returned a {:?} value, which is not a number", other.ty(&*store)),
+                    message: format!(
+                        "`{export}` returned a {:?} value, which is not a number",
+                        other.ty(&*store)
+                    ),
                 }))
             }
         });
@@ -125,21 +146,39 @@ fn call_task(
     let bad = |m: String| Ok(Err(TaskError::bad_input(m)));
     let export = wasmpool_abi::task_export_name(name);
     let Ok(task) = instance.get_typed_func::<(i32, i32), i64>(&mut *store, &export) else {
-        return bad(format!("the module has no SDK task `{name}` (export `{export}` with type (i32, i32) -> i64)"));
+        return bad(format!(
+            "the module has no SDK task `{name}` (export `{export}` with type (i32, i32) -> i64)"
+        ));
     };
     let Some(memory) = instance.get_memory(&mut *store, wasmpool_abi::MEMORY_EXPORT) else {
-        return bad(format!("the module exports no `{}`", wasmpool_abi::MEMORY_EXPORT));
+        return bad(format!(
+            "the module exports no `{}`",
+            wasmpool_abi::MEMORY_EXPORT
+        ));
     };
-    let Ok(alloc) = instance.get_typed_func::<i32, i32>(&mut *store, wasmpool_abi::ALLOC_EXPORT) else {
-        return bad(format!("the module exports no `{}: (i32) -> i32`", wasmpool_abi::ALLOC_EXPORT));
+    let Ok(alloc) = instance.get_typed_func::<i32, i32>(&mut *store, wasmpool_abi::ALLOC_EXPORT)
+    else {
+        return bad(format!(
+            "the module exports no `{}: (i32) -> i32`",
+            wasmpool_abi::ALLOC_EXPORT
+        ));
     };
     let Ok(len) = i32::try_from(input.len()) else {
-        return bad(format!("input of {} bytes is too large for a wasm32 guest", input.len()));
+        return bad(format!(
+            "input of {} bytes is too large for a wasm32 guest",
+            input.len()
+        ));
     };
     let ptr = alloc.call(&mut *store, len)?;
-    if memory.write(&mut *store, ptr as u32 as usize, input).is_err() {
+    if memory
+        .write(&mut *store, ptr as u32 as usize, input)
+        .is_err()
+    {
         return Ok(Err(TaskError::Trap {
-            message: format!("`{}` returned {ptr:#x}, which has no room for {len} bytes in memory", wasmpool_abi::ALLOC_EXPORT),
+            message: format!(
+                "`{}` returned {ptr:#x}, which has no room for {len} bytes in memory",
+                wasmpool_abi::ALLOC_EXPORT
+            ),
         }));
     }
     let packed = task.call(&mut *store, (ptr, len))?;
@@ -151,7 +190,9 @@ fn call_task(
         }));
     };
     let Some((&status, payload)) = reply.split_first() else {
-        return Ok(Err(TaskError::BadOutput { message: "the guest's reply is empty (no status byte)".into() }));
+        return Ok(Err(TaskError::BadOutput {
+            message: "the guest's reply is empty (no status byte)".into(),
+        }));
     };
     Ok(match status {
         wasmpool_abi::STATUS_OK => Ok(Output::Json(payload.to_vec())),
@@ -165,7 +206,13 @@ fn call_task(
 }
 
 /// Turns a wasm failure into the error the user sees.
-fn classify(err: wasmtime::Error, state: &TaskState, stop: Option<Stop>, req: &RunRequest, stderr: &[u8]) -> TaskError {
+fn classify(
+    err: wasmtime::Error,
+    state: &TaskState,
+    stop: Option<Stop>,
+    req: &RunRequest,
+    stderr: &[u8],
+) -> TaskError {
     if state.limiter.hit {
         return TaskError::MemoryLimit {
             limit: req.limits.memory.unwrap_or(u64::MAX),
@@ -186,11 +233,15 @@ fn classify(err: wasmtime::Error, state: &TaskState, stop: Option<Stop>, req: &R
         },
         Some(trap) => {
             let text = trap.to_string();
-            let mut message = text.strip_prefix("wasm trap: ").unwrap_or(&text).to_string();
-            if let Some(frame) = err
-                .downcast_ref::<WasmBacktrace>()
-                .and_then(|bt| bt.frames().first().and_then(|f| f.func_name().map(str::to_string)))
-            {
+            let mut message = text
+                .strip_prefix("wasm trap: ")
+                .unwrap_or(&text)
+                .to_string();
+            if let Some(frame) = err.downcast_ref::<WasmBacktrace>().and_then(|bt| {
+                bt.frames()
+                    .first()
+                    .and_then(|f| f.func_name().map(str::to_string))
+            }) {
                 message.push_str(&format!(" in `{frame}`"));
             }
             if let Some(line) = last_line(stderr) {
@@ -214,7 +265,10 @@ fn last_line(stderr: &[u8]) -> Option<String> {
         .find(|l| !l.is_empty() && !l.starts_with("note: run with"))?;
     let mut line = line.to_string();
     if line.len() > 300 {
-        let cut = (0..=300).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
         line.truncate(cut);
         line.push('…');
     }

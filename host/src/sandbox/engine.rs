@@ -11,7 +11,6 @@ const POOL_INSTANCES: u32 = 4;
 /// memory limit is enforced by the store's limiter below this.
 const MAX_MEMORY: usize = 4 << 30;
 
-
 /// The engine configuration. `pooling` selects the pooling instance allocator (workers); the
 /// host compiles with the on-demand allocator, which does not change compiled code.
 pub fn config(pooling: bool) -> Config {

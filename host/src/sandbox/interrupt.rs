@@ -63,7 +63,11 @@ impl Interrupter {
         let mut state = self.lock();
         loop {
             let deadline = match &state.running {
-                Some(Running { deadline: Some(d), stop: None, .. }) => *d,
+                Some(Running {
+                    deadline: Some(d),
+                    stop: None,
+                    ..
+                }) => *d,
                 _ => {
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                     continue;
@@ -92,7 +96,11 @@ impl Interrupter {
         if state.cancelled.remove(&task) {
             return false;
         }
-        state.running = Some(Running { task, deadline, stop: None });
+        state.running = Some(Running {
+            task,
+            deadline,
+            stop: None,
+        });
         drop(state);
         self.wake.notify_one();
         true

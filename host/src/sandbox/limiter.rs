@@ -29,17 +29,31 @@ pub struct MemoryLimitReached {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         match self.limit {
             Some(limit) if desired as u64 > limit => {
                 self.hit = true;
-                Err(MemoryLimitReached { limit, desired: desired as u64 }.into())
+                Err(MemoryLimitReached {
+                    limit,
+                    desired: desired as u64,
+                }
+                .into())
             }
             _ => Ok(true),
         }
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

@@ -33,7 +33,10 @@ impl TaskState {
     /// A deny-by-default WASI context: no files, no environment, no arguments, no network;
     /// stdin empty, stdout and stderr captured into `stdout` and `stderr`.
     fn new(memory: Option<u64>, stdout: output::CappedPipe, stderr: output::CappedPipe) -> Self {
-        let wasi = WasiCtxBuilder::new().stdout(stdout).stderr(stderr).build_p1();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout)
+            .stderr(stderr)
+            .build_p1();
         TaskState {
             wasi,
             limiter: limiter::MemoryLimiter::new(memory),
@@ -41,10 +44,12 @@ impl TaskState {
     }
 }
 
-/// The host functions every guest can import: WASI preview 1, and nothing else.
+/// The host functions every guest can import: WASI preview 1 (and its predecessor,
+/// `wasi_unstable`, which older toolchains emit), and nothing else.
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)?;
+    wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)?;
     Ok(linker)
 }
 
@@ -69,7 +74,11 @@ impl Compiler {
             .iter(&mut store)
             .map(|(m, n, _)| (m.to_string(), n.to_string()))
             .collect();
-        Ok(Compiler { engine, linker, provided })
+        Ok(Compiler {
+            engine,
+            linker,
+            provided,
+        })
     }
 }
 
@@ -120,7 +129,10 @@ impl Sandbox {
         match self.modules.get(&req.module) {
             Some(pre) => call::run(&self.engine, pre, &self.interrupter, req),
             None => (
-                Err(TaskError::worker_lost(format!("module {} was not loaded in this worker", req.module))),
+                Err(TaskError::worker_lost(format!(
+                    "module {} was not loaded in this worker",
+                    req.module
+                ))),
                 TaskStats::default(),
             ),
         }

@@ -30,7 +30,11 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     /// Starts `program __worker` for `who`; its replies arrive on `events`.
-    pub(crate) fn spawn(program: &Path, who: WorkerRef, events: Sender<Event>) -> Result<Self, PoolError> {
+    pub(crate) fn spawn(
+        program: &Path,
+        who: WorkerRef,
+        events: Sender<Event>,
+    ) -> Result<Self, PoolError> {
         let mut child = Command::new(program)
             .arg(WORKER_ARG)
             .env_clear()
@@ -142,7 +146,10 @@ pub fn describe_exit(pid: u32, status: Option<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Some(s) => match (s.code(), s.signal()) {
-            (_, Some(sig)) => format!("worker {pid} was killed by signal {sig} ({})", signal_name(sig)),
+            (_, Some(sig)) => format!(
+                "worker {pid} was killed by signal {sig} ({})",
+                signal_name(sig)
+            ),
             (Some(code), _) => format!("worker {pid} exited with status {code}"),
             _ => format!("worker {pid} ended: {s}"),
         },

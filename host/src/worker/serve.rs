@@ -20,7 +20,12 @@ pub fn serve() -> anyhow::Result<()> {
     let requests = spawn_reader(sandbox.interrupter())?;
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory).
     let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-    protocol::write(&mut out, &Reply::Ready { pid: std::process::id() })?;
+    protocol::write(
+        &mut out,
+        &Reply::Ready {
+            pid: std::process::id(),
+        },
+    )?;
     out.flush()?;
     let mut frame = Vec::new();
     let mut last_flush = Instant::now();
@@ -35,7 +40,14 @@ pub fn serve() -> anyhow::Result<()> {
             Request::Run(req) => {
                 let (outcome, stats) = sandbox.run(&req);
                 frame.clear();
-                protocol::encode(&Reply::Done { task: req.task, outcome, stats }, &mut frame)?;
+                protocol::encode(
+                    &Reply::Done {
+                        task: req.task,
+                        outcome,
+                        stats,
+                    },
+                    &mut frame,
+                )?;
                 out.write_all(&frame)?;
             }
             Request::Cancel { .. } => unreachable!("the reader handles cancels"),
@@ -54,25 +66,27 @@ pub fn serve() -> anyhow::Result<()> {
 /// Reads requests on a thread of their own, so a cancel reaches a task while it runs.
 fn spawn_reader(interrupter: std::sync::Arc<Interrupter>) -> std::io::Result<Receiver<Request>> {
     let (tx, rx) = unbounded();
-    std::thread::Builder::new().name("wasmpool-requests".into()).spawn(move || {
-        let mut input = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
-        let mut buf = Vec::new();
-        loop {
-            match protocol::read::<_, Request>(&mut input, &mut buf) {
-                Ok(Some(Request::Cancel { task })) => interrupter.cancel(task),
-                Ok(Some(request)) => {
-                    if tx.send(request).is_err() {
-                        break;
+    std::thread::Builder::new()
+        .name("wasmpool-requests".into())
+        .spawn(move || {
+            let mut input = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
+            let mut buf = Vec::new();
+            loop {
+                match protocol::read::<_, Request>(&mut input, &mut buf) {
+                    Ok(Some(Request::Cancel { task })) => interrupter.cancel(task),
+                    Ok(Some(request)) => {
+                        if tx.send(request).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("wasmpool worker: bad request stream: {e}");
+                        std::process::exit(3);
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("wasmpool worker: bad request stream: {e}");
-                    std::process::exit(3);
-                }
             }
-        }
-    })?;
+        })?;
     Ok(rx)
 }
 

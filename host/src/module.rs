@@ -187,20 +187,6 @@ impl Module {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::not_wasm;
-
-    #[test]
-    fn non_modules_are_named_as_such() {
-        assert!(not_wasm(b"").unwrap().contains("empty"));
-        assert!(not_wasm(b"hello world").unwrap().contains("magic bytes"));
-        assert!(not_wasm(b"\x7fELF\x02").unwrap().contains("7f, 45, 4c, 46"));
-        assert_eq!(not_wasm(b"\0asm\x01\0\0\0"), None);
-        assert_eq!(not_wasm(b"  (module)"), None);
-    }
-}
-
 /// Says why `bytes` cannot be a module at all, before handing them to the compiler (which
 /// would otherwise report a WAT syntax error for any non-binary input).
 fn not_wasm(bytes: &[u8]) -> Option<String> {
@@ -261,5 +247,19 @@ fn val_type(t: &WasmValType) -> Option<ValType> {
         WasmValType::F32 => Some(ValType::F32),
         WasmValType::F64 => Some(ValType::F64),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_wasm;
+
+    #[test]
+    fn non_modules_are_named_as_such() {
+        assert!(not_wasm(b"").unwrap().contains("empty"));
+        assert!(not_wasm(b"hello world").unwrap().contains("magic bytes"));
+        assert!(not_wasm(b"\x7fELF\x02").unwrap().contains("7f, 45, 4c, 46"));
+        assert_eq!(not_wasm(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(not_wasm(b"  (module)"), None);
     }
 }

@@ -38,6 +38,8 @@ pub(crate) enum Event {
     Replies(WorkerRef, Vec<Reply>),
     /// A worker's reply stream ended: it exited or died.
     Exited(WorkerRef),
+    /// Report the process ids of the live workers.
+    Pids(Sender<Vec<u32>>),
     /// Stop: `drain` finishes queued work first; otherwise it is cancelled.
     Shutdown { drain: bool, done: Sender<()> },
 }
@@ -59,8 +61,11 @@ pub(crate) struct Config {
     pub max_tasks_per_worker: Option<u64>,
 }
 
-/// A worker slot that failed this many starts in a row is given up.
+/// A worker slot that failed this many starts in a row (exiting by itself) is given up.
 const MAX_START_FAILURES: u32 = 3;
+
+/// A worker slot whose starts were killed by a signal this many times in a row is given up.
+const MAX_START_KILLS: u32 = 20;
 
 /// How long a new worker may take to say `Ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -205,6 +210,9 @@ impl Dispatcher {
                 let message = slot.died_message();
                 let stopped = slot.take_stopped(|_| TaskError::worker_lost(message.clone()));
                 self.after_stop(who.slot, stopped, message);
+            }
+            Event::Pids(reply) => {
+                let _ = reply.send(self.slots.iter().filter_map(Slot::live_pid).collect());
             }
             Event::Shutdown { drain, done } => {
                 self.shutdown = Some((drain, done));

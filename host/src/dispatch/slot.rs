@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::{Event, Job, MAX_START_FAILURES};
+use super::{Event, Job, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::ModuleId;
@@ -48,7 +48,12 @@ pub(crate) struct Slot {
     head_since: Instant,
     /// Moving average of the worker's recent task durations.
     avg_task: Option<Duration>,
+    /// Consecutive starts that ended on their own (or timed out) before `Ready`.
     start_failures: u32,
+    /// Consecutive starts killed by a signal from outside before `Ready`.
+    start_kills: u32,
+    /// Whether the last death was by a signal we did not send.
+    killed_from_outside: bool,
     dead: Option<String>,
     /// Replaced workers finishing their exit.
     retired: Vec<(WorkerRef, WorkerProcess)>,
@@ -85,6 +90,8 @@ impl Slot {
             head_since: now,
             avg_task: None,
             start_failures: 0,
+            start_kills: 0,
+            killed_from_outside: false,
             dead: None,
             retired: Vec::new(),
             pending: Vec::new(),
@@ -92,10 +99,11 @@ impl Slot {
     }
 
     fn replace_process(&mut self, program: &Path, events: &Sender<Event>) -> Result<(), PoolError> {
-        let failures = self.start_failures;
+        let (failures, kills) = (self.start_failures, self.start_kills);
         let retired = std::mem::take(&mut self.retired);
         *self = Slot::spawn(program, self.index, self.generation + 1, events)?;
         self.start_failures = failures;
+        self.start_kills = kills;
         self.retired = retired;
         Ok(())
     }
@@ -117,6 +125,10 @@ impl Slot {
         self.pid
     }
 
+    pub(crate) fn live_pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|_| self.pid)
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.inflight.len()
     }
@@ -128,6 +140,7 @@ impl Slot {
     pub(crate) fn on_ready(&mut self, now: Instant) {
         self.ready = true;
         self.start_failures = 0;
+        self.start_kills = 0;
         self.head_since = now;
         self.mark_head_running();
     }
@@ -308,15 +321,16 @@ impl Slot {
         if let Some(p) = self.process.take() {
             p.kill();
         }
+        self.killed_from_outside = false;
         self.stopped(error)
     }
 
     /// The worker's stream ended on its own: reap it and say how it ended.
     pub(crate) fn died_message(&mut self) -> String {
-        match self.process.take() {
-            Some(p) => describe_exit(self.pid, p.reap()),
-            None => format!("worker {} is gone", self.pid),
-        }
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.process.take().and_then(WorkerProcess::reap);
+        self.killed_from_outside = status.is_some_and(|s| s.signal().is_some());
+        describe_exit(self.pid, status)
     }
 
     /// After [`Self::died_message`]: the running task fails with `head_error`.
@@ -338,11 +352,17 @@ impl Slot {
         why: &str,
     ) -> Result<(), PoolError> {
         if before_ready {
-            self.start_failures += 1;
-            if self.start_failures >= MAX_START_FAILURES {
+            // A worker that fails to start by itself is given up soon; one killed from
+            // outside while starting (an OOM killer, a chaos test) is retried much longer.
+            if self.killed_from_outside {
+                self.start_kills += 1;
+            } else {
+                self.start_failures += 1;
+            }
+            if self.start_failures >= MAX_START_FAILURES || self.start_kills >= MAX_START_KILLS {
                 self.dead = Some(format!(
                     "worker failed to start {} times in a row; last: {why}",
-                    self.start_failures
+                    self.start_failures + self.start_kills
                 ));
                 return Ok(());
             }

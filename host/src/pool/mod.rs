@@ -103,6 +103,16 @@ impl Pool {
         self.workers
     }
 
+    /// Process ids of the worker processes running now (they change as workers are
+    /// replaced).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.events.send(Event::Pids(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.recv().unwrap_or_default()
+    }
+
     /// The default limits of calls.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -33,7 +33,7 @@ fn a_map_survives_workers_killed_every_50ms() {
         let pool = &pool;
         let module = &module;
         s.spawn(move || {
-            let inputs = (0..n).map(|i| (i, 100_000i64));
+            let inputs = (0..n).map(|i| (i, 500_000i64));
             let _ = results_tx.send(pool.starmap::<i64, _>(module, "slow_id", inputs));
         });
         let killer = s.spawn(move || {

@@ -243,6 +243,38 @@ fn loading_bad_modules_fails_with_load_errors() {
 }
 
 #[test]
+fn compilation_runs_under_its_own_time_and_memory_limits() {
+    let slow = builder()
+        .workers(1)
+        .compile_timeout(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    match slow.load_file(guest("math")) {
+        Err(LoadError::CompileTimeout { limit }) => assert_eq!(limit, Duration::from_millis(1)),
+        other => panic!("{other:?}"),
+    }
+    let small = builder()
+        .workers(1)
+        .compile_memory(32 << 20)
+        .build()
+        .unwrap();
+    match small.load_file(guest("math")) {
+        Err(LoadError::CompileMemory { limit }) => assert_eq!(limit, 32 << 20),
+        other => panic!("{other:?}"),
+    }
+    // Neither failure touched the pools: they still load and run modules.
+    let m = slow.load(r#"(module (func (export "one") (result i32) i32.const 1))"#);
+    assert!(
+        matches!(m, Err(LoadError::CompileTimeout { .. })),
+        "the 1ms limit holds for every load"
+    );
+    let ok = builder().workers(1).build().unwrap();
+    let m = ok.load_file(guest("math")).unwrap();
+    assert_eq!(ok.submit::<i64>(&m, "square", 5i64).wait(), Ok(25));
+    assert_eq!(small.workers(), 1);
+}
+
+#[test]
 fn the_same_bytes_load_once() {
     let pool = builder().workers(1).build().unwrap();
     let a = pool.load_file(guest("math")).unwrap();

@@ -107,6 +107,15 @@ pub enum LoadError {
     /// The module imports something the sandbox does not provide.
     #[error("module imports `{module}::{name}`, which the sandbox does not provide (only WASI preview 1 and `wasi_unstable` are)")]
     UnsupportedImport { module: String, name: String },
+    /// Compiling the module took longer than the pool's compile limit.
+    #[error("compiling the module took longer than {}; it was stopped", humantime::format_duration(*.limit))]
+    CompileTimeout { limit: Duration },
+    /// Compiling the module needed more memory than the pool's compile limit.
+    #[error("compiling the module needed more than {} of memory; it was stopped", bytesize::ByteSize(*.limit))]
+    CompileMemory { limit: u64 },
+    /// The compile process failed in another way.
+    #[error("the compile process failed: {message}")]
+    CompileFailed { message: String },
     /// The module is larger than the pool accepts.
     #[error("module is {size} bytes, over the pool's limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },

@@ -1,17 +1,19 @@
-//! The `wasmpool` binary: the CLI, and (with a hidden first argument) a worker process.
+//! The `wasmpool` binary: the CLI, and (with a hidden first argument) a worker process or a
+//! compile process.
 
 mod cli;
 
+use wasmpool::worker::{compile, serve, WORKER_ARG};
+
 fn main() {
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == wasmpool::worker::WORKER_ARG)
-    {
-        if let Err(e) = wasmpool::worker::serve::serve() {
-            eprintln!("wasmpool worker: {e:#}");
-            std::process::exit(3);
-        }
-        return;
+    let mut args = std::env::args().skip(1);
+    let result = match args.next().as_deref() {
+        Some(WORKER_ARG) => serve::serve(),
+        Some(compile::COMPILE_ARG) => compile::serve_compile(&args.next().unwrap_or_default()),
+        _ => std::process::exit(cli::main()),
+    };
+    if let Err(e) = result {
+        eprintln!("wasmpool: {e}");
+        std::process::exit(3);
     }
-    std::process::exit(cli::main());
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use wasmtime::{ExternType, ValType as WasmValType};
 
-use crate::error::LoadError;
+use crate::protocol::CompileReply;
 use crate::sandbox::Compiler;
 use crate::value::ValType;
 
@@ -38,7 +38,7 @@ impl fmt::Display for ModuleId {
 }
 
 /// How an export is called.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExportKind {
     /// A plain function over numbers.
     Numeric {
@@ -52,7 +52,7 @@ pub enum ExportKind {
 }
 
 /// One callable export of a module.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Export {
     /// The name a caller uses: the export name, or the task name for SDK tasks.
     pub name: String,
@@ -142,54 +142,55 @@ impl Module {
         self.inner.size
     }
 
-    /// Validates and compiles `bytes` (binary wasm or text) with the host's engine and checks
-    /// that every import is one the sandbox provides.
-    pub(crate) fn compile(sandbox: &Compiler, bytes: &[u8]) -> Result<Module, LoadError> {
-        let id = ModuleId::of(bytes);
-        if let Some(message) = not_wasm(bytes) {
-            return Err(LoadError::Invalid { message });
-        }
-        let module =
-            wasmtime::Module::new(&sandbox.engine, bytes).map_err(|e| LoadError::Invalid {
-                message: format!("{e:#}"),
-            })?;
-        for import in module.imports() {
-            let provided = matches!(import.ty(), ExternType::Func(_))
-                && sandbox
-                    .provided
-                    .contains(&(import.module().to_string(), import.name().to_string()));
-            if !provided {
-                return Err(LoadError::UnsupportedImport {
-                    module: import.module().to_string(),
-                    name: import.name().to_string(),
-                });
-            }
-        }
-        // Names match; this also checks the imports' types.
-        sandbox
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Invalid {
-                message: format!("{e:#}"),
-            })?;
-        let exports = describe_exports(&module);
-        let artifact = module.serialize().map_err(|e| LoadError::Invalid {
-            message: format!("cannot serialize the compiled module: {e:#}"),
-        })?;
-        Ok(Module {
+    /// Makes the handle of a module compiled (in a compile process) from `bytes`.
+    pub(crate) fn new(bytes: &[u8], artifact: Vec<u8>, exports: Vec<Export>) -> Module {
+        Module {
             inner: Arc::new(ModuleInner {
-                id,
+                id: ModuleId::of(bytes),
                 artifact: Arc::new(artifact),
                 exports,
                 size: bytes.len(),
             }),
-        })
+        }
+    }
+}
+
+/// Validates and compiles `bytes` (binary wasm or text format) and checks that every import
+/// is one the sandbox provides. Runs inside a compile process, never in the host.
+pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
+    let invalid = |message: String| CompileReply::Invalid { message };
+    if let Some(message) = not_wasm(bytes) {
+        return invalid(message);
+    }
+    let module = match wasmtime::Module::new(&compiler.engine, bytes) {
+        Ok(m) => m,
+        Err(e) => return invalid(format!("{e:#}")),
+    };
+    for import in module.imports() {
+        let key = (import.module().to_string(), import.name().to_string());
+        if !matches!(import.ty(), ExternType::Func(_)) || !compiler.provided.contains(&key) {
+            return CompileReply::UnsupportedImport {
+                module: key.0,
+                name: key.1,
+            };
+        }
+    }
+    // Names match; this also checks the imports' types.
+    if let Err(e) = compiler.linker.instantiate_pre(&module) {
+        return invalid(format!("{e:#}"));
+    }
+    match module.serialize() {
+        Ok(artifact) => CompileReply::Compiled {
+            artifact,
+            exports: describe_exports(&module),
+        },
+        Err(e) => invalid(format!("cannot serialize the compiled module: {e:#}")),
     }
 }
 
 /// Says why `bytes` cannot be a module at all, before handing them to the compiler (which
 /// would otherwise report a WAT syntax error for any non-binary input).
-fn not_wasm(bytes: &[u8]) -> Option<String> {
+pub(crate) fn not_wasm(bytes: &[u8]) -> Option<String> {
     const MAGIC: &[u8] = b"\0asm";
     if bytes.is_empty() {
         return Some("the module is empty (0 bytes)".into());

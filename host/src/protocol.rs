@@ -12,7 +12,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::TaskError;
 use crate::limits::Limits;
-use crate::module::ModuleId;
+use crate::module::{Export, ModuleId};
 use crate::value::{Input, Output};
 
 /// The host's id of one task, unique within a pool.
@@ -53,6 +53,21 @@ pub enum Reply {
         outcome: Result<Output, TaskError>,
         stats: TaskStats,
     },
+}
+
+/// The answer of a compile process (`wasmpool __compile`), which reads a module's bytes on
+/// stdin and validates and compiles them in a sandbox of its own.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CompileReply {
+    /// The serialized artifact for the workers, and the module's callable exports.
+    Compiled {
+        artifact: Vec<u8>,
+        exports: Vec<Export>,
+    },
+    /// Not a valid module (wasmtime's message).
+    Invalid { message: String },
+    /// An import the sandbox does not provide.
+    UnsupportedImport { module: String, name: String },
 }
 
 /// What a finished task cost and printed.

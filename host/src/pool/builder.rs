@@ -6,9 +6,14 @@ use std::time::Duration;
 use super::Pool;
 use crate::error::PoolError;
 use crate::limits::Limits;
+use crate::worker::compile::CompileLimits;
 
 /// Largest module a pool loads by default (64 MiB).
 pub const DEFAULT_MAX_MODULE_SIZE: usize = 64 << 20;
+/// Default wall-clock limit of compiling one module.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default address-space limit of a compile process.
+pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 
 /// Configures and starts a [`Pool`].
 ///
@@ -20,6 +25,8 @@ pub const DEFAULT_MAX_MODULE_SIZE: usize = 64 << 20;
 /// | `memory` | 256 MiB per task |
 /// | `max_tasks_per_worker` | unlimited |
 /// | `max_module_size` | 64 MiB |
+/// | `compile_timeout` | 60 s per module |
+/// | `compile_memory` | 4 GiB address space per compile |
 ///
 /// ```no_run
 /// # fn main() -> Result<(), wasmpool::PoolError> {
@@ -39,6 +46,7 @@ pub struct PoolBuilder {
     limits: Limits,
     max_tasks_per_worker: Option<u64>,
     max_module_size: usize,
+    compile: CompileLimits,
     worker_program: Option<PathBuf>,
 }
 
@@ -49,6 +57,10 @@ impl Default for PoolBuilder {
             limits: Limits::default(),
             max_tasks_per_worker: None,
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            compile: CompileLimits {
+                timeout: DEFAULT_COMPILE_TIMEOUT,
+                memory: DEFAULT_COMPILE_MEMORY,
+            },
             worker_program: None,
         }
     }
@@ -97,6 +109,18 @@ impl PoolBuilder {
         self
     }
 
+    /// Wall-clock limit of compiling one module (compilation runs in a process of its own).
+    pub fn compile_timeout(mut self, limit: Duration) -> Self {
+        self.compile.timeout = limit;
+        self
+    }
+
+    /// Address-space limit, in bytes, of the process compiling a module.
+    pub fn compile_memory(mut self, bytes: u64) -> Self {
+        self.compile.memory = bytes;
+        self
+    }
+
     /// The worker program (the `wasmpool` binary). By default it is found as described in
     /// [`worker_program`](crate::worker::locate::worker_program).
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
@@ -129,6 +153,7 @@ impl PoolBuilder {
         };
         Pool::start(super::Settings {
             program,
+            compile: self.compile,
             workers,
             limits: self.limits,
             max_tasks_per_worker: self.max_tasks_per_worker,

@@ -18,14 +18,15 @@ use crate::dispatch::{self, Dispatcher, Event, Job};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId};
-use crate::sandbox::Compiler;
 use crate::value::{Args, FromOutput, Input};
+use crate::worker::compile::{self, CompileLimits};
 
 pub use builder::PoolBuilder;
 pub use task::{AsCompleted, Imap, Task};
 
 pub(crate) struct Settings {
     pub program: PathBuf,
+    pub compile: CompileLimits,
     pub workers: usize,
     pub limits: Limits,
     pub max_tasks_per_worker: Option<u64>,
@@ -51,7 +52,8 @@ pub struct Pool {
     limits: Limits,
     workers: usize,
     max_module_size: usize,
-    compiler: Compiler,
+    program: PathBuf,
+    compile: CompileLimits,
     modules: Mutex<HashMap<ModuleId, Module>>,
     next_id: AtomicU64,
     dispatcher: Option<JoinHandle<()>>,
@@ -78,10 +80,9 @@ impl Pool {
     }
 
     pub(crate) fn start(s: Settings) -> Result<Pool, PoolError> {
-        let compiler = Compiler::new().map_err(|e| PoolError::Engine(format!("{e:#}")))?;
         let (events, inbox) = unbounded();
         let config = dispatch::Config {
-            program: s.program,
+            program: s.program.clone(),
             workers: s.workers,
             max_tasks_per_worker: s.max_tasks_per_worker,
         };
@@ -91,7 +92,8 @@ impl Pool {
             limits: s.limits,
             workers: s.workers,
             max_module_size: s.max_module_size,
-            compiler,
+            program: s.program,
+            compile: s.compile,
             modules: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             dispatcher: Some(dispatcher),
@@ -119,7 +121,8 @@ impl Pool {
     }
 
     /// Validates and compiles a module (binary or text format) once; loading the same bytes
-    /// again returns the cached module. Workers receive the compiled artifact.
+    /// again returns the cached module. Compilation runs in a sandboxed compile process with
+    /// its own time and memory limits, never in the host; workers receive the artifact.
     pub fn load(&self, bytes: impl AsRef<[u8]>) -> Result<Module, LoadError> {
         let bytes = bytes.as_ref();
         if bytes.len() > self.max_module_size {
@@ -137,7 +140,11 @@ impl Pool {
         {
             return Ok(m.clone());
         }
-        let module = Module::compile(&self.compiler, bytes)?;
+        if let Some(message) = crate::module::not_wasm(bytes) {
+            return Err(LoadError::Invalid { message });
+        }
+        let (artifact, exports) = compile::compile(&self.program, bytes, self.compile)?;
+        let module = Module::new(bytes, artifact, exports);
         self.modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())

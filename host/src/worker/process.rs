@@ -150,10 +150,10 @@ pub fn describe_exit(pid: u32, status: Option<ExitStatus>) -> String {
                 "worker {pid} was killed by signal {sig} ({})",
                 signal_name(sig)
             ),
-            (Some(code), _) => format!("worker {pid} exited with status {code}"),
-            _ => format!("worker {pid} ended: {s}"),
+            (Some(code), _) => format!("process {pid} exited with status {code}"),
+            _ => format!("process {pid} ended: {s}"),
         },
-        None => format!("worker {pid} ended (status unknown)"),
+        None => format!("process {pid} ended (status unknown)"),
     }
 }
 

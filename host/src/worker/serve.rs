@@ -9,14 +9,19 @@ use crossbeam_channel::{unbounded, Receiver};
 
 use crate::protocol::{self, Reply, Request};
 use crate::sandbox::{Interrupter, Sandbox};
+use crate::worker::harden;
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
 const FLUSH_EVERY: Duration = Duration::from_micros(50);
 
 /// Runs the worker until the host closes its stdin (or dies).
-pub fn serve() -> anyhow::Result<()> {
-    die_with_parent();
-    let mut sandbox = Sandbox::new()?;
+pub fn serve() -> std::io::Result<()> {
+    harden::die_with_parent();
+    harden::close_inherited_fds()?;
+    harden::no_new_privs()?;
+    harden::limit_resources(None)?;
+    let mut sandbox = Sandbox::new()
+        .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     let requests = spawn_reader(sandbox.interrupter())?;
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory).
     let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
@@ -88,14 +93,4 @@ fn spawn_reader(interrupter: std::sync::Arc<Interrupter>) -> std::io::Result<Rec
             }
         })?;
     Ok(rx)
-}
-
-/// Makes the kernel kill this worker when the host process dies, so no worker outlives it.
-fn die_with_parent() {
-    let parent = rustix::process::getppid();
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    // The host may have died before the line above took effect.
-    if rustix::process::getppid() != parent {
-        std::process::exit(0);
-    }
 }

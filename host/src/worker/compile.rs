@@ -1,0 +1,131 @@
+//! Compiling untrusted bytes outside the host: a short-lived compile process
+//! (`wasmpool __compile MEMORY`) per module load, with its own wall-clock and memory limit.
+//! Cranelift cannot be interrupted and a crafted module can make it run long or allocate
+//! much; here that costs one killed process and a `LoadError`, never the host or a worker.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::LoadError;
+use crate::module::{self, Export};
+use crate::protocol::{self, CompileReply};
+use crate::sandbox::Compiler;
+use crate::worker::harden;
+use crate::worker::process::describe_exit;
+
+/// The hidden argument that turns the `wasmpool` binary into a compile process.
+pub const COMPILE_ARG: &str = "__compile";
+
+/// Limits of one compilation.
+#[derive(Clone, Copy, Debug)]
+pub struct CompileLimits {
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Address-space limit of the compile process, in bytes.
+    pub memory: u64,
+}
+
+/// The compile process's stderr kept for error messages.
+const STDERR_KEEP: usize = 4 << 10;
+
+/// Compiles `bytes` in a compile process started from `program`.
+pub(crate) fn compile(
+    program: &Path,
+    bytes: &[u8],
+    limits: CompileLimits,
+) -> Result<(Vec<u8>, Vec<Export>), LoadError> {
+    let failed = |message: String| LoadError::CompileFailed { message };
+    let mut child = Command::new(program)
+        .arg(COMPILE_ARG)
+        .arg(limits.memory.to_string())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            failed(format!(
+                "cannot start the compile process {}: {e}",
+                program.display()
+            ))
+        })?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+
+    let input = bytes.to_vec();
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| failed(format!("cannot start a thread: {e}")))
+    };
+    // Closing stdin (dropping it) tells the compile process the module is complete.
+    spawn(
+        "wasmpool-compile-in",
+        Box::new(move || drop(stdin.write_all(&input))),
+    )?;
+    spawn(
+        "wasmpool-compile-out",
+        Box::new(move || {
+            let mut buf = Vec::new();
+            let _ = reply_tx.send(protocol::read::<_, CompileReply>(&mut stdout, &mut buf));
+        }),
+    )?;
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = (&mut stderr)
+            .take(STDERR_KEEP as u64)
+            .read_to_end(&mut text);
+        String::from_utf8_lossy(&text).trim().to_string()
+    });
+
+    let reply = reply_rx.recv_timeout(limits.timeout);
+    if reply.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().ok();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    match reply {
+        Ok(Ok(Some(CompileReply::Compiled { artifact, exports }))) => Ok((artifact, exports)),
+        Ok(Ok(Some(CompileReply::Invalid { message }))) => Err(LoadError::Invalid { message }),
+        Ok(Ok(Some(CompileReply::UnsupportedImport { module, name }))) => {
+            Err(LoadError::UnsupportedImport { module, name })
+        }
+        Err(_) => Err(LoadError::CompileTimeout {
+            limit: limits.timeout,
+        }),
+        Ok(_) if stderr.contains("memory allocation of") => Err(LoadError::CompileMemory {
+            limit: limits.memory,
+        }),
+        Ok(_) => Err(failed(format!(
+            "{}; stderr: {stderr}",
+            describe_exit(pid, status)
+        ))),
+    }
+}
+
+/// The compile process: reads a module on stdin, answers one [`CompileReply`] on stdout.
+pub fn serve_compile(memory: &str) -> std::io::Result<()> {
+    harden::die_with_parent();
+    harden::close_inherited_fds()?;
+    harden::no_new_privs()?;
+    let memory: u64 = memory.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad memory limit {memory:?}: {e}"),
+        )
+    })?;
+    harden::limit_resources(Some(memory))?;
+    let mut bytes = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut bytes)?;
+    let compiler = Compiler::new().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let reply = module::compile(&compiler, &bytes);
+    let mut out = std::io::stdout().lock();
+    protocol::write(&mut out, &reply)?;
+    out.flush()
+}

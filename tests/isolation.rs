@@ -271,3 +271,68 @@ fn a_worker_killed_mid_task_loses_only_that_task() {
         );
     }
 }
+
+#[test]
+fn workers_run_under_seccomp_and_no_new_privs() {
+    let pool = builder().build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    // Both workers have served a task, so both are past their start.
+    pool.map::<i64, ()>(&hostile, "counter", vec![(); 20]);
+    for pid in pool.worker_pids() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.contains("Seccomp:\t2"), "worker {pid} has no seccomp filter:\n{status}");
+        assert!(status.contains("NoNewPrivs:\t1"), "worker {pid} may gain privileges");
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        assert!(env.is_empty(), "worker {pid} inherited an environment");
+    }
+}
+
+#[test]
+fn a_forbidden_syscall_kills_the_worker_process_not_the_host() {
+    use std::os::unix::process::ExitStatusExt;
+    // The probe installs the worker's filter, then calls socket().
+    let out = std::process::Command::new(common::WORKER).arg("__seccomp-probe").output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{out:?}");
+}
+
+#[test]
+fn workers_die_with_a_host_that_is_sigkilled() {
+    use std::io::Write;
+    // A host process (the CLI) running a task that never ends.
+    let mut host = std::process::Command::new(common::WORKER)
+        .args(["run", guest("hostile").to_str().unwrap(), "spin", "--timeout", "none", "--workers", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    host.stdin.take().unwrap().write_all(b"null\n").unwrap();
+    let children = |pid: u32| -> Vec<u32> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let workers = loop {
+        let found = children(host.id());
+        if found.len() >= 2 {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the host never started its workers");
+        std::thread::yield_now();
+    };
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let alive = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    while workers.iter().any(alive) {
+        assert!(Instant::now() < deadline, "workers {workers:?} outlived their host");
+        std::thread::yield_now();
+    }
+}

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod harden;
 pub mod locate;
 pub mod process;
+pub mod seccomp;
 pub mod serve;
 
 pub use process::{WorkerProcess, WorkerRef, WORKER_ARG};

@@ -9,7 +9,7 @@ use crossbeam_channel::{unbounded, Receiver};
 
 use crate::protocol::{self, Reply, Request};
 use crate::sandbox::{Interrupter, Sandbox};
-use crate::worker::harden;
+use crate::worker::{harden, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
 const FLUSH_EVERY: Duration = Duration::from_micros(50);
@@ -23,6 +23,10 @@ pub fn serve() -> std::io::Result<()> {
     let mut sandbox = Sandbox::new()
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     let requests = spawn_reader(sandbox.interrupter())?;
+    // Start the WASI runtime's threads now: after the filter, no new files may be opened
+    // (it reads the CPU count from /sys and /proc when it starts).
+    wasmtime_wasi::runtime::in_tokio(async {});
+    seccomp::install()?;
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory).
     let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
     protocol::write(

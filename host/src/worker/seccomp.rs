@@ -1,0 +1,166 @@
+//! The seccomp wall: once a worker (or compile process) has started, it may only make the
+//! system calls that running wasm needs. Anything that reaches out — `execve`, sockets,
+//! `ptrace`, `kill`, new processes — kills the process (`SIGSYS`), which the host reports as
+//! `WorkerLost` and replaces. File-system look-ups fail with `EACCES` instead, since library
+//! code probes the file system and copes with a refusal.
+//!
+//! Only x86-64 has a filter for now; elsewhere [`install`] does nothing and says so.
+
+use std::io;
+
+/// Installs the filter on every thread of this process.
+#[cfg(target_arch = "x86_64")]
+pub fn install() -> io::Result<()> {
+    use std::collections::BTreeMap;
+
+    use seccompiler::{
+        apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+        SeccompFilter, SeccompRule, TargetArch,
+    };
+
+    fn err(e: impl std::fmt::Debug) -> io::Error {
+        io::Error::other(format!("seccomp: {e:?}"))
+    }
+    let arg_eq = |arg: u8, value: u64| -> io::Result<SeccompRule> {
+        SeccompRule::new(vec![
+            SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value).map_err(err)?
+        ])
+        .map_err(err)
+    };
+    let pid = std::process::id() as u64;
+    let thread_flag = libc::CLONE_THREAD as u64;
+
+    let mut allowed: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
+    // New threads only, never new processes.
+    allowed.insert(
+        libc::SYS_clone,
+        vec![SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(thread_flag),
+            thread_flag,
+        )
+        .map_err(err)?])
+        .map_err(err)?],
+    );
+    // Signals to itself only (abort), naming its threads, reading its own limits.
+    allowed.insert(libc::SYS_tgkill, vec![arg_eq(0, pid)?]);
+    allowed.insert(libc::SYS_prctl, vec![arg_eq(0, libc::PR_SET_NAME as u64)?]);
+    allowed.insert(libc::SYS_prlimit64, vec![arg_eq(2, 0)?]);
+    // Refused with EACCES: allowed by this filter so the second one decides.
+    for &nr in REFUSED.iter().chain([&libc::SYS_clone3]) {
+        allowed.insert(nr, Vec::new());
+    }
+    let allow_list = SeccompFilter::new(allowed, SeccompAction::KillProcess, SeccompAction::Allow, TargetArch::x86_64)
+        .map_err(err)?;
+
+    // clone3 hides its flags in memory, out of a filter's reach: answer ENOSYS so the C
+    // library falls back to clone, whose flags the rule above checks.
+    let clone3: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
+    let clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), TargetArch::x86_64)
+        .map_err(err)?;
+    let refused: BTreeMap<i64, Vec<SeccompRule>> = REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let refused = SeccompFilter::new(refused, SeccompAction::Allow, SeccompAction::Errno(libc::EACCES as u32), TargetArch::x86_64)
+        .map_err(err)?;
+
+    // The allow-list goes last: installing a filter needs prctl(PR_SET_NO_NEW_PRIVS), which
+    // the allow-list forbids.
+    for filter in [clone3, refused, allow_list] {
+        let program: BpfProgram = filter.try_into().map_err(err)?;
+        apply_filter_all_threads(&program).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Installs nothing: no filter is written for this architecture yet.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn install() -> io::Result<()> {
+    Ok(())
+}
+
+/// System calls a running worker needs, allowed with any arguments.
+#[cfg(target_arch = "x86_64")]
+const ALLOWED: &[i64] = &[
+    // I/O on the protocol pipes and stderr
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_close,
+    libc::SYS_fstat,
+    libc::SYS_fcntl,
+    libc::SYS_lseek,
+    libc::SYS_pread64,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    // memory: the allocator, code memory, the pooling allocator's slots and CoW images
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    libc::SYS_memfd_create,
+    libc::SYS_ftruncate,
+    libc::SYS_membarrier,
+    // threads and synchronisation
+    libc::SYS_futex,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_set_tid_address,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_getppid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    // signals: wasmtime's trap handling
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    // time, sleep, randomness (WASI clocks, poll_oneoff, random_get)
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_getres,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_gettimeofday,
+    libc::SYS_getrandom,
+    // the WASI runtime's event loop
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_eventfd2,
+    libc::SYS_uname,
+];
+
+/// File-system look-ups: refused with `EACCES`.
+#[cfg(target_arch = "x86_64")]
+const REFUSED: &[i64] = &[
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_access,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_getdents64,
+    libc::SYS_readlink,
+    libc::SYS_readlinkat,
+];
+
+/// The hidden argument that runs [`probe_forbidden_syscall`].
+pub const PROBE_ARG: &str = "__seccomp-probe";
+
+/// Makes a system call the filter forbids (`socket`), for tests of the filter: the process
+/// must die of `SIGSYS` here.
+pub fn probe_forbidden_syscall() -> io::Result<()> {
+    install()?;
+    // SAFETY: `socket` takes plain integers and touches no memory of ours.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    Err(io::Error::other(format!("socket() was allowed (returned {fd}): the seccomp filter is not in force")))
+}

@@ -280,8 +280,14 @@ fn workers_run_under_seccomp_and_no_new_privs() {
     pool.map::<i64, ()>(&hostile, "counter", vec![(); 20]);
     for pid in pool.worker_pids() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(status.contains("Seccomp:\t2"), "worker {pid} has no seccomp filter:\n{status}");
-        assert!(status.contains("NoNewPrivs:\t1"), "worker {pid} may gain privileges");
+        assert!(
+            status.contains("Seccomp:\t2"),
+            "worker {pid} has no seccomp filter:\n{status}"
+        );
+        assert!(
+            status.contains("NoNewPrivs:\t1"),
+            "worker {pid} may gain privileges"
+        );
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         assert!(env.is_empty(), "worker {pid} inherited an environment");
     }
@@ -291,7 +297,10 @@ fn workers_run_under_seccomp_and_no_new_privs() {
 fn a_forbidden_syscall_kills_the_worker_process_not_the_host() {
     use std::os::unix::process::ExitStatusExt;
     // The probe installs the worker's filter, then calls socket().
-    let out = std::process::Command::new(common::WORKER).arg("__seccomp-probe").output().unwrap();
+    let out = std::process::Command::new(common::WORKER)
+        .arg("__seccomp-probe")
+        .output()
+        .unwrap();
     assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{out:?}");
 }
 
@@ -300,7 +309,15 @@ fn workers_die_with_a_host_that_is_sigkilled() {
     use std::io::Write;
     // A host process (the CLI) running a task that never ends.
     let mut host = std::process::Command::new(common::WORKER)
-        .args(["run", guest("hostile").to_str().unwrap(), "spin", "--timeout", "none", "--workers", "2"])
+        .args([
+            "run",
+            guest("hostile").to_str().unwrap(),
+            "spin",
+            "--timeout",
+            "none",
+            "--workers",
+            "2",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -309,9 +326,16 @@ fn workers_die_with_a_host_that_is_sigkilled() {
     host.stdin.take().unwrap().write_all(b"null\n").unwrap();
     let children = |pid: u32| -> Vec<u32> {
         let mut out = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
         out
     };
@@ -321,7 +345,10 @@ fn workers_die_with_a_host_that_is_sigkilled() {
         if found.len() >= 2 {
             break found;
         }
-        assert!(Instant::now() < deadline, "the host never started its workers");
+        assert!(
+            Instant::now() < deadline,
+            "the host never started its workers"
+        );
         std::thread::yield_now();
     };
     host.kill().unwrap();
@@ -332,7 +359,10 @@ fn workers_die_with_a_host_that_is_sigkilled() {
             .unwrap_or(false)
     };
     while workers.iter().any(alive) {
-        assert!(Instant::now() < deadline, "workers {workers:?} outlived their host");
+        assert!(
+            Instant::now() < deadline,
+            "workers {workers:?} outlived their host"
+        );
         std::thread::yield_now();
     }
 }

@@ -244,34 +244,26 @@ fn loading_bad_modules_fails_with_load_errors() {
 
 #[test]
 fn compilation_runs_under_its_own_time_and_memory_limits() {
-    let slow = builder()
-        .workers(1)
-        .compile_timeout(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    match slow.load_file(guest("math")) {
-        Err(LoadError::CompileTimeout { limit }) => assert_eq!(limit, Duration::from_millis(1)),
+    // A function of 1.6M instructions: seconds of Cranelift time, far over 200 ms.
+    let body = "local.get 0 i32.const 7 i32.mul i32.const 3 i32.add local.set 0 ".repeat(400_000);
+    let slow_to_compile = format!(r#"(module (func (export "f") (param i32) (result i32) {body} local.get 0))"#);
+    let limit = Duration::from_millis(200);
+    let pool = builder().workers(1).compile_timeout(limit).build().unwrap();
+    let t = Instant::now();
+    match pool.load(&slow_to_compile) {
+        Err(LoadError::CompileTimeout { limit: l }) => assert_eq!(l, limit),
         other => panic!("{other:?}"),
     }
-    let small = builder()
-        .workers(1)
-        .compile_memory(32 << 20)
-        .build()
-        .unwrap();
+    assert!(t.elapsed() < limit * 2, "stopped after {:?}", t.elapsed());
+    // The pool is unharmed: it loads and runs an ordinary module.
+    let m = pool.load_file(guest("math")).unwrap();
+    assert_eq!(pool.submit::<i64>(&m, "square", 5i64).wait(), Ok(25));
+
+    let small = builder().workers(1).compile_memory(32 << 20).build().unwrap();
     match small.load_file(guest("math")) {
         Err(LoadError::CompileMemory { limit }) => assert_eq!(limit, 32 << 20),
         other => panic!("{other:?}"),
     }
-    // Neither failure touched the pools: they still load and run modules.
-    let m = slow.load(r#"(module (func (export "one") (result i32) i32.const 1))"#);
-    assert!(
-        matches!(m, Err(LoadError::CompileTimeout { .. })),
-        "the 1ms limit holds for every load"
-    );
-    let ok = builder().workers(1).build().unwrap();
-    let m = ok.load_file(guest("math")).unwrap();
-    assert_eq!(ok.submit::<i64>(&m, "square", 5i64).wait(), Ok(25));
-    assert_eq!(small.workers(), 1);
 }
 
 #[test]
@@ -301,6 +293,86 @@ fn workers_are_replaced_after_max_tasks_and_nothing_is_lost() {
         pids.insert(t.stats().unwrap().worker);
     }
     assert_eq!(pids.len(), 5, "23 tasks at 5 per worker need 5 workers");
+}
+
+#[test]
+fn workers_over_their_memory_ceiling_are_replaced_without_losing_work() {
+    // A ceiling of one byte: every worker is over it after its first task.
+    let pool = builder().workers(1).max_worker_rss(1).build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    let tasks = pool.call(&math, "square").submit_many::<i64, _>(0..6i64);
+    let mut pids = HashSet::new();
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!(t.wait(), Ok((i * i) as i64));
+        let stats = t.stats().unwrap();
+        assert!(stats.worker_rss > 0, "workers report their memory");
+        pids.insert(stats.worker);
+    }
+    assert_eq!(pids.len(), 6, "each task ran in a fresh worker");
+}
+
+#[test]
+fn a_task_whose_worker_dies_is_retried_when_asked() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let task = pool
+        .call(&hostile, "sleep_ms")
+        .retries(1)
+        .submit::<i64>(300i64);
+    while !task.is_running() {
+        assert_eq!(task.wait_timeout(Duration::from_millis(5)), None);
+    }
+    let pid = pool.worker_pids()[0];
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert_eq!(
+        task.wait(),
+        Ok(300),
+        "the task ran again on the replacement worker"
+    );
+    assert_ne!(task.stats().unwrap().worker, pid);
+}
+
+#[test]
+fn inputs_and_outputs_over_their_caps_are_typed_errors() {
+    let (pool, wc) = pool_with("wordcount");
+    let big = "x".repeat(10_000);
+    let defaults = pool.limits();
+    let input_cap = wasmpool::Limits {
+        max_input: 1000,
+        ..defaults
+    };
+    let r = pool
+        .call(&wc, "echo")
+        .limits(input_cap)
+        .submit::<Json<String>>(Json(&big))
+        .wait();
+    assert!(
+        matches!(r, Err(TaskError::BadInput { ref message }) if message.contains("max_input")),
+        "{r:?}"
+    );
+    let output_cap = wasmpool::Limits {
+        max_output: 1000,
+        ..defaults
+    };
+    let r = pool
+        .call(&wc, "echo")
+        .limits(output_cap)
+        .submit::<Json<String>>(Json(&big[..900]))
+        .wait();
+    assert!(r.is_ok(), "under the cap: {r:?}");
+    let r = pool
+        .call(&wc, "echo")
+        .limits(output_cap)
+        .submit::<Json<String>>(Json(&big[..5000]))
+        .wait();
+    assert!(
+        matches!(r, Err(TaskError::BadOutput { ref message }) if message.contains("max_output")),
+        "{r:?}"
+    );
 }
 
 #[test]

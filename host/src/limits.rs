@@ -27,6 +27,10 @@ pub struct Limits {
     pub stdout_cap: u32,
     /// Captured stderr bytes kept per task; the rest is dropped. Default: 1 MiB.
     pub stderr_cap: u32,
+    /// Largest input (an SDK task's JSON) a call may carry, in bytes. Default: 64 MiB.
+    pub max_input: u32,
+    /// Largest output (an SDK task's JSON reply) a task may return, in bytes. Default: 64 MiB.
+    pub max_output: u32,
 }
 
 impl Default for Limits {
@@ -37,6 +41,8 @@ impl Default for Limits {
             memory: Some(256 << 20),
             stdout_cap: 1 << 20,
             stderr_cap: 1 << 20,
+            max_input: 64 << 20,
+            max_output: 64 << 20,
         }
     }
 }

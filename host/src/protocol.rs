@@ -80,6 +80,8 @@ pub enum CompileReply {
 pub struct TaskStats {
     /// Process id of the worker that ran the task (0 if none did).
     pub worker: u32,
+    /// The worker process's resident memory, in bytes, as of a recent task (0 if unknown).
+    pub worker_rss: u64,
     /// Fuel the task consumed (instantiation included).
     pub fuel_used: u64,
     /// Time from the start of instantiation to the end of the call, in the worker.

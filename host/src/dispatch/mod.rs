@@ -51,6 +51,8 @@ pub(crate) struct Job {
     pub export: String,
     pub input: Input,
     pub limits: Limits,
+    /// How many more times the task may be re-run if its worker dies under it.
+    pub retries: u32,
     pub completion: std::sync::Arc<Completion>,
 }
 
@@ -59,6 +61,7 @@ pub(crate) struct Config {
     pub program: PathBuf,
     pub workers: usize,
     pub max_tasks_per_worker: Option<u64>,
+    pub max_worker_rss: Option<u64>,
 }
 
 /// A worker slot that failed this many starts in a row (exiting by itself) is given up.
@@ -190,7 +193,9 @@ impl Dispatcher {
                             outcome,
                             stats,
                         } => {
-                            if let Some(job) = slot.on_done(task, stats.duration, now) {
+                            if let Some(job) =
+                                slot.on_done(task, stats.duration, stats.worker_rss, now)
+                            {
                                 job.completion.complete(outcome, stats);
                             }
                             self.maybe_retire(who.slot);
@@ -318,7 +323,9 @@ impl Dispatcher {
                 .slots
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.has_room(self.config.max_tasks_per_worker))
+                .filter(|(_, s)| {
+                    s.has_room(self.config.max_tasks_per_worker, self.config.max_worker_rss)
+                })
                 .min_by_key(|(_, s)| s.in_flight())
                 .map(|(i, _)| i);
             let Some(i) = best else { break };
@@ -330,13 +337,19 @@ impl Dispatcher {
         }
     }
 
-    /// Replaces a worker that reached `max_tasks_per_worker` once its last task is done.
+    /// Replaces a worker that reached `max_tasks_per_worker` or `max_worker_rss` once its
+    /// last task is done.
     fn maybe_retire(&mut self, index: usize) {
-        let Some(max) = self.config.max_tasks_per_worker else {
-            return;
-        };
         let slot = &mut self.slots[index];
-        if slot.tasks_sent() >= max && slot.in_flight() == 0 && self.shutdown.is_none() {
+        let used_up = self
+            .config
+            .max_tasks_per_worker
+            .is_some_and(|max| slot.tasks_sent() >= max)
+            || self
+                .config
+                .max_worker_rss
+                .is_some_and(|max| slot.rss() > max);
+        if used_up && slot.in_flight() == 0 && self.shutdown.is_none() {
             if let Err(e) = slot.retire_and_respawn(&self.config.program, &self.sender) {
                 eprintln!("wasmpool: {e}");
             }

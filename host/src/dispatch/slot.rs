@@ -48,6 +48,8 @@ pub(crate) struct Slot {
     head_since: Instant,
     /// Moving average of the worker's recent task durations.
     avg_task: Option<Duration>,
+    /// The worker's resident memory (bytes) as of its latest reply.
+    rss: u64,
     /// Consecutive starts that ended on their own (or timed out) before `Ready`.
     start_failures: u32,
     /// Consecutive starts killed by a signal from outside before `Ready`.
@@ -89,6 +91,7 @@ impl Slot {
             tasks_sent: 0,
             head_since: now,
             avg_task: None,
+            rss: 0,
             start_failures: 0,
             start_kills: 0,
             killed_from_outside: false,
@@ -152,7 +155,14 @@ impl Slot {
     }
 
     /// A task finished; returns its job (unless it was already given up on).
-    pub(crate) fn on_done(&mut self, task: TaskId, took: Duration, now: Instant) -> Option<Job> {
+    pub(crate) fn on_done(
+        &mut self,
+        task: TaskId,
+        took: Duration,
+        rss: u64,
+        now: Instant,
+    ) -> Option<Job> {
+        self.rss = rss;
         let pos = self.inflight.iter().position(|f| f.job.id == task)?;
         let done = self.inflight.remove(pos)?;
         self.avg_task = Some(match self.avg_task {
@@ -174,10 +184,16 @@ impl Slot {
         }
     }
 
-    pub(crate) fn has_room(&self, max_tasks: Option<u64>) -> bool {
+    pub(crate) fn has_room(&self, max_tasks: Option<u64>, max_rss: Option<u64>) -> bool {
         self.process.is_some()
             && self.inflight.len() < self.depth()
             && max_tasks.is_none_or(|max| self.tasks_sent < max)
+            && max_rss.is_none_or(|max| self.rss <= max)
+    }
+
+    /// The worker's resident memory as it last reported it.
+    pub(crate) fn rss(&self) -> u64 {
+        self.rss
     }
 
     /// Queues `job` for this worker; [`Self::flush`] sends what was queued.
@@ -299,6 +315,14 @@ impl Slot {
                 } else {
                     "cancelled before it started"
                 }));
+            } else if started
+                && f.job.retries > 0
+                && matches!(head_error, TaskError::WorkerLost { .. })
+            {
+                let mut job = f.job;
+                job.retries -= 1;
+                job.completion.mark_queued();
+                requeue.push(job);
             } else if started {
                 f.job.completion.fail(head_error.clone());
             } else {

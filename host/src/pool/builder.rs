@@ -24,6 +24,8 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 /// | `timeout` | 60 s per task |
 /// | `memory` | 256 MiB per task |
 /// | `max_tasks_per_worker` | unlimited |
+/// | `max_worker_rss` | unlimited |
+/// | `max_retries` | 0 (a task whose worker dies fails with `WorkerLost`) |
 /// | `max_module_size` | 64 MiB |
 /// | `compile_timeout` | 60 s per module |
 /// | `compile_memory` | 4 GiB address space per compile |
@@ -45,6 +47,8 @@ pub struct PoolBuilder {
     workers: Option<usize>,
     limits: Limits,
     max_tasks_per_worker: Option<u64>,
+    max_worker_rss: Option<u64>,
+    max_retries: u32,
     max_module_size: usize,
     compile: CompileLimits,
     worker_program: Option<PathBuf>,
@@ -56,6 +60,8 @@ impl Default for PoolBuilder {
             workers: None,
             limits: Limits::default(),
             max_tasks_per_worker: None,
+            max_worker_rss: None,
+            max_retries: 0,
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
             compile: CompileLimits {
                 timeout: DEFAULT_COMPILE_TIMEOUT,
@@ -100,6 +106,20 @@ impl PoolBuilder {
     /// Replace a worker process after it has run this many tasks; `None` never.
     pub fn max_tasks_per_worker(mut self, n: impl Into<Option<u64>>) -> Self {
         self.max_tasks_per_worker = n.into();
+        self
+    }
+
+    /// Replace a worker once its resident memory exceeds this many bytes (checked as its
+    /// tasks finish; its queued tasks are never dropped); `None` never.
+    pub fn max_worker_rss(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.max_worker_rss = bytes.into();
+        self
+    }
+
+    /// Default number of re-runs of a task whose worker process dies under it (see
+    /// [`Call::retries`](crate::Call::retries)).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
         self
     }
 
@@ -157,6 +177,8 @@ impl PoolBuilder {
             workers,
             limits: self.limits,
             max_tasks_per_worker: self.max_tasks_per_worker,
+            max_worker_rss: self.max_worker_rss,
+            max_retries: self.max_retries,
             max_module_size: self.max_module_size,
         })
     }

@@ -26,6 +26,8 @@ pub use task::{AsCompleted, Imap, Task};
 
 pub(crate) struct Settings {
     pub program: PathBuf,
+    pub max_retries: u32,
+    pub max_worker_rss: Option<u64>,
     pub compile: CompileLimits,
     pub workers: usize,
     pub limits: Limits,
@@ -52,6 +54,7 @@ pub struct Pool {
     limits: Limits,
     workers: usize,
     max_module_size: usize,
+    max_retries: u32,
     program: PathBuf,
     compile: CompileLimits,
     modules: Mutex<HashMap<ModuleId, Module>>,
@@ -85,6 +88,7 @@ impl Pool {
             program: s.program.clone(),
             workers: s.workers,
             max_tasks_per_worker: s.max_tasks_per_worker,
+            max_worker_rss: s.max_worker_rss,
         };
         let dispatcher = Dispatcher::start(config, inbox, events.clone())?;
         Ok(Pool {
@@ -92,6 +96,7 @@ impl Pool {
             limits: s.limits,
             workers: s.workers,
             max_module_size: s.max_module_size,
+            max_retries: s.max_retries,
             program: s.program,
             compile: s.compile,
             modules: Mutex::new(HashMap::new()),
@@ -169,6 +174,7 @@ impl Pool {
             module: module.clone(),
             export: export.to_string(),
             limits: self.limits,
+            retries: self.max_retries,
         }
     }
 
@@ -272,9 +278,18 @@ pub struct Call<'p> {
     module: Module,
     export: String,
     limits: Limits,
+    retries: u32,
 }
 
 impl<'p> Call<'p> {
+    /// How many times to re-run a task whose worker process dies under it (a crash, an OOM
+    /// kill); 0 (the default) reports `WorkerLost` at once. A task that times out, traps or
+    /// is cancelled is never retried.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
     /// Fuel for this call; `None` for unlimited.
     pub fn fuel(mut self, fuel: impl Into<Option<u64>>) -> Self {
         self.limits.fuel = fuel.into();
@@ -369,7 +384,11 @@ impl<'p> Call<'p> {
         let id = self.pool.next_id();
         let completion = task::Completion::new(notify);
         let task = Task::new(id, completion.clone(), self.pool.events.clone());
-        match args.into_input().and_then(|input| self.check(input)) {
+        match args
+            .into_input()
+            .and_then(|input| self.check(input))
+            .and_then(|input| self.check_size(input))
+        {
             Ok(input) => {
                 let job = Job {
                     id,
@@ -377,6 +396,7 @@ impl<'p> Call<'p> {
                     export: self.export.clone(),
                     input,
                     limits: self.limits,
+                    retries: self.retries,
                     completion,
                 };
                 (task, Some(job))
@@ -396,6 +416,20 @@ impl<'p> Call<'p> {
                 job.completion
                     .fail(TaskError::cancelled("the pool is shut down"));
             }
+        }
+    }
+
+    /// Checks the input against the call's size cap.
+    fn check_size(&self, input: Input) -> Result<Input, TaskError> {
+        match &input {
+            Input::Json(bytes) if bytes.len() > self.limits.max_input as usize => {
+                Err(TaskError::bad_input(format!(
+                    "the input is {} bytes, over the cap of {} bytes (Limits::max_input)",
+                    bytes.len(),
+                    self.limits.max_input
+                )))
+            }
+            _ => Ok(input),
         }
     }
 

@@ -78,6 +78,10 @@ impl Completion {
         self.running.store(true, Ordering::Relaxed);
     }
 
+    pub(crate) fn mark_queued(&self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
+
     pub(crate) fn fail(&self, error: TaskError) {
         self.complete(Err(error), TaskStats::default());
     }

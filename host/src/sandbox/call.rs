@@ -62,6 +62,7 @@ pub(super) fn run(
     };
     let stats = TaskStats {
         worker: std::process::id(),
+        worker_rss: 0,
         fuel_used,
         duration: started.elapsed(),
         stdout,
@@ -80,7 +81,7 @@ fn call(
 ) -> wasmtime::Result<Result<Output, TaskError>> {
     match &req.input {
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
-        Input::Json(bytes) => call_task(store, instance, &req.export, bytes),
+        Input::Json(bytes) => call_task(store, instance, &req.export, bytes, req.limits.max_output),
     }
 }
 
@@ -142,6 +143,7 @@ fn call_task(
     instance: Instance,
     name: &str,
     input: &[u8],
+    max_output: u32,
 ) -> wasmtime::Result<Result<Output, TaskError>> {
     let bad = |m: String| Ok(Err(TaskError::bad_input(m)));
     let export = wasmpool_abi::task_export_name(name);
@@ -194,6 +196,11 @@ fn call_task(
             message: "the guest's reply is empty (no status byte)".into(),
         }));
     };
+    if payload.len() > max_output as usize {
+        return Ok(Err(TaskError::BadOutput {
+            message: format!("the guest's output is {} bytes, over the cap of {max_output} bytes (Limits::max_output)", payload.len()),
+        }));
+    }
     Ok(match status {
         wasmpool_abi::STATUS_OK => Ok(Output::Json(payload.to_vec())),
         wasmpool_abi::STATUS_ERR => Err(TaskError::Guest {

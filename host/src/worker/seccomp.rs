@@ -14,23 +14,28 @@ pub fn install() -> io::Result<()> {
     use std::collections::BTreeMap;
 
     use seccompiler::{
-        apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-        SeccompFilter, SeccompRule, TargetArch,
+        apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp,
+        SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
     };
 
     fn err(e: impl std::fmt::Debug) -> io::Error {
         io::Error::other(format!("seccomp: {e:?}"))
     }
     let arg_eq = |arg: u8, value: u64| -> io::Result<SeccompRule> {
-        SeccompRule::new(vec![
-            SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value).map_err(err)?
-        ])
+        SeccompRule::new(vec![SeccompCondition::new(
+            arg,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::Eq,
+            value,
+        )
+        .map_err(err)?])
         .map_err(err)
     };
     let pid = std::process::id() as u64;
     let thread_flag = libc::CLONE_THREAD as u64;
 
-    let mut allowed: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let mut allowed: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
     // New threads only, never new processes.
     allowed.insert(
         libc::SYS_clone,
@@ -51,17 +56,34 @@ pub fn install() -> io::Result<()> {
     for &nr in REFUSED.iter().chain([&libc::SYS_clone3]) {
         allowed.insert(nr, Vec::new());
     }
-    let allow_list = SeccompFilter::new(allowed, SeccompAction::KillProcess, SeccompAction::Allow, TargetArch::x86_64)
-        .map_err(err)?;
+    let allow_list = SeccompFilter::new(
+        allowed,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(err)?;
 
     // clone3 hides its flags in memory, out of a filter's reach: answer ENOSYS so the C
     // library falls back to clone, whose flags the rule above checks.
-    let clone3: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
-    let clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), TargetArch::x86_64)
-        .map_err(err)?;
-    let refused: BTreeMap<i64, Vec<SeccompRule>> = REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let refused = SeccompFilter::new(refused, SeccompAction::Allow, SeccompAction::Errno(libc::EACCES as u32), TargetArch::x86_64)
-        .map_err(err)?;
+    let clone3: BTreeMap<i64, Vec<SeccompRule>> =
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect();
+    let clone3 = SeccompFilter::new(
+        clone3,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(err)?;
+    let refused: BTreeMap<i64, Vec<SeccompRule>> =
+        REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let refused = SeccompFilter::new(
+        refused,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(err)?;
 
     // The allow-list goes last: installing a filter needs prctl(PR_SET_NO_NEW_PRIVS), which
     // the allow-list forbids.
@@ -162,5 +184,7 @@ pub fn probe_forbidden_syscall() -> io::Result<()> {
     install()?;
     // SAFETY: `socket` takes plain integers and touches no memory of ours.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    Err(io::Error::other(format!("socket() was allowed (returned {fd}): the seccomp filter is not in force")))
+    Err(io::Error::other(format!(
+        "socket() was allowed (returned {fd}): the seccomp filter is not in force"
+    )))
 }

@@ -23,6 +23,7 @@ pub fn serve() -> std::io::Result<()> {
     let mut sandbox = Sandbox::new()
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     let requests = spawn_reader(sandbox.interrupter())?;
+    let mut rss = RssProbe::open()?;
     // Start the WASI runtime's threads now: after the filter, no new files may be opened
     // (it reads the CPU count from /sys and /proc when it starts).
     wasmtime_wasi::runtime::in_tokio(async {});
@@ -47,7 +48,8 @@ pub fn serve() -> std::io::Result<()> {
                 }
             }
             Request::Run(req) => {
-                let (outcome, stats) = sandbox.run(&req);
+                let (outcome, mut stats) = sandbox.run(&req);
+                stats.worker_rss = rss.read();
                 frame.clear();
                 protocol::encode(
                     &Reply::Done {
@@ -97,4 +99,49 @@ fn spawn_reader(interrupter: std::sync::Arc<Interrupter>) -> std::io::Result<Rec
             }
         })?;
     Ok(rx)
+}
+
+/// Reads this process's resident memory for the host's `max_worker_rss`, at most every
+/// [`RSS_EVERY`] (a read is a system call; tasks can be much shorter).
+struct RssProbe {
+    /// `/proc/self/statm`, opened before the seccomp filter forbids opening files.
+    statm: std::fs::File,
+    read_at: Instant,
+    bytes: u64,
+}
+
+/// How stale a reported resident-memory figure may be.
+const RSS_EVERY: Duration = Duration::from_millis(10);
+
+impl RssProbe {
+    fn open() -> std::io::Result<Self> {
+        let statm = std::fs::File::open("/proc/self/statm")?;
+        let mut probe = RssProbe {
+            statm,
+            read_at: Instant::now(),
+            bytes: 0,
+        };
+        probe.bytes = probe.measure();
+        Ok(probe)
+    }
+
+    fn read(&mut self) -> u64 {
+        if self.read_at.elapsed() >= RSS_EVERY {
+            self.bytes = self.measure();
+            self.read_at = Instant::now();
+        }
+        self.bytes
+    }
+
+    /// The second field of statm: resident pages.
+    fn measure(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        let n = self.statm.read_at(&mut buf, 0).unwrap_or(0);
+        let pages = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        pages * rustix::param::page_size() as u64
+    }
 }

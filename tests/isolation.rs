@@ -366,3 +366,33 @@ fn workers_die_with_a_host_that_is_sigkilled() {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn a_frozen_worker_is_killed_by_the_host_watchdog() {
+    let pool = builder().workers(1).build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    still_serves(&pool, &math);
+    let pid = pool.worker_pids()[0];
+    let limit = Duration::from_millis(500);
+    let task = pool
+        .call(&math, "counting")
+        .timeout(limit)
+        .submit::<i64>(i64::MAX);
+    while !task.is_running() {
+        assert_eq!(task.wait_timeout(Duration::from_millis(5)), None);
+    }
+    // SIGSTOP freezes the whole worker, its own deadline timer included.
+    let t = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::STOP,
+    )
+    .unwrap();
+    assert_eq!(task.wait(), Err(TaskError::Timeout { limit }));
+    assert!(t.elapsed() < limit * 2, "contained after {:?}", t.elapsed());
+    assert!(
+        !pool.worker_pids().contains(&pid),
+        "the frozen worker was replaced"
+    );
+    still_serves(&pool, &math);
+}

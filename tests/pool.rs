@@ -246,7 +246,8 @@ fn loading_bad_modules_fails_with_load_errors() {
 fn compilation_runs_under_its_own_time_and_memory_limits() {
     // A function of 1.6M instructions: seconds of Cranelift time, far over 200 ms.
     let body = "local.get 0 i32.const 7 i32.mul i32.const 3 i32.add local.set 0 ".repeat(400_000);
-    let slow_to_compile = format!(r#"(module (func (export "f") (param i32) (result i32) {body} local.get 0))"#);
+    let slow_to_compile =
+        format!(r#"(module (func (export "f") (param i32) (result i32) {body} local.get 0))"#);
     let limit = Duration::from_millis(200);
     let pool = builder().workers(1).compile_timeout(limit).build().unwrap();
     let t = Instant::now();
@@ -259,7 +260,11 @@ fn compilation_runs_under_its_own_time_and_memory_limits() {
     let m = pool.load_file(guest("math")).unwrap();
     assert_eq!(pool.submit::<i64>(&m, "square", 5i64).wait(), Ok(25));
 
-    let small = builder().workers(1).compile_memory(32 << 20).build().unwrap();
+    let small = builder()
+        .workers(1)
+        .compile_memory(32 << 20)
+        .build()
+        .unwrap();
     match small.load_file(guest("math")) {
         Err(LoadError::CompileMemory { limit }) => assert_eq!(limit, 32 << 20),
         other => panic!("{other:?}"),

@@ -14,7 +14,13 @@ use wasmpool::{Input, Output, Value};
 
 fn host_rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 4096
 }
 
 #[test]
@@ -34,8 +40,14 @@ fn a_million_tasks_with_one_percent_hostile() {
             let task = match i % 100 {
                 // 1 in 100 misbehaves, in four different ways.
                 0 => match (i / 100) % 4 {
-                    0 => pool.call(&hostile, "spin").fuel(1_000_000).submit::<Output>(()),
-                    1 => pool.call(&hostile, "grow_forever").memory(8 << 20).submit(()),
+                    0 => pool
+                        .call(&hostile, "spin")
+                        .fuel(1_000_000)
+                        .submit::<Output>(()),
+                    1 => pool
+                        .call(&hostile, "grow_forever")
+                        .memory(8 << 20)
+                        .submit(()),
                     2 => pool.submit(&hostile, "unreachable", ()),
                     _ => pool.submit(&hostile, "exit", 1),
                 },
@@ -51,7 +63,11 @@ fn a_million_tasks_with_one_percent_hostile() {
                 (_, Err(e)) => panic!("task {i} failed: {e}"),
             }
         }
-        eprintln!("soak: {} tasks, host RSS {} MiB", (b + 1) * batch, host_rss() >> 20);
+        eprintln!(
+            "soak: {} tasks, host RSS {} MiB",
+            (b + 1) * batch,
+            host_rss() >> 20
+        );
     }
     let end_rss = host_rss();
     eprintln!(
@@ -64,5 +80,8 @@ fn a_million_tasks_with_one_percent_hostile() {
     for kind in ["fuel_exhausted", "memory_limit", "trap", "exit"] {
         assert_eq!(failures[kind], total / 400, "{kind}");
     }
-    assert!(end_rss < start_rss + (200 << 20), "host memory grew from {start_rss} to {end_rss}");
+    assert!(
+        end_rss < start_rss + (200 << 20),
+        "host memory grew from {start_rss} to {end_rss}"
+    );
 }

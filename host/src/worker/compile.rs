@@ -4,6 +4,7 @@
 //! much; here that costs one killed process and a `LoadError`, never the host or a worker.
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub(crate) fn compile(
         .arg(COMPILE_ARG)
         .arg(limits.memory.to_string())
         .env_clear()
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

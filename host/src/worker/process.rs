@@ -4,6 +4,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use crossbeam_channel::{unbounded, Sender};
@@ -38,6 +39,9 @@ impl WorkerProcess {
         let mut child = Command::new(program)
             .arg(WORKER_ARG)
             .env_clear()
+            // A group of its own: a terminal's Ctrl-C reaches the host, which then stops its
+            // workers in order, instead of killing them under running tasks.
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -463,3 +463,12 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park();
     }
 }
+
+#[test]
+fn a_worker_of_another_build_refuses_to_run() {
+    for mode in ["__worker", "__compile"] {
+        let out = std::process::Command::new(common::WORKER).args([mode, "12345"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(wasmpool::protocol::EXIT_VERSION_MISMATCH), "{mode}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("another build"), "{mode}");
+    }
+}

@@ -15,6 +15,45 @@ use crate::limits::Limits;
 use crate::module::{Export, ModuleId};
 use crate::value::{Input, Output};
 
+/// Identifies this build's wire format: a hash of the sources of every type that crosses
+/// the pipe. Host and worker must agree; a worker started by a host of another build (a
+/// library user's stale `wasmpool` binary) refuses to run instead of misreading frames.
+pub const VERSION: u64 = fnv1a(&[
+    include_bytes!("protocol.rs"),
+    include_bytes!("value.rs"),
+    include_bytes!("limits.rs"),
+    include_bytes!("error.rs"),
+    include_bytes!("module.rs"),
+]);
+
+/// Exit status of a worker or compile process started by a host of another build.
+pub const EXIT_VERSION_MISMATCH: i32 = 65;
+
+const fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut p = 0;
+    while p < parts.len() {
+        let mut i = 0;
+        while i < parts[p].len() {
+            hash ^= parts[p][i] as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        p += 1;
+    }
+    hash
+}
+
+/// Exits with [`EXIT_VERSION_MISMATCH`] unless `arg` is this build's [`VERSION`].
+pub fn check_version(arg: Option<&str>) {
+    if arg != Some(VERSION.to_string().as_str()) {
+        eprintln!(
+            "wasmpool: this worker program is of another build than its host (protocol {VERSION:x}, host sent {arg:?}); rebuild both, e.g. `cargo build --release`"
+        );
+        std::process::exit(EXIT_VERSION_MISMATCH);
+    }
+}
+
 /// The host's id of one task, unique within a pool.
 pub type TaskId = u64;
 

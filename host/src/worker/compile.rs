@@ -40,6 +40,7 @@ pub(crate) fn compile(
     let failed = |message: String| LoadError::CompileFailed { message };
     let mut child = Command::new(program)
         .arg(COMPILE_ARG)
+        .arg(protocol::VERSION.to_string())
         .arg(limits.memory.to_string())
         .env_clear()
         .process_group(0)

@@ -38,6 +38,7 @@ impl WorkerProcess {
     ) -> Result<Self, PoolError> {
         let mut child = Command::new(program)
             .arg(WORKER_ARG)
+            .arg(protocol::VERSION.to_string())
             .env_clear()
             // A group of its own: a terminal's Ctrl-C reaches the host, which then stops its
             // workers in order, instead of killing them under running tasks.
@@ -153,6 +154,10 @@ pub fn describe_exit(pid: u32, status: Option<ExitStatus>) -> String {
             (_, Some(sig)) => format!(
                 "worker {pid} was killed by signal {sig} ({})",
                 signal_name(sig)
+            ),
+            (Some(protocol::EXIT_VERSION_MISMATCH), _) => format!(
+                "process {pid} is a wasmpool program of another build than this library (exit status {}); rebuild it (`cargo build --release`) or point WASMPOOL_WORKER at a matching one",
+                protocol::EXIT_VERSION_MISMATCH
             ),
             (Some(code), _) => format!("process {pid} exited with status {code}"),
             _ => format!("process {pid} ended: {s}"),

@@ -32,6 +32,9 @@ struct State {
     running: Option<Running>,
     /// Tasks cancelled before they started.
     cancelled: HashSet<TaskId>,
+    /// When the sleeping timer thread will wake by itself (`None`: only when notified). A
+    /// new task wakes it only if its deadline is earlier: no thread switch per task.
+    timer_wakes_at: Option<Instant>,
 }
 
 struct Running {
@@ -69,6 +72,7 @@ impl Interrupter {
                     ..
                 }) => *d,
                 _ => {
+                    state.timer_wakes_at = None;
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                     continue;
                 }
@@ -80,6 +84,7 @@ impl Interrupter {
                 }
                 self.engine.increment_epoch();
             } else {
+                state.timer_wakes_at = Some(deadline);
                 state = self
                     .wake
                     .wait_timeout(state, deadline - now)
@@ -101,8 +106,11 @@ impl Interrupter {
             deadline,
             stop: None,
         });
+        let wake = deadline.is_some_and(|d| state.timer_wakes_at.is_none_or(|t| d < t));
         drop(state);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         true
     }
 

@@ -249,7 +249,12 @@ fn compilation_runs_under_its_own_time_and_memory_limits() {
     let slow_to_compile =
         format!(r#"(module (func (export "f") (param i32) (result i32) {body} local.get 0))"#);
     let limit = Duration::from_millis(200);
-    let pool = builder().workers(1).compile_timeout(limit).build().unwrap();
+    let pool = builder()
+        .workers(1)
+        .compile_timeout(limit)
+        .compile_cache(None)
+        .build()
+        .unwrap();
     let t = Instant::now();
     match pool.load(&slow_to_compile) {
         Err(LoadError::CompileTimeout { limit: l }) => assert_eq!(l, limit),
@@ -263,12 +268,43 @@ fn compilation_runs_under_its_own_time_and_memory_limits() {
     let small = builder()
         .workers(1)
         .compile_memory(32 << 20)
+        .compile_cache(None)
         .build()
         .unwrap();
     match small.load_file(guest("math")) {
         Err(LoadError::CompileMemory { limit }) => assert_eq!(limit, 32 << 20),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_second_pool_loads_from_the_disk_cache() {
+    let dir = std::env::temp_dir().join(format!("wasmpool-disk-cache-{}", std::process::id()));
+    let first = builder()
+        .workers(1)
+        .compile_cache(dir.clone())
+        .build()
+        .unwrap();
+    let m = first.load_file(guest("math")).unwrap();
+    assert!(
+        matches!(m.origin(), wasmpool::Origin::Compiled(_)),
+        "{:?}",
+        m.origin()
+    );
+    drop(first);
+    let second = builder()
+        .workers(1)
+        .compile_cache(dir.clone())
+        .build()
+        .unwrap();
+    let m = second.load_file(guest("math")).unwrap();
+    assert!(
+        matches!(m.origin(), wasmpool::Origin::DiskCache(_)),
+        "{:?}",
+        m.origin()
+    );
+    assert_eq!(second.submit::<i64>(&m, "square", 6i64).wait(), Ok(36));
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -467,8 +503,18 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 #[test]
 fn a_worker_of_another_build_refuses_to_run() {
     for mode in ["__worker", "__compile"] {
-        let out = std::process::Command::new(common::WORKER).args([mode, "12345"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(wasmpool::protocol::EXIT_VERSION_MISMATCH), "{mode}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("another build"), "{mode}");
+        let out = std::process::Command::new(common::WORKER)
+            .args([mode, "12345"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(wasmpool::protocol::EXIT_VERSION_MISMATCH),
+            "{mode}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("another build"),
+            "{mode}"
+        );
     }
 }

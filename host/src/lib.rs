@@ -36,6 +36,7 @@ mod dispatch;
 pub mod error;
 pub mod limits;
 pub mod module;
+mod module_cache;
 pub mod pool;
 pub mod protocol;
 pub mod sandbox;
@@ -44,7 +45,7 @@ pub mod worker;
 
 pub use error::{LoadError, PoolError, TaskError};
 pub use limits::Limits;
-pub use module::{Export, ExportKind, Module, ModuleId};
+pub use module::{Export, ExportKind, Module, ModuleId, Origin};
 pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, Task};
 pub use protocol::TaskStats;
 pub use value::{Args, FromOutput, Input, Json, Output, ValType, Value};

@@ -105,6 +105,16 @@ pub(crate) struct ModuleInner {
     pub(crate) artifact: Arc<Vec<u8>>,
     pub(crate) exports: Vec<Export>,
     pub(crate) size: usize,
+    pub(crate) origin: Origin,
+}
+
+/// Where a loaded module's compiled code came from, and what it cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled by a compile process in this long.
+    Compiled(std::time::Duration),
+    /// Read from the on-disk compile cache in this long.
+    DiskCache(std::time::Duration),
 }
 
 impl fmt::Debug for Module {
@@ -142,14 +152,26 @@ impl Module {
         self.inner.size
     }
 
-    /// Makes the handle of a module compiled (in a compile process) from `bytes`.
-    pub(crate) fn new(bytes: &[u8], artifact: Vec<u8>, exports: Vec<Export>) -> Module {
+    /// Where the compiled code came from (a compile process or the disk cache) and what it
+    /// cost.
+    pub fn origin(&self) -> Origin {
+        self.inner.origin
+    }
+
+    /// Makes the handle of a module compiled from `bytes`.
+    pub(crate) fn new(
+        bytes: &[u8],
+        artifact: Vec<u8>,
+        exports: Vec<Export>,
+        origin: Origin,
+    ) -> Module {
         Module {
             inner: Arc::new(ModuleInner {
                 id: ModuleId::of(bytes),
                 artifact: Arc::new(artifact),
                 exports,
                 size: bytes.len(),
+                origin,
             }),
         }
     }

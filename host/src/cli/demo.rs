@@ -21,8 +21,12 @@ pub fn demo(workers: Option<usize>) -> anyhow::Result<i32> {
     let module = pool
         .load(DEMO_WAT)
         .context("cannot compile the built-in demo guest")?;
+    let origin = match module.origin() {
+        wasmpool::Origin::Compiled(t) => format!("compiled in {t:.1?}"),
+        wasmpool::Origin::DiskCache(t) => format!("read from the compile cache in {t:.1?}"),
+    };
     println!(
-        "pool of {} worker processes ready in {:.1?} (module compiled, {} exports)",
+        "pool of {} worker processes ready in {:.1?} (demo module {origin}, {} exports)",
         pool.workers(),
         started.elapsed(),
         module.exports().len()

@@ -29,6 +29,7 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 /// | `max_module_size` | 64 MiB |
 /// | `compile_timeout` | 60 s per module |
 /// | `compile_memory` | 4 GiB address space per compile |
+/// | `compile_cache` | `$XDG_CACHE_HOME/wasmpool` or `~/.cache/wasmpool` |
 ///
 /// ```no_run
 /// # fn main() -> Result<(), wasmpool::PoolError> {
@@ -51,6 +52,7 @@ pub struct PoolBuilder {
     max_retries: u32,
     max_module_size: usize,
     compile: CompileLimits,
+    compile_cache: Option<PathBuf>,
     worker_program: Option<PathBuf>,
 }
 
@@ -67,6 +69,7 @@ impl Default for PoolBuilder {
                 timeout: DEFAULT_COMPILE_TIMEOUT,
                 memory: DEFAULT_COMPILE_MEMORY,
             },
+            compile_cache: crate::module_cache::default_dir(),
             worker_program: None,
         }
     }
@@ -141,6 +144,14 @@ impl PoolBuilder {
         self
     }
 
+    /// Directory of the on-disk compile cache; `None` compiles every module anew. It must be
+    /// private to this user (it is created `0700`; a directory others can write to is not
+    /// used), since cached machine code runs in the workers.
+    pub fn compile_cache(mut self, dir: impl Into<Option<PathBuf>>) -> Self {
+        self.compile_cache = dir.into();
+        self
+    }
+
     /// The worker program (the `wasmpool` binary). By default it is found as described in
     /// [`worker_program`](crate::worker::locate::worker_program).
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
@@ -174,6 +185,7 @@ impl PoolBuilder {
         Pool::start(super::Settings {
             program,
             compile: self.compile,
+            disk_cache: self.compile_cache,
             workers,
             limits: self.limits,
             max_tasks_per_worker: self.max_tasks_per_worker,

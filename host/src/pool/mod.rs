@@ -17,7 +17,8 @@ use crossbeam_channel::{unbounded, Sender};
 use crate::dispatch::{self, Dispatcher, Event, Job};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
-use crate::module::{ExportKind, Module, ModuleId};
+use crate::module::{ExportKind, Module, ModuleId, Origin};
+use crate::module_cache::{self, ModuleCache};
 use crate::value::{Args, FromOutput, Input};
 use crate::worker::compile::{self, CompileLimits};
 
@@ -26,6 +27,7 @@ pub use task::{AsCompleted, Imap, Task};
 
 pub(crate) struct Settings {
     pub program: PathBuf,
+    pub disk_cache: Option<PathBuf>,
     pub max_retries: u32,
     pub max_worker_rss: Option<u64>,
     pub compile: CompileLimits,
@@ -57,6 +59,7 @@ pub struct Pool {
     max_retries: u32,
     program: PathBuf,
     compile: CompileLimits,
+    disk_cache: Option<ModuleCache>,
     modules: Mutex<HashMap<ModuleId, Module>>,
     next_id: AtomicU64,
     dispatcher: Option<JoinHandle<()>>,
@@ -99,6 +102,7 @@ impl Pool {
             max_retries: s.max_retries,
             program: s.program,
             compile: s.compile,
+            disk_cache: s.disk_cache.as_deref().and_then(ModuleCache::open),
             modules: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             dispatcher: Some(dispatcher),
@@ -127,7 +131,9 @@ impl Pool {
 
     /// Validates and compiles a module (binary or text format) once; loading the same bytes
     /// again returns the cached module. Compilation runs in a sandboxed compile process with
-    /// its own time and memory limits, never in the host; workers receive the artifact.
+    /// its own time and memory limits, never in the host; workers receive the artifact. The
+    /// artifact is also kept in the on-disk compile cache (see
+    /// [`PoolBuilder::compile_cache`]), so the next pool loads it without compiling.
     pub fn load(&self, bytes: impl AsRef<[u8]>) -> Result<Module, LoadError> {
         let bytes = bytes.as_ref();
         if bytes.len() > self.max_module_size {
@@ -148,8 +154,28 @@ impl Pool {
         if let Some(message) = crate::module::not_wasm(bytes) {
             return Err(LoadError::Invalid { message });
         }
-        let (artifact, exports) = compile::compile(&self.program, bytes, self.compile)?;
-        let module = Module::new(bytes, artifact, exports);
+        let started = std::time::Instant::now();
+        let module = match self.disk_cache.as_ref().and_then(|c| c.get(id)) {
+            Some(hit) => Module::new(
+                bytes,
+                hit.artifact,
+                hit.exports,
+                Origin::DiskCache(started.elapsed()),
+            ),
+            None => {
+                let (artifact, exports) = compile::compile(&self.program, bytes, self.compile)?;
+                let entry = module_cache::Entry { artifact, exports };
+                if let Some(cache) = &self.disk_cache {
+                    cache.put(id, &entry);
+                }
+                Module::new(
+                    bytes,
+                    entry.artifact,
+                    entry.exports,
+                    Origin::Compiled(started.elapsed()),
+                )
+            }
+        };
         self.modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -207,3 +207,42 @@ fn demo_runs_the_built_in_guest() {
     );
     assert!(text.contains("contained after"), "{text}");
 }
+
+#[test]
+fn audit_contains_every_hostile_case() {
+    let out = wasmpool(&["audit"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("FAIL"), "{text}");
+    for case in [
+        "infinite loop",
+        "infinite loop, fuel 1e8",
+        "sleep in a host call (1 h)",
+        "memory growth loop",
+        "large allocation (60000 pages)",
+        "initial memory over the limit",
+        "stack overflow",
+        "unreachable",
+        "integer division by zero",
+        "guest panic (stderr + trap)",
+        "proc_exit(7)",
+        "stdout flood (64 MB)",
+        "reading files",
+        "writing files",
+        "reading env vars and args",
+        "accepting on sockets",
+        "reading stdin",
+        "start function loops forever",
+        "bad import (env.evil)",
+        "not wasm (random bytes)",
+        "worker killed mid-task",
+    ] {
+        assert!(text.contains(case), "case `{case}` missing:\n{text}");
+    }
+    assert!(text.contains("21/21 contained"), "{text}");
+}

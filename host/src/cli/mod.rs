@@ -1,5 +1,6 @@
-//! The command line: `run`, `inspect`, `demo`. `anyhow` lives here, at the binary's edge.
+//! The command line: `run`, `inspect`, `demo`, `audit`. `anyhow` lives here, at the binary's edge.
 
+mod audit;
 mod demo;
 mod inspect;
 mod run;
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Run a built-in battery of hostile guests against the configured sandbox and report
+    /// whether each was contained as expected (exit 1 if any was not).
+    Audit(audit::AuditArgs),
 }
 
 /// Limits and pool settings shared by the commands that run tasks.
@@ -133,6 +137,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(args),
         Command::Inspect { module } => inspect::inspect(&module),
         Command::Demo { workers } => demo::demo(workers),
+        Command::Audit(args) => audit::audit(args),
     };
     match result {
         Ok(code) => code,

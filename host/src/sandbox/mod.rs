@@ -115,9 +115,10 @@ impl Sandbox {
         if self.modules.contains_key(&id) {
             return Ok(());
         }
-        // SAFETY: the artifact was produced by `Module::serialize` in our own host process,
-        // with an engine built from the same `engine::config`, and reached us over the
-        // private pipe from our parent; wasmtime still checks its version and settings.
+        // SAFETY: the artifact was produced by `Module::serialize` in a compile process of this
+        // same build (or read back from the user's private, checksummed compile cache), with
+        // an engine built from the same `engine::config`, and reached us over the private
+        // pipe from our parent; wasmtime still checks its version and settings.
         let module = unsafe { wasmtime::Module::deserialize(&self.engine, artifact)? };
         let pre = self.linker.instantiate_pre(&module)?;
         self.modules.insert(id, pre);

@@ -3,8 +3,8 @@
 //! turning its stdout into dispatcher events, and killing and reaping it.
 
 use std::io::{BufReader, BufWriter, Write};
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use crossbeam_channel::{unbounded, Sender};

@@ -56,6 +56,18 @@ pub(crate) struct Job {
     pub completion: std::sync::Arc<Completion>,
 }
 
+impl Drop for Job {
+    /// A job dropped unanswered answers itself, so no `Task::wait` can hang on it, whatever
+    /// path (even a bug that unwinds the dispatcher) dropped it.
+    fn drop(&mut self) {
+        if !self.completion.is_done() {
+            self.completion.fail(TaskError::worker_lost(
+                "the pool's dispatcher dropped the task without an answer",
+            ));
+        }
+    }
+}
+
 /// Settings the dispatcher runs with.
 pub(crate) struct Config {
     pub program: PathBuf,
@@ -378,5 +390,32 @@ impl Dispatcher {
             let _ = done.send(());
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::Origin;
+
+    #[test]
+    fn a_job_dropped_unanswered_fails_its_task() {
+        let completion = Completion::new(None);
+        let job = Job {
+            id: 1,
+            module: Module::new(
+                b"m",
+                Vec::new(),
+                Vec::new(),
+                Origin::Compiled(Duration::ZERO),
+            ),
+            export: "f".into(),
+            input: Input::Numbers(Vec::new()),
+            limits: Limits::default(),
+            retries: 0,
+            completion: completion.clone(),
+        };
+        drop(job);
+        assert!(completion.is_done());
     }
 }

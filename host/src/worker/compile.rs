@@ -4,9 +4,8 @@
 //! much; here that costs one killed process and a `LoadError`, never the host or a worker.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::error::LoadError;
@@ -14,7 +13,7 @@ use crate::module::{self, Export};
 use crate::protocol::{self, CompileReply};
 use crate::sandbox::Compiler;
 use crate::worker::harden;
-use crate::worker::process::describe_exit;
+use crate::worker::process::{child_command, describe_exit};
 
 /// The hidden argument that turns the `wasmpool` binary into a compile process.
 pub const COMPILE_ARG: &str = "__compile";
@@ -38,14 +37,8 @@ pub(crate) fn compile(
     limits: CompileLimits,
 ) -> Result<(Vec<u8>, Vec<Export>), LoadError> {
     let failed = |message: String| LoadError::CompileFailed { message };
-    let mut child = Command::new(program)
-        .arg(COMPILE_ARG)
-        .arg(protocol::VERSION.to_string())
+    let mut child = child_command(program, COMPILE_ARG)
         .arg(limits.memory.to_string())
-        .env_clear()
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {

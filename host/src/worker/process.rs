@@ -36,15 +36,7 @@ impl WorkerProcess {
         who: WorkerRef,
         events: Sender<Event>,
     ) -> Result<Self, PoolError> {
-        let mut child = Command::new(program)
-            .arg(WORKER_ARG)
-            .arg(protocol::VERSION.to_string())
-            .env_clear()
-            // A group of its own: a terminal's Ctrl-C reaches the host, which then stops its
-            // workers in order, instead of killing them under running tasks.
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+        let mut child = child_command(program, WORKER_ARG)
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|source| PoolError::Spawn {
@@ -144,6 +136,21 @@ impl WorkerProcess {
         self.close();
         self.child.wait().ok()
     }
+}
+
+/// How every child of the host (worker or compile process) starts: `program MODE VERSION`,
+/// an empty environment, piped stdin and stdout (the protocol), and a process group of its
+/// own, so a terminal's Ctrl-C reaches the host, which then stops its children in order.
+pub(crate) fn child_command(program: &Path, mode: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .arg(mode)
+        .arg(protocol::VERSION.to_string())
+        .env_clear()
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    command
 }
 
 /// Describes how a worker ended, for `WorkerLost` messages.

@@ -66,24 +66,19 @@ pub fn install() -> io::Result<()> {
 
     // clone3 hides its flags in memory, out of a filter's reach: answer ENOSYS so the C
     // library falls back to clone, whose flags the rule above checks.
-    let clone3: BTreeMap<i64, Vec<SeccompRule>> =
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect();
-    let clone3 = SeccompFilter::new(
-        clone3,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(err)?;
-    let refused: BTreeMap<i64, Vec<SeccompRule>> =
-        REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let refused = SeccompFilter::new(
-        refused,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EACCES as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(err)?;
+    let failing_with = |calls: &[i64], errno: i32| {
+        let rules: BTreeMap<i64, Vec<SeccompRule>> =
+            calls.iter().map(|&nr| (nr, Vec::new())).collect();
+        SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(errno as u32),
+            TargetArch::x86_64,
+        )
+        .map_err(err)
+    };
+    let clone3 = failing_with(&[libc::SYS_clone3], libc::ENOSYS)?;
+    let refused = failing_with(REFUSED, libc::EACCES)?;
 
     // The allow-list goes last: installing a filter needs prctl(PR_SET_NO_NEW_PRIVS), which
     // the allow-list forbids.

@@ -1,0 +1,486 @@
+//! The figures, the one table of workloads and what each is compared with, and its
+//! formatting: the text table on stdout and `pool.json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::{json, Value};
+
+use crate::anchors::Outcome;
+use crate::{cpu_work, Ctx};
+
+/// Every figure of the run, keyed `<impl>/<bench>/<field>` like the anchors' JSON lines
+/// (`impl` is `wasmpool`, `native`, `wasmtime-in-process`, `limit` or an anchor's).
+#[derive(Default)]
+pub struct Figures(BTreeMap<String, f64>);
+
+impl Figures {
+    pub fn set(&mut self, imp: &str, bench: &str, field: &str, value: f64) {
+        self.0.insert(format!("{imp}/{bench}/{field}"), value);
+    }
+
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.0.get(key).copied().filter(|v| v.is_finite())
+    }
+}
+
+/// What a figure measures, and so which way is better.
+#[derive(Clone, Copy)]
+pub enum Unit {
+    /// Tasks per second: higher is better.
+    Rate,
+    /// Seconds: lower is better.
+    Seconds,
+    /// Microseconds: lower is better.
+    Micros,
+    /// Bytes: not compared.
+    Bytes,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Rate => "tasks/s",
+            Unit::Seconds => "s",
+            Unit::Micros => "µs",
+            Unit::Bytes => "bytes",
+        }
+    }
+
+    fn format(self, v: f64) -> String {
+        match self {
+            Unit::Rate if v >= 1e6 => format!("{:.2}M tasks/s", v / 1e6),
+            Unit::Rate if v >= 1e3 => format!("{:.1}k tasks/s", v / 1e3),
+            Unit::Rate => format!("{v:.0} tasks/s"),
+            Unit::Seconds if v >= 1.0 => format!("{v:.2} s"),
+            Unit::Seconds if v >= 1e-3 => format!("{:.1} ms", v * 1e3),
+            Unit::Seconds => format!("{:.0} µs", v * 1e6),
+            Unit::Micros => Unit::Seconds.format(v / 1e6),
+            Unit::Bytes => format!("{:.1} MiB", v / (1u64 << 20) as f64),
+        }
+    }
+
+    /// How many times better `ours` is than `theirs` (> 1: wasmpool is ahead).
+    fn advantage(self, ours: f64, theirs: f64) -> Option<f64> {
+        match self {
+            Unit::Rate => Some(ours / theirs),
+            Unit::Seconds | Unit::Micros => Some(theirs / ours),
+            Unit::Bytes => None,
+        }
+    }
+}
+
+/// A figure wasmpool is set beside.
+pub struct Ref {
+    pub label: String,
+    pub key: String,
+    /// The physical limit (wasmtime in one process): shown as the share of it reached.
+    pub limit: bool,
+}
+
+/// One workload: wasmpool's figure and what it is compared with.
+pub struct Row {
+    pub workload: String,
+    pub key: String,
+    pub unit: Unit,
+    pub refs: Vec<Ref>,
+}
+
+fn cmp(label: &str, key: &str) -> Ref {
+    Ref {
+        label: label.into(),
+        key: key.into(),
+        limit: false,
+    }
+}
+
+fn limit(label: &str, key: &str) -> Ref {
+    Ref {
+        label: label.into(),
+        key: key.into(),
+        limit: true,
+    }
+}
+
+const MP: &str = "multiprocessing.Pool";
+const PPE: &str = "ProcessPoolExecutor";
+const PEER: &str = "ProcessPoolExecutor+wasmtime-py";
+
+/// The table of workloads.
+pub fn rows(ctx: &Ctx) -> Vec<Row> {
+    let s = &ctx.sizes;
+    let w = ctx.workers;
+    let row = |workload: String, key: &str, unit, refs| Row {
+        workload,
+        key: format!("wasmpool/{key}"),
+        unit,
+        refs,
+    };
+    let peer_label = "peer: PPE + wasmtime-py";
+    let mut rows = vec![
+        row(
+            format!("map square ×{}, fresh instance per task", short(s.map)),
+            "map_square/tasks_per_s",
+            Unit::Rate,
+            vec![
+                cmp(
+                    &format!("{peer_label}, fresh instance"),
+                    &format!("{PEER}/wasm_map_square_fresh_instance/tasks_per_s"),
+                ),
+                cmp(
+                    "mp.Pool map, chunksize=1",
+                    &format!("{MP}/map_square_chunksize1/tasks_per_s"),
+                ),
+                cmp(
+                    "mp.Pool map, auto chunks (no sandbox)",
+                    &format!("{MP}/map_square_auto_chunks/tasks_per_s"),
+                ),
+                limit(
+                    &format!("in-process wasmtime, 1 thread × {w} (limit)"),
+                    "limit/square/tasks_per_s",
+                ),
+                cmp(
+                    &format!("in-process wasmtime, {w} threads, one engine"),
+                    "wasmtime-in-process/square_pooling_threads/tasks_per_s",
+                ),
+            ],
+        ),
+        row(
+            format!("submit ×{} one by one, then wait all", short(s.stream)),
+            "stream_square/tasks_per_s",
+            Unit::Rate,
+            vec![
+                cmp(
+                    "mp.Pool map, chunksize=1",
+                    &format!("{MP}/map_square_chunksize1/tasks_per_s"),
+                ),
+                cmp(
+                    "PPE map (chunksize=1)",
+                    &format!("{PPE}/map_square_chunksize1/tasks_per_s"),
+                ),
+                limit(
+                    &format!("in-process wasmtime, 1 thread × {w} (limit)"),
+                    "limit/square/tasks_per_s",
+                ),
+                cmp(
+                    &format!("in-process wasmtime, {w} threads, one engine"),
+                    "wasmtime-in-process/square_pooling_threads/tasks_per_s",
+                ),
+            ],
+        ),
+    ];
+    for p in ["p50", "p99"] {
+        rows.push(row(
+            format!("submit → wait latency {p} ({} samples)", s.latency),
+            &format!("submit_latency/{p}_us"),
+            Unit::Micros,
+            vec![
+                cmp(
+                    &format!("{peer_label} submit→result"),
+                    &format!("{PEER}/wasm_submit_latency/{p}_us"),
+                ),
+                cmp(
+                    "mp.Pool apply_async().get()",
+                    &format!("{MP}/submit_latency/{p}_us"),
+                ),
+                cmp(
+                    "PPE submit().result()",
+                    &format!("{PPE}/submit_latency/{p}_us"),
+                ),
+                limit(
+                    "in-process wasmtime, one task (limit)",
+                    "wasmtime-in-process/square_pooling/us_per_task",
+                ),
+            ],
+        ));
+    }
+    for work in cpu_work(s) {
+        let mut refs = Vec::new();
+        match work.bench {
+            "count" => refs.push(cmp(
+                &format!("{peer_label} wasm_cpu_count"),
+                &format!("{PEER}/wasm_cpu_count/seconds"),
+            )),
+            "seed_counting" => refs.push(cmp(
+                "mp.Pool, CPython counting",
+                &format!("{MP}/seed_counting_8M_7M/seconds"),
+            )),
+            _ => {}
+        }
+        let threads = match w.min(work.args.len()) {
+            1 => "1 thread".to_string(),
+            n => format!("{n} threads"),
+        };
+        refs.push(cmp(
+            &format!("native Rust, {threads}"),
+            &format!("native/{}/seconds", work.bench),
+        ));
+        refs.push(limit(
+            &format!("in-process wasmtime, {threads} (limit)"),
+            &format!("wasmtime-in-process/{}/seconds", work.bench),
+        ));
+        rows.push(row(
+            work.label,
+            &format!("{}/seconds", work.bench),
+            Unit::Seconds,
+            refs,
+        ));
+    }
+    let cold = || {
+        vec![cmp(
+            "mp.Pool start + first apply",
+            &format!("{MP}/cold_start_first_result/seconds"),
+        )]
+    };
+    rows.push(row(
+        "cold start: build + load + first result".into(),
+        "cold_start/seconds",
+        Unit::Seconds,
+        cold(),
+    ));
+    rows.push(row(
+        "  same, compile cache off (first run)".into(),
+        "cold_start_uncached/seconds",
+        Unit::Seconds,
+        cold(),
+    ));
+    rows.push(row(
+        "runaway spin(), fuel 2e9: time to trap".into(),
+        "runaway/seconds",
+        Unit::Seconds,
+        vec![cmp(
+            peer_label,
+            &format!("{PEER}/wasm_runaway_fuel_2e9/seconds"),
+        )],
+    ));
+    for (who, what) in [("host", "host RSS"), ("workers", "worker RSS, total")] {
+        for (when, label) in [
+            ("idle", "idle (module loaded)"),
+            ("after_map", "after the map"),
+        ] {
+            rows.push(row(
+                format!("{what}, {label}"),
+                &format!("rss_{who}_{when}/bytes"),
+                Unit::Bytes,
+                vec![],
+            ));
+        }
+    }
+    rows
+}
+
+/// The text table, with a header and the notes below it.
+pub fn table(ctx: &Ctx, figs: &Figures, rows: &[Row], anchors: &[Outcome], load: f64) -> String {
+    // One group of lines per row: the workload's first line, then one per further reference.
+    let groups: Vec<Vec<[String; 5]>> = rows
+        .iter()
+        .map(|r| {
+            let ours = figs.get(&r.key);
+            let first = [
+                r.workload.clone(),
+                ours.map_or("—".into(), |v| r.unit.format(v)),
+            ];
+            let refs: Vec<[String; 3]> = if r.refs.is_empty() {
+                vec![[String::new(), String::new(), String::new()]]
+            } else {
+                r.refs
+                    .iter()
+                    .map(|x| ref_cells(r.unit, ours, figs, x))
+                    .collect()
+            };
+            refs.into_iter()
+                .enumerate()
+                .map(move |(i, [a, b, c])| {
+                    let [w, o] = if i == 0 {
+                        first.clone()
+                    } else {
+                        [String::new(), String::new()]
+                    };
+                    [w, o, a, b, c]
+                })
+                .collect()
+        })
+        .collect();
+    let cells: Vec<&[String; 5]> = groups.iter().flatten().collect();
+    let header = [
+        "workload",
+        "wasmpool",
+        "compared with",
+        "its figure",
+        "wasmpool is",
+    ]
+    .map(String::from);
+    let widths: Vec<usize> = (0..5)
+        .map(|c| {
+            std::iter::once(&header)
+                .chain(cells.iter().copied())
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |r: &[String; 5]| {
+        let mut s = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            // Numbers right-aligned, text left-aligned.
+            if c == 1 || c == 3 {
+                let _ = write!(s, "{}{cell}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(s, "{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nwasmpool benchmark ({} run), {} workers, load average {load:.2} at start",
+        if ctx.sizes.quick { "quick" } else { "full" },
+        ctx.workers
+    );
+    let _ = writeln!(
+        out,
+        "\"× faster/slower\": wasmpool against that figure (more tasks/s, or less time); \
+         \"% of limit\": wasmpool's share of wasmtime run in one process with no IPC."
+    );
+    let rule = "─".repeat(widths.iter().sum::<usize>() + 2 * 4);
+    let _ = writeln!(out, "{}\n{rule}", line(&header));
+    for (i, group) in groups.iter().enumerate() {
+        // A blank line around workloads of several lines.
+        if i > 0 && (group.len() > 1 || groups[i - 1].len() > 1) {
+            let _ = writeln!(out);
+        }
+        for r in group {
+            let _ = writeln!(out, "{}", line(r));
+        }
+    }
+    let _ = writeln!(out, "{rule}");
+    for (bench, alloc) in [
+        ("square_pooling", "pooling"),
+        ("square_ondemand", "on-demand"),
+    ] {
+        let key = |f: &str| figs.get(&format!("wasmtime-in-process/{bench}/{f}"));
+        if let (Some(us), Some(rate)) = (key("us_per_task"), key("tasks_per_s")) {
+            let _ = writeln!(
+                out,
+                "limit: store + instantiate + call square in one process ({alloc} allocator): \
+                 {us:.2} µs per task, {} on one core",
+                Unit::Rate.format(rate)
+            );
+        }
+    }
+    if let Some(rate) = figs.get("wasmtime-in-process/square_pooling_threads/tasks_per_s") {
+        let _ = writeln!(
+            out,
+            "limit: the same on {} threads sharing one engine (pooling): {}",
+            ctx.workers,
+            Unit::Rate.format(rate)
+        );
+    }
+    for a in anchors {
+        match &a.skipped {
+            None => {
+                let _ = writeln!(out, "anchor {}: ran in {:.0} s", a.name, a.seconds);
+            }
+            Some(why) => {
+                let _ = writeln!(out, "anchor {}: SKIPPED, {why}", a.name);
+            }
+        }
+    }
+    out
+}
+
+/// The "compared with", "its figure" and "wasmpool is" cells of one reference.
+fn ref_cells(unit: Unit, ours: Option<f64>, figs: &Figures, r: &Ref) -> [String; 3] {
+    let Some(theirs) = figs.get(&r.key) else {
+        return [
+            r.label.clone(),
+            "—".into(),
+            "(not measured: see below)".into(),
+        ];
+    };
+    let verdict = match (ours, unit.advantage(ours.unwrap_or(f64::NAN), theirs)) {
+        (Some(_), Some(a)) if a.is_finite() && r.limit => format!("{:.0}% of limit", a * 100.0),
+        (Some(_), Some(a)) if a.is_finite() && a >= 1.0 => format!("{a:.2}× faster"),
+        (Some(_), Some(a)) if a.is_finite() && a > 0.0 => format!("{:.2}× slower", 1.0 / a),
+        _ => String::new(),
+    };
+    [r.label.clone(), unit.format(theirs), verdict]
+}
+
+/// Writes every figure, the table's rows and the anchors' raw lines.
+pub fn write_json(
+    path: &Path,
+    ctx: &Ctx,
+    figs: &Figures,
+    rows: &[Row],
+    anchors: &[Outcome],
+    load: f64,
+) -> anyhow::Result<()> {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "workload": r.workload,
+                "key": r.key,
+                "unit": r.unit.name(),
+                "wasmpool": figs.get(&r.key),
+                "refs": r.refs.iter().map(|x| json!({
+                    "label": x.label,
+                    "key": x.key,
+                    "value": figs.get(&x.key),
+                    "limit": x.limit,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let anchors: serde_json::Map<String, Value> = anchors
+        .iter()
+        .map(|a| {
+            (
+                a.name.to_string(),
+                json!({"skipped": a.skipped, "seconds": a.seconds, "lines": a.lines}),
+            )
+        })
+        .collect();
+    let doc = json!({
+        "quick": ctx.sizes.quick,
+        "workers": ctx.workers,
+        "load_average_at_start": load,
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        "figures": figs.0,
+        "rows": rows,
+        "anchors": anchors,
+    });
+    let text = serde_json::to_string_pretty(&doc)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+}
+
+/// A count for a label: 3000000 → "3M", 20000 → "20k".
+pub fn short(n: i64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// Resident memory of a process, in bytes, from `/proc/<pid>/statm`.
+pub fn rss(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
+/// The 1-minute load average (other work on the machine makes every figure noisier).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}

@@ -19,7 +19,12 @@ use crate::value::{FromOutput, Output};
 
 /// Where a task's outcome lands; filled once, by the dispatcher (or at submission for
 /// inputs rejected up front).
+/// How long a waiter spins before it sleeps on the condition variable.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
 pub(crate) struct Completion {
+    /// Set (after the slot is filled) when the task is done; read without the lock.
+    done_flag: AtomicBool,
     slot: Mutex<Slot>,
     done: Condvar,
     /// Set when the task is the one its worker runs now (or is about to).
@@ -39,6 +44,7 @@ struct Slot {
 impl Completion {
     pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Self> {
         Arc::new(Completion {
+            done_flag: AtomicBool::new(false),
             slot: Mutex::new(Slot {
                 notify,
                 ..Slot::default()
@@ -59,6 +65,7 @@ impl Completion {
             return;
         }
         slot.outcome = Some((outcome, stats));
+        self.done_flag.store(true, Ordering::Release);
         let waker = slot.waker.take();
         let notify = slot.notify.take();
         let waiters = slot.waiters;
@@ -92,6 +99,12 @@ impl Completion {
 
     /// Waits until done or until `deadline`; returns the guard if done.
     fn wait_until(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, Slot>> {
+        // Short tasks finish within microseconds: watch for a moment before sleeping, since a
+        // sleeping thread takes tens of microseconds to wake on a virtual CPU.
+        let spin_until = Instant::now() + SPIN_BEFORE_SLEEP;
+        while !self.done_flag.load(Ordering::Acquire) && Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
         let mut slot = self.lock();
         while slot.outcome.is_none() {
             let now = Instant::now();

@@ -354,7 +354,7 @@ impl Slot {
         use std::os::unix::process::ExitStatusExt;
         let status = self.process.take().and_then(WorkerProcess::reap);
         self.killed_from_outside = status.is_some_and(|s| s.signal().is_some());
-        describe_exit(self.pid, status)
+        describe_exit("worker", self.pid, status)
     }
 
     /// After [`Self::died_message`]: the running task fails with `head_error`.

@@ -100,7 +100,7 @@ pub(crate) fn compile(
         }),
         Ok(_) => Err(failed(format!(
             "{}; stderr: {stderr}",
-            describe_exit(pid, status)
+            describe_exit("compile process", pid, status)
         ))),
     }
 }

@@ -153,23 +153,24 @@ pub(crate) fn child_command(program: &Path, mode: &str) -> Command {
     command
 }
 
-/// Describes how a worker ended, for `WorkerLost` messages.
-pub fn describe_exit(pid: u32, status: Option<ExitStatus>) -> String {
+/// Describes how a child process (`what`: "worker", "compile process") ended, for
+/// `WorkerLost` and `LoadError` messages.
+pub fn describe_exit(what: &str, pid: u32, status: Option<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Some(s) => match (s.code(), s.signal()) {
             (_, Some(sig)) => format!(
-                "worker {pid} was killed by signal {sig} ({})",
+                "{what} {pid} was killed by signal {sig} ({})",
                 signal_name(sig)
             ),
             (Some(protocol::EXIT_VERSION_MISMATCH), _) => format!(
-                "process {pid} is a wasmpool program of another build than this library (exit status {}); rebuild it (`cargo build --release`) or point WASMPOOL_WORKER at a matching one",
+                "{what} {pid} is a wasmpool program of another build than this library (exit status {}); rebuild it (`cargo build --release`) or point WASMPOOL_WORKER at a matching one",
                 protocol::EXIT_VERSION_MISMATCH
             ),
-            (Some(code), _) => format!("process {pid} exited with status {code}"),
-            _ => format!("process {pid} ended: {s}"),
+            (Some(code), _) => format!("{what} {pid} exited with status {code}"),
+            _ => format!("{what} {pid} ended: {s}"),
         },
-        None => format!("process {pid} ended (status unknown)"),
+        None => format!("{what} {pid} ended (status unknown)"),
     }
 }
 

@@ -18,10 +18,23 @@ fn main() {
             compile::serve_compile(&args.next().unwrap_or_default())
         }
         Some(seccomp::PROBE_ARG) => seccomp::probe_forbidden_syscall(),
-        _ => std::process::exit(cli::main()),
+        _ => {
+            restore_sigpipe();
+            std::process::exit(cli::main())
+        }
     };
     if let Err(e) = result {
         eprintln!("wasmpool: {e}");
         std::process::exit(3);
+    }
+}
+
+/// Lets the CLI die quietly of SIGPIPE when its output is closed early (`wasmpool … | head`),
+/// like other Unix tools, instead of panicking on the failed write.
+fn restore_sigpipe() {
+    // SAFETY: called first thing on the main thread, before any other thread exists;
+    // SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -338,15 +338,11 @@ impl Slot {
 
     /// Kills the worker now; its running task fails with `head_error`.
     pub(crate) fn kill_now(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
-        let error = match self.inflight.front() {
-            Some(f) => head_error(&f.job),
-            None => TaskError::worker_lost("killed"),
-        };
         if let Some(p) = self.process.take() {
             p.kill();
         }
         self.killed_from_outside = false;
-        self.stopped(error)
+        self.take_stopped(head_error)
     }
 
     /// The worker's stream ended on its own: reap it and say how it ended.
@@ -357,11 +353,12 @@ impl Slot {
         describe_exit("worker", self.pid, status)
     }
 
-    /// After [`Self::died_message`]: the running task fails with `head_error`.
+    /// Once the process is gone (killed, or reaped by [`Self::died_message`]): the running
+    /// task fails with `head_error`.
     pub(crate) fn take_stopped(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
         let error = match self.inflight.front() {
             Some(f) => head_error(&f.job),
-            None => TaskError::worker_lost("worker exited"),
+            None => TaskError::worker_lost("worker stopped"),
         };
         self.stopped(error)
     }

@@ -38,13 +38,9 @@ pub(super) fn run(
 
     let deadline = limits.timeout.map(|t| started + t);
     if !interrupter.arm(req.task, deadline) {
-        let stats = TaskStats {
-            worker: std::process::id(),
-            ..TaskStats::default()
-        };
         return (
             Err(TaskError::cancelled("cancelled before it started")),
-            stats,
+            TaskStats::default(),
         );
     }
     let result = pre
@@ -61,7 +57,8 @@ pub(super) fn run(
         Err(e) => Err(classify(e, store.data(), stop, req, &stderr)),
     };
     let stats = TaskStats {
-        worker: std::process::id(),
+        // Filled in by the worker loop, which knows its process.
+        worker: 0,
         worker_rss: 0,
         fuel_used,
         duration: started.elapsed(),

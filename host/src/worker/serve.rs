@@ -24,18 +24,15 @@ pub fn serve() -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     let requests = spawn_reader(sandbox.interrupter())?;
     let mut rss = RssProbe::open()?;
+    // Once: every reply names its worker, and getpid is a system call.
+    let pid = std::process::id();
     // Start the WASI runtime's threads now: after the filter, no new files may be opened
     // (it reads the CPU count from /sys and /proc when it starts).
     wasmtime_wasi::runtime::in_tokio(async {});
     seccomp::install()?;
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory).
     let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-    protocol::write(
-        &mut out,
-        &Reply::Ready {
-            pid: std::process::id(),
-        },
-    )?;
+    protocol::write(&mut out, &Reply::Ready { pid })?;
     out.flush()?;
     let mut frame = Vec::new();
     let mut last_flush = Instant::now();
@@ -49,6 +46,7 @@ pub fn serve() -> std::io::Result<()> {
             }
             Request::Run(req) => {
                 let (outcome, mut stats) = sandbox.run(&req);
+                stats.worker = pid;
                 stats.worker_rss = rss.read();
                 frame.clear();
                 protocol::encode(

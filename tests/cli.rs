@@ -246,3 +246,166 @@ fn audit_contains_every_hostile_case() {
     }
     assert!(text.contains("21/21 contained"), "{text}");
 }
+
+fn program(name: &str) -> String {
+    common::c_program(name).to_str().unwrap().to_string()
+}
+
+#[test]
+fn exec_runs_one_program_with_our_stdin_and_its_exit_code() {
+    let out = wasmpool(&["exec", &program("wc")], "to be or not\nto be\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 6 19\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = wasmpool(&["exec", &program("exitcode"), "--", "7"], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exiting with 7\n");
+    assert_eq!(out.status.code(), Some(7));
+
+    let out = wasmpool(&["exec", "--timeout", "200ms", &program("spin")], "");
+    assert_eq!(out.status.code(), Some(124));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wall-clock limit of 200ms"));
+
+    let dir = std::env::temp_dir().join(format!("wasmpool-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("words.txt");
+    std::fs::write(&input, "shout").unwrap();
+    let out_dir = dir.join("out");
+    let out = wasmpool(
+        &[
+            "exec",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            &program("transform"),
+            "--",
+            "/in/words.txt",
+            "/out/loud.txt",
+        ],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("loud.txt")).unwrap(),
+        "SHOUT"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Collatz steps of `n`, as guests/c/collatz.c counts them.
+fn collatz(mut n: u64) -> u64 {
+    let mut steps = 0;
+    while n > 1 {
+        n = if n.is_multiple_of(2) {
+            n / 2
+        } else {
+            3 * n + 1
+        };
+        steps += 1;
+    }
+    steps
+}
+
+#[test]
+fn exec_each_runs_200_files_in_order_with_loops_contained() {
+    let dir = std::env::temp_dir().join(format!("wasmpool-each-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Files 0..200: most sum Collatz steps; every 50th loops forever (a negative number),
+    // every 40th (not 50th) holds a line that is not a number (exit status 2).
+    let mut expected = Vec::new();
+    for i in 0..200u64 {
+        let numbers: Vec<u64> = (1..=20).map(|k| i * 20 + k).collect();
+        let mut text: String = numbers.iter().map(|n| format!("{n}\n")).collect();
+        let outcome = if i % 50 == 7 {
+            text.push_str("-1\n");
+            Err("timeout")
+        } else if i % 40 == 3 {
+            text.push_str("oops\n");
+            Ok((2, None))
+        } else {
+            Ok((0, Some(numbers.iter().map(|&n| collatz(n)).sum::<u64>())))
+        };
+        std::fs::write(dir.join(format!("p{i:03}.txt")), text).unwrap();
+        expected.push(outcome);
+    }
+    let pattern = format!("{}/*.txt", dir.display());
+    for mode in ["--file", "--stdin"] {
+        let out = wasmpool(
+            &[
+                "exec",
+                &program("collatz"),
+                "--each",
+                &pattern,
+                mode,
+                "--workers",
+                "2",
+                "--timeout",
+                "300ms",
+            ],
+            "",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let got = lines(&out);
+        assert_eq!(got.len(), 200, "{stderr}");
+        for (i, (line, want)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(line["input"], format!("{}/p{i:03}.txt", dir.display()));
+            match want {
+                Err(kind) => assert_eq!(line["error"]["kind"], *kind, "{line}"),
+                Ok((code, total)) => {
+                    assert_eq!(line["exit_code"], *code, "{line}");
+                    if let Some(total) = total {
+                        let stdout = line["stdout"].as_str().unwrap();
+                        assert!(stdout.ends_with(&format!("total {total}\n")), "{line}");
+                    }
+                }
+            }
+        }
+        // The summary counts each outcome.
+        assert!(stderr.contains("200 run(s)"), "{stderr}");
+        for (outcome, n) in [("exit 0", 191), ("exit 2", 5), ("timeout", 4)] {
+            assert!(
+                stderr
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                        == [outcome.split(' ').collect::<Vec<_>>(), vec![&n.to_string()]].concat()),
+                "no `{outcome} {n}` in the summary:\n{stderr}"
+            );
+        }
+    }
+
+    // A JSONL file of specs drives the same runs.
+    let specs = dir.join("specs.jsonl");
+    std::fs::write(
+        &specs,
+        format!(
+            "{{\"stdin\": \"6\\n7\\n\"}}\n{{\"args\": [\"/in/p\"], \"inputs\": {{\"p\": \"{}\"}}}}\n{{\"argz\": 1}}\n",
+            dir.join("p001.txt").display()
+        ),
+    )
+    .unwrap();
+    let out = wasmpool(
+        &[
+            "exec",
+            &program("collatz"),
+            "--specs",
+            specs.to_str().unwrap(),
+        ],
+        "",
+    );
+    let got = lines(&out);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0]["stdout"], "8\n16\ntotal 24\n");
+    assert!(got[1]["stdout"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}\n", collatz(21))));
+    assert_eq!(got[2]["error"]["kind"], "bad_input");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -134,6 +134,15 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    /// The pool's scratch directory (for command tasks' files) could not be created.
+    #[error(
+        "cannot create a scratch directory under {path} (see PoolBuilder::scratch_dir): {source}"
+    )]
+    Scratch {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The configuration is invalid.
     #[error("invalid pool configuration: {0}")]
     Config(String),

@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod command;
 mod dispatch;
 pub mod error;
 pub mod limits;
@@ -43,6 +44,7 @@ pub mod sandbox;
 pub mod value;
 pub mod worker;
 
+pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputFile};
 pub use error::{LoadError, PoolError, TaskError};
 pub use limits::Limits;
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};

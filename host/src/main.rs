@@ -11,7 +11,7 @@ fn main() {
     let result = match args.next().as_deref() {
         Some(WORKER_ARG) => {
             protocol::check_version(args.next().as_deref());
-            serve::serve()
+            serve::serve(args.next().map(std::path::PathBuf::from))
         }
         Some(compile::COMPILE_ARG) => {
             protocol::check_version(args.next().as_deref());

@@ -20,6 +20,7 @@ use crate::value::{Input, Output};
 /// library user's stale `wasmpool` binary) refuses to run instead of misreading frames.
 pub const VERSION: u64 = fnv1a(&[
     include_bytes!("protocol.rs"),
+    include_bytes!("command.rs"),
     include_bytes!("value.rs"),
     include_bytes!("limits.rs"),
     include_bytes!("error.rs"),

@@ -3,6 +3,7 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::command::{CommandInput, CommandOutput};
 use crate::error::TaskError;
 
 /// A WebAssembly number: the argument and result type of plain exports.
@@ -134,6 +135,8 @@ pub enum Input {
     Numbers(Vec<Value>),
     /// The JSON-encoded input of an SDK task.
     Json(Vec<u8>),
+    /// A WASI command run (see [`CommandSpec`](crate::CommandSpec)).
+    Command(CommandInput),
 }
 
 /// The output of one call, as it travels back from the worker.
@@ -143,6 +146,8 @@ pub enum Output {
     Numbers(Vec<Value>),
     /// The JSON-encoded output of an SDK task.
     Json(Vec<u8>),
+    /// What a WASI command run produced.
+    Command(CommandOutput),
 }
 
 impl Output {
@@ -158,6 +163,12 @@ impl Output {
                     message: format!("guest output is not valid JSON: {e}"),
                 })
             }
+            Output::Command(out) => Ok(serde_json::json!({
+                "exit_code": out.exit_code,
+                "stdout": String::from_utf8_lossy(&out.stdout),
+                "stderr": String::from_utf8_lossy(&out.stderr),
+                "files": out.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            })),
         }
     }
 }
@@ -266,6 +277,10 @@ fn numbers(output: Output, want: usize) -> Result<Vec<Value>, TaskError> {
             message: "the export is an SDK task returning JSON; ask for Json<T> instead of numbers"
                 .into(),
         }),
+        Output::Command(_) => Err(TaskError::BadOutput {
+            message: "the call was a command run; ask for a CommandOutput instead of numbers"
+                .into(),
+        }),
     }
 }
 
@@ -329,12 +344,12 @@ impl<T: DeserializeOwned> FromOutput for Json<T> {
                         message: format!("cannot decode the guest's JSON output: {e}"),
                     })
             }
-            Output::Numbers(v) => {
-                let json = Output::Numbers(v).to_json()?;
+            other => {
+                let json = other.to_json()?;
                 serde_json::from_value(json)
                     .map(Json)
                     .map_err(|e| TaskError::BadOutput {
-                        message: format!("cannot decode the export's numbers: {e}"),
+                        message: format!("cannot decode the call's output: {e}"),
                     })
             }
         }

@@ -52,3 +52,37 @@ pub fn pool_with(name: &str) -> (Pool, Module) {
     let module = pool.load_file(guest(name)).expect("load the guest");
     (pool, module)
 }
+
+/// Path of the C program `guests/c/<name>.c` compiled to a WASI command (by
+/// `scripts/wasi-cc`, into `target/wasi-c/`; rebuilt when the source is newer).
+pub fn c_program(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("guests/c").join(format!("{name}.c"));
+    let dir = root.join("target/wasi-c");
+    std::fs::create_dir_all(&dir).expect("create target/wasi-c");
+    let out = dir.join(format!("{name}.wasm"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&out).is_none() || modified(&out) < modified(&src) {
+        // Another test binary may be building the same program: build beside, then rename.
+        let tmp = dir.join(format!("{name}.{}.wasm", std::process::id()));
+        let status = Command::new(root.join("scripts/wasi-cc"))
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("run scripts/wasi-cc");
+        assert!(
+            status.success(),
+            "compiling {} to wasm failed; is the C toolchain installed? run scripts/wasi-c-toolchain",
+            src.display()
+        );
+        std::fs::rename(&tmp, &out).expect("move the program into place");
+    }
+    out
+}
+
+/// A pool from [`builder`] and the C program `name` loaded into it.
+pub fn pool_with_program(name: &str) -> (Pool, Module) {
+    let pool = builder().build().expect("start the pool");
+    let module = pool.load_file(c_program(name)).expect("load the program");
+    (pool, module)
+}

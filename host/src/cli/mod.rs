@@ -1,10 +1,13 @@
-//! The command line: `run`, `inspect`, `demo`, `audit`. `anyhow` lives here, at the binary's edge.
+//! The command line: `run`, `exec`, `inspect`, `demo`, `audit`. `anyhow` lives here, at the
+//! binary's edge.
 
 mod audit;
 mod demo;
+mod exec;
 mod inspect;
 mod run;
 
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +35,10 @@ struct Cli {
 enum Command {
     /// Call an export of MODULE once per input line; print JSON lines in input order.
     Run(run::RunArgs),
+    /// Run a WASI command (a whole program with `_start`) in the sandbox: once, with our
+    /// stdin, stdout, stderr and its exit code; or once per file (`--each`) or spec line
+    /// (`--specs`), in parallel, printing JSON lines in input order.
+    Exec(exec::ExecArgs),
     /// List a module's callable exports with their signatures.
     Inspect {
         /// The module (.wasm or .wat).
@@ -130,11 +137,38 @@ fn parse_size(s: &str) -> Result<Limit<u64>, String> {
     })
 }
 
+/// Where JSON lines go: stdout for `-`, else a new file.
+fn open_output(path: &str) -> anyhow::Result<Box<dyn Write>> {
+    use anyhow::Context;
+    Ok(match path {
+        "-" => Box::new(BufWriter::new(std::io::stdout().lock())),
+        path => Box::new(BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
+        )),
+    })
+}
+
+/// A progress bar on stderr when it is a terminal (hidden otherwise); counts `unit`s.
+fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}"
+        ))
+        .expect("a valid template"),
+    );
+    pb
+}
+
 /// Runs the CLI; returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Exec(args) => exec::exec(args),
         Command::Inspect { module } => inspect::inspect(&module),
         Command::Demo { workers } => demo::demo(workers),
         Command::Audit(args) => audit::audit(args),

@@ -1,13 +1,13 @@
 //! `wasmpool run MODULE EXPORT`: one call per JSON input line, JSON lines out in input order.
 
-use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value as JsonValue};
 use wasmpool::{ExportKind, Input, Output, Task, TaskError, TaskStats, Value};
 
-use super::{PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
+use super::{open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -69,14 +69,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         })
         .collect();
 
-    let mut out: Box<dyn Write> = match args.output.as_str() {
-        "-" => Box::new(BufWriter::new(std::io::stdout().lock())),
-        path => Box::new(BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?,
-        )),
-    };
+    let mut out = open_output(&args.output)?;
     let total = entries.len();
-    let progress = progress_bar(total as u64);
+    let progress = progress_bar(total as u64, "tasks");
     let mut failed = 0usize;
     for entry in entries {
         let (result, stats) = match entry {
@@ -185,18 +180,6 @@ fn result_line(result: Result<Output, TaskError>, stats: &TaskStats) -> JsonValu
         obj.insert("output_truncated".into(), true.into());
     }
     line
-}
-
-fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tasks  {per_sec}  eta {eta}")
-            .expect("a valid template"),
-    );
-    pb
 }
 
 #[cfg(test)]

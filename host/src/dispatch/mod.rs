@@ -24,7 +24,7 @@ use crate::module::Module;
 use crate::pool::task::Completion;
 use crate::protocol::{Reply, TaskId};
 use crate::value::Input;
-use crate::worker::WorkerRef;
+use crate::worker::{Launch, WorkerRef};
 
 use slot::{Slot, Stopped};
 
@@ -70,7 +70,7 @@ impl Drop for Job {
 
 /// Settings the dispatcher runs with.
 pub(crate) struct Config {
-    pub program: PathBuf,
+    pub launch: Launch,
     pub workers: usize,
     pub max_tasks_per_worker: Option<u64>,
     pub max_worker_rss: Option<u64>,
@@ -119,7 +119,7 @@ impl Dispatcher {
                     shutdown: None,
                 };
                 for i in 0..d.config.workers {
-                    match Slot::spawn(&d.config.program, i, 0, &d.sender) {
+                    match Slot::spawn(&d.config.launch, i, 0, &d.sender) {
                         Ok(slot) => d.slots.push(slot),
                         Err(e) => {
                             for slot in d.slots.drain(..) {
@@ -276,7 +276,7 @@ impl Dispatcher {
         }
         let slot = &mut self.slots[index];
         if let Err(e) = slot.respawn(
-            &self.config.program,
+            &self.config.launch,
             &self.sender,
             stopped.before_ready,
             &why,
@@ -362,7 +362,7 @@ impl Dispatcher {
                 .max_worker_rss
                 .is_some_and(|max| slot.rss() > max);
         if used_up && slot.in_flight() == 0 && self.shutdown.is_none() {
-            if let Err(e) = slot.retire_and_respawn(&self.config.program, &self.sender) {
+            if let Err(e) = slot.retire_and_respawn(&self.config.launch, &self.sender) {
                 eprintln!("wasmpool: {e}");
             }
         }

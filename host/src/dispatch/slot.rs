@@ -2,7 +2,6 @@
 //! the modules it has loaded, its deadlines, and its restarts.
 
 use std::collections::{HashSet, VecDeque};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -13,7 +12,7 @@ use crate::limits::Limits;
 use crate::module::ModuleId;
 use crate::protocol::{self, Request, RunRequest, TaskId};
 use crate::worker::process::describe_exit;
-use crate::worker::{WorkerProcess, WorkerRef};
+use crate::worker::{Launch, WorkerProcess, WorkerRef};
 
 /// Queue this much estimated work on a worker ahead of time (pipelining short tasks).
 const PIPELINE_WORK: Duration = Duration::from_millis(2);
@@ -65,13 +64,13 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub(crate) fn spawn(
-        program: &Path,
+        launch: &Launch,
         index: usize,
         generation: u64,
         events: &Sender<Event>,
     ) -> Result<Slot, PoolError> {
         let process = WorkerProcess::spawn(
-            program,
+            launch,
             WorkerRef {
                 slot: index,
                 generation,
@@ -101,10 +100,14 @@ impl Slot {
         })
     }
 
-    fn replace_process(&mut self, program: &Path, events: &Sender<Event>) -> Result<(), PoolError> {
+    fn replace_process(
+        &mut self,
+        launch: &Launch,
+        events: &Sender<Event>,
+    ) -> Result<(), PoolError> {
         let (failures, kills) = (self.start_failures, self.start_kills);
         let retired = std::mem::take(&mut self.retired);
-        *self = Slot::spawn(program, self.index, self.generation + 1, events)?;
+        *self = Slot::spawn(launch, self.index, self.generation + 1, events)?;
         self.start_failures = failures;
         self.start_kills = kills;
         self.retired = retired;
@@ -367,7 +370,7 @@ impl Slot {
     /// to start (then the slot is given up, with `why`).
     pub(crate) fn respawn(
         &mut self,
-        program: &Path,
+        launch: &Launch,
         events: &Sender<Event>,
         before_ready: bool,
         why: &str,
@@ -388,7 +391,7 @@ impl Slot {
                 return Ok(());
             }
         }
-        self.replace_process(program, events).inspect_err(|e| {
+        self.replace_process(launch, events).inspect_err(|e| {
             self.dead = Some(e.to_string());
         })
     }
@@ -396,7 +399,7 @@ impl Slot {
     /// Lets the current process exit after its work and starts a fresh one.
     pub(crate) fn retire_and_respawn(
         &mut self,
-        program: &Path,
+        launch: &Launch,
         events: &Sender<Event>,
     ) -> Result<(), PoolError> {
         if let Some(mut p) = self.process.take() {
@@ -409,7 +412,7 @@ impl Slot {
                 p,
             ));
         }
-        self.replace_process(program, events).inspect_err(|e| {
+        self.replace_process(launch, events).inspect_err(|e| {
             self.dead = Some(e.to_string());
         })
     }

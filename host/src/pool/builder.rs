@@ -30,6 +30,7 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 /// | `compile_timeout` | 60 s per module |
 /// | `compile_memory` | 4 GiB address space per compile |
 /// | `compile_cache` | `$XDG_CACHE_HOME/wasmpool` or `~/.cache/wasmpool` |
+/// | `scratch_dir` | the system's temporary directory (`$TMPDIR` or `/tmp`) |
 ///
 /// ```no_run
 /// # fn main() -> Result<(), wasmpool::PoolError> {
@@ -53,6 +54,7 @@ pub struct PoolBuilder {
     max_module_size: usize,
     compile: CompileLimits,
     compile_cache: Option<PathBuf>,
+    scratch_dir: Option<PathBuf>,
     worker_program: Option<PathBuf>,
 }
 
@@ -70,6 +72,7 @@ impl Default for PoolBuilder {
                 memory: DEFAULT_COMPILE_MEMORY,
             },
             compile_cache: crate::module_cache::default_dir(),
+            scratch_dir: Some(std::env::temp_dir()),
             worker_program: None,
         }
     }
@@ -152,6 +155,14 @@ impl PoolBuilder {
         self
     }
 
+    /// Where the pool makes its private scratch directory (removed when the pool ends), in
+    /// which command tasks' input files and `/out` live while they run; `None` runs
+    /// commands without files (specs with input files or `/out` then fail with `BadInput`).
+    pub fn scratch_dir(mut self, dir: impl Into<Option<PathBuf>>) -> Self {
+        self.scratch_dir = dir.into();
+        self
+    }
+
     /// The worker program (the `wasmpool` binary). By default it is found as described in
     /// [`worker_program`](crate::worker::locate::worker_program).
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
@@ -192,6 +203,7 @@ impl PoolBuilder {
             max_worker_rss: self.max_worker_rss,
             max_retries: self.max_retries,
             max_module_size: self.max_module_size,
+            scratch_dir: self.scratch_dir,
         })
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 
+use crate::command::{self, CommandOutput, CommandSpec};
 use crate::dispatch::{self, Dispatcher, Event, Job};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
@@ -21,6 +22,8 @@ use crate::module::{ExportKind, Module, ModuleId, Origin};
 use crate::module_cache::{self, ModuleCache};
 use crate::value::{Args, FromOutput, Input};
 use crate::worker::compile::{self, CompileLimits};
+use crate::worker::scratch::ScratchRoot;
+use crate::worker::Launch;
 
 pub use builder::PoolBuilder;
 pub use task::{AsCompleted, Imap, Task};
@@ -35,6 +38,7 @@ pub(crate) struct Settings {
     pub limits: Limits,
     pub max_tasks_per_worker: Option<u64>,
     pub max_module_size: usize,
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// A pool of sandboxed worker processes running WebAssembly tasks.
@@ -87,8 +91,20 @@ impl Pool {
 
     pub(crate) fn start(s: Settings) -> Result<Pool, PoolError> {
         let (events, inbox) = unbounded();
+        let scratch = match &s.scratch_dir {
+            Some(base) => Some(
+                ScratchRoot::create(base).map_err(|source| PoolError::Scratch {
+                    path: base.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         let config = dispatch::Config {
-            program: s.program.clone(),
+            launch: Launch {
+                program: s.program.clone(),
+                scratch,
+            },
             workers: s.workers,
             max_tasks_per_worker: s.max_tasks_per_worker,
             max_worker_rss: s.max_worker_rss,
@@ -247,6 +263,28 @@ impl Pool {
         inputs: impl IntoIterator<Item = A>,
     ) -> Imap<T> {
         self.call(module, export).imap(inputs)
+    }
+
+    /// Starts runs of the WASI command `module` (its `_start`) with the pool's default
+    /// limits, to adjust before submitting [`CommandSpec`]s: `pool.command(&m).timeout(t).map(specs)`.
+    pub fn command(&self, module: &Module) -> Call<'_> {
+        self.call(module, command::ENTRY)
+    }
+
+    /// Runs the WASI command `module` once, like `subprocess.run` in a sandbox; see
+    /// [`CommandSpec`]. Limits are the pool's defaults; use [`Pool::command`] to change them.
+    pub fn run_command(&self, module: &Module, spec: CommandSpec) -> Task<CommandOutput> {
+        self.command(module).submit(spec)
+    }
+
+    /// Runs the WASI command `module` once per spec, spread over the workers; results in
+    /// input order (like `map`).
+    pub fn map_commands(
+        &self,
+        module: &Module,
+        specs: impl IntoIterator<Item = CommandSpec>,
+    ) -> Vec<Result<CommandOutput, TaskError>> {
+        self.command(module).map(specs)
     }
 
     /// Waits for every submitted task to finish, then stops the workers.
@@ -455,6 +493,13 @@ impl<'p> Call<'p> {
                     self.limits.max_input
                 )))
             }
+            Input::Command(c) if c.size() > self.limits.max_input as usize => {
+                Err(TaskError::bad_input(format!(
+                    "the command's stdin and input files are {} bytes, over the cap of {} bytes (Limits::max_input)",
+                    c.size(),
+                    self.limits.max_input
+                )))
+            }
             _ => Ok(input),
         }
     }
@@ -463,6 +508,12 @@ impl<'p> Call<'p> {
     fn check(&self, input: Input) -> Result<Input, TaskError> {
         let export = &self.export;
         let Some(e) = self.module.export(export) else {
+            if matches!(input, Input::Command(_)) && export == command::ENTRY {
+                return Err(TaskError::bad_input(format!(
+                    "the module is not a WASI command: it has no `{}` export",
+                    command::ENTRY
+                )));
+            }
             let names: Vec<&str> = self
                 .module
                 .exports()
@@ -500,6 +551,14 @@ impl<'p> Call<'p> {
                     .collect::<Result<_, _>>()?;
                 Ok(Input::Numbers(converted))
             }
+            (ExportKind::Numeric { params, results }, Input::Command(c))
+                if params.is_empty() && results.is_empty() =>
+            {
+                Ok(Input::Command(c))
+            }
+            (_, Input::Command(_)) => Err(TaskError::bad_input(format!(
+                "`{export}` is not a command entry point (a function without parameters or results, such as `_start`)"
+            ))),
             (ExportKind::Numeric { .. }, Input::Json(_)) => Err(TaskError::bad_input(format!(
                 "`{export}` is a plain export taking numbers; JSON input is for SDK tasks"
             ))),

@@ -5,11 +5,13 @@
 use std::time::Instant;
 
 use wasmtime::{Engine, Instance, InstancePre, Store, Trap, Val, WasmBacktrace};
-use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
+use super::files::{FileSizeLimit, Scratch, TaskDir};
 use super::interrupt::{Interrupter, Stop};
 use super::output::CappedPipe;
 use super::TaskState;
+use crate::command::CommandOutput;
 use crate::error::TaskError;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output, Value};
@@ -19,16 +21,24 @@ pub(super) fn run(
     engine: &Engine,
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
+    scratch: &Scratch,
     req: &RunRequest,
 ) -> (Result<Output, TaskError>, TaskStats) {
-    let started = Instant::now();
     let limits = &req.limits;
     let stdout = CappedPipe::new(limits.stdout_cap as usize);
     let stderr = CappedPipe::new(limits.stderr_cap as usize);
-    let mut store = Store::new(
-        engine,
-        TaskState::new(limits.memory, stdout.clone(), stderr.clone()),
-    );
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    // A command's files live (and are removed) with this directory.
+    let task_dir = match &req.input {
+        Input::Command(command) => match TaskDir::prepare(&mut wasi, command, scratch, req.task) {
+            Ok(dir) => dir,
+            Err(e) => return (Err(e), TaskStats::default()),
+        },
+        _ => None,
+    };
+    let started = Instant::now();
+    let mut store = Store::new(engine, TaskState::new(limits.memory, &mut wasi));
     store.limiter(|s| &mut s.limiter);
     let fuel = limits.fuel.unwrap_or(u64::MAX);
     // Fuel is always metered (the engine is configured so); "unlimited" is u64::MAX.
@@ -43,9 +53,14 @@ pub(super) fn run(
             TaskStats::default(),
         );
     }
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|instance| call(&mut store, instance, req));
+    let result = pre.instantiate(&mut store).and_then(|instance| {
+        // Only around the call: instantiation may write the module's memory image into a
+        // memfd, which the limit would refuse too.
+        let _file_size = task_dir
+            .as_ref()
+            .map(|_| FileSizeLimit::set(limits.max_output as u64));
+        call(&mut store, instance, req)
+    });
     let stop = interrupter.disarm();
 
     let fuel_used = fuel - store.get_fuel().unwrap_or(0);
@@ -56,7 +71,7 @@ pub(super) fn run(
         Ok(Err(task_error)) => Err(task_error),
         Err(e) => Err(classify(e, store.data(), stop, req, &stderr)),
     };
-    let stats = TaskStats {
+    let mut stats = TaskStats {
         // Filled in by the worker loop, which knows its process.
         worker: 0,
         worker_rss: 0,
@@ -66,7 +81,42 @@ pub(super) fn run(
         stderr,
         output_truncated: out_cut || err_cut,
     };
+    let outcome = match (outcome, &req.input) {
+        (Ok(Output::Command(out)), Input::Command(command)) => finish_command(
+            out,
+            command.check,
+            task_dir.as_ref(),
+            limits.max_output,
+            &mut stats,
+        ),
+        (other, _) => other,
+    };
     (outcome, stats)
+}
+
+/// Completes a command's output: its printed output and files move from the stats into it;
+/// a nonzero exit code becomes an error when the spec asked for `check`.
+fn finish_command(
+    mut out: CommandOutput,
+    check: bool,
+    task_dir: Option<&TaskDir>,
+    max_output: u32,
+    stats: &mut TaskStats,
+) -> Result<Output, TaskError> {
+    if check && out.exit_code != 0 {
+        return Err(TaskError::Exit {
+            code: out.exit_code,
+        });
+    }
+    if let Some(dir) = task_dir {
+        out.files = dir.collect(max_output as u64)?;
+    }
+    out.stdout = std::mem::take(&mut stats.stdout);
+    out.stderr = std::mem::take(&mut stats.stderr);
+    out.output_truncated = stats.output_truncated;
+    out.fuel_used = stats.fuel_used;
+    out.duration = stats.duration;
+    Ok(Output::Command(out))
 }
 
 /// Calls the export. The outer error is a wasm failure (trap, exit, limit) still to be
@@ -79,7 +129,34 @@ fn call(
     match &req.input {
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
         Input::Json(bytes) => call_task(store, instance, &req.export, bytes, req.limits.max_output),
+        Input::Command(_) => call_command(store, instance, &req.export),
     }
+}
+
+/// Runs a command's entry point (`_start`) to its end; its exit code is a result, not an
+/// error. (Only the code is filled in here; `run` completes the output.)
+fn call_command(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    entry: &str,
+) -> wasmtime::Result<Result<Output, TaskError>> {
+    let Ok(start) = instance.get_typed_func::<(), ()>(&mut *store, entry) else {
+        return Ok(Err(TaskError::bad_input(format!(
+            "the module has no command entry point `{entry}: () -> ()`"
+        ))));
+    };
+    let exit_code = match start.call(&mut *store, ()) {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            // An exit after a refused memory.grow is the memory limit's doing.
+            Some(exit) if !store.data().limiter.hit => exit.0,
+            _ => return Err(e),
+        },
+    };
+    Ok(Ok(Output::Command(CommandOutput {
+        exit_code,
+        ..CommandOutput::default()
+    })))
 }
 
 fn call_numeric(
@@ -224,6 +301,21 @@ fn classify(
     }
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return TaskError::Exit { code: exit.0 };
+    }
+    // wasmtime-wasi turns a failed file write into a trap; past RLIMIT_FSIZE (set to the
+    // output cap while a command runs) that is a file in /out outgrowing the cap.
+    let file_too_large = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EFBIG))
+    });
+    if file_too_large {
+        return TaskError::BadOutput {
+            message: format!(
+                "the program wrote a file in {} over the cap of {} bytes (Limits::max_output)",
+                crate::command::OUT_DIR,
+                req.limits.max_output
+            ),
+        };
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => TaskError::FuelExhausted {

@@ -4,6 +4,7 @@
 
 mod call;
 pub mod engine;
+mod files;
 pub mod interrupt;
 mod limiter;
 mod output;
@@ -20,6 +21,7 @@ use crate::module::ModuleId;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::Output;
 
+pub use files::Scratch;
 pub use interrupt::Interrupter;
 pub use limiter::MAX_TABLE_ELEMENTS;
 
@@ -30,15 +32,11 @@ pub struct TaskState {
 }
 
 impl TaskState {
-    /// A deny-by-default WASI context: no files, no environment, no arguments, no network;
-    /// stdin empty, stdout and stderr captured into `stdout` and `stderr`.
-    fn new(memory: Option<u64>, stdout: output::CappedPipe, stderr: output::CappedPipe) -> Self {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout)
-            .stderr(stderr)
-            .build_p1();
+    /// A task's state around its WASI context. Contexts start deny-by-default: no files,
+    /// no environment, no arguments, no network, empty stdin; stdout and stderr captured.
+    fn new(memory: Option<u64>, wasi: &mut WasiCtxBuilder) -> Self {
         TaskState {
-            wasi,
+            wasi: wasi.build_p1(),
             limiter: limiter::MemoryLimiter::new(memory),
         }
     }
@@ -50,6 +48,15 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)?;
     wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)?;
+    // wasmtime-wasi refuses exit statuses of 126 and above (shells reserve them) with a
+    // trap; a command's exit code is its own business, so every status is an exit.
+    linker.allow_shadowing(true);
+    for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
+        linker.func_wrap(module, "proc_exit", |status: i32| -> wasmtime::Result<()> {
+            Err(wasmtime_wasi::I32Exit(status).into())
+        })?;
+    }
+    linker.allow_shadowing(false);
     Ok(linker)
 }
 
@@ -66,10 +73,7 @@ impl Compiler {
     pub fn new() -> wasmtime::Result<Self> {
         let engine = engine::engine(false)?;
         let linker = linker(&engine)?;
-        let mut store = Store::new(
-            &engine,
-            TaskState::new(None, output::CappedPipe::new(0), output::CappedPipe::new(0)),
-        );
+        let mut store = Store::new(&engine, TaskState::new(None, &mut WasiCtxBuilder::new()));
         let provided = linker
             .iter(&mut store)
             .map(|(m, n, _)| (m.to_string(), n.to_string()))
@@ -89,11 +93,13 @@ pub struct Sandbox {
     linker: Linker<TaskState>,
     modules: HashMap<ModuleId, InstancePre<TaskState>>,
     interrupter: Arc<Interrupter>,
+    scratch: Scratch,
 }
 
 impl Sandbox {
-    /// Creates the worker's engine (pooling allocator) and starts its deadline timer.
-    pub fn new() -> wasmtime::Result<Self> {
+    /// Creates the worker's engine (pooling allocator) and starts its deadline timer;
+    /// command tasks keep their files in `scratch`.
+    pub fn new(scratch: Scratch) -> wasmtime::Result<Self> {
         let engine = engine::engine(true)?;
         let linker = linker(&engine)?;
         let interrupter = Interrupter::start(engine.clone())?;
@@ -102,6 +108,7 @@ impl Sandbox {
             linker,
             modules: HashMap::new(),
             interrupter,
+            scratch,
         })
     }
 
@@ -128,7 +135,7 @@ impl Sandbox {
     /// Runs one task in a fresh store and instance.
     pub fn run(&mut self, req: &RunRequest) -> (Result<Output, TaskError>, TaskStats) {
         match self.modules.get(&req.module) {
-            Some(pre) => call::run(&self.engine, pre, &self.interrupter, req),
+            Some(pre) => call::run(&self.engine, pre, &self.interrupter, &self.scratch, req),
             None => (
                 Err(TaskError::worker_lost(format!(
                     "module {} was not loaded in this worker",

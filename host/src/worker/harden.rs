@@ -67,3 +67,13 @@ pub fn limit_resources(memory: Option<u64>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes a write past the file-size limit fail with `EFBIG` (which a command sees) instead
+/// of killing the process with `SIGXFSZ`.
+pub fn ignore_file_size_signal() {
+    // SAFETY: called on the worker's main thread before it starts any other; SIG_IGN is a
+    // valid disposition for SIGXFSZ.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}

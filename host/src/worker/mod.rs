@@ -1,13 +1,16 @@
 //! Worker processes. The host side ([`process`]) spawns, feeds, reads and reaps them; the
 //! worker side ([`serve`]) is the loop that runs inside each one; [`compile`] runs untrusted
 //! compilation in a process of its own; [`harden`] raises the OS walls at each process's
-//! start; [`locate`] finds the program to start.
+//! start, with [`seccomp`] and [`landlock`] among them; [`scratch`] keeps the directories
+//! where command tasks' files live; [`locate`] finds the program to start.
 
 pub mod compile;
 pub mod harden;
+pub mod landlock;
 pub mod locate;
 pub mod process;
+pub mod scratch;
 pub mod seccomp;
 pub mod serve;
 
-pub use process::{WorkerProcess, WorkerRef, WORKER_ARG};
+pub use process::{Launch, WorkerProcess, WorkerRef, WORKER_ARG};

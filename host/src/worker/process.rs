@@ -4,7 +4,7 @@
 
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use crossbeam_channel::{unbounded, Sender};
@@ -12,6 +12,7 @@ use crossbeam_channel::{unbounded, Sender};
 use crate::dispatch::Event;
 use crate::error::PoolError;
 use crate::protocol::{self, Reply};
+use crate::worker::scratch::{self, ScratchRoot};
 
 /// The hidden argument that turns the `wasmpool` binary into a worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -23,26 +24,45 @@ pub struct WorkerRef {
     pub generation: u64,
 }
 
+/// How workers are started: the program, and the pool's scratch directory (if it has one)
+/// under which each worker gets a directory of its own.
+#[derive(Debug)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub scratch: Option<ScratchRoot>,
+}
+
 /// A running worker process.
 pub struct WorkerProcess {
     child: Child,
     frames: Option<Sender<Vec<u8>>>,
+    /// Its scratch directory, removed once it is reaped.
+    scratch: Option<PathBuf>,
 }
 
 impl WorkerProcess {
-    /// Starts `program __worker` for `who`; its replies arrive on `events`.
+    /// Starts `program __worker VERSION [SCRATCH]` for `who`; its replies arrive on `events`.
     pub(crate) fn spawn(
-        program: &Path,
+        launch: &Launch,
         who: WorkerRef,
         events: Sender<Event>,
     ) -> Result<Self, PoolError> {
-        let mut child = child_command(program, WORKER_ARG)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|source| PoolError::Spawn {
-                program: program.to_path_buf(),
-                source,
-            })?;
+        let program = launch.program.as_path();
+        // Without a directory the worker runs commands without files, and says so.
+        let scratch = launch
+            .scratch
+            .as_ref()
+            .and_then(|root| root.worker_dir(who).ok());
+        let mut command = child_command(program, WORKER_ARG);
+        command.args(&scratch);
+        let mut child =
+            command
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|source| PoolError::Spawn {
+                    program: program.to_path_buf(),
+                    source,
+                })?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
 
@@ -102,6 +122,7 @@ impl WorkerProcess {
         Ok(WorkerProcess {
             child,
             frames: Some(frames),
+            scratch,
         })
     }
 
@@ -125,16 +146,19 @@ impl WorkerProcess {
 
     /// Kills the worker (SIGKILL) and reaps it.
     pub fn kill(mut self) -> Option<ExitStatus> {
-        self.close();
         let _ = self.child.kill();
-        self.child.wait().ok()
+        self.reap()
     }
 
     /// Reaps a worker whose protocol stream has ended: it only closes its stdout by exiting,
     /// so this wait is short.
     pub fn reap(mut self) -> Option<ExitStatus> {
         self.close();
-        self.child.wait().ok()
+        let status = self.child.wait().ok();
+        if let Some(dir) = self.scratch.take() {
+            scratch::remove_worker_dir(&dir);
+        }
+        status
     }
 }
 

@@ -1,16 +1,19 @@
 //! The seccomp wall: once a worker (or compile process) has started, it may only make the
 //! system calls that running wasm needs. Anything that reaches out — `execve`, sockets,
 //! `ptrace`, `kill`, new processes — kills the process (`SIGSYS`), which the host reports as
-//! `WorkerLost` and replaces. File-system look-ups fail with `EACCES` instead, since library
-//! code probes the file system and copes with a refusal.
+//! `WorkerLost` and replaces. File-system calls fail with `EACCES` instead, since library
+//! code probes the file system and copes with a refusal — unless Landlock confines the
+//! process to its scratch directory (`worker::landlock`): then they are allowed, for the
+//! files of command tasks.
 //!
 //! Only x86-64 has a filter for now; elsewhere [`install`] does nothing and says so.
 
 use std::io;
 
-/// Installs the filter on every thread of this process.
+/// Installs the filter on every thread of this process; `files` allows the file-system
+/// calls (only when Landlock confines them).
 #[cfg(target_arch = "x86_64")]
-pub fn install() -> io::Result<()> {
+pub fn install(files: bool) -> io::Result<()> {
     use std::collections::BTreeMap;
 
     use seccompiler::{
@@ -51,9 +54,27 @@ pub fn install() -> io::Result<()> {
     // Signals to itself only (abort), naming its threads, reading its own limits.
     allowed.insert(libc::SYS_tgkill, vec![arg_eq(0, pid)?]);
     allowed.insert(libc::SYS_prctl, vec![arg_eq(0, libc::PR_SET_NAME as u64)?]);
-    allowed.insert(libc::SYS_prlimit64, vec![arg_eq(2, 0)?]);
-    // Refused with EACCES: allowed by this filter so the second one decides.
-    for &nr in REFUSED.iter().chain([&libc::SYS_clone3]) {
+    // Reading its own limits; lowering and restoring its file-size limit around a command.
+    let own_file_size = SeccompRule::new(vec![
+        SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0).map_err(err)?,
+        SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            libc::RLIMIT_FSIZE as u64,
+        )
+        .map_err(err)?,
+    ])
+    .map_err(err)?;
+    allowed.insert(libc::SYS_prlimit64, vec![arg_eq(2, 0)?, own_file_size]);
+    if files {
+        for &nr in REFUSED.iter().chain(FILES) {
+            allowed.insert(nr, Vec::new());
+        }
+    }
+    // Refused with EACCES (or ENOSYS): allowed by this filter so the others decide.
+    let refused_calls: &[i64] = if files { &[] } else { REFUSED };
+    for &nr in refused_calls.iter().chain([&libc::SYS_clone3]) {
         allowed.insert(nr, Vec::new());
     }
     let allow_list = SeccompFilter::new(
@@ -78,7 +99,7 @@ pub fn install() -> io::Result<()> {
         .map_err(err)
     };
     let clone3 = failing_with(&[libc::SYS_clone3], libc::ENOSYS)?;
-    let refused = failing_with(REFUSED, libc::EACCES)?;
+    let refused = failing_with(refused_calls, libc::EACCES)?;
 
     // The allow-list goes last: installing a filter needs prctl(PR_SET_NO_NEW_PRIVS), which
     // the allow-list forbids.
@@ -91,7 +112,7 @@ pub fn install() -> io::Result<()> {
 
 /// Installs nothing: no filter is written for this architecture yet.
 #[cfg(not(target_arch = "x86_64"))]
-pub fn install() -> io::Result<()> {
+pub fn install(_files: bool) -> io::Result<()> {
     Ok(())
 }
 
@@ -170,13 +191,45 @@ const REFUSED: &[i64] = &[
     libc::SYS_readlinkat,
 ];
 
+/// File-system calls beyond [`REFUSED`] that command tasks' files need (creating, writing,
+/// renaming, removing, syncing), allowed only under Landlock.
+#[cfg(target_arch = "x86_64")]
+const FILES: &[i64] = &[
+    libc::SYS_openat2,
+    libc::SYS_mkdir,
+    libc::SYS_rmdir,
+    libc::SYS_unlink,
+    libc::SYS_rename,
+    libc::SYS_mkdirat,
+    libc::SYS_unlinkat,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_linkat,
+    libc::SYS_symlinkat,
+    libc::SYS_utimensat,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_fallocate,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_fadvise64,
+    libc::SYS_fstatfs,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_preadv2,
+    libc::SYS_pwritev2,
+    libc::SYS_flock,
+    libc::SYS_getcwd,
+];
+
 /// The hidden argument that runs [`probe_forbidden_syscall`].
 pub const PROBE_ARG: &str = "__seccomp-probe";
 
 /// Makes a system call the filter forbids (`socket`), for tests of the filter: the process
 /// must die of `SIGSYS` here.
 pub fn probe_forbidden_syscall() -> io::Result<()> {
-    install()?;
+    install(true)?;
     // SAFETY: `socket` takes plain integers and touches no memory of ours.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     Err(io::Error::other(format!(

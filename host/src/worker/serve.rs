@@ -3,33 +3,43 @@
 //! at once; replies are flushed whenever no request is waiting, so bursts travel in batches.
 
 use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 
 use crate::protocol::{self, Reply, Request};
-use crate::sandbox::{Interrupter, Sandbox};
-use crate::worker::{harden, seccomp};
+use crate::sandbox::{Interrupter, Sandbox, Scratch};
+use crate::worker::{harden, landlock, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
 const FLUSH_EVERY: Duration = Duration::from_micros(50);
 
-/// Runs the worker until the host closes its stdin (or dies).
-pub fn serve() -> std::io::Result<()> {
+/// Runs the worker until the host closes its stdin (or dies). `scratch` is the directory
+/// the host made for this worker's command files.
+pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     harden::die_with_parent();
     harden::close_inherited_fds()?;
     harden::no_new_privs()?;
     harden::limit_resources(None)?;
-    let mut sandbox = Sandbox::new()
+    harden::ignore_file_size_signal();
+    let mut rss = RssProbe::open()?;
+    // Still one thread: the Landlock ruleset binds every thread started from here on.
+    let scratch = match (landlock::confine(scratch.as_deref()), scratch) {
+        (Ok(()), Some(dir)) => Scratch::Dir(dir),
+        (Ok(()), None) => Scratch::Unavailable("the host gave it no scratch directory".into()),
+        (Err(why), _) => Scratch::Unavailable(why),
+    };
+    let files = matches!(scratch, Scratch::Dir(_));
+    let mut sandbox = Sandbox::new(scratch)
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     let requests = spawn_reader(sandbox.interrupter())?;
-    let mut rss = RssProbe::open()?;
     // Once: every reply names its worker, and getpid is a system call.
     let pid = std::process::id();
     // Start the WASI runtime's threads now: after the filter, no new files may be opened
     // (it reads the CPU count from /sys and /proc when it starts).
     wasmtime_wasi::runtime::in_tokio(async {});
-    seccomp::install()?;
+    seccomp::install(files)?;
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory).
     let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
     protocol::write(&mut out, &Reply::Ready { pid })?;

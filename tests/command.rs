@@ -1,0 +1,323 @@
+//! WASI command tasks: real C programs (guests/c, built with clang and wasi-libc) run with
+//! arguments, stdin, environment, `/in` and `/out`, in worker processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{builder, c_program, guest, pool_with_program};
+use wasmpool::{CommandOutput, CommandSpec, Limits, TaskError};
+
+#[test]
+fn a_program_reads_stdin_and_prints() {
+    let (pool, wc) = pool_with_program("wc");
+    let out = pool
+        .run_command(&wc, CommandSpec::new().stdin("to be or not\nto be\n"))
+        .wait()
+        .unwrap();
+    assert_eq!(out.stdout_text(), "2 6 19\n");
+    assert_eq!(out.exit_code, 0);
+    assert!(out.success() && out.stderr.is_empty() && out.files.is_empty());
+    assert!(out.fuel_used > 0 && out.duration > Duration::ZERO);
+}
+
+#[test]
+fn input_files_are_read_only_under_in_and_out_files_come_back() {
+    let (pool, transform) = pool_with_program("transform");
+    let out = pool
+        .run_command(
+            &transform,
+            CommandSpec::new()
+                .args(["/in/data/text.txt", "/out/upper.txt"])
+                .input("data/text.txt", "hello, sandbox\n")
+                .output_dir(),
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "stderr: {}", out.stderr_text());
+    assert_eq!(out.stdout_text(), "15\n");
+    assert_eq!(out.file("upper.txt"), Some(&b"HELLO, SANDBOX\n"[..]));
+    assert_eq!(out.files.len(), 1);
+
+    // /in cannot be written, and without output_dir there is no /out.
+    let out = pool
+        .run_command(
+            &transform,
+            CommandSpec::new().args(["/in/a", "/in/b"]).input("a", "x"),
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(out.exit_code, 2);
+    assert!(
+        out.stderr_text().starts_with("transform: /in/b: "),
+        "{}",
+        out.stderr_text()
+    );
+    let out = pool
+        .run_command(
+            &transform,
+            CommandSpec::new().args(["/in/a", "/out/b"]).input("a", "x"),
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(out.exit_code, 2);
+    assert!(
+        out.stderr_text().starts_with("transform: /out/b: "),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn input_files_can_come_from_host_paths() {
+    let (pool, transform) = pool_with_program("transform");
+    let host = std::env::temp_dir().join(format!("wasmpool-input-{}.txt", std::process::id()));
+    std::fs::write(&host, "from the host").unwrap();
+    let out = pool
+        .run_command(
+            &transform,
+            CommandSpec::new()
+                .args(["/in/x", "/out/y"])
+                .input_file("x", &host)
+                .output_dir(),
+        )
+        .wait()
+        .unwrap();
+    std::fs::remove_file(&host).unwrap();
+    assert_eq!(out.file("y"), Some(&b"FROM THE HOST"[..]));
+
+    let missing = pool
+        .run_command(
+            &transform,
+            CommandSpec::new().input_file("x", "/nonexistent/wasmpool/x"),
+        )
+        .wait()
+        .unwrap_err();
+    assert_eq!(missing.kind(), "bad_input");
+    assert!(
+        missing.to_string().contains("/nonexistent/wasmpool/x"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn exit_codes_are_results_unless_checked() {
+    let (pool, exitcode) = pool_with_program("exitcode");
+    let out = pool
+        .run_command(&exitcode, CommandSpec::new().argv0("exitcode").arg("3"))
+        .wait()
+        .unwrap();
+    assert_eq!(out.exit_code, 3);
+    assert_eq!(out.stdout_text(), "exiting with 3\n");
+    assert!(!out.success());
+
+    // Statuses shells reserve (126 and above) are exit codes like any other.
+    let out = pool
+        .run_command(&exitcode, CommandSpec::new().arg("255"))
+        .wait()
+        .unwrap();
+    assert_eq!(out.exit_code, 255);
+
+    let task = pool.run_command(&exitcode, CommandSpec::new().arg("3").check());
+    assert_eq!(task.wait(), Err(TaskError::Exit { code: 3 }));
+    // What it printed before failing stays available.
+    assert_eq!(task.stats().unwrap().stdout, b"exiting with 3\n");
+    assert_eq!(
+        pool.run_command(&exitcode, CommandSpec::new().check())
+            .wait()
+            .unwrap()
+            .exit_code,
+        0
+    );
+}
+
+#[test]
+fn a_program_sees_only_what_it_is_given() {
+    let (pool, probe) = pool_with_program("probe");
+    let out = pool
+        .run_command(
+            &probe,
+            CommandSpec::new()
+                .env("GREETING", "hi")
+                .input("visible.txt", "x")
+                .output_dir(),
+        )
+        .wait()
+        .unwrap();
+    let text = out.stdout_text();
+    assert_eq!(out.exit_code, 0, "{text}");
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with("env ") && !l.starts_with("dirent "))
+    {
+        assert!(
+            line.contains(": denied ("),
+            "the program reached {line:?}:\n{text}"
+        );
+    }
+    let env: Vec<&str> = text.lines().filter(|l| l.starts_with("env ")).collect();
+    assert_eq!(env, ["env GREETING=hi"]);
+    assert!(!text.contains("root:"), "{text}");
+}
+
+#[test]
+fn runaway_programs_meet_the_same_limits_as_exports() {
+    let (pool, spin) = pool_with_program("spin");
+    let limit = Duration::from_millis(300);
+    let started = Instant::now();
+    let err = pool
+        .command(&spin)
+        .timeout(limit)
+        .submit::<CommandOutput>(CommandSpec::new())
+        .wait()
+        .unwrap_err();
+    assert_eq!(err, TaskError::Timeout { limit });
+    assert!(
+        started.elapsed() < 2 * limit,
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = pool
+        .command(&spin)
+        .fuel(10_000_000)
+        .submit::<CommandOutput>(CommandSpec::new())
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.kind(), "fuel_exhausted");
+
+    // The pool goes on serving.
+    let wc = pool.load_file(c_program("wc")).unwrap();
+    let out = pool
+        .run_command(&wc, CommandSpec::new().stdin("a b"))
+        .wait()
+        .unwrap();
+    assert_eq!(out.stdout_text(), "0 2 3\n");
+}
+
+#[test]
+fn output_files_are_capped() {
+    let (pool, transform) = pool_with_program("transform");
+    let limits = Limits {
+        max_output: 1000,
+        ..pool.limits()
+    };
+    let spec = |n: usize| {
+        CommandSpec::new()
+            .args(["/in/x", "/out/y"])
+            .input("x", vec![b'a'; n])
+            .output_dir()
+    };
+    let out = pool
+        .command(&transform)
+        .limits(limits)
+        .submit::<CommandOutput>(spec(1000))
+        .wait()
+        .unwrap();
+    assert_eq!(out.file("y").map(<[u8]>::len), Some(1000));
+    // Over the cap: writing past it fails inside the program (EFBIG), as on a full quota,
+    // and the file stops at the cap.
+    let out = pool
+        .command(&transform)
+        .limits(limits)
+        .submit::<CommandOutput>(spec(5000))
+        .wait()
+        .unwrap();
+    assert_eq!(out.exit_code, 2);
+    assert!(
+        out.stderr_text().contains("File too large"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(out.file("y").map(<[u8]>::len), Some(1000));
+}
+
+#[test]
+fn many_runs_map_in_order() {
+    let (pool, exitcode) = pool_with_program("exitcode");
+    let specs = (0..60).map(|i| CommandSpec::new().arg((i % 7).to_string()));
+    let results = pool.map_commands(&exitcode, specs);
+    for (i, r) in results.iter().enumerate() {
+        let out = r.as_ref().unwrap();
+        assert_eq!(out.exit_code, (i % 7) as i32);
+        assert_eq!(out.stdout_text(), format!("exiting with {}\n", i % 7));
+    }
+}
+
+#[test]
+fn calls_that_are_not_commands_are_refused() {
+    let pool = builder().build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    let err = pool
+        .run_command(&math, CommandSpec::new())
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_input");
+    assert!(err.to_string().contains("not a WASI command"), "{err}");
+    let err = pool
+        .call(&math, "square")
+        .submit::<CommandOutput>(CommandSpec::new())
+        .wait()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not a command entry point"),
+        "{err}"
+    );
+    let err = pool
+        .run_command(&math, CommandSpec::new().input("../x", ""))
+        .wait()
+        .unwrap_err();
+    assert!(err.to_string().contains("`..`"), "{err}");
+}
+
+#[test]
+fn task_directories_are_removed_and_the_scratch_goes_with_the_pool() {
+    let base = std::env::temp_dir().join(format!("wasmpool-scratch-test-{}", std::process::id()));
+    std::fs::create_dir_all(&base).unwrap();
+    let pool = builder().scratch_dir(base.clone()).build().unwrap();
+    let transform = pool.load_file(c_program("transform")).unwrap();
+    let specs = (0..20).map(|i| {
+        CommandSpec::new()
+            .args(["/in/x", "/out/y"])
+            .input("x", format!("{i}"))
+            .output_dir()
+    });
+    assert!(pool
+        .map_commands(&transform, specs)
+        .iter()
+        .all(|r| r.is_ok()));
+    let entries = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let roots = entries(&base);
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    for worker_dir in entries(&roots[0]) {
+        assert!(
+            entries(&worker_dir).is_empty(),
+            "left behind in {worker_dir:?}"
+        );
+    }
+    drop(pool);
+    assert!(entries(&base).is_empty());
+    std::fs::remove_dir(&base).unwrap();
+
+    // Without a scratch directory, commands still run, but not with files.
+    let pool = builder().scratch_dir(None).build().unwrap();
+    let transform = pool.load_file(c_program("transform")).unwrap();
+    let err = pool
+        .run_command(&transform, CommandSpec::new().output_dir())
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_input");
+    assert!(err.to_string().contains("files"), "{err}");
+    let exitcode = pool.load_file(c_program("exitcode")).unwrap();
+    assert_eq!(
+        pool.run_command(&exitcode, CommandSpec::new().arg("4"))
+            .wait()
+            .unwrap()
+            .exit_code,
+        4
+    );
+}

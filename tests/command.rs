@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{builder, c_program, guest, pool_with_program};
-use wasmpool::{CommandOutput, CommandSpec, Limits, TaskError};
+use wasmpool::{CommandOutput, CommandSpec, Limits, OutputChunk, TaskError};
 
 #[test]
 fn a_program_reads_stdin_and_prints() {
@@ -320,4 +320,44 @@ fn task_directories_are_removed_and_the_scratch_goes_with_the_pool() {
             .exit_code,
         4
     );
+}
+
+#[test]
+fn streamed_output_arrives_in_order_and_is_not_kept() {
+    let (pool, transform) = pool_with_program("transform");
+    let (task, output) = pool
+        .command(&transform)
+        .submit_streaming(CommandSpec::new().args(["/in/missing", "/out/x"]));
+    let chunks: Vec<OutputChunk> = output.iter().collect();
+    let out = task.wait().unwrap();
+    assert_eq!(out.exit_code, 2);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let stderr: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| match c {
+            OutputChunk::Stderr(b) => b.clone(),
+            OutputChunk::Stdout(_) => panic!("nothing was written to stdout"),
+        })
+        .collect();
+    assert_eq!(
+        String::from_utf8(stderr).unwrap(),
+        "transform: /in/missing: Capabilities insufficient\n"
+    );
+
+    // (There is no /in: the spec has no input files.)
+    // The stream stops at the cap, like captured output.
+    let exitcode = pool.load_file(c_program("exitcode")).unwrap();
+    let limits = Limits {
+        stdout_cap: 4,
+        ..pool.limits()
+    };
+    let (task, output) = pool
+        .command(&exitcode)
+        .limits(limits)
+        .submit_streaming(CommandSpec::new().arg("1"));
+    let streamed: Vec<OutputChunk> = output.iter().collect();
+    assert_eq!(streamed, [OutputChunk::Stdout(b"exit".to_vec())]);
+    let out = task.wait().unwrap();
+    assert!(out.output_truncated);
+    assert_eq!(out.exit_code, 1);
 }

@@ -150,6 +150,16 @@ pub struct CommandInput {
     pub files: Vec<(String, Vec<u8>)>,
     pub output_dir: bool,
     pub check: bool,
+    /// Whether stdout and stderr are sent to the host as they are written (see
+    /// [`Call::submit_streaming`](crate::Call::submit_streaming)) instead of kept.
+    pub stream: bool,
+}
+
+/// A piece of a streamed command's output, in the order the program wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputChunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
 }
 
 impl CommandInput {
@@ -200,6 +210,7 @@ impl Args for CommandSpec {
             files,
             output_dir: self.output_dir,
             check: self.check,
+            stream: false,
         }))
     }
 }

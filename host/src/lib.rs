@@ -44,7 +44,7 @@ pub mod sandbox;
 pub mod value;
 pub mod worker;
 
-pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputFile};
+pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChunk, OutputFile};
 pub use error::{LoadError, PoolError, TaskError};
 pub use limits::Limits;
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};

@@ -10,16 +10,21 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::command::OutputChunk;
 use crate::error::TaskError;
 use crate::limits::Limits;
 use crate::module::{Export, ModuleId};
 use crate::value::{Input, Output};
 
-/// Identifies this build's wire format: a hash of the sources of every type that crosses
-/// the pipe. Host and worker must agree; a worker started by a host of another build (a
-/// library user's stale `wasmpool` binary) refuses to run instead of misreading frames.
+/// Identifies this build's wire format and engine: a hash of the sources of every type that
+/// crosses the pipe, of the engine configuration and of the dependency lock file (so the
+/// wasmtime version). Host and worker must agree; a worker started by a host of another
+/// build (a library user's stale `wasmpool` binary) refuses to run instead of misreading
+/// frames. It also keys the on-disk compile cache, with the module's hash.
 pub const VERSION: u64 = fnv1a(&[
     include_bytes!("protocol.rs"),
+    include_bytes!("sandbox/engine.rs"),
+    include_bytes!("../../Cargo.lock"),
     include_bytes!("command.rs"),
     include_bytes!("value.rs"),
     include_bytes!("limits.rs"),
@@ -87,6 +92,8 @@ pub struct RunRequest {
 pub enum Reply {
     /// The worker has started and its engine is ready.
     Ready { pid: u32 },
+    /// Output a streaming command task wrote (sent before its `Done`).
+    Output { task: TaskId, chunk: OutputChunk },
     /// A task finished, one way or another.
     Done {
         task: TaskId,

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use serde_json::json;
-use wasmpool::{CommandOutput, CommandSpec, Task, TaskError};
+use wasmpool::{CommandOutput, CommandSpec, Limits, Origin, OutputChunk, Task, TaskError};
 
 use super::{open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
 
@@ -55,6 +55,10 @@ pub struct ExecArgs {
     /// With --each or --specs: where to write the JSON lines; `-` is stdout.
     #[arg(long, default_value = "-")]
     output: String,
+    /// Report on stderr how the module was loaded (compiled, or read from the compile
+    /// cache, and how long it took) and, for a single run, its duration and fuel.
+    #[arg(long, short)]
+    verbose: bool,
     #[command(flatten)]
     pool: PoolArgs,
 }
@@ -71,9 +75,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         return exec_many(args);
     }
     let pool = args.pool.builder().build()?;
-    let module = pool
-        .load_file(&args.module)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
+    let module = load(&pool, &args)?;
     let mut stdin = Vec::new();
     if !std::io::stdin().is_terminal() {
         std::io::stdin()
@@ -81,14 +83,30 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             .context("cannot read stdin")?;
     }
     let spec = base_spec(&args).stdin(stdin);
-    let result = pool.run_command(&module, spec.clone()).wait();
-    match result {
+    // Like `wasmtime run`: the program's output streams through, not capped at 1 MiB.
+    let limits = Limits {
+        stdout_cap: u32::MAX,
+        stderr_cap: u32::MAX,
+        ..pool.limits()
+    };
+    let (task, output) = pool.command(&module).limits(limits).submit_streaming(spec);
+    for chunk in output {
+        match chunk {
+            OutputChunk::Stdout(bytes) => {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            }
+            OutputChunk::Stderr(bytes) => std::io::stderr().write_all(&bytes)?,
+        }
+    }
+    match task.wait() {
         Ok(out) => {
-            std::io::stdout().write_all(&out.stdout)?;
-            std::io::stdout().flush()?;
-            std::io::stderr().write_all(&out.stderr)?;
-            if out.output_truncated {
-                eprintln!("wasmpool: the program's output was cut at its cap");
+            if args.verbose {
+                eprintln!(
+                    "wasmpool: exit code {} after {:.2?} ({} fuel)",
+                    out.exit_code, out.duration, out.fuel_used
+                );
             }
             if let Some(dir) = &args.out_dir {
                 save_files(dir, &out)?;
@@ -104,6 +122,25 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             })
         }
     }
+}
+
+/// Loads the module, reporting how with `--verbose`.
+fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Module> {
+    let module = pool
+        .load_file(&args.module)
+        .with_context(|| format!("cannot load {}", args.module.display()))?;
+    if args.verbose {
+        let how = match module.origin() {
+            Origin::Compiled(t) => format!("compiled in {t:.2?}"),
+            Origin::DiskCache(t) => format!("read from the compile cache in {t:.2?}"),
+        };
+        eprintln!(
+            "wasmpool: {} ({} bytes): {how}",
+            args.module.display(),
+            module.size()
+        );
+    }
+    Ok(module)
 }
 
 /// The parts of a spec every run shares: argv[0], environment, `--input` files, `/out`.
@@ -139,9 +176,7 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
         (None, None) => unreachable!("exec_many needs --each or --specs"),
     };
     let pool = args.pool.builder().build()?;
-    let module = pool
-        .load_file(&args.module)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
+    let module = load(&pool, &args)?;
     let started = Instant::now();
     let call = pool.command(&module);
     let tasks: Vec<Result<Task<CommandOutput>, TaskError>> = jobs

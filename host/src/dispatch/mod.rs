@@ -200,6 +200,11 @@ impl Dispatcher {
                     };
                     match reply {
                         Reply::Ready { .. } => slot.on_ready(now),
+                        Reply::Output { task, chunk } => {
+                            if let Some(job) = slot.inflight_job(task) {
+                                job.completion.stream(chunk);
+                            }
+                        }
                         Reply::Done {
                             task,
                             outcome,

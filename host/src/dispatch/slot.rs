@@ -158,6 +158,14 @@ impl Slot {
     }
 
     /// A task finished; returns its job (unless it was already given up on).
+    /// The job of `task`, if this worker has it.
+    pub(crate) fn inflight_job(&self, task: TaskId) -> Option<&Job> {
+        self.inflight
+            .iter()
+            .find(|f| f.job.id == task)
+            .map(|f| &f.job)
+    }
+
     pub(crate) fn on_done(
         &mut self,
         task: TaskId,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 
-use crate::command::{self, CommandOutput, CommandSpec};
+use crate::command::{self, CommandOutput, CommandSpec, OutputChunk};
 use crate::dispatch::{self, Dispatcher, Event, Job};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
@@ -381,7 +381,7 @@ impl<'p> Call<'p> {
     /// Submits one call. Never blocks; a call that cannot run (unknown export, wrong
     /// arguments) gives a task already failed with [`TaskError::BadInput`].
     pub fn submit<T: FromOutput>(&self, args: impl Args) -> Task<T> {
-        let (task, job) = self.job(args, None);
+        let (task, job) = self.job(args, None, None);
         if let Some(job) = job {
             self.send(vec![job]);
         }
@@ -430,7 +430,7 @@ impl<'p> Call<'p> {
         let mut tasks = Vec::new();
         let mut jobs = Vec::new();
         for (i, args) in inputs.into_iter().enumerate() {
-            let (task, job) = self.job(args, notify.clone().map(|tx| (tx, i)));
+            let (task, job) = self.job(args, notify.clone().map(|tx| (tx, i)), None);
             tasks.push(task);
             jobs.extend(job);
         }
@@ -440,16 +440,61 @@ impl<'p> Call<'p> {
         tasks
     }
 
+    /// Runs a command like [`Call::submit`], but sends its stdout and stderr to the returned
+    /// channel as the program writes them (up to `Limits::stdout_cap`/`stderr_cap` each),
+    /// instead of keeping them in [`CommandOutput`]. The channel ends when the task does.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use wasmpool::{CommandSpec, OutputChunk, Pool};
+    /// let pool = Pool::builder().build()?;
+    /// let wc = pool.load_file("target/wasi-c/wc.wasm")?;
+    /// let (task, output) = pool.command(&wc).submit_streaming(CommandSpec::new().stdin("a b"));
+    /// for chunk in output {
+    ///     if let OutputChunk::Stdout(bytes) = chunk {
+    ///         print!("{}", String::from_utf8_lossy(&bytes));
+    ///     }
+    /// }
+    /// assert_eq!(task.wait()?.exit_code, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn submit_streaming(
+        &self,
+        spec: CommandSpec,
+    ) -> (
+        Task<CommandOutput>,
+        crossbeam_channel::Receiver<OutputChunk>,
+    ) {
+        let (tx, rx) = unbounded();
+        let (task, job) = self.job(spec, None, Some(tx));
+        if let Some(job) = job {
+            self.send(vec![job]);
+        }
+        (task, rx)
+    }
+
     fn job<T: FromOutput>(
         &self,
         args: impl Args,
         notify: Option<(Sender<usize>, usize)>,
+        stream: Option<Sender<OutputChunk>>,
     ) -> (Task<T>, Option<Job>) {
         let id = self.pool.next_id();
         let completion = task::Completion::new(notify);
         let task = Task::new(id, completion.clone(), self.pool.events.clone());
+        let streaming = stream.is_some();
+        if let Some(tx) = stream {
+            completion.set_stream(tx);
+        }
         match args
             .into_input()
+            .map(|input| match input {
+                Input::Command(mut c) => {
+                    c.stream = streaming;
+                    Input::Command(c)
+                }
+                other => other,
+            })
             .and_then(|input| self.check(input))
             .and_then(|input| self.check_size(input))
         {

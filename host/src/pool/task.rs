@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::command::OutputChunk;
 use crate::dispatch::Event;
 use crate::error::TaskError;
 use crate::protocol::{TaskId, TaskStats};
@@ -39,6 +40,8 @@ struct Slot {
     notify: Option<(Sender<usize>, usize)>,
     /// Threads blocked in `wait_until` (no wake-up call is made when there are none).
     waiters: u32,
+    /// Where a streaming command's output goes; dropped when the task finishes.
+    stream: Option<Sender<OutputChunk>>,
 }
 
 impl Completion {
@@ -65,6 +68,7 @@ impl Completion {
             return;
         }
         slot.outcome = Some((outcome, stats));
+        slot.stream = None;
         self.done_flag.store(true, Ordering::Release);
         let waker = slot.waker.take();
         let notify = slot.notify.take();
@@ -79,6 +83,17 @@ impl Completion {
         if let Some((tx, index)) = notify {
             let _ = tx.send(index);
         }
+    }
+
+    /// Sends streamed output to whoever reads it.
+    pub(crate) fn stream(&self, chunk: OutputChunk) {
+        if let Some(tx) = &self.lock().stream {
+            let _ = tx.send(chunk);
+        }
+    }
+
+    pub(crate) fn set_stream(&self, tx: Sender<OutputChunk>) {
+        self.lock().stream = Some(tx);
     }
 
     pub(crate) fn mark_running(&self) {

@@ -9,7 +9,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::files::{FileSizeLimit, Scratch, TaskDir};
 use super::interrupt::{Interrupter, Stop};
-use super::output::CappedPipe;
+use super::output::{CappedPipe, Forward};
 use super::TaskState;
 use crate::command::CommandOutput;
 use crate::error::TaskError;
@@ -22,11 +22,20 @@ pub(super) fn run(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     scratch: &Scratch,
+    forward: &Forward,
     req: &RunRequest,
 ) -> (Result<Output, TaskError>, TaskStats) {
     let limits = &req.limits;
-    let stdout = CappedPipe::new(limits.stdout_cap as usize);
-    let stderr = CappedPipe::new(limits.stderr_cap as usize);
+    let (stdout, stderr) = match &req.input {
+        Input::Command(c) if c.stream => (
+            CappedPipe::streaming(limits.stdout_cap as usize, forward.clone(), req.task, false),
+            CappedPipe::streaming(limits.stderr_cap as usize, forward.clone(), req.task, true),
+        ),
+        _ => (
+            CappedPipe::new(limits.stdout_cap as usize),
+            CappedPipe::new(limits.stderr_cap as usize),
+        ),
+    };
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(stdout.clone()).stderr(stderr.clone());
     // A command's files live (and are removed) with this directory.

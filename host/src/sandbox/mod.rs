@@ -24,6 +24,7 @@ use crate::value::Output;
 pub use files::Scratch;
 pub use interrupt::Interrupter;
 pub use limiter::MAX_TABLE_ELEMENTS;
+pub use output::Forward;
 
 /// The data of one task's store.
 pub struct TaskState {
@@ -94,12 +95,13 @@ pub struct Sandbox {
     modules: HashMap<ModuleId, InstancePre<TaskState>>,
     interrupter: Arc<Interrupter>,
     scratch: Scratch,
+    forward: Forward,
 }
 
 impl Sandbox {
     /// Creates the worker's engine (pooling allocator) and starts its deadline timer;
-    /// command tasks keep their files in `scratch`.
-    pub fn new(scratch: Scratch) -> wasmtime::Result<Self> {
+    /// command tasks keep their files in `scratch` and stream their output to `forward`.
+    pub fn new(scratch: Scratch, forward: Forward) -> wasmtime::Result<Self> {
         let engine = engine::engine(true)?;
         let linker = linker(&engine)?;
         let interrupter = Interrupter::start(engine.clone())?;
@@ -109,6 +111,7 @@ impl Sandbox {
             modules: HashMap::new(),
             interrupter,
             scratch,
+            forward,
         })
     }
 
@@ -135,7 +138,14 @@ impl Sandbox {
     /// Runs one task in a fresh store and instance.
     pub fn run(&mut self, req: &RunRequest) -> (Result<Output, TaskError>, TaskStats) {
         match self.modules.get(&req.module) {
-            Some(pre) => call::run(&self.engine, pre, &self.interrupter, &self.scratch, req),
+            Some(pre) => call::run(
+                &self.engine,
+                pre,
+                &self.interrupter,
+                &self.scratch,
+                &self.forward,
+                req,
+            ),
             None => (
                 Err(TaskError::worker_lost(format!(
                     "module {} was not loaded in this worker",

@@ -1,5 +1,6 @@
 //! Captured guest stdout/stderr: an in-memory pipe that keeps the first `cap` bytes and drops
-//! the rest, so a guest that floods its output costs bounded memory and still finishes.
+//! the rest, so a guest that floods its output costs bounded memory and still finishes. A
+//! streaming pipe forwards what it is written (the first `cap` bytes) instead of keeping it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -10,8 +11,14 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::command::OutputChunk;
+use crate::protocol::TaskId;
+
 /// How many bytes one write may hand us at a time.
 const PERMIT: usize = 64 << 10;
+
+/// Sends one piece of a task's output to the host as it is written.
+pub type Forward = Arc<dyn Fn(TaskId, OutputChunk) + Send + Sync>;
 
 /// A capped in-memory output pipe; clones share the buffer.
 #[derive(Clone)]
@@ -23,7 +30,11 @@ pub struct CappedPipe {
 struct Captured {
     bytes: Vec<u8>,
     cap: usize,
+    /// Bytes accepted so far (kept or forwarded).
+    written: usize,
     truncated: bool,
+    /// Forward instead of keeping: where, for which task, and whether this is stderr.
+    forward: Option<(Forward, TaskId, bool)>,
 }
 
 impl CappedPipe {
@@ -37,14 +48,37 @@ impl CappedPipe {
         }
     }
 
+    /// A pipe forwarding the first `cap` bytes written to it through `forward`.
+    pub fn streaming(cap: usize, forward: Forward, task: TaskId, stderr: bool) -> Self {
+        let pipe = CappedPipe::new(cap);
+        pipe.state.lock().unwrap_or_else(|p| p.into_inner()).forward =
+            Some((forward, task, stderr));
+        pipe
+    }
+
     fn push(&self, data: &[u8]) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let room = s.cap - s.bytes.len();
+        let room = s.cap - s.written;
         if data.len() > room {
             s.truncated = true;
         }
         let keep = data.len().min(room);
-        s.bytes.extend_from_slice(&data[..keep]);
+        s.written += keep;
+        match &s.forward {
+            Some(_) if keep == 0 => {}
+            Some((forward, task, stderr)) => {
+                let bytes = data[..keep].to_vec();
+                forward(
+                    *task,
+                    if *stderr {
+                        OutputChunk::Stderr(bytes)
+                    } else {
+                        OutputChunk::Stdout(bytes)
+                    },
+                );
+            }
+            None => s.bytes.extend_from_slice(&data[..keep]),
+        }
     }
 
     /// The captured bytes and whether any were dropped.
@@ -120,5 +154,25 @@ mod tests {
         OutputStream::write(&mut p, Bytes::from_static(b"abc")).unwrap();
         OutputStream::write(&mut p, Bytes::from_static(b"defg")).unwrap();
         assert_eq!(p.take(), (b"abcde".to_vec(), true));
+    }
+
+    #[test]
+    fn a_streaming_pipe_forwards_up_to_its_cap_and_keeps_nothing() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let forward: Forward = Arc::new(move |task, chunk| tx.send((task, chunk)).unwrap());
+        let mut p = CappedPipe::streaming(4, forward, 7, true);
+        OutputStream::write(&mut p, Bytes::from_static(b"abc")).unwrap();
+        OutputStream::write(&mut p, Bytes::from_static(b"def")).unwrap();
+        OutputStream::write(&mut p, Bytes::from_static(b"g")).unwrap();
+        drop(p.take());
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            got,
+            [
+                (7, OutputChunk::Stderr(b"abc".to_vec())),
+                (7, OutputChunk::Stderr(b"d".to_vec()))
+            ]
+        );
+        assert_eq!(p.take(), (Vec::new(), true));
     }
 }

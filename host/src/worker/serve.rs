@@ -3,13 +3,15 @@
 //! at once; replies are flushed whenever no request is waiting, so bursts travel in batches.
 
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 
 use crate::protocol::{self, Reply, Request};
-use crate::sandbox::{Interrupter, Sandbox, Scratch};
+use crate::sandbox::{Forward, Interrupter, Sandbox, Scratch};
 use crate::worker::{harden, landlock, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
@@ -31,7 +33,13 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
         (Err(why), _) => Scratch::Unavailable(why),
     };
     let files = matches!(scratch, Scratch::Dir(_));
-    let mut sandbox = Sandbox::new(scratch)
+    // The protocol owns fd 1; guests never touch it (their stdout is captured in memory, or
+    // streamed as `Output` replies). The main loop and streaming pipes share one writer.
+    let out = Arc::new(Mutex::new(BufWriter::with_capacity(
+        64 << 10,
+        std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?),
+    )));
+    let mut sandbox = Sandbox::new(scratch, forward_to(out.clone()))
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     let requests = spawn_reader(sandbox.interrupter())?;
     // Once: every reply names its worker, and getpid is a system call.
@@ -40,10 +48,11 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     // (it reads the CPU count from /sys and /proc when it starts).
     wasmtime_wasi::runtime::in_tokio(async {});
     seccomp::install(files)?;
-    // The protocol owns fd 1; guests never touch it (their stdout is captured in memory).
-    let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-    protocol::write(&mut out, &Reply::Ready { pid })?;
-    out.flush()?;
+    {
+        let mut out = lock(&out);
+        protocol::write(&mut *out, &Reply::Ready { pid })?;
+        out.flush()?;
+    }
     let mut frame = Vec::new();
     let mut last_flush = Instant::now();
     while let Ok(request) = requests.recv() {
@@ -67,23 +76,42 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
                     },
                     &mut frame,
                 )?;
-                out.write_all(&frame)?;
+                lock(&out).write_all(&frame)?;
             }
             Request::Cancel { .. } => unreachable!("the reader handles cancels"),
         }
         // Replies go out in batches, but never sit long: the host refills this worker's
         // queue as soon as it hears back.
         if requests.is_empty() || last_flush.elapsed() >= FLUSH_EVERY {
-            out.flush()?;
+            lock(&out).flush()?;
             last_flush = Instant::now();
         }
     }
-    out.flush()?;
+    lock(&out).flush()?;
     Ok(())
 }
 
+/// The worker's protocol output (fd 1).
+type Out = Arc<Mutex<BufWriter<std::fs::File>>>;
+
+fn lock(out: &Out) -> std::sync::MutexGuard<'_, BufWriter<std::fs::File>> {
+    out.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends a streaming task's output to the host at once, as `Output` replies. (A failed write
+/// means the host is gone; the main loop finds out on its next write.)
+fn forward_to(out: Out) -> Forward {
+    Arc::new(move |task, chunk| {
+        let mut frame = Vec::new();
+        if protocol::encode(&Reply::Output { task, chunk }, &mut frame).is_ok() {
+            let mut out = lock(&out);
+            let _ = out.write_all(&frame).and_then(|()| out.flush());
+        }
+    })
+}
+
 /// Reads requests on a thread of their own, so a cancel reaches a task while it runs.
-fn spawn_reader(interrupter: std::sync::Arc<Interrupter>) -> std::io::Result<Receiver<Request>> {
+fn spawn_reader(interrupter: Arc<Interrupter>) -> std::io::Result<Receiver<Request>> {
     let (tx, rx) = unbounded();
     std::thread::Builder::new()
         .name("wasmpool-requests".into())

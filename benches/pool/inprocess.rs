@@ -29,7 +29,10 @@ impl InProcess {
     /// `pooling`: the pooling allocator, as in wasmpool's workers; otherwise wasmtime's
     /// default on-demand allocator.
     pub fn new(wasm: &Path, pooling: bool) -> anyhow::Result<Self> {
-        let engine = Engine::new(&wasmpool::sandbox::engine::config(pooling))?;
+        let engine = Engine::new(&wasmpool::sandbox::engine::config(
+            pooling,
+            wasmpool::sandbox::Metering::Fuel,
+        ))?;
         let module = Module::from_file(&engine, wasm)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)?;

@@ -257,7 +257,7 @@ pub struct CommandOutput {
     pub output_truncated: bool,
     /// The regular files it left in `/out`, by relative path (sorted).
     pub files: Vec<OutputFile>,
-    /// Fuel consumed (instantiation included).
+    /// Fuel consumed (instantiation included); 0 without a fuel limit (no metering).
     pub fuel_used: u64,
     /// Instantiation to exit, in the worker.
     pub duration: Duration,

@@ -15,7 +15,8 @@ fn main() {
         }
         Some(compile::COMPILE_ARG) => {
             protocol::check_version(args.next().as_deref());
-            compile::serve_compile(&args.next().unwrap_or_default())
+            let memory = args.next().unwrap_or_default();
+            compile::serve_compile(&memory, &args.next().unwrap_or_default())
         }
         Some(seccomp::PROBE_ARG) => seccomp::probe_forbidden_syscall(),
         _ => {

@@ -2,13 +2,13 @@
 //! described by their exports. Workers receive the compiled artifact, never the source.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::{ExternType, ValType as WasmValType};
 
 use crate::protocol::CompileReply;
-use crate::sandbox::Compiler;
+use crate::sandbox::{Compiler, Metering};
 use crate::value::ValType;
 
 /// A module's content hash (BLAKE3 of its bytes): the key of every module cache.
@@ -102,9 +102,12 @@ pub struct Module {
 
 pub(crate) struct ModuleInner {
     pub(crate) id: ModuleId,
-    pub(crate) artifact: Arc<Vec<u8>>,
+    /// The module's bytes, kept to compile its other [`Metering`] variant when a call first
+    /// needs it.
+    pub(crate) bytes: Arc<[u8]>,
+    /// Compiled code per [`Metering`] (indexed by `Metering::index`), each compiled once.
+    pub(crate) artifacts: [OnceLock<Arc<Vec<u8>>>; 2],
     pub(crate) exports: Vec<Export>,
-    pub(crate) size: usize,
     pub(crate) origin: Origin,
 }
 
@@ -144,12 +147,17 @@ impl Module {
 
     /// Whether `other` is the same loaded module (one compilation shared by both handles).
     pub fn same_artifact(&self, other: &Module) -> bool {
-        Arc::ptr_eq(&self.inner.artifact, &other.inner.artifact)
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Size of the module's bytes.
     pub fn size(&self) -> usize {
-        self.inner.size
+        self.inner.bytes.len()
+    }
+
+    /// The code compiled for `metering`, if it has been.
+    pub(crate) fn artifact(&self, metering: Metering) -> Option<&Arc<Vec<u8>>> {
+        self.inner.artifacts[metering.index()].get()
     }
 
     /// Where the compiled code came from (a compile process or the disk cache) and what it
@@ -158,19 +166,22 @@ impl Module {
         self.inner.origin
     }
 
-    /// Makes the handle of a module compiled from `bytes`.
+    /// Makes the handle of a module compiled from `bytes` (for `metering`).
     pub(crate) fn new(
         bytes: &[u8],
+        metering: Metering,
         artifact: Vec<u8>,
         exports: Vec<Export>,
         origin: Origin,
     ) -> Module {
+        let artifacts = [OnceLock::new(), OnceLock::new()];
+        let _ = artifacts[metering.index()].set(Arc::new(artifact));
         Module {
             inner: Arc::new(ModuleInner {
                 id: ModuleId::of(bytes),
-                artifact: Arc::new(artifact),
+                bytes: bytes.into(),
+                artifacts,
                 exports,
-                size: bytes.len(),
                 origin,
             }),
         }

@@ -1,6 +1,6 @@
 //! The on-disk cache of compiled modules: a module compiled once is not compiled again by
 //! the next pool, the next run, or the next process. Entries are keyed by the module's
-//! content hash and this build's wire/engine version, and sealed with a checksum so a torn or
+//! content hash, this build's wire/engine version and the code's metering, and sealed with a checksum so a torn or
 //! damaged file is recompiled, never loaded.
 //!
 //! Loading a compiled artifact runs its machine code in the workers, so the directory must be
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::module::{Export, ModuleId};
 use crate::protocol;
+use crate::sandbox::Metering;
 
 /// One cached compilation.
 #[derive(Serialize, Deserialize)]
@@ -56,15 +57,18 @@ impl ModuleCache {
         })
     }
 
-    fn path(&self, id: ModuleId) -> PathBuf {
+    fn path(&self, id: ModuleId, metering: Metering) -> PathBuf {
         let key: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir
-            .join(format!("{key}-{:016x}.cwasm", protocol::VERSION))
+        self.dir.join(format!(
+            "{key}-{:016x}-{}.cwasm",
+            protocol::VERSION,
+            metering.tag()
+        ))
     }
 
     /// The cached compilation of `id`, if present and intact.
-    pub(crate) fn get(&self, id: ModuleId) -> Option<Entry> {
-        let bytes = fs::read(self.path(id)).ok()?;
+    pub(crate) fn get(&self, id: ModuleId, metering: Metering) -> Option<Entry> {
+        let bytes = fs::read(self.path(id, metering)).ok()?;
         let (sum, body) = bytes.split_first_chunk::<32>()?;
         if blake3::hash(body).as_bytes() != sum {
             return None;
@@ -73,11 +77,11 @@ impl ModuleCache {
     }
 
     /// Stores a compilation (atomically: readers see the old state or the whole new file).
-    pub(crate) fn put(&self, id: ModuleId, entry: &Entry) {
+    pub(crate) fn put(&self, id: ModuleId, metering: Metering, entry: &Entry) {
         let Ok(body) = postcard::to_stdvec(entry) else {
             return;
         };
-        let path = self.path(id);
+        let path = self.path(id, metering);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()
@@ -106,7 +110,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wasmpool-cache-test-{}", std::process::id()));
         let cache = ModuleCache::open(&dir).expect("a private temp dir");
         let id = ModuleId::of(b"module");
-        assert!(cache.get(id).is_none());
+        let m = Metering::Epochs;
+        assert!(cache.get(id, m).is_none());
         let entry = Entry {
             artifact: vec![1, 2, 3],
             exports: vec![Export {
@@ -114,17 +119,18 @@ mod tests {
                 kind: ExportKind::Task,
             }],
         };
-        cache.put(id, &entry);
-        let back = cache.get(id).expect("cached");
+        cache.put(id, m, &entry);
+        assert!(cache.get(id, Metering::Fuel).is_none(), "another variant");
+        let back = cache.get(id, m).expect("cached");
         assert_eq!(
             (back.artifact, back.exports),
             (entry.artifact, entry.exports)
         );
-        let path = cache.path(id);
+        let path = cache.path(id, m);
         let mut bytes = fs::read(&path).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         fs::write(&path, bytes).unwrap();
-        assert!(cache.get(id).is_none(), "a damaged entry is not used");
+        assert!(cache.get(id, m).is_none(), "a damaged entry is not used");
         fs::remove_dir_all(dir).unwrap();
     }
 

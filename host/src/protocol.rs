@@ -14,6 +14,7 @@ use crate::command::OutputChunk;
 use crate::error::TaskError;
 use crate::limits::Limits;
 use crate::module::{Export, ModuleId};
+use crate::sandbox::Metering;
 use crate::value::{Input, Output};
 
 /// Identifies this build's wire format and engine: a hash of the sources of every type that
@@ -70,7 +71,11 @@ pub const MAX_FRAME: usize = 1 << 30;
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Make a compiled module available; sent once per worker before its first task.
-    Load { module: ModuleId, artifact: Vec<u8> },
+    Load {
+        module: ModuleId,
+        metering: Metering,
+        artifact: Vec<u8>,
+    },
     /// Run one task in a fresh instance.
     Run(RunRequest),
     /// Stop this task: skip it if it has not started, interrupt it if it runs.
@@ -129,7 +134,8 @@ pub struct TaskStats {
     pub worker: u32,
     /// The worker process's resident memory, in bytes, as of a recent task (0 if unknown).
     pub worker_rss: u64,
-    /// Fuel the task consumed (instantiation included).
+    /// Fuel the task consumed (instantiation included); 0 when the call had no fuel limit
+    /// (its code then runs without fuel metering).
     pub fuel_used: u64,
     /// Time from the start of instantiation to the end of the call, in the worker.
     pub duration: Duration,

@@ -410,6 +410,7 @@ mod tests {
             id: 1,
             module: Module::new(
                 b"m",
+                crate::sandbox::Metering::Epochs,
                 Vec::new(),
                 Vec::new(),
                 Origin::Compiled(Duration::ZERO),

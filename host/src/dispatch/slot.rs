@@ -11,6 +11,7 @@ use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::ModuleId;
 use crate::protocol::{self, Request, RunRequest, TaskId};
+use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
 use crate::worker::{Launch, WorkerProcess, WorkerRef};
 
@@ -41,7 +42,7 @@ pub(crate) struct Slot {
     spawned_at: Instant,
     ready: bool,
     inflight: VecDeque<InFlight>,
-    loaded: HashSet<ModuleId>,
+    loaded: HashSet<(ModuleId, Metering)>,
     tasks_sent: u64,
     /// When the first in-flight task started (or will have: sent to an idle worker).
     head_since: Instant,
@@ -214,24 +215,29 @@ impl Slot {
         }
         let frame = &mut self.pending;
         let rollback = frame.len();
-        let module = &job.module.inner;
-        if self.loaded.insert(module.id) {
+        let module = &job.module;
+        let metering = Metering::of(&job.limits);
+        if self.loaded.insert((module.id(), metering)) {
+            let artifact = module
+                .artifact(metering)
+                .expect("the pool compiles the code a job needs before submitting it");
             let load = Request::Load {
-                module: module.id,
-                artifact: module.artifact.as_ref().clone(),
+                module: module.id(),
+                metering,
+                artifact: artifact.as_ref().clone(),
             };
             protocol::encode(&load, frame).expect("artifacts are under the frame limit");
         }
         let run = Request::Run(RunRequest {
             task: job.id,
-            module: module.id,
+            module: module.id(),
             export: job.export.clone(),
             input: job.input.clone(),
             limits: job.limits,
         });
         if let Err(e) = protocol::encode(&run, frame) {
             frame.truncate(rollback);
-            self.loaded.remove(&module.id);
+            self.loaded.remove(&(module.id(), metering));
             job.completion
                 .fail(TaskError::bad_input(format!("cannot send the task: {e}")));
             return;

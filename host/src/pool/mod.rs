@@ -8,7 +8,7 @@ pub mod task;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId, Origin};
 use crate::module_cache::{self, ModuleCache};
+use crate::sandbox::Metering;
 use crate::value::{Args, FromOutput, Input};
 use crate::worker::compile::{self, CompileLimits};
 use crate::worker::scratch::ScratchRoot;
@@ -170,33 +171,55 @@ impl Pool {
         if let Some(message) = crate::module::not_wasm(bytes) {
             return Err(LoadError::Invalid { message });
         }
-        let started = std::time::Instant::now();
-        let module = match self.disk_cache.as_ref().and_then(|c| c.get(id)) {
-            Some(hit) => Module::new(
-                bytes,
-                hit.artifact,
-                hit.exports,
-                Origin::DiskCache(started.elapsed()),
-            ),
-            None => {
-                let (artifact, exports) = compile::compile(&self.program, bytes, self.compile)?;
-                let entry = module_cache::Entry { artifact, exports };
-                if let Some(cache) = &self.disk_cache {
-                    cache.put(id, &entry);
-                }
-                Module::new(
-                    bytes,
-                    entry.artifact,
-                    entry.exports,
-                    Origin::Compiled(started.elapsed()),
-                )
-            }
-        };
+        // The code for the pool's default limits now; the other variant when a call needs it.
+        let metering = Metering::of(&self.limits);
+        let (entry, origin) = self.compile(bytes, id, metering)?;
+        let module = Module::new(bytes, metering, entry.artifact, entry.exports, origin);
         self.modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, module.clone());
         Ok(module)
+    }
+
+    /// The code of `bytes` for `metering`: from the disk cache, else from a compile process
+    /// (then cached).
+    fn compile(
+        &self,
+        bytes: &[u8],
+        id: ModuleId,
+        metering: Metering,
+    ) -> Result<(module_cache::Entry, Origin), LoadError> {
+        let started = std::time::Instant::now();
+        if let Some(hit) = self.disk_cache.as_ref().and_then(|c| c.get(id, metering)) {
+            return Ok((hit, Origin::DiskCache(started.elapsed())));
+        }
+        let (artifact, exports) = compile::compile(&self.program, bytes, metering, self.compile)?;
+        let entry = module_cache::Entry { artifact, exports };
+        if let Some(cache) = &self.disk_cache {
+            cache.put(id, metering, &entry);
+        }
+        Ok((entry, Origin::Compiled(started.elapsed())))
+    }
+
+    /// Makes sure `module` has code for calls under `limits` (with or without fuel
+    /// metering), compiling it on the first call that needs it.
+    fn prepare(&self, module: &Module, limits: &Limits) -> Result<(), TaskError> {
+        let metering = Metering::of(limits);
+        if module.artifact(metering).is_some() {
+            return Ok(());
+        }
+        let (entry, _) = self
+            .compile(&module.inner.bytes, module.id(), metering)
+            .map_err(|e| {
+                TaskError::bad_input(format!(
+                    "cannot compile the module with {} metering for this call: {e}",
+                    metering.tag()
+                ))
+            })?;
+        // Another thread may have compiled it meanwhile; either artifact will do.
+        let _ = module.inner.artifacts[metering.index()].set(Arc::new(entry.artifact));
+        Ok(())
     }
 
     /// Reads and loads a module file (see [`Pool::load`]).
@@ -486,8 +509,10 @@ impl<'p> Call<'p> {
         if let Some(tx) = stream {
             completion.set_stream(tx);
         }
-        match args
-            .into_input()
+        match self
+            .pool
+            .prepare(&self.module, &self.limits)
+            .and_then(|()| args.into_input())
             .map(|input| match input {
                 Input::Command(mut c) => {
                     c.stream = streaming;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use wasmtime::{Engine, Instance, InstancePre, Store, Trap, Val, WasmBacktrace};
+use wasmtime::{Instance, InstancePre, Store, Trap, Val, WasmBacktrace};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::files::{FileSizeLimit, Scratch, TaskDir};
@@ -18,7 +18,6 @@ use crate::value::{Input, Output, Value};
 
 /// Runs `req` in a fresh instance of `pre`.
 pub(super) fn run(
-    engine: &Engine,
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     scratch: &Scratch,
@@ -47,11 +46,17 @@ pub(super) fn run(
         _ => None,
     };
     let started = Instant::now();
-    let mut store = Store::new(engine, TaskState::new(limits.memory, &mut wasi));
+    let mut store = Store::new(
+        pre.module().engine(),
+        TaskState::new(limits.memory, &mut wasi),
+    );
     store.limiter(|s| &mut s.limiter);
-    let fuel = limits.fuel.unwrap_or(u64::MAX);
-    // Fuel is always metered (the engine is configured so); "unlimited" is u64::MAX.
-    let _ = store.set_fuel(fuel);
+    // Without a fuel limit the code was compiled without metering (`Metering::Epochs`).
+    if let Some(fuel) = limits.fuel {
+        store
+            .set_fuel(fuel)
+            .expect("code compiled with fuel metering");
+    }
     store.epoch_deadline_trap();
     store.set_epoch_deadline(1);
 
@@ -72,7 +77,10 @@ pub(super) fn run(
     });
     let stop = interrupter.disarm();
 
-    let fuel_used = fuel - store.get_fuel().unwrap_or(0);
+    let fuel_used = match (limits.fuel, store.get_fuel()) {
+        (Some(fuel), Ok(left)) => fuel - left,
+        _ => 0,
+    };
     let (stdout, out_cut) = stdout.take();
     let (stderr, err_cut) = stderr.take();
     let outcome = match result {

@@ -1,7 +1,53 @@
 //! The one wasmtime configuration shared by the host (which compiles) and the workers (which
 //! run): artifacts compiled by one load in the other only because both come from here.
 
+use serde::{Deserialize, Serialize};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::limits::Limits;
+
+/// How a module's code is compiled. Fuel metering is compiled into the code and costs up to
+/// 3× on tight loops, so a call without a fuel limit runs code compiled without it; the
+/// epoch check (wall-clock deadline, cancel) is in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Metering {
+    /// Fuel metering and epoch checks: for calls with a fuel limit.
+    Fuel,
+    /// Epoch checks only: for calls without one.
+    Epochs,
+}
+
+impl Metering {
+    /// Both, in [`Metering::index`] order.
+    pub const ALL: [Metering; 2] = [Metering::Fuel, Metering::Epochs];
+
+    /// The code a call under `limits` needs.
+    pub fn of(limits: &Limits) -> Metering {
+        if limits.fuel.is_some() {
+            Metering::Fuel
+        } else {
+            Metering::Epochs
+        }
+    }
+
+    /// A dense index, for per-variant arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short tag, for file names and command lines.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Metering::Fuel => "fuel",
+            Metering::Epochs => "epochs",
+        }
+    }
+
+    /// The variant named by [`Metering::tag`].
+    pub fn from_tag(tag: &str) -> Option<Metering> {
+        Metering::ALL.into_iter().find(|m| m.tag() == tag)
+    }
+}
 
 /// Most instances a worker keeps slots for. A worker runs one task at a time; a few spare
 /// slots let a new store start while the previous one is still being torn down.
@@ -13,9 +59,9 @@ const MAX_MEMORY: usize = 4 << 30;
 
 /// The engine configuration. `pooling` selects the pooling instance allocator (workers); the
 /// host compiles with the on-demand allocator, which does not change compiled code.
-pub fn config(pooling: bool) -> Config {
+pub fn config(pooling: bool, metering: Metering) -> Config {
     let mut c = Config::new();
-    c.consume_fuel(true);
+    c.consume_fuel(metering == Metering::Fuel);
     c.epoch_interruption(true);
     c.wasm_threads(false);
     c.max_wasm_stack(1 << 20);
@@ -38,6 +84,6 @@ pub fn config(pooling: bool) -> Config {
 }
 
 /// Creates an engine with [`config`].
-pub fn engine(pooling: bool) -> wasmtime::Result<Engine> {
-    Engine::new(&config(pooling))
+pub fn engine(pooling: bool, metering: Metering) -> wasmtime::Result<Engine> {
+    Engine::new(&config(pooling, metering))
 }

@@ -20,9 +20,10 @@ pub enum Stop {
     Cancelled,
 }
 
-/// Arms a deadline per task and bumps the engine's epoch when it passes or on cancel.
+/// Arms a deadline per task and bumps the engines' epochs when it passes or on cancel (the
+/// running task's engine is one of them; a bump where nothing runs is harmless).
 pub struct Interrupter {
-    engine: Engine,
+    engines: Vec<Engine>,
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -44,10 +45,16 @@ struct Running {
 }
 
 impl Interrupter {
-    /// Starts the timer thread for `engine`.
-    pub fn start(engine: Engine) -> std::io::Result<Arc<Self>> {
+    fn interrupt(&self) {
+        for engine in &self.engines {
+            engine.increment_epoch();
+        }
+    }
+
+    /// Starts the timer thread for `engines`.
+    pub fn start(engines: Vec<Engine>) -> std::io::Result<Arc<Self>> {
         let this = Arc::new(Interrupter {
-            engine,
+            engines,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
         });
@@ -82,7 +89,7 @@ impl Interrupter {
                 if let Some(r) = state.running.as_mut() {
                     r.stop = Some(Stop::Timeout);
                 }
-                self.engine.increment_epoch();
+                self.interrupt();
             } else {
                 state.timer_wakes_at = Some(deadline);
                 state = self
@@ -126,7 +133,7 @@ impl Interrupter {
             Some(r) if r.task == task => {
                 if r.stop.is_none() {
                     r.stop = Some(Stop::Cancelled);
-                    self.engine.increment_epoch();
+                    self.interrupt();
                 }
             }
             _ => {

@@ -21,6 +21,7 @@ use crate::module::ModuleId;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::Output;
 
+pub use engine::Metering;
 pub use files::Scratch;
 pub use interrupt::Interrupter;
 pub use limiter::MAX_TABLE_ELEMENTS;
@@ -70,9 +71,10 @@ pub struct Compiler {
 }
 
 impl Compiler {
-    /// Creates the host's engine (without the pooling allocator: the host never instantiates).
-    pub fn new() -> wasmtime::Result<Self> {
-        let engine = engine::engine(false)?;
+    /// Creates a compile process's engine for code of `metering` (without the pooling
+    /// allocator: it never instantiates).
+    pub fn new(metering: Metering) -> wasmtime::Result<Self> {
+        let engine = engine::engine(false, metering)?;
         let linker = linker(&engine)?;
         let mut store = Store::new(&engine, TaskState::new(None, &mut WasiCtxBuilder::new()));
         let provided = linker
@@ -87,12 +89,11 @@ impl Compiler {
     }
 }
 
-/// A worker's sandbox: its engine, the modules it has loaded, and the interrupter that
-/// enforces wall-clock limits and cancellation.
+/// A worker's sandbox: an engine per [`Metering`], the modules it has loaded (in either), and
+/// the interrupter that enforces wall-clock limits and cancellation.
 pub struct Sandbox {
-    engine: Engine,
-    linker: Linker<TaskState>,
-    modules: HashMap<ModuleId, InstancePre<TaskState>>,
+    engines: [(Engine, Linker<TaskState>); 2],
+    modules: HashMap<(ModuleId, Metering), InstancePre<TaskState>>,
     interrupter: Arc<Interrupter>,
     scratch: Scratch,
     forward: Forward,
@@ -102,12 +103,18 @@ impl Sandbox {
     /// Creates the worker's engine (pooling allocator) and starts its deadline timer;
     /// command tasks keep their files in `scratch` and stream their output to `forward`.
     pub fn new(scratch: Scratch, forward: Forward) -> wasmtime::Result<Self> {
-        let engine = engine::engine(true)?;
-        let linker = linker(&engine)?;
-        let interrupter = Interrupter::start(engine.clone())?;
+        let with_linker = |metering| -> wasmtime::Result<(Engine, Linker<TaskState>)> {
+            let engine = engine::engine(true, metering)?;
+            let linker = linker(&engine)?;
+            Ok((engine, linker))
+        };
+        let engines = [
+            with_linker(Metering::ALL[0])?,
+            with_linker(Metering::ALL[1])?,
+        ];
+        let interrupter = Interrupter::start(engines.iter().map(|(e, _)| e.clone()).collect())?;
         Ok(Sandbox {
-            engine,
-            linker,
+            engines,
             modules: HashMap::new(),
             interrupter,
             scratch,
@@ -120,36 +127,37 @@ impl Sandbox {
         self.interrupter.clone()
     }
 
-    /// Makes a compiled module available to later tasks.
-    pub fn load(&mut self, id: ModuleId, artifact: &[u8]) -> wasmtime::Result<()> {
-        if self.modules.contains_key(&id) {
+    /// Makes a module's code compiled for `metering` available to later tasks.
+    pub fn load(
+        &mut self,
+        id: ModuleId,
+        metering: Metering,
+        artifact: &[u8],
+    ) -> wasmtime::Result<()> {
+        if self.modules.contains_key(&(id, metering)) {
             return Ok(());
         }
+        let (engine, linker) = &self.engines[metering.index()];
         // SAFETY: the artifact was produced by `Module::serialize` in a compile process of this
         // same build (or read back from the user's private, checksummed compile cache), with
         // an engine built from the same `engine::config`, and reached us over the private
         // pipe from our parent; wasmtime still checks its version and settings.
-        let module = unsafe { wasmtime::Module::deserialize(&self.engine, artifact)? };
-        let pre = self.linker.instantiate_pre(&module)?;
-        self.modules.insert(id, pre);
+        let module = unsafe { wasmtime::Module::deserialize(engine, artifact)? };
+        let pre = linker.instantiate_pre(&module)?;
+        self.modules.insert((id, metering), pre);
         Ok(())
     }
 
     /// Runs one task in a fresh store and instance.
     pub fn run(&mut self, req: &RunRequest) -> (Result<Output, TaskError>, TaskStats) {
-        match self.modules.get(&req.module) {
-            Some(pre) => call::run(
-                &self.engine,
-                pre,
-                &self.interrupter,
-                &self.scratch,
-                &self.forward,
-                req,
-            ),
+        let metering = Metering::of(&req.limits);
+        match self.modules.get(&(req.module, metering)) {
+            Some(pre) => call::run(pre, &self.interrupter, &self.scratch, &self.forward, req),
             None => (
                 Err(TaskError::worker_lost(format!(
-                    "module {} was not loaded in this worker",
-                    req.module
+                    "module {} ({}) was not loaded in this worker",
+                    req.module,
+                    metering.tag()
                 ))),
                 TaskStats::default(),
             ),

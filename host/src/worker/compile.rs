@@ -1,5 +1,5 @@
 //! Compiling untrusted bytes outside the host: a short-lived compile process
-//! (`wasmpool __compile MEMORY`) per module load, with its own wall-clock and memory limit.
+//! (`wasmpool __compile VERSION MEMORY METERING`) per module load and code variant, with its own wall-clock and memory limit.
 //! Cranelift cannot be interrupted and a crafted module can make it run long or allocate
 //! much; here that costs one killed process and a `LoadError`, never the host or a worker.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::error::LoadError;
 use crate::module::{self, Export};
 use crate::protocol::{self, CompileReply};
-use crate::sandbox::Compiler;
+use crate::sandbox::{Compiler, Metering};
 use crate::worker::harden;
 use crate::worker::process::{child_command, describe_exit};
 
@@ -30,15 +30,17 @@ pub struct CompileLimits {
 /// The compile process's stderr kept for error messages.
 const STDERR_KEEP: usize = 4 << 10;
 
-/// Compiles `bytes` in a compile process started from `program`.
+/// Compiles `bytes` for `metering` in a compile process started from `program`.
 pub(crate) fn compile(
     program: &Path,
     bytes: &[u8],
+    metering: Metering,
     limits: CompileLimits,
 ) -> Result<(Vec<u8>, Vec<Export>), LoadError> {
     let failed = |message: String| LoadError::CompileFailed { message };
     let mut child = child_command(program, COMPILE_ARG)
         .arg(limits.memory.to_string())
+        .arg(metering.tag())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
@@ -106,7 +108,7 @@ pub(crate) fn compile(
 }
 
 /// The compile process: reads a module on stdin, answers one [`CompileReply`] on stdout.
-pub fn serve_compile(memory: &str) -> std::io::Result<()> {
+pub fn serve_compile(memory: &str, metering: &str) -> std::io::Result<()> {
     harden::die_with_parent();
     harden::close_inherited_fds()?;
     harden::no_new_privs()?;
@@ -119,7 +121,13 @@ pub fn serve_compile(memory: &str) -> std::io::Result<()> {
     harden::limit_resources(Some(memory))?;
     let mut bytes = Vec::new();
     std::io::stdin().lock().read_to_end(&mut bytes)?;
-    let compiler = Compiler::new().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let metering = Metering::from_tag(metering).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad metering {metering:?}"),
+        )
+    })?;
+    let compiler = Compiler::new(metering).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
     crate::worker::seccomp::install(false)?;
     let reply = module::compile(&compiler, &bytes);
     let mut out = std::io::stdout().lock();

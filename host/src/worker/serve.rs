@@ -3,7 +3,6 @@
 //! at once; replies are flushed whenever no request is waiting, so bursts travel in batches.
 
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,10 +34,11 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     let files = matches!(scratch, Scratch::Dir(_));
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory, or
     // streamed as `Output` replies). The main loop and streaming pipes share one writer.
-    let out = Arc::new(Mutex::new(BufWriter::with_capacity(
-        64 << 10,
-        std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?),
-    )));
+    // SAFETY: fd 1 is the protocol pipe the host gave this process, open for its whole
+    // life; nothing else here writes to it (std's stdout is never used in a worker), so this
+    // `File` is its only owner.
+    let fd1 = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) };
+    let out = Arc::new(Mutex::new(BufWriter::with_capacity(64 << 10, fd1)));
     let mut sandbox = Sandbox::new(scratch, forward_to(out.clone()))
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     let requests = spawn_reader(sandbox.interrupter())?;
@@ -57,8 +57,12 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     let mut last_flush = Instant::now();
     while let Ok(request) = requests.recv() {
         match request {
-            Request::Load { module, artifact } => {
-                if let Err(e) = sandbox.load(module, &artifact) {
+            Request::Load {
+                module,
+                metering,
+                artifact,
+            } => {
+                if let Err(e) = sandbox.load(module, metering, &artifact) {
                     // Tasks of a module that failed to load report it; the worker goes on.
                     eprintln!("wasmpool worker: cannot load module {module}: {e:#}");
                 }

@@ -551,3 +551,75 @@ fn calls_without_a_fuel_limit_run_unmetered_code_beside_metered_calls() {
         assert_eq!(t.wait(), Ok((i * i) as i64));
     }
 }
+
+#[test]
+fn reusing_instances_maps_in_order_with_per_call_errors_and_limits() {
+    let (pool, math) = common::pool_with("math");
+    let n = 50_000i64;
+    let squares = pool
+        .call(&math, "square")
+        .reuse_instance(0)
+        .map::<i64, _>(0..n);
+    assert_eq!(squares.len(), n as usize);
+    for (i, r) in squares.iter().enumerate() {
+        assert_eq!(*r, Ok((i * i) as i64));
+    }
+
+    // A trapping call fails alone; the calls after it run in a fresh instance.
+    let pairs: Vec<(i32, i32)> = (0..30)
+        .map(|i| (i * 10, if i % 7 == 3 { 0 } else { 2 }))
+        .collect();
+    let out = pool
+        .call(&math, "div")
+        .reuse_instance(8)
+        .map::<i32, _>(pairs.clone());
+    for ((a, b), r) in pairs.iter().zip(&out) {
+        match b {
+            0 => assert_eq!(r.as_ref().unwrap_err().kind(), "trap", "{r:?}"),
+            _ => assert_eq!(*r, Ok(a / b)),
+        }
+    }
+    // Inputs rejected up front keep their place.
+    let mixed = pool
+        .call(&math, "square")
+        .reuse_instance(4)
+        .map::<i64, _>(vec![
+            wasmpool::Value::I64(3),
+            wasmpool::Value::F64(1.5),
+            wasmpool::Value::I64(4),
+        ]);
+    assert_eq!(mixed[0], Ok(9));
+    assert_eq!(mixed[1].as_ref().unwrap_err().kind(), "bad_input");
+    assert_eq!(mixed[2], Ok(16));
+}
+
+#[test]
+fn reused_instances_share_state_within_a_chunk_but_limits_stay_per_call() {
+    let (pool, hostile) = common::pool_with("hostile");
+    // The weaker isolation, made visible: a global counter goes on counting within a chunk.
+    let counts = pool
+        .call(&hostile, "counter")
+        .reuse_instance(5)
+        .map::<i64, _>(vec![(); 10]);
+    let counts: Vec<i64> = counts.into_iter().map(Result::unwrap).collect();
+    assert_eq!(counts, [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+
+    // Fuel is per call: the runaway call exhausts its own budget, its neighbours finish.
+    let burns = pool
+        .call(&hostile, "burn")
+        .fuel(5_000_000)
+        .reuse_instance(3)
+        .map::<i64, _>(vec![10i64, 1_000_000_000, 10]);
+    assert!(burns[0].is_ok() && burns[2].is_ok(), "{burns:?}");
+    assert_eq!(burns[1].as_ref().unwrap_err().kind(), "fuel_exhausted");
+    // So is the wall clock.
+    let limit = std::time::Duration::from_millis(200);
+    let sleeps = pool
+        .call(&hostile, "spin")
+        .timeout(limit)
+        .reuse_instance(2)
+        .map::<i64, _>(vec![(), ()]);
+    for r in &sleeps {
+        assert_eq!(*r, Err(wasmpool::TaskError::Timeout { limit }));
+    }
+}

@@ -2,7 +2,9 @@
 //! same run beside the anchors in `../shared/anchors` (CPython's process pools, and the
 //! sandboxed pool a Python user would build from `ProcessPoolExecutor` + wasmtime-py), the
 //! same Rust functions compiled natively, and wasmtime in one process with no IPC (the
-//! physical limit of a fresh instance per task on this machine).
+//! physical limit of a fresh instance per task on this machine). WASI commands (C programs
+//! and resvg, through `wasmpool exec` and `map_commands`) are set beside the same C compiled
+//! natively (`commands.rs`; needs clang with wasi-libc, gcc, and pip for resvg, else skipped).
 //!
 //! ```sh
 //! cargo build --release                                           # the worker program
@@ -17,6 +19,7 @@
 
 mod anchors;
 mod chart;
+mod commands;
 mod inprocess;
 mod report;
 
@@ -64,6 +67,12 @@ pub struct Sizes {
     pub micro: usize,
     /// Tasks per point of the throughput-vs-task-size chart.
     pub chart: usize,
+    /// Input files of the WASI command batch (`collatz.c` over each).
+    pub command_files: usize,
+    /// Runs of the trivial WASI command one at a time (and native spawns of it).
+    pub command_runs: usize,
+    /// Runs of the trivial WASI command in one `map_commands`.
+    pub command_map: usize,
 }
 
 impl Sizes {
@@ -80,6 +89,9 @@ impl Sizes {
                 fib: 30,
                 micro: 2_000,
                 chart: 200,
+                command_files: 200,
+                command_runs: 200,
+                command_map: 2_000,
             }
         } else {
             Sizes {
@@ -93,6 +105,9 @@ impl Sizes {
                 fib: 35,
                 micro: 20_000,
                 chart: 2_000,
+                command_files: 200,
+                command_runs: 2_000,
+                command_map: 20_000,
             }
         }
     }
@@ -238,15 +253,19 @@ fn run(quick: bool) -> anyhow::Result<()> {
     );
     let expected = native(&ctx, &mut figs)?;
     with_wasmpool(&ctx, &mut figs, &expected)?;
+    let notes = commands::run(&ctx, &mut figs)?;
     in_process(&ctx, &mut figs, &expected)?;
     let anchors = anchors::run_all(&ctx, &mut figs);
 
     let rows = report::rows(&ctx);
-    println!("{}", report::table(&ctx, &figs, &rows, &anchors, load));
+    println!(
+        "{}",
+        report::table(&ctx, &figs, &rows, &anchors, &notes, load)
+    );
     let dir = ctx.target.join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let json = dir.join("pool.json");
-    report::write_json(&json, &ctx, &figs, &rows, &anchors, load)?;
+    report::write_json(&json, &ctx, &figs, &rows, &anchors, &notes, load)?;
     let svg = dir.join("throughput.svg");
     chart::draw(&svg, &figs, ctx.workers)?;
     println!("figures: {}\nchart:   {}", json.display(), svg.display());

@@ -31,6 +31,9 @@ impl Figures {
 pub enum Unit {
     /// Tasks per second: higher is better.
     Rate,
+    /// Runs of a whole program (a WASI command, a native process) per second: higher is
+    /// better.
+    Runs,
     /// Seconds: lower is better.
     Seconds,
     /// Microseconds: lower is better.
@@ -43,6 +46,7 @@ impl Unit {
     fn name(self) -> &'static str {
         match self {
             Unit::Rate => "tasks/s",
+            Unit::Runs => "runs/s",
             Unit::Seconds => "s",
             Unit::Micros => "µs",
             Unit::Bytes => "bytes",
@@ -51,9 +55,9 @@ impl Unit {
 
     fn format(self, v: f64) -> String {
         match self {
-            Unit::Rate if v >= 1e6 => format!("{:.2}M tasks/s", v / 1e6),
-            Unit::Rate if v >= 1e3 => format!("{:.1}k tasks/s", v / 1e3),
-            Unit::Rate => format!("{v:.0} tasks/s"),
+            Unit::Rate | Unit::Runs if v >= 1e6 => format!("{:.2}M {}", v / 1e6, self.name()),
+            Unit::Rate | Unit::Runs if v >= 1e3 => format!("{:.1}k {}", v / 1e3, self.name()),
+            Unit::Rate | Unit::Runs => format!("{v:.0} {}", self.name()),
             Unit::Seconds if v >= 1.0 => format!("{v:.2} s"),
             Unit::Seconds if v >= 1e-3 => format!("{:.1} ms", v * 1e3),
             Unit::Seconds => format!("{:.0} µs", v * 1e6),
@@ -65,7 +69,7 @@ impl Unit {
     /// How many times better `ours` is than `theirs` (> 1: wasmpool is ahead).
     fn advantage(self, ours: f64, theirs: f64) -> Option<f64> {
         match self {
-            Unit::Rate => Some(ours / theirs),
+            Unit::Rate | Unit::Runs => Some(ours / theirs),
             Unit::Seconds | Unit::Micros => Some(theirs / ours),
             Unit::Bytes => None,
         }
@@ -255,6 +259,7 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
             &format!("{PEER}/wasm_runaway_fuel_2e9/seconds"),
         )],
     ));
+    rows.extend(command_rows(ctx));
     for (who, what) in [("host", "host RSS"), ("workers", "worker RSS, total")] {
         for (when, label) in [
             ("idle", "idle (module loaded)"),
@@ -271,8 +276,112 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
     rows
 }
 
-/// The text table, with a header and the notes below it.
-pub fn table(ctx: &Ctx, figs: &Figures, rows: &[Row], anchors: &[Outcome], load: f64) -> String {
+/// The WASI command workloads (`commands.rs`): C programs and resvg, set beside the same C
+/// compiled natively and run as processes.
+fn command_rows(ctx: &Ctx) -> Vec<Row> {
+    let s = &ctx.sizes;
+    let w = ctx.workers;
+    let row = |workload: String, key: &str, unit, refs| Row {
+        workload,
+        key: format!("wasmpool/{key}"),
+        unit,
+        refs,
+    };
+    let xargs = || {
+        vec![cmp(
+            &format!("native collatz, xargs -P {w}"),
+            "native/collatz_xargs/runs_per_s",
+        )]
+    };
+    let files = s.command_files;
+    let mut rows = vec![
+        row(
+            format!("exec collatz ×{files} files (CLI, --each --file, {w} workers)"),
+            "exec_collatz/runs_per_s",
+            Unit::Runs,
+            xargs(),
+        ),
+        row(
+            format!("map_commands collatz ×{files} files (library)"),
+            "map_commands_collatz/runs_per_s",
+            Unit::Runs,
+            xargs(),
+        ),
+    ];
+    for (bench, what) in [
+        ("command_run", "instantiate → exit"),
+        ("command_submit_wait", "submit → wait"),
+    ] {
+        for p in ["p50", "p99"] {
+            rows.push(row(
+                format!("exitcode.c run {p}, {what} ({} runs)", s.command_runs),
+                &format!("{bench}/{p}_us"),
+                Unit::Micros,
+                vec![cmp(
+                    "native process spawn (fork + exec + wait)",
+                    &format!("native/process_spawn/{p}_us"),
+                )],
+            ));
+        }
+    }
+    rows.push(row(
+        format!(
+            "map_commands exitcode.c ×{} empty runs",
+            short(s.command_map as i64)
+        ),
+        "map_commands_exitcode/runs_per_s",
+        Unit::Runs,
+        vec![cmp(
+            &format!("native process spawn, {w} threads"),
+            "native/process_spawn_threads/runs_per_s",
+        )],
+    ));
+    rows.push(row(
+        "resvg 4.4 MB: compile, cache off".into(),
+        "resvg_compile/seconds",
+        Unit::Seconds,
+        vec![],
+    ));
+    rows.push(row(
+        "resvg: load from the compile cache".into(),
+        "resvg_cached_load/seconds",
+        Unit::Seconds,
+        vec![cmp(
+            "resvg compile, cache off",
+            "wasmpool/resvg_compile/seconds",
+        )],
+    ));
+    let trivial = || {
+        vec![cmp(
+            "exitcode.c run, instantiate → exit (p50)",
+            "wasmpool/command_run/p50_us",
+        )]
+    };
+    rows.push(row(
+        "resvg --version, instantiate → exit".into(),
+        "resvg_version/us",
+        Unit::Micros,
+        trivial(),
+    ));
+    rows.push(row(
+        "resvg render 64×48 SVG → PNG, instantiate → exit".into(),
+        "resvg_render/us",
+        Unit::Micros,
+        trivial(),
+    ));
+    rows
+}
+
+/// The text table, with a header and the notes below it (`notes`: parts of the run that
+/// were skipped, and why).
+pub fn table(
+    ctx: &Ctx,
+    figs: &Figures,
+    rows: &[Row],
+    anchors: &[Outcome],
+    notes: &[String],
+    load: f64,
+) -> String {
     // One group of lines per row: the workload's first line, then one per further reference.
     let groups: Vec<Vec<[String; 5]>> = rows
         .iter()
@@ -390,6 +499,9 @@ pub fn table(ctx: &Ctx, figs: &Figures, rows: &[Row], anchors: &[Outcome], load:
             }
         }
     }
+    for note in notes {
+        let _ = writeln!(out, "{note}");
+    }
     out
 }
 
@@ -411,13 +523,14 @@ fn ref_cells(unit: Unit, ours: Option<f64>, figs: &Figures, r: &Ref) -> [String;
     [r.label.clone(), unit.format(theirs), verdict]
 }
 
-/// Writes every figure, the table's rows and the anchors' raw lines.
+/// Writes every figure, the table's rows, the anchors' raw lines and the notes.
 pub fn write_json(
     path: &Path,
     ctx: &Ctx,
     figs: &Figures,
     rows: &[Row],
     anchors: &[Outcome],
+    notes: &[String],
     load: f64,
 ) -> anyhow::Result<()> {
     let rows: Vec<Value> = rows
@@ -456,6 +569,7 @@ pub fn write_json(
         "figures": figs.0,
         "rows": rows,
         "anchors": anchors,
+        "notes": notes,
     });
     let text = serde_json::to_string_pretty(&doc)?;
     std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))

@@ -48,6 +48,6 @@ pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChun
 pub use error::{LoadError, PoolError, TaskError};
 pub use limits::Limits;
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};
-pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, Task};
+pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, ReusingCall, Task};
 pub use protocol::TaskStats;
 pub use value::{Args, FromOutput, Input, Json, Output, ValType, Value};

@@ -137,6 +137,19 @@ pub enum Input {
     Json(Vec<u8>),
     /// A WASI command run (see [`CommandSpec`](crate::CommandSpec)).
     Command(CommandInput),
+    /// Several calls of one export run one after another in one instance (see
+    /// [`Call::reuse_instance`](crate::Call::reuse_instance)); never nested.
+    Batch(Vec<Input>),
+}
+
+impl Input {
+    /// How many calls this input makes.
+    pub fn calls(&self) -> usize {
+        match self {
+            Input::Batch(items) => items.len(),
+            _ => 1,
+        }
+    }
 }
 
 /// The output of one call, as it travels back from the worker.
@@ -148,6 +161,8 @@ pub enum Output {
     Json(Vec<u8>),
     /// What a WASI command run produced.
     Command(CommandOutput),
+    /// The outcome of each call of a [`Input::Batch`], in order.
+    Batch(Vec<Result<Output, TaskError>>),
 }
 
 impl Output {
@@ -163,6 +178,13 @@ impl Output {
                     message: format!("guest output is not valid JSON: {e}"),
                 })
             }
+            Output::Batch(items) => Ok(items
+                .iter()
+                .map(|r| match r.as_ref().map_err(Clone::clone).and_then(Output::to_json) {
+                    Ok(v) => serde_json::json!({ "ok": v }),
+                    Err(e) => serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } }),
+                })
+                .collect()),
             Output::Command(out) => Ok(serde_json::json!({
                 "exit_code": out.exit_code,
                 "stdout": String::from_utf8_lossy(&out.stdout),
@@ -280,6 +302,9 @@ fn numbers(output: Output, want: usize) -> Result<Vec<Value>, TaskError> {
         Output::Command(_) => Err(TaskError::BadOutput {
             message: "the call was a command run; ask for a CommandOutput instead of numbers"
                 .into(),
+        }),
+        Output::Batch(_) => Err(TaskError::BadOutput {
+            message: "the call was a batch; its results are per call".into(),
         }),
     }
 }

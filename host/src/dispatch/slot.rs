@@ -280,9 +280,11 @@ impl Slot {
     /// When the running task must have answered, and what it failed with if it did not.
     fn head_deadline(&self) -> Option<(Instant, TaskError)> {
         let head = self.inflight.front()?;
+        // A batch makes several calls, each with the whole timeout.
+        let calls = u32::try_from(head.job.input.calls()).unwrap_or(u32::MAX);
         let timeout = head.job.limits.timeout.map(|t| {
             (
-                self.head_since + t + Limits::kill_grace(t),
+                self.head_since + t.saturating_mul(calls) + Limits::kill_grace(t),
                 TaskError::Timeout { limit: t },
             )
         });

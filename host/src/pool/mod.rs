@@ -21,7 +21,7 @@ use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId, Origin};
 use crate::module_cache::{self, ModuleCache};
 use crate::sandbox::Metering;
-use crate::value::{Args, FromOutput, Input};
+use crate::value::{Args, FromOutput, Input, Output};
 use crate::worker::compile::{self, CompileLimits};
 use crate::worker::scratch::ScratchRoot;
 use crate::worker::Launch;
@@ -496,33 +496,68 @@ impl<'p> Call<'p> {
         (task, rx)
     }
 
+    /// Runs the calls of a `map` in chunks of `chunk` per instance instead of a fresh
+    /// instance per call: much cheaper for tiny tasks, but **weaker isolation** — the calls
+    /// of a chunk share one instance, so what one call leaves in memory or globals the next
+    /// one sees, memory grown by one stays grown, and stdout/stderr are shared. Limits still
+    /// apply per call (fuel, wall clock, cancel); a call that traps or breaks a limit gets
+    /// its error and the rest of its chunk continues in a fresh instance. If the worker dies,
+    /// the whole chunk fails (or is retried). `chunk` 0 picks a size from the input count.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = wasmpool::Pool::builder().build()?;
+    /// let m = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+    /// let squares = pool.call(&m, "square").reuse_instance(0).map::<i64, _>(0..1_000_000i64);
+    /// assert_eq!(squares[999_999], Ok(999_998_000_001));
+    /// # Ok(()) }
+    /// ```
+    pub fn reuse_instance(self, chunk: usize) -> ReusingCall<'p> {
+        ReusingCall { call: self, chunk }
+    }
+
     fn job<T: FromOutput>(
         &self,
         args: impl Args,
         notify: Option<(Sender<usize>, usize)>,
         stream: Option<Sender<OutputChunk>>,
     ) -> (Task<T>, Option<Job>) {
-        let id = self.pool.next_id();
-        let completion = task::Completion::new(notify);
-        let task = Task::new(id, completion.clone(), self.pool.events.clone());
         let streaming = stream.is_some();
-        if let Some(tx) = stream {
-            completion.set_stream(tx);
-        }
-        match self
+        let input = self
             .pool
             .prepare(&self.module, &self.limits)
-            .and_then(|()| args.into_input())
+            .and_then(|()| self.validate(args))
             .map(|input| match input {
                 Input::Command(mut c) => {
                     c.stream = streaming;
                     Input::Command(c)
                 }
                 other => other,
-            })
+            });
+        self.job_for(input, notify, stream)
+    }
+
+    /// One call's input, converted and checked against the export and the size caps.
+    fn validate(&self, args: impl Args) -> Result<Input, TaskError> {
+        args.into_input()
             .and_then(|input| self.check(input))
             .and_then(|input| self.check_size(input))
-        {
+    }
+
+    /// A task for an input already validated (or already failed).
+    fn job_for<T: FromOutput>(
+        &self,
+        input: Result<Input, TaskError>,
+        notify: Option<(Sender<usize>, usize)>,
+        stream: Option<Sender<OutputChunk>>,
+    ) -> (Task<T>, Option<Job>) {
+        let id = self.pool.next_id();
+        let completion = task::Completion::new(notify);
+        let task = Task::new(id, completion.clone(), self.pool.events.clone());
+        if let Some(tx) = stream {
+            completion.set_stream(tx);
+        }
+        match input {
             Ok(input) => {
                 let job = Job {
                     id,
@@ -600,6 +635,9 @@ impl<'p> Call<'p> {
             )));
         };
         match (&e.kind, input) {
+            (_, Input::Batch(_)) => Err(TaskError::bad_input(
+                "a batch is not an input of one call; use Call::reuse_instance",
+            )),
             (ExportKind::Numeric { params, .. }, Input::Numbers(args)) => {
                 if args.len() != params.len() {
                     return Err(TaskError::bad_input(format!(
@@ -640,5 +678,84 @@ impl<'p> Call<'p> {
                 "`{export}` has signature {signature}, which wasmpool cannot call (only i32/i64/f32/f64 params and results)"
             ))),
         }
+    }
+}
+
+/// A [`Call`] whose `map` reuses one instance per chunk of calls; made by
+/// [`Call::reuse_instance`], which explains the weaker isolation.
+pub struct ReusingCall<'p> {
+    call: Call<'p>,
+    chunk: usize,
+}
+
+impl ReusingCall<'_> {
+    /// Runs the export once per input, `chunk` calls per instance, chunks spread over the
+    /// workers; results in input order.
+    pub fn map<T: FromOutput, A: Args>(
+        &self,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> Vec<Result<T, TaskError>> {
+        let call = &self.call;
+        let checked: Vec<Result<Input, TaskError>> =
+            inputs.into_iter().map(|a| call.validate(a)).collect();
+        if let Err(e) = call.pool.prepare(&call.module, &call.limits) {
+            return checked.iter().map(|_| Err(e.clone())).collect();
+        }
+        let valid = checked.iter().filter(|c| c.is_ok()).count();
+        let chunk = match self.chunk {
+            0 => (valid / (call.pool.workers * 8)).clamp(1, 4096),
+            n => n,
+        };
+        // One job per chunk of valid inputs.
+        let mut results: Vec<Option<Result<T, TaskError>>> = Vec::with_capacity(checked.len());
+        let mut chunks: Vec<Vec<Input>> = Vec::new();
+        for c in checked {
+            match c {
+                Ok(input) => {
+                    match chunks.last_mut() {
+                        Some(last) if last.len() < chunk => last.push(input),
+                        _ => chunks.push(vec![input]),
+                    }
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut tasks = Vec::with_capacity(chunks.len());
+        let mut jobs = Vec::with_capacity(chunks.len());
+        for items in chunks {
+            let (task, job) = call.job_for::<Output>(Ok(Input::Batch(items)), None, None);
+            tasks.push((task, job.as_ref().map_or(0, |j| j.input.calls())));
+            jobs.extend(job);
+        }
+        if !jobs.is_empty() {
+            call.send(jobs);
+        }
+        let mut slots = results.iter_mut().filter(|r| r.is_none());
+        for (task, calls) in tasks {
+            let outcomes: Vec<Result<T, TaskError>> = match task.wait() {
+                Ok(Output::Batch(items)) if items.len() == calls => items
+                    .into_iter()
+                    .map(|r| r.and_then(T::from_output))
+                    .collect(),
+                Ok(_) => (0..calls)
+                    .map(|_| {
+                        Err(TaskError::BadOutput {
+                            message: "the worker answered a batch with something else".into(),
+                        })
+                    })
+                    .collect(),
+                Err(e) => (0..calls).map(|_| Err(e.clone())).collect(),
+            };
+            for outcome in outcomes {
+                if let Some(slot) = slots.next() {
+                    *slot = Some(outcome);
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(TaskError::worker_lost("a batch lost this call"))))
+            .collect()
     }
 }

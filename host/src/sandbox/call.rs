@@ -13,6 +13,7 @@ use super::output::{CappedPipe, Forward};
 use super::TaskState;
 use crate::command::CommandOutput;
 use crate::error::TaskError;
+use crate::limits::Limits;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output, Value};
 
@@ -46,19 +47,7 @@ pub(super) fn run(
         _ => None,
     };
     let started = Instant::now();
-    let mut store = Store::new(
-        pre.module().engine(),
-        TaskState::new(limits.memory, &mut wasi),
-    );
-    store.limiter(|s| &mut s.limiter);
-    // Without a fuel limit the code was compiled without metering (`Metering::Epochs`).
-    if let Some(fuel) = limits.fuel {
-        store
-            .set_fuel(fuel)
-            .expect("code compiled with fuel metering");
-    }
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(1);
+    let mut store = new_store(pre, limits, &mut wasi);
 
     let deadline = limits.timeout.map(|t| started + t);
     if !interrupter.arm(req.task, deadline) {
@@ -111,6 +100,26 @@ pub(super) fn run(
     (outcome, stats)
 }
 
+/// A fresh store for `pre`'s engine under `limits`: memory limiter, fuel (when metered),
+/// an epoch deadline one tick ahead (the interrupter's bump traps).
+pub(super) fn new_store(
+    pre: &InstancePre<TaskState>,
+    limits: &Limits,
+    wasi: &mut WasiCtxBuilder,
+) -> Store<TaskState> {
+    let mut store = Store::new(pre.module().engine(), TaskState::new(limits.memory, wasi));
+    store.limiter(|s| &mut s.limiter);
+    // Without a fuel limit the code was compiled without metering (`Metering::Epochs`).
+    if let Some(fuel) = limits.fuel {
+        store
+            .set_fuel(fuel)
+            .expect("code compiled with fuel metering");
+    }
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(1);
+    store
+}
+
 /// Completes a command's output: its printed output and files move from the stats into it;
 /// a nonzero exit code becomes an error when the spec asked for `check`.
 fn finish_command(
@@ -147,6 +156,9 @@ fn call(
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
         Input::Json(bytes) => call_task(store, instance, &req.export, bytes, req.limits.max_output),
         Input::Command(_) => call_command(store, instance, &req.export),
+        Input::Batch(_) => Ok(Err(TaskError::bad_input(
+            "a batch runs through sandbox::batch",
+        ))),
     }
 }
 
@@ -176,7 +188,7 @@ fn call_command(
     })))
 }
 
-fn call_numeric(
+pub(super) fn call_numeric(
     store: &mut Store<TaskState>,
     instance: Instance,
     export: &str,
@@ -229,7 +241,7 @@ fn call_numeric(
     Ok(Ok(Output::Numbers(out)))
 }
 
-fn call_task(
+pub(super) fn call_task(
     store: &mut Store<TaskState>,
     instance: Instance,
     name: &str,
@@ -304,7 +316,7 @@ fn call_task(
 }
 
 /// Turns a wasm failure into the error the user sees.
-fn classify(
+pub(super) fn classify(
     err: wasmtime::Error,
     state: &TaskState,
     stop: Option<Stop>,

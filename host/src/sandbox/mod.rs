@@ -2,6 +2,7 @@
 //! a worker's [`Sandbox`] runs each task in a fresh store and instance under its limits and
 //! turns every way a guest can fail into a [`TaskError`](crate::TaskError).
 
+mod batch;
 mod call;
 pub mod engine;
 mod files;
@@ -19,7 +20,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::error::TaskError;
 use crate::module::ModuleId;
 use crate::protocol::{RunRequest, TaskStats};
-use crate::value::Output;
+use crate::value::{Input, Output};
 
 pub use engine::Metering;
 pub use files::Scratch;
@@ -152,7 +153,10 @@ impl Sandbox {
     pub fn run(&mut self, req: &RunRequest) -> (Result<Output, TaskError>, TaskStats) {
         let metering = Metering::of(&req.limits);
         match self.modules.get(&(req.module, metering)) {
-            Some(pre) => call::run(pre, &self.interrupter, &self.scratch, &self.forward, req),
+            Some(pre) => match &req.input {
+                Input::Batch(items) => batch::run(pre, &self.interrupter, req, items),
+                _ => call::run(pre, &self.interrupter, &self.scratch, &self.forward, req),
+            },
             None => (
                 Err(TaskError::worker_lost(format!(
                     "module {} ({}) was not loaded in this worker",

@@ -81,6 +81,15 @@ impl CappedPipe {
         }
     }
 
+    /// A copy of what was captured so far.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bytes
+            .clone()
+    }
+
     /// The captured bytes and whether any were dropped.
     pub fn take(&self) -> (Vec<u8>, bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());

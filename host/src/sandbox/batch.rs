@@ -1,0 +1,194 @@
+//! Batches ([`Call::reuse_instance`](crate::Call::reuse_instance)): several calls of one
+//! export run one after another in one store and instance, each under the task's limits
+//! (fuel and wall clock per call, cancel). A call that traps or breaks a limit gets its
+//! error, and the calls after it run in a fresh store and instance.
+
+use std::time::Instant;
+
+use wasmtime::{Func, Instance, InstancePre, Store, ValRaw};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::call::{call_numeric, call_task, classify, new_store};
+use super::interrupt::Interrupter;
+use super::output::CappedPipe;
+use super::TaskState;
+use crate::error::TaskError;
+use crate::protocol::{RunRequest, TaskStats};
+use crate::value::{Input, Output, ValType, Value};
+
+/// A store and instance with the export resolved, reused across calls.
+struct Live {
+    store: Store<TaskState>,
+    instance: Option<Instance>,
+    /// The numeric export, looked up and type-checked once per instance.
+    func: Option<NumericFunc>,
+}
+
+/// A plain numeric export, its signature, and the raw value slots its calls use.
+struct NumericFunc {
+    func: Func,
+    params: Vec<ValType>,
+    results: Vec<ValType>,
+    slots: Vec<ValRaw>,
+}
+
+/// Runs every call of `items` (the inputs of a batch) in order.
+pub(super) fn run(
+    pre: &InstancePre<TaskState>,
+    interrupter: &Interrupter,
+    req: &RunRequest,
+    items: &[Input],
+) -> (Result<Output, TaskError>, TaskStats) {
+    let limits = &req.limits;
+    let stdout = CappedPipe::new(limits.stdout_cap as usize);
+    let stderr = CappedPipe::new(limits.stderr_cap as usize);
+    let fresh = || {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        Live {
+            store: new_store(pre, limits, &mut wasi),
+            instance: None,
+            func: None,
+        }
+    };
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(items.len());
+    let mut fuel_used = 0u64;
+    let mut live: Option<Live> = None;
+    for item in items {
+        let l = live.get_or_insert_with(fresh);
+        if let Some(fuel) = limits.fuel {
+            let _ = l.store.set_fuel(fuel);
+        }
+        l.store.set_epoch_deadline(1);
+        if !interrupter.arm(req.task, limits.timeout.map(|t| Instant::now() + t)) {
+            let cancelled = TaskError::cancelled("cancelled before it started");
+            results.extend((results.len()..items.len()).map(|_| Err(cancelled.clone())));
+            break;
+        }
+        let outcome = call(l, pre, item, &req.export, limits.max_output);
+        let stop = interrupter.disarm();
+        if let Some(fuel) = limits.fuel {
+            fuel_used += fuel - l.store.get_fuel().unwrap_or(0);
+        }
+        results.push(match outcome {
+            Ok(result) => result,
+            Err(e) => {
+                let error = classify(e, l.store.data(), stop, req, &stderr.snapshot());
+                // The instance may be half-way through anything: the next call gets a new one.
+                live = None;
+                Err(error)
+            }
+        });
+    }
+    let (stdout, out_cut) = stdout.take();
+    let (stderr, err_cut) = stderr.take();
+    let stats = TaskStats {
+        worker: 0,
+        worker_rss: 0,
+        fuel_used,
+        duration: started.elapsed(),
+        stdout,
+        stderr,
+        output_truncated: out_cut || err_cut,
+    };
+    (Ok(Output::Batch(results)), stats)
+}
+
+/// One call of the batch, instantiating first if needed. The outer error is a wasm failure
+/// to classify; the inner one a typed error.
+fn call(
+    l: &mut Live,
+    pre: &InstancePre<TaskState>,
+    item: &Input,
+    export: &str,
+    max_output: u32,
+) -> wasmtime::Result<Result<Output, TaskError>> {
+    let instance = match l.instance {
+        Some(i) => i,
+        None => {
+            let i = pre.instantiate(&mut l.store)?;
+            l.instance = Some(i);
+            i
+        }
+    };
+    match item {
+        Input::Numbers(args) => {
+            if l.func.is_none() {
+                l.func = numeric_func(&mut l.store, instance, export);
+            }
+            match &mut l.func {
+                Some(f)
+                    if f.params.len() == args.len()
+                        && f.params.iter().zip(args).all(|(t, v)| v.ty() == *t) =>
+                {
+                    for (slot, v) in f.slots.iter_mut().zip(args) {
+                        *slot = to_raw(v);
+                    }
+                    let slots: *mut [ValRaw] = f.slots.as_mut_slice();
+                    // SAFETY: `f.func` belongs to this store and its type was checked when
+                    // it was looked up: exactly these numeric parameter types (which the
+                    // values were just matched against) and numeric results only; `slots`
+                    // has room for max(params, results) values.
+                    unsafe { f.func.call_unchecked(&mut l.store, slots)? };
+                    let out = f
+                        .results
+                        .iter()
+                        .zip(&f.slots)
+                        .map(|(&t, raw)| from_raw(t, raw));
+                    Ok(Ok(Output::Numbers(out.collect())))
+                }
+                // Anything unusual takes the general path, with its messages.
+                _ => call_numeric(&mut l.store, instance, export, args),
+            }
+        }
+        Input::Json(bytes) => call_task(&mut l.store, instance, export, bytes, max_output),
+        Input::Command(_) | Input::Batch(_) => Ok(Err(TaskError::bad_input(
+            "commands and batches cannot be calls of a batch",
+        ))),
+    }
+}
+
+/// The export, if it is a function over numbers only.
+fn numeric_func(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    export: &str,
+) -> Option<NumericFunc> {
+    let func = instance.get_func(&mut *store, export)?;
+    let ty = func.ty(&*store);
+    let numeric = |t: wasmtime::ValType| match t {
+        wasmtime::ValType::I32 => Some(ValType::I32),
+        wasmtime::ValType::I64 => Some(ValType::I64),
+        wasmtime::ValType::F32 => Some(ValType::F32),
+        wasmtime::ValType::F64 => Some(ValType::F64),
+        _ => None,
+    };
+    let params: Vec<ValType> = ty.params().map(numeric).collect::<Option<_>>()?;
+    let results: Vec<ValType> = ty.results().map(numeric).collect::<Option<_>>()?;
+    let slots = vec![ValRaw::i64(0); params.len().max(results.len()).max(1)];
+    Some(NumericFunc {
+        func,
+        params,
+        results,
+        slots,
+    })
+}
+
+fn to_raw(v: &Value) -> ValRaw {
+    match *v {
+        Value::I32(x) => ValRaw::i32(x),
+        Value::I64(x) => ValRaw::i64(x),
+        Value::F32(x) => ValRaw::f32(x.to_bits()),
+        Value::F64(x) => ValRaw::f64(x.to_bits()),
+    }
+}
+
+fn from_raw(t: ValType, raw: &ValRaw) -> Value {
+    match t {
+        ValType::I32 => Value::I32(raw.get_i32()),
+        ValType::I64 => Value::I64(raw.get_i64()),
+        ValType::F32 => Value::F32(f32::from_bits(raw.get_f32())),
+        ValType::F64 => Value::F64(f64::from_bits(raw.get_f64())),
+    }
+}

@@ -54,6 +54,8 @@ pub struct Sizes {
     pub map: i64,
     /// `square` tasks submitted one `submit` at a time.
     pub stream: i64,
+    /// `square` tasks in one `map` with `reuse_instance`.
+    pub reuse: i64,
     /// `submit → wait` round trips.
     pub latency: usize,
     /// Repeats of the map and stream workloads (the median is kept).
@@ -82,6 +84,7 @@ impl Sizes {
                 quick,
                 map: 10_000,
                 stream: 2_000,
+                reuse: 200_000,
                 latency: 200,
                 reps: 3,
                 primes: (700_000, 8),
@@ -98,6 +101,7 @@ impl Sizes {
                 quick,
                 map: 100_000,
                 stream: 20_000,
+                reuse: 2_000_000,
                 latency: 2_000,
                 reps: 3,
                 primes: (3_000_000, 8),
@@ -340,6 +344,17 @@ fn with_wasmpool(ctx: &Ctx, figs: &mut Figures, expected: &[Vec<i64>]) -> anyhow
         format!("{:.0} tasks/s", s.map as f64 / secs),
     );
     record_rss(figs, &pool, "after_map");
+
+    // map with instance reuse (weaker isolation, opted into): chunks of calls per instance.
+    let reuse = pool.call(&m, "square").reuse_instance(0);
+    squares(reuse.map(0..10_000i64))?;
+    let secs = median_of(s.reps, || squares(reuse.map(0..s.reuse)))?;
+    figs.set(w, "map_square_reuse", "tasks_per_s", s.reuse as f64 / secs);
+    progress(
+        w,
+        "map square, reuse_instance",
+        format!("{:.0} tasks/s", s.reuse as f64 / secs),
+    );
 
     // Streaming: one submit per task, then wait for all.
     let call = pool.call(&m, "square");

@@ -152,6 +152,21 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
             ],
         ),
         row(
+            format!("map square ×{}, reuse_instance (chunked)", short(s.reuse)),
+            "map_square_reuse/tasks_per_s",
+            Unit::Rate,
+            vec![
+                cmp(
+                    "mp.Pool map, auto chunks (no sandbox)",
+                    &format!("{MP}/map_square_auto_chunks/tasks_per_s"),
+                ),
+                cmp(
+                    &format!("{peer_label}, fresh instance"),
+                    &format!("{PEER}/wasm_map_square_fresh_instance/tasks_per_s"),
+                ),
+            ],
+        ),
+        row(
             format!("submit ×{} one by one, then wait all", short(s.stream)),
             "stream_square/tasks_per_s",
             Unit::Rate,

@@ -140,6 +140,9 @@ pub enum Input {
     /// Several calls of one export run one after another in one instance (see
     /// [`Call::reuse_instance`](crate::Call::reuse_instance)); never nested.
     Batch(Vec<Input>),
+    /// The compact form of a `Batch` of plain numeric calls: `calls` calls, their arguments
+    /// laid end to end (`values.len()` is `calls` × the export's parameter count).
+    NumberBatch { calls: u32, values: Vec<Value> },
 }
 
 impl Input {
@@ -147,6 +150,7 @@ impl Input {
     pub fn calls(&self) -> usize {
         match self {
             Input::Batch(items) => items.len(),
+            Input::NumberBatch { calls, .. } => *calls as usize,
             _ => 1,
         }
     }
@@ -163,6 +167,12 @@ pub enum Output {
     Command(CommandOutput),
     /// The outcome of each call of a [`Input::Batch`], in order.
     Batch(Vec<Result<Output, TaskError>>),
+    /// The outcome of a [`Input::NumberBatch`]: the results of the calls that succeeded,
+    /// laid end to end in call order, and the calls that failed, by index (ascending).
+    NumberBatch {
+        values: Vec<Value>,
+        failures: Vec<(u32, TaskError)>,
+    },
 }
 
 impl Output {
@@ -185,6 +195,10 @@ impl Output {
                     Err(e) => serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } }),
                 })
                 .collect()),
+            Output::NumberBatch { values, failures } => Ok(serde_json::json!({
+                "values": values.iter().map(Value::to_json).collect::<Vec<_>>(),
+                "failures": failures.iter().map(|(i, e)| serde_json::json!([i, e.kind(), e.to_string()])).collect::<Vec<_>>(),
+            })),
             Output::Command(out) => Ok(serde_json::json!({
                 "exit_code": out.exit_code,
                 "stdout": String::from_utf8_lossy(&out.stdout),
@@ -284,6 +298,12 @@ impl Args for Input {
 pub trait FromOutput: Sized {
     /// Converts from the wire output.
     fn from_output(output: Output) -> Result<Self, TaskError>;
+
+    /// Converts the results of one plain numeric call (batches use this, without building
+    /// an `Output` per call).
+    fn from_values(values: &[Value]) -> Result<Self, TaskError> {
+        Self::from_output(Output::Numbers(values.to_vec()))
+    }
 }
 
 fn numbers(output: Output, want: usize) -> Result<Vec<Value>, TaskError> {
@@ -303,7 +323,7 @@ fn numbers(output: Output, want: usize) -> Result<Vec<Value>, TaskError> {
             message: "the call was a command run; ask for a CommandOutput instead of numbers"
                 .into(),
         }),
-        Output::Batch(_) => Err(TaskError::BadOutput {
+        Output::Batch(_) | Output::NumberBatch { .. } => Err(TaskError::BadOutput {
             message: "the call was a batch; its results are per call".into(),
         }),
     }
@@ -313,7 +333,15 @@ macro_rules! number_output {
     ($($t:ty => $v:ident),*) => {$(
         impl FromOutput for $t {
             fn from_output(output: Output) -> Result<Self, TaskError> {
-                let v = numbers(output, 1)?[0];
+                Self::from_values(&numbers(output, 1)?)
+            }
+
+            fn from_values(values: &[Value]) -> Result<Self, TaskError> {
+                let &[v] = values else {
+                    return Err(TaskError::BadOutput {
+                        message: format!("the export returned {} value(s), the caller expected 1", values.len()),
+                    });
+                };
                 match v.coerce(ValType::$v) {
                     Some(Value::$v(x)) => Ok(x),
                     _ => Err(TaskError::BadOutput {

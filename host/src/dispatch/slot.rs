@@ -10,7 +10,7 @@ use super::{Event, Job, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::ModuleId;
-use crate::protocol::{self, Request, RunRequest, TaskId};
+use crate::protocol::{self, Request, RequestRef, TaskId};
 use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
 use crate::worker::{Launch, WorkerProcess, WorkerRef};
@@ -221,20 +221,20 @@ impl Slot {
             let artifact = module
                 .artifact(metering)
                 .expect("the pool compiles the code a job needs before submitting it");
-            let load = Request::Load {
+            let load = RequestRef::Load {
                 module: module.id(),
                 metering,
-                artifact: artifact.as_ref().clone(),
+                artifact,
             };
             protocol::encode(&load, frame).expect("artifacts are under the frame limit");
         }
-        let run = Request::Run(RunRequest {
+        let run = RequestRef::Run {
             task: job.id,
             module: module.id(),
-            export: job.export.clone(),
-            input: job.input.clone(),
-            limits: job.limits,
-        });
+            export: &job.export,
+            input: &job.input,
+            limits: &job.limits,
+        };
         if let Err(e) = protocol::encode(&run, frame) {
             frame.truncate(rollback);
             self.loaded.remove(&(module.id(), metering));

@@ -21,7 +21,7 @@ use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId, Origin};
 use crate::module_cache::{self, ModuleCache};
 use crate::sandbox::Metering;
-use crate::value::{Args, FromOutput, Input, Output};
+use crate::value::{Args, FromOutput, Input, Output, Value};
 use crate::worker::compile::{self, CompileLimits};
 use crate::worker::scratch::ScratchRoot;
 use crate::worker::Launch;
@@ -635,7 +635,7 @@ impl<'p> Call<'p> {
             )));
         };
         match (&e.kind, input) {
-            (_, Input::Batch(_)) => Err(TaskError::bad_input(
+            (_, Input::Batch(_) | Input::NumberBatch { .. }) => Err(TaskError::bad_input(
                 "a batch is not an input of one call; use Call::reuse_instance",
             )),
             (ExportKind::Numeric { params, .. }, Input::Numbers(args)) => {
@@ -647,17 +647,13 @@ impl<'p> Call<'p> {
                         args.len()
                     )));
                 }
-                let converted = args
-                    .iter()
-                    .zip(params)
-                    .enumerate()
-                    .map(|(i, (v, &ty))| {
-                        v.coerce(ty).ok_or_else(|| {
-                            TaskError::bad_input(format!("argument {} of `{export}` is {ty}; {v:?} does not convert to it", i + 1))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-                Ok(Input::Numbers(converted))
+                let mut args = args;
+                for (i, (v, &ty)) in args.iter_mut().zip(params).enumerate() {
+                    *v = v.coerce(ty).ok_or_else(|| {
+                        TaskError::bad_input(format!("argument {} of `{export}` is {ty}; {v:?} does not convert to it", i + 1))
+                    })?;
+                }
+                Ok(Input::Numbers(args))
             }
             (ExportKind::Numeric { params, results }, Input::Command(c))
                 if params.is_empty() && results.is_empty() =>
@@ -706,50 +702,96 @@ impl ReusingCall<'_> {
             0 => (valid / (call.pool.workers * 8)).clamp(1, 4096),
             n => n,
         };
-        // One job per chunk of valid inputs.
+        // Calls of a plain numeric export travel laid flat; others one input each.
+        let per_call = match call.module.export(&call.export).map(|e| &e.kind) {
+            Some(ExportKind::Numeric { results, .. }) => Some(results.len()),
+            _ => None,
+        };
+        let flat = per_call.is_some();
         let mut results: Vec<Option<Result<T, TaskError>>> = Vec::with_capacity(checked.len());
-        let mut chunks: Vec<Vec<Input>> = Vec::new();
+        let mut batches: Vec<Input> = Vec::new();
+        let mut open: Option<(Vec<Input>, Vec<Value>, u32)> = None;
+        let close = |open: &mut Option<(Vec<Input>, Vec<Value>, u32)>, batches: &mut Vec<Input>| {
+            if let Some((items, values, calls)) = open.take() {
+                batches.push(if flat {
+                    Input::NumberBatch { calls, values }
+                } else {
+                    Input::Batch(items)
+                });
+            }
+        };
         for c in checked {
             match c {
                 Ok(input) => {
-                    match chunks.last_mut() {
-                        Some(last) if last.len() < chunk => last.push(input),
-                        _ => chunks.push(vec![input]),
+                    let (items, values, calls) = open.get_or_insert_with(Default::default);
+                    match input {
+                        Input::Numbers(args) if flat => values.extend(args),
+                        other => items.push(other),
+                    }
+                    *calls += 1;
+                    if *calls as usize == chunk {
+                        close(&mut open, &mut batches);
                     }
                     results.push(None);
                 }
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let mut tasks = Vec::with_capacity(chunks.len());
-        let mut jobs = Vec::with_capacity(chunks.len());
-        for items in chunks {
-            let (task, job) = call.job_for::<Output>(Ok(Input::Batch(items)), None, None);
-            tasks.push((task, job.as_ref().map_or(0, |j| j.input.calls())));
+        close(&mut open, &mut batches);
+        let mut tasks = Vec::with_capacity(batches.len());
+        let mut jobs = Vec::with_capacity(batches.len());
+        for input in batches {
+            let calls = input.calls();
+            let (task, job) = call.job_for::<Output>(Ok(input), None, None);
+            tasks.push((task, calls));
             jobs.extend(job);
         }
         if !jobs.is_empty() {
             call.send(jobs);
         }
         let mut slots = results.iter_mut().filter(|r| r.is_none());
+        let mut place = |outcome| {
+            if let Some(slot) = slots.next() {
+                *slot = Some(outcome);
+            }
+        };
         for (task, calls) in tasks {
-            let outcomes: Vec<Result<T, TaskError>> = match task.wait() {
-                Ok(Output::Batch(items)) if items.len() == calls => items
-                    .into_iter()
-                    .map(|r| r.and_then(T::from_output))
-                    .collect(),
-                Ok(_) => (0..calls)
-                    .map(|_| {
-                        Err(TaskError::BadOutput {
+            match task.wait() {
+                Ok(Output::Batch(items)) if items.len() == calls => {
+                    for r in items {
+                        place(r.and_then(T::from_output));
+                    }
+                }
+                Ok(Output::NumberBatch { values, failures }) => {
+                    let per_call = per_call.unwrap_or(1);
+                    let mut values = values.chunks(per_call.max(1));
+                    let mut failures = failures.into_iter().peekable();
+                    for i in 0..calls {
+                        match failures.next_if(|(at, _)| *at as usize == i) {
+                            Some((_, e)) => place(Err(e)),
+                            None if per_call == 0 => place(T::from_values(&[])),
+                            None => place(values.next().map_or_else(
+                                || {
+                                    Err(TaskError::BadOutput {
+                                        message: "the worker's batch answer is short".into(),
+                                    })
+                                },
+                                T::from_values,
+                            )),
+                        }
+                    }
+                }
+                Ok(_) => {
+                    for _ in 0..calls {
+                        place(Err(TaskError::BadOutput {
                             message: "the worker answered a batch with something else".into(),
-                        })
-                    })
-                    .collect(),
-                Err(e) => (0..calls).map(|_| Err(e.clone())).collect(),
-            };
-            for outcome in outcomes {
-                if let Some(slot) = slots.next() {
-                    *slot = Some(outcome);
+                        }));
+                    }
+                }
+                Err(e) => {
+                    for _ in 0..calls {
+                        place(Err(e.clone()));
+                    }
                 }
             }
         }

@@ -32,14 +32,50 @@ struct NumericFunc {
     slots: Vec<ValRaw>,
 }
 
-/// Runs every call of `items` (the inputs of a batch) in order.
+/// Where a batch's outcomes go: one `Result` per call (`Batch`), or laid end to end
+/// (`NumberBatch`).
+enum Sink {
+    Each(Vec<Result<Output, TaskError>>),
+    Flat {
+        values: Vec<Value>,
+        failures: Vec<(u32, TaskError)>,
+    },
+}
+
+impl Sink {
+    fn fail(&mut self, call: usize, error: TaskError) {
+        match self {
+            Sink::Each(results) => results.push(Err(error)),
+            Sink::Flat { failures, .. } => failures.push((call as u32, error)),
+        }
+    }
+
+    fn into_output(self) -> Output {
+        match self {
+            Sink::Each(results) => Output::Batch(results),
+            Sink::Flat { values, failures } => Output::NumberBatch { values, failures },
+        }
+    }
+}
+
+/// Runs every call of a batch (`Input::Batch` or `Input::NumberBatch`) in order.
 pub(super) fn run(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     req: &RunRequest,
-    items: &[Input],
 ) -> (Result<Output, TaskError>, TaskStats) {
     let limits = &req.limits;
+    let calls = req.input.calls();
+    let (mut sink, arity) = match &req.input {
+        Input::NumberBatch { values, .. } => (
+            Sink::Flat {
+                values: Vec::with_capacity(values.len()),
+                failures: Vec::new(),
+            },
+            values.len() / calls.max(1),
+        ),
+        _ => (Sink::Each(Vec::with_capacity(calls)), 0),
+    };
     let stdout = CappedPipe::new(limits.stdout_cap as usize);
     let stderr = CappedPipe::new(limits.stderr_cap as usize);
     let fresh = || {
@@ -52,10 +88,9 @@ pub(super) fn run(
         }
     };
     let started = Instant::now();
-    let mut results = Vec::with_capacity(items.len());
     let mut fuel_used = 0u64;
     let mut live: Option<Live> = None;
-    for item in items {
+    for i in 0..calls {
         let l = live.get_or_insert_with(fresh);
         if let Some(fuel) = limits.fuel {
             let _ = l.store.set_fuel(fuel);
@@ -63,23 +98,44 @@ pub(super) fn run(
         l.store.set_epoch_deadline(1);
         if !interrupter.arm(req.task, limits.timeout.map(|t| Instant::now() + t)) {
             let cancelled = TaskError::cancelled("cancelled before it started");
-            results.extend((results.len()..items.len()).map(|_| Err(cancelled.clone())));
+            for j in i..calls {
+                sink.fail(j, cancelled.clone());
+            }
             break;
         }
-        let outcome = call(l, pre, item, &req.export, limits.max_output);
+        let outcome = match (&req.input, &mut sink) {
+            (Input::NumberBatch { values, .. }, Sink::Flat { values: out, .. }) => call_numbers(
+                l,
+                pre,
+                &values[i * arity..(i + 1) * arity],
+                &req.export,
+                out,
+            ),
+            (Input::Batch(items), Sink::Each(results)) => {
+                call(l, pre, &items[i], &req.export, limits.max_output).map(|r| match r {
+                    Ok(out) => {
+                        results.push(Ok(out));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                })
+            }
+            _ => unreachable!("the sink matches the input"),
+        };
         let stop = interrupter.disarm();
         if let Some(fuel) = limits.fuel {
             fuel_used += fuel - l.store.get_fuel().unwrap_or(0);
         }
-        results.push(match outcome {
-            Ok(result) => result,
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => sink.fail(i, e),
             Err(e) => {
                 let error = classify(e, l.store.data(), stop, req, &stderr.snapshot());
                 // The instance may be half-way through anything: the next call gets a new one.
                 live = None;
-                Err(error)
+                sink.fail(i, error);
             }
-        });
+        }
     }
     let (stdout, out_cut) = stdout.take();
     let (stderr, err_cut) = stderr.take();
@@ -92,11 +148,69 @@ pub(super) fn run(
         stderr,
         output_truncated: out_cut || err_cut,
     };
-    (Ok(Output::Batch(results)), stats)
+    (Ok(sink.into_output()), stats)
 }
 
-/// One call of the batch, instantiating first if needed. The outer error is a wasm failure
-/// to classify; the inner one a typed error.
+/// One plain numeric call of a `NumberBatch`, its results appended to `out`.
+fn call_numbers(
+    l: &mut Live,
+    pre: &InstancePre<TaskState>,
+    args: &[Value],
+    export: &str,
+    out: &mut Vec<Value>,
+) -> wasmtime::Result<Result<(), TaskError>> {
+    let instance = instance(l, pre)?;
+    if l.func.is_none() {
+        l.func = numeric_func(&mut l.store, instance, export);
+    }
+    match &mut l.func {
+        Some(f)
+            if f.params.len() == args.len()
+                && f.params.iter().zip(args).all(|(t, v)| v.ty() == *t) =>
+        {
+            for (slot, v) in f.slots.iter_mut().zip(args) {
+                *slot = to_raw(v);
+            }
+            let slots: *mut [ValRaw] = f.slots.as_mut_slice();
+            // SAFETY: `f.func` belongs to this store and its type was checked when it was
+            // looked up: exactly these numeric parameter types (which the values were just
+            // matched against) and numeric results only; `slots` has room for
+            // max(params, results) values.
+            unsafe { f.func.call_unchecked(&mut l.store, slots)? };
+            out.extend(
+                f.results
+                    .iter()
+                    .zip(&f.slots)
+                    .map(|(&t, raw)| from_raw(t, raw)),
+            );
+            Ok(Ok(()))
+        }
+        // Anything unusual takes the general path, with its messages.
+        _ => Ok(
+            call_numeric(&mut l.store, instance, export, args)?.map(|o| {
+                if let Output::Numbers(values) = o {
+                    out.extend(values);
+                }
+            }),
+        ),
+    }
+}
+
+/// The live instance, instantiated on first use.
+fn instance(l: &mut Live, pre: &InstancePre<TaskState>) -> wasmtime::Result<Instance> {
+    match l.instance {
+        Some(i) => Ok(i),
+        None => {
+            let i = pre.instantiate(&mut l.store)?;
+            l.instance = Some(i);
+            Ok(i)
+        }
+    }
+}
+
+/// One call of a general batch (SDK tasks, or numbers the host did not lay flat),
+/// instantiating first if needed. The outer error is a wasm failure to classify; the inner
+/// one a typed error.
 fn call(
     l: &mut Live,
     pre: &InstancePre<TaskState>,
@@ -104,48 +218,16 @@ fn call(
     export: &str,
     max_output: u32,
 ) -> wasmtime::Result<Result<Output, TaskError>> {
-    let instance = match l.instance {
-        Some(i) => i,
-        None => {
-            let i = pre.instantiate(&mut l.store)?;
-            l.instance = Some(i);
-            i
-        }
-    };
+    let instance = instance(l, pre)?;
     match item {
         Input::Numbers(args) => {
-            if l.func.is_none() {
-                l.func = numeric_func(&mut l.store, instance, export);
-            }
-            match &mut l.func {
-                Some(f)
-                    if f.params.len() == args.len()
-                        && f.params.iter().zip(args).all(|(t, v)| v.ty() == *t) =>
-                {
-                    for (slot, v) in f.slots.iter_mut().zip(args) {
-                        *slot = to_raw(v);
-                    }
-                    let slots: *mut [ValRaw] = f.slots.as_mut_slice();
-                    // SAFETY: `f.func` belongs to this store and its type was checked when
-                    // it was looked up: exactly these numeric parameter types (which the
-                    // values were just matched against) and numeric results only; `slots`
-                    // has room for max(params, results) values.
-                    unsafe { f.func.call_unchecked(&mut l.store, slots)? };
-                    let out = f
-                        .results
-                        .iter()
-                        .zip(&f.slots)
-                        .map(|(&t, raw)| from_raw(t, raw));
-                    Ok(Ok(Output::Numbers(out.collect())))
-                }
-                // Anything unusual takes the general path, with its messages.
-                _ => call_numeric(&mut l.store, instance, export, args),
-            }
+            let mut out = Vec::new();
+            Ok(call_numbers(l, pre, args, export, &mut out)?.map(|()| Output::Numbers(out)))
         }
         Input::Json(bytes) => call_task(&mut l.store, instance, export, bytes, max_output),
-        Input::Command(_) | Input::Batch(_) => Ok(Err(TaskError::bad_input(
-            "commands and batches cannot be calls of a batch",
-        ))),
+        Input::Command(_) | Input::Batch(_) | Input::NumberBatch { .. } => Ok(Err(
+            TaskError::bad_input("commands and batches cannot be calls of a batch"),
+        )),
     }
 }
 

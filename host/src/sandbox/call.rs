@@ -156,7 +156,7 @@ fn call(
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
         Input::Json(bytes) => call_task(store, instance, &req.export, bytes, req.limits.max_output),
         Input::Command(_) => call_command(store, instance, &req.export),
-        Input::Batch(_) => Ok(Err(TaskError::bad_input(
+        Input::Batch(_) | Input::NumberBatch { .. } => Ok(Err(TaskError::bad_input(
             "a batch runs through sandbox::batch",
         ))),
     }

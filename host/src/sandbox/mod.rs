@@ -154,7 +154,9 @@ impl Sandbox {
         let metering = Metering::of(&req.limits);
         match self.modules.get(&(req.module, metering)) {
             Some(pre) => match &req.input {
-                Input::Batch(items) => batch::run(pre, &self.interrupter, req, items),
+                Input::Batch(_) | Input::NumberBatch { .. } => {
+                    batch::run(pre, &self.interrupter, req)
+                }
                 _ => call::run(pre, &self.interrupter, &self.scratch, &self.forward, req),
             },
             None => (

@@ -77,6 +77,7 @@ impl Unit {
 }
 
 /// A figure wasmpool is set beside.
+#[derive(Clone)]
 pub struct Ref {
     pub label: String,
     pub key: String,
@@ -240,6 +241,30 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
             &format!("in-process wasmtime, {threads} (limit)"),
             &format!("wasmtime-in-process/{}/seconds", work.bench),
         ));
+        if crate::UNMETERED.contains(&work.bench) {
+            // (The in-process limit was measured with fuel metering: not a limit here.)
+            let mut unmetered: Vec<Ref> = refs.iter().filter(|r| !r.limit).cloned().collect();
+            unmetered.push(cmp(
+                "wasmpool, fuel 1e12 (metered)",
+                &format!("wasmpool/{}/seconds", work.bench),
+            ));
+            rows.push(row(
+                work.label.clone(),
+                &format!("{}/seconds", work.bench),
+                Unit::Seconds,
+                refs,
+            ));
+            rows.push(row(
+                format!(
+                    "{}, no fuel limit (epochs only)",
+                    work.label.split(',').next().unwrap_or(&work.label)
+                ),
+                &format!("{}_no_fuel/seconds", work.bench),
+                Unit::Seconds,
+                unmetered,
+            ));
+            continue;
+        }
         rows.push(row(
             work.label,
             &format!("{}/seconds", work.bench),

@@ -76,7 +76,9 @@ pub fn config(pooling: bool, metering: Metering) -> Config {
             .max_memory_size(MAX_MEMORY)
             .table_elements(super::MAX_TABLE_ELEMENTS)
             .max_core_instance_size(16 << 20)
-            .linear_memory_keep_resident(64 << 10)
+            // Resetting a slot by madvise is cheaper than by memset, even for the first
+            // pages (measured: 3.6 µs per task with 0, 4.3 µs with 64 KiB).
+            .linear_memory_keep_resident(0)
             .table_keep_resident(64 << 10);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }

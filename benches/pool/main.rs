@@ -389,44 +389,21 @@ fn with_wasmpool(ctx: &Ctx, figs: &mut Figures, expected: &[Vec<i64>]) -> anyhow
         format!("p50 {p50:.0} µs, p99 {p99:.0} µs"),
     );
 
-    // CPU-bound, under fuel and a wall-clock limit.
+    // CPU-bound, under fuel and a wall-clock limit; the worst cases again without a fuel
+    // limit (their code then has no fuel metering, only the epoch check of the deadline).
     for (work, want) in cpu_work(s).iter().zip(expected) {
-        let call = pool.call(&m, work.export).fuel(FUEL).timeout(TIMEOUT);
-        let (got, secs) = median_run(work.reps, || {
-            let out = call.map::<i64, _>(work.args.iter().copied());
-            Ok(out.into_iter().collect::<Result<Vec<_>, _>>()?)
-        })?;
-        ensure!(
-            &got == want,
-            "{}: wasmpool gave {got:?}, native {want:?}",
-            work.bench
-        );
+        let secs = cpu_run(&pool, &m, work, want, Some(FUEL))?;
         figs.set(w, work.bench, "seconds", secs);
         progress(w, &work.label, format!("{secs:.3} s"));
-    }
-
-    // The worst cases again without a fuel limit: their code then has no fuel metering, only
-    // the epoch check of the wall-clock deadline.
-    for (work, want) in cpu_work(s).iter().zip(expected) {
-        if !UNMETERED.contains(&work.bench) {
-            continue;
+        if UNMETERED.contains(&work.bench) {
+            let secs = cpu_run(&pool, &m, work, want, None)?;
+            figs.set(w, &format!("{}_no_fuel", work.bench), "seconds", secs);
+            progress(
+                w,
+                &format!("{}, no fuel limit", work.label),
+                format!("{secs:.3} s"),
+            );
         }
-        let call = pool.call(&m, work.export).timeout(TIMEOUT);
-        let (got, secs) = median_run(work.reps, || {
-            let out = call.map::<i64, _>(work.args.iter().copied());
-            Ok(out.into_iter().collect::<Result<Vec<_>, _>>()?)
-        })?;
-        ensure!(
-            &got == want,
-            "{}: wasmpool gave {got:?}, native {want:?}",
-            work.bench
-        );
-        figs.set(w, &format!("{}_no_fuel", work.bench), "seconds", secs);
-        progress(
-            w,
-            &format!("{}, no fuel limit", work.label),
-            format!("{secs:.3} s"),
-        );
     }
 
     // Throughput against task size, for the chart.
@@ -566,6 +543,28 @@ pub fn parallel<R: Send>(args: &[i64], threads: usize, f: impl Fn(i64) -> R + Sy
 }
 
 /// Checks a batch of `square` results (each equal to its index squared).
+/// Median seconds of `work` through the pool (with `fuel`, and the wall-clock limit),
+/// checked against the native results `want`.
+fn cpu_run(
+    pool: &Pool,
+    m: &Module,
+    work: &CpuWork,
+    want: &[i64],
+    fuel: Option<u64>,
+) -> anyhow::Result<f64> {
+    let call = pool.call(m, work.export).fuel(fuel).timeout(TIMEOUT);
+    let (got, secs) = median_run(work.reps, || {
+        let out = call.map::<i64, _>(work.args.iter().copied());
+        Ok(out.into_iter().collect::<Result<Vec<_>, _>>()?)
+    })?;
+    ensure!(
+        got == want,
+        "{}: wasmpool gave {got:?}, native {want:?}",
+        work.bench
+    );
+    Ok(secs)
+}
+
 fn squares(results: Vec<Result<i64, TaskError>>) -> anyhow::Result<()> {
     for (i, r) in results.into_iter().enumerate() {
         let r = r?;

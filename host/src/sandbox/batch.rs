@@ -137,17 +137,7 @@ pub(super) fn run(
             }
         }
     }
-    let (stdout, out_cut) = stdout.take();
-    let (stderr, err_cut) = stderr.take();
-    let stats = TaskStats {
-        worker: 0,
-        worker_rss: 0,
-        fuel_used,
-        duration: started.elapsed(),
-        stdout,
-        stderr,
-        output_truncated: out_cut || err_cut,
-    };
+    let stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
     (Ok(sink.into_output()), stats)
 }
 

@@ -70,22 +70,11 @@ pub(super) fn run(
         (Some(fuel), Ok(left)) => fuel - left,
         _ => 0,
     };
-    let (stdout, out_cut) = stdout.take();
-    let (stderr, err_cut) = stderr.take();
+    let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
     let outcome = match result {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(task_error)) => Err(task_error),
-        Err(e) => Err(classify(e, store.data(), stop, req, &stderr)),
-    };
-    let mut stats = TaskStats {
-        // Filled in by the worker loop, which knows its process.
-        worker: 0,
-        worker_rss: 0,
-        fuel_used,
-        duration: started.elapsed(),
-        stdout,
-        stderr,
-        output_truncated: out_cut || err_cut,
+        Err(e) => Err(classify(e, store.data(), stop, req, &stats.stderr)),
     };
     let outcome = match (outcome, &req.input) {
         (Ok(Output::Command(out)), Input::Command(command)) => finish_command(

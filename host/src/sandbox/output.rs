@@ -12,7 +12,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use crate::command::OutputChunk;
-use crate::protocol::TaskId;
+use crate::protocol::{TaskId, TaskStats};
 
 /// How many bytes one write may hand us at a time.
 const PERMIT: usize = 64 << 10;
@@ -88,6 +88,27 @@ impl CappedPipe {
             .unwrap_or_else(|p| p.into_inner())
             .bytes
             .clone()
+    }
+
+    /// A task's stats from its two pipes (taken) and its counters; the worker loop fills in
+    /// which worker it was.
+    pub fn stats(
+        stdout: &CappedPipe,
+        stderr: &CappedPipe,
+        fuel_used: u64,
+        duration: std::time::Duration,
+    ) -> TaskStats {
+        let (stdout, out_cut) = stdout.take();
+        let (stderr, err_cut) = stderr.take();
+        TaskStats {
+            worker: 0,
+            worker_rss: 0,
+            fuel_used,
+            duration,
+            stdout,
+            stderr,
+            output_truncated: out_cut || err_cut,
+        }
     }
 
     /// The captured bytes and whether any were dropped.

@@ -1,7 +1,8 @@
 //! Scratch directories, on the host's side: one private directory per pool, and one per
 //! worker process under it, where that worker stages its command tasks' `/in` and `/out`
 //! (and to which Landlock confines it). A worker's directory is removed when the host reaps
-//! it, the pool's when the pool ends, so a killed worker leaves nothing behind.
+//! it, the pool's when the pool ends, so a killed worker leaves nothing behind; what a
+//! SIGKILLed host left is swept by the next pool that starts under the same directory.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -21,6 +22,7 @@ impl ScratchRoot {
     /// directory).
     pub fn create(base: &Path) -> io::Result<ScratchRoot> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        sweep_stale(base);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -53,6 +55,35 @@ impl Drop for ScratchRoot {
     }
 }
 
+/// Removes the scratch directories under `base` that this user's pools left when their host
+/// died without cleaning up (its process is gone). Only private directories named like ours
+/// are touched; links are not followed.
+fn sweep_stale(base: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("wasmpool-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let ours = meta.is_dir() && meta.uid() == me && meta.permissions().mode() & 0o777 == 0o700;
+        if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Removes a worker's directory once its process is gone.
 pub(crate) fn remove_worker_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
@@ -82,5 +113,29 @@ mod tests {
         let path = root.path().to_path_buf();
         drop(root);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn directories_of_dead_hosts_are_swept() {
+        let base = std::env::temp_dir().join(format!("wasmpool-sweep-test-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = base.join(format!("wasmpool-{dead}-0-00000000"));
+        let alive = base.join(format!("wasmpool-{}-9-00000000", std::process::id()));
+        let foreign = base.join(format!("wasmpool-{dead}-public"));
+        for dir in [&stale, &alive, &foreign] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&alive, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(stale.join("x"), "y").unwrap();
+        let root = ScratchRoot::create(&base).unwrap();
+        assert!(!stale.exists(), "a dead host's directory is swept");
+        assert!(alive.exists() && foreign.exists(), "others are left alone");
+        drop(root);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

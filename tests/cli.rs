@@ -199,7 +199,7 @@ fn demo_runs_the_built_in_guest() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("counting(8M), counting(7M) -> [0, 0]"),
+        text.contains("counting(8M), counting(7M) under fuel 1e9 -> [0, 0]"),
         "{text}"
     );
     assert!(

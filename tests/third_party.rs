@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{builder, WORKER};
+use common::{builder, wasmpool};
 use wasmpool::CommandSpec;
 
 fn resvg() -> PathBuf {
@@ -87,15 +87,23 @@ fn resvg_runs_from_the_cli() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a.svg"), svg(64, 32)).unwrap();
     let out_dir = dir.join("out");
-    let out = Command::new(WORKER)
-        .args(["exec", "--workers", "1", "--input"])
-        .arg(dir.join("a.svg"))
-        .arg("--out-dir")
-        .arg(&out_dir)
-        .arg(resvg())
-        .args(["--", "/in/a.svg", "/out/a.png"])
-        .output()
-        .unwrap();
+    let input = dir.join("a.svg");
+    let out = wasmpool(
+        &[
+            "exec",
+            "--workers",
+            "1",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            resvg().to_str().unwrap(),
+            "--",
+            "/in/a.svg",
+            "/out/a.png",
+        ],
+        "",
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -129,22 +137,10 @@ fn usvg_reads_stdin_and_writes_stdout_through_the_library_and_the_cli() {
     assert!(text.starts_with(r#"<svg width="30" height="20""#), "{text}");
     assert!(text.contains(r##"fill="#ff0000""##), "{text}");
 
-    let mut child = Command::new(WORKER)
-        .arg("exec")
-        .arg(&usvg)
-        .args(["--", "-", "-c"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(svg(30, 20).as_bytes())
-        .unwrap();
-    let cli = child.wait_with_output().unwrap();
+    let cli = wasmpool(
+        &["exec", usvg.to_str().unwrap(), "--", "-", "-c"],
+        &svg(30, 20),
+    );
     assert_eq!(cli.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&cli.stdout), text);
 }

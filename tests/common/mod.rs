@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -85,4 +86,19 @@ pub fn pool_with_program(name: &str) -> (Pool, Module) {
     let pool = builder().build().expect("start the pool");
     let module = pool.load_file(c_program(name)).expect("load the program");
     (pool, module)
+}
+
+/// Runs the `wasmpool` binary with `args`, `stdin` as its input, and collects its output.
+pub fn wasmpool(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(WORKER)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wasmpool");
+    // A command that fails early may exit without reading its input: a broken pipe here is
+    // part of what is being tested, not an error of the test.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
 }

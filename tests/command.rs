@@ -243,6 +243,16 @@ fn many_runs_map_in_order() {
         assert_eq!(out.exit_code, (i % 7) as i32);
         assert_eq!(out.stdout_text(), format!("exiting with {}\n", i % 7));
     }
+    // A program's run is never a call of a shared instance.
+    let batched = pool
+        .command(&exitcode)
+        .reuse_instance(4)
+        .map::<CommandOutput, _>((0..3).map(|_| CommandSpec::new()));
+    for r in batched {
+        let err = r.unwrap_err();
+        assert_eq!(err.kind(), "bad_input");
+        assert!(err.to_string().contains("map_commands"), "{err}");
+    }
 }
 
 #[test]

@@ -692,8 +692,16 @@ impl ReusingCall<'_> {
         inputs: impl IntoIterator<Item = A>,
     ) -> Vec<Result<T, TaskError>> {
         let call = &self.call;
-        let checked: Vec<Result<Input, TaskError>> =
-            inputs.into_iter().map(|a| call.validate(a)).collect();
+        let checked: Vec<Result<Input, TaskError>> = inputs
+            .into_iter()
+            .map(|a| match call.validate(a) {
+                // `_start` passes as a plain export; a run of a program is not a batch call.
+                Ok(Input::Command(_)) => Err(TaskError::bad_input(
+                    "a command run needs an instance of its own: use map_commands, not reuse_instance",
+                )),
+                other => other,
+            })
+            .collect();
         if let Err(e) = call.pool.prepare(&call.module, &call.limits) {
             return checked.iter().map(|_| Err(e.clone())).collect();
         }

@@ -112,13 +112,8 @@ pub(super) fn run(
                 out,
             ),
             (Input::Batch(items), Sink::Each(results)) => {
-                call(l, pre, &items[i], &req.export, limits.max_output).map(|r| match r {
-                    Ok(out) => {
-                        results.push(Ok(out));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                })
+                call(l, pre, &items[i], &req.export, limits.max_output)
+                    .map(|r| r.map(|out| results.push(Ok(out))))
             }
             _ => unreachable!("the sink matches the input"),
         };

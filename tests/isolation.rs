@@ -278,6 +278,11 @@ fn workers_run_under_seccomp_and_no_new_privs() {
     let hostile = pool.load_file(guest("hostile")).unwrap();
     // Both workers have served a task, so both are past their start.
     pool.map::<i64, ()>(&hostile, "counter", vec![(); 20]);
+    let host_fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
     for pid in pool.worker_pids() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert!(
@@ -290,9 +295,10 @@ fn workers_run_under_seccomp_and_no_new_privs() {
         );
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         assert!(env.is_empty(), "worker {pid} inherited an environment");
-        // Beyond stdin/stdout (the protocol pipes) and stderr (shared with the host, whatever
-        // it is), only what the worker opened itself: /proc/self/statm and the WASI
-        // runtime's event fds and memfds; nothing else the test process (its host) had open.
+        // Beyond stdin/stdout (the protocol pipes), stderr (shared with the host, whatever
+        // it is) and fd 3 (the cancel pipe, whose other end this process holds), only what
+        // the worker opened itself: /proc/self/statm and the WASI runtime's event fds and
+        // memfds; nothing else the test process (its host) had open.
         for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
             let entry = entry.unwrap();
             let fd: u32 = entry.file_name().to_str().unwrap().parse().unwrap();
@@ -303,7 +309,8 @@ fn workers_run_under_seccomp_and_no_new_privs() {
             let target = target.to_string_lossy();
             let own = target.starts_with("anon_inode:")
                 || target.starts_with("/memfd:")
-                || target == format!("/proc/{pid}/statm");
+                || target == format!("/proc/{pid}/statm")
+                || (fd == 3 && target.starts_with("pipe:") && host_fds.iter().any(|h| *h == target));
             assert!(own, "worker {pid} holds fd {fd} -> {target}");
         }
     }

@@ -115,6 +115,37 @@ fn cancel_stops_a_running_task_and_a_queued_one_never_runs() {
 }
 
 #[test]
+fn cancels_reach_tasks_already_sent_to_the_worker_without_killing_it() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    // Short tasks first: the dispatcher then sends several tasks to the worker at once.
+    pool.map::<i64, ()>(&hostile, "counter", vec![(); 200]);
+    let pids = pool.worker_pids();
+    let running = pool.call(&hostile, "spin").timeout(None).submit::<i64>(());
+    let behind: Vec<_> = (0..3)
+        .map(|_| pool.submit::<i64>(&hostile, "counter", ()))
+        .collect();
+    while !running.is_running() {
+        assert_eq!(running.wait_timeout(Duration::from_millis(5)), None);
+    }
+    for task in &behind {
+        task.cancel();
+    }
+    running.cancel();
+    assert!(matches!(running.wait(), Err(TaskError::Cancelled { .. })));
+    for task in &behind {
+        assert!(
+            matches!(task.wait(), Err(TaskError::Cancelled { .. })),
+            "{:?}",
+            task.wait()
+        );
+    }
+    // The worker stopped the spin itself (through its cancel pipe): it was not killed.
+    assert_eq!(pool.worker_pids(), pids);
+    assert_eq!(pool.submit::<i64>(&hostile, "counter", ()).wait(), Ok(1));
+}
+
+#[test]
 fn sdk_tasks_take_and_return_serde_values() {
     #[derive(serde::Serialize)]
     struct WcIn<'a> {

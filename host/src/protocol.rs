@@ -2,8 +2,10 @@
 //! framing (a little-endian `u32` length, then a postcard-encoded message).
 //!
 //! The host writes [`Request`]s to the worker's stdin and reads [`Reply`]s from its stdout.
-//! A worker handles requests in order, one task at a time; a `Cancel` is acted on as soon as
-//! it is read, even while a task runs. Closing the worker's stdin asks it to exit.
+//! A worker handles requests in order, one task at a time. `Cancel`s travel on a pipe of
+//! their own, the worker's [`CANCEL_FD`], read by a thread that acts on them at once, even
+//! while a task runs (a cancel for a task not started yet makes the worker skip it).
+//! Closing the worker's stdin asks it to exit.
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -60,6 +62,9 @@ pub fn check_version(arg: Option<&str>) {
         std::process::exit(EXIT_VERSION_MISMATCH);
     }
 }
+
+/// The file descriptor on which a worker reads [`Request::Cancel`] frames.
+pub const CANCEL_FD: i32 = 3;
 
 /// The host's id of one task, unique within a pool.
 pub type TaskId = u64;

@@ -22,8 +22,9 @@ use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::Module;
 use crate::pool::task::Completion;
-use crate::protocol::{Reply, TaskId};
+use crate::protocol::TaskId;
 use crate::value::Input;
+use crate::worker::replies::Heard;
 use crate::worker::{Launch, WorkerRef};
 
 use slot::{Slot, Stopped};
@@ -34,8 +35,9 @@ pub(crate) enum Event {
     Submit(Vec<Job>),
     /// Cancel a task wherever it is.
     Cancel(TaskId),
-    /// A worker said something (one or more replies, in order).
-    Replies(WorkerRef, Vec<Reply>),
+    /// A worker said something (one or more replies, in order; outcomes already went to
+    /// their tasks).
+    Replies(WorkerRef, Vec<Heard>),
     /// A worker's reply stream ended: it exited or died.
     Exited(WorkerRef),
     /// Report the process ids of the live workers.
@@ -199,22 +201,9 @@ impl Dispatcher {
                         return;
                     };
                     match reply {
-                        Reply::Ready { .. } => slot.on_ready(now),
-                        Reply::Output { task, chunk } => {
-                            if let Some(job) = slot.inflight_job(task) {
-                                job.completion.stream(chunk);
-                            }
-                        }
-                        Reply::Done {
-                            task,
-                            outcome,
-                            stats,
-                        } => {
-                            if let Some(job) =
-                                slot.on_done(task, stats.duration, stats.worker_rss, now)
-                            {
-                                job.completion.complete(outcome, stats);
-                            }
+                        Heard::Ready => slot.on_ready(now),
+                        Heard::Done { task, took, rss } => {
+                            slot.on_done(task, took, rss, now);
                             self.maybe_retire(who.slot);
                         }
                     }

@@ -10,7 +10,7 @@ use super::{Event, Job, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::ModuleId;
-use crate::protocol::{self, Request, RequestRef, TaskId};
+use crate::protocol::{self, RequestRef, TaskId};
 use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
 use crate::worker::{Launch, WorkerProcess, WorkerRef};
@@ -158,32 +158,26 @@ impl Slot {
         }
     }
 
-    /// A task finished; returns its job (unless it was already given up on).
-    /// The job of `task`, if this worker has it.
-    pub(crate) fn inflight_job(&self, task: TaskId) -> Option<&Job> {
-        self.inflight
-            .iter()
-            .find(|f| f.job.id == task)
-            .map(|f| &f.job)
-    }
-
+    /// A task finished (its outcome went to its waiter already): book-keeping.
     pub(crate) fn on_done(
         &mut self,
         task: TaskId,
         took: Duration,
         rss: u64,
         now: Instant,
-    ) -> Option<Job> {
+    ) {
         self.rss = rss;
-        let pos = self.inflight.iter().position(|f| f.job.id == task)?;
-        let done = self.inflight.remove(pos)?;
+        let Some(pos) = self.inflight.iter().position(|f| f.job.id == task) else {
+            return;
+        };
+        // Dropped here: the job was answered (or given up on) before.
+        self.inflight.remove(pos);
         self.avg_task = Some(match self.avg_task {
             None => took,
             Some(avg) => (avg * 4 + took) / 5,
         });
         self.head_since = now;
         self.mark_head_running();
-        Some(done.job)
     }
 
     fn depth(&self) -> usize {
@@ -210,9 +204,9 @@ impl Slot {
 
     /// Queues `job` for this worker; [`Self::flush`] sends what was queued.
     pub(crate) fn send(&mut self, job: Job, now: Instant) {
-        if self.process.is_none() {
+        let Some(process) = &self.process else {
             return;
-        }
+        };
         let frame = &mut self.pending;
         let rollback = frame.len();
         let module = &job.module;
@@ -242,6 +236,7 @@ impl Slot {
                 .fail(TaskError::bad_input(format!("cannot send the task: {e}")));
             return;
         }
+        process.expect(job.id, job.completion.clone());
         if self.inflight.is_empty() {
             self.head_since = now;
         }
@@ -258,7 +253,8 @@ impl Slot {
     /// Hands the frames queued by [`Self::send`] to the worker's writer.
     pub(crate) fn flush(&mut self) {
         if let (Some(p), false) = (&self.process, self.pending.is_empty()) {
-            p.send(std::mem::take(&mut self.pending));
+            p.send(&self.pending);
+            self.pending.clear();
         }
     }
 
@@ -269,9 +265,8 @@ impl Slot {
         };
         if f.cancel_by.is_none() {
             f.cancel_by = Some(kill_by);
-            // Behind any queued frame, so the worker has seen the task it cancels.
-            if protocol::encode(&Request::Cancel { task }, &mut self.pending).is_ok() {
-                self.flush();
+            if let Some(p) = &self.process {
+                p.cancel(task);
             }
         }
         true

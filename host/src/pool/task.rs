@@ -115,10 +115,13 @@ impl Completion {
     /// Waits until done or until `deadline`; returns the guard if done.
     fn wait_until(&self, deadline: Option<Instant>) -> Option<MutexGuard<'_, Slot>> {
         // Short tasks finish within microseconds: watch for a moment before sleeping, since a
-        // sleeping thread takes tens of microseconds to wake on a virtual CPU.
+        // sleeping thread takes tens of microseconds to wake on a virtual CPU. Watch by
+        // yielding, not spinning: the threads carrying the task (dispatcher, reply reader) may
+        // be queued on this very CPU, and a pure spin would hold them off until it ends
+        // (measured: p50 20–150 µs, bimodal, with a spin; 18–21 µs with yields).
         let spin_until = Instant::now() + SPIN_BEFORE_SLEEP;
         while !self.done_flag.load(Ordering::Acquire) && Instant::now() < spin_until {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
         let mut slot = self.lock();
         while slot.outcome.is_none() {

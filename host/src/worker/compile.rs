@@ -110,7 +110,7 @@ pub(crate) fn compile(
 /// The compile process: reads a module on stdin, answers one [`CompileReply`] on stdout.
 pub fn serve_compile(memory: &str, metering: &str) -> std::io::Result<()> {
     harden::die_with_parent();
-    harden::close_inherited_fds()?;
+    harden::close_inherited_fds(&[])?;
     harden::no_new_privs()?;
     let memory: u64 = memory.parse().map_err(|e| {
         std::io::Error::new(

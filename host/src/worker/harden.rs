@@ -19,11 +19,12 @@ pub fn die_with_parent() {
     }
 }
 
-/// Closes every file descriptor above stderr that the host leaked into this process.
-pub fn close_inherited_fds() -> io::Result<()> {
+/// Closes every file descriptor above stderr that the host leaked into this process, but
+/// those in `keep` (which the host placed there on purpose).
+pub fn close_inherited_fds(keep: &[i32]) -> io::Result<()> {
     let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
+        .filter(|&fd| fd > 2 && !keep.contains(&fd))
         .collect();
     for fd in fds {
         if rustix::io::fcntl_getfd(

@@ -9,6 +9,8 @@ pub mod harden;
 pub mod landlock;
 pub mod locate;
 pub mod process;
+pub(crate) mod replies;
+pub(crate) mod requests;
 pub mod scratch;
 pub mod seccomp;
 pub mod serve;

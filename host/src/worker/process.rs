@@ -1,17 +1,21 @@
-//! The host's handle on one worker process: spawning it with a clean environment, a writer
-//! thread feeding its stdin (so the dispatcher never blocks on a full pipe), a reader thread
-//! turning its stdout into dispatcher events, and killing and reaping it.
+//! The host's handle on one worker process: spawning it with a clean environment, its
+//! request pipe ([`Outbox`]), the thread reading its replies (`replies`), and killing and
+//! reaping it.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::Sender;
 
 use crate::dispatch::Event;
 use crate::error::PoolError;
-use crate::protocol::{self, Reply};
+use crate::pool::task::Completion;
+use crate::protocol::{self, TaskId};
+use crate::worker::replies::{read_replies, Answers};
+use crate::worker::requests::Outbox;
 use crate::worker::scratch::{self, ScratchRoot};
 
 /// The hidden argument that turns the `wasmpool` binary into a worker.
@@ -35,7 +39,12 @@ pub struct Launch {
 /// A running worker process.
 pub struct WorkerProcess {
     child: Child,
-    frames: Option<Sender<Vec<u8>>>,
+    /// Its request pipe; `None` once closed.
+    outbox: Option<Outbox>,
+    /// Its cancel pipe (non-blocking).
+    cancels: OwnedFd,
+    /// Tasks sent and not answered: the reader thread delivers their outcomes.
+    answers: Answers,
     /// Its scratch directory, removed once it is reaped.
     scratch: Option<PathBuf>,
 }
@@ -55,73 +64,49 @@ impl WorkerProcess {
             .and_then(|root| root.worker_dir(who).ok());
         let mut command = child_command(program, WORKER_ARG);
         command.args(&scratch);
-        let mut child =
-            command
-                .stderr(Stdio::inherit())
-                .spawn()
-                .map_err(|source| PoolError::Spawn {
-                    program: program.to_path_buf(),
-                    source,
-                })?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-
-        let (frames, pending) = unbounded::<Vec<u8>>();
         let spawn_err = |source| PoolError::Spawn {
             program: program.to_path_buf(),
             source,
         };
-        std::thread::Builder::new()
-            .name(format!("wasmpool-w{}-writer", who.slot))
-            .spawn(move || {
-                let mut w = BufWriter::with_capacity(64 << 10, stdin);
-                while let Ok(frame) = pending.recv() {
-                    if w.write_all(&frame).is_err() {
-                        return;
-                    }
-                    while let Ok(frame) = pending.try_recv() {
-                        if w.write_all(&frame).is_err() {
-                            return;
-                        }
-                    }
-                    if w.flush().is_err() {
-                        return;
-                    }
+        let (cancel_read, cancels) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+        rustix::fs::fcntl_setfl(&cancels, rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| spawn_err(e.into()))?;
+        let cancel_fd = cancel_read.as_raw_fd();
+        // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls
+        // are allowed: dup2 and fcntl are. It places the cancel pipe at `CANCEL_FD`, open
+        // across exec (dup2 clears close-on-exec; fcntl too, when it already was fd 3).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(cancel_fd, protocol::CANCEL_FD) < 0
+                    || libc::fcntl(protocol::CANCEL_FD, libc::F_SETFD, 0) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
-                // Dropping the pipe closes the worker's stdin: it exits.
-            })
+                Ok(())
+            });
+        }
+        let mut child = command
+            .stderr(Stdio::inherit())
+            .spawn()
             .map_err(spawn_err)?;
+        drop(cancel_read);
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+
+        let outbox = Outbox::start(stdin, format!("wasmpool-w{}-writer", who.slot))
+            .map_err(spawn_err)?;
+        let answers = Answers::default();
+        let replies = answers.clone();
         std::thread::Builder::new()
             .name(format!("wasmpool-w{}-reader", who.slot))
-            .spawn(move || {
-                let mut r = BufReader::with_capacity(64 << 10, stdout);
-                let mut buf = Vec::new();
-                loop {
-                    // Block for one reply, then take every further reply already buffered:
-                    // one event (one wake-up of the dispatcher) per batch.
-                    let mut batch = Vec::new();
-                    let ended = loop {
-                        match protocol::read::<_, Reply>(&mut r, &mut buf) {
-                            Ok(Some(reply)) => batch.push(reply),
-                            Ok(None) | Err(_) => break true,
-                        }
-                        if !protocol::frame_buffered(r.buffer()) {
-                            break false;
-                        }
-                    };
-                    if !batch.is_empty() && events.send(Event::Replies(who, batch)).is_err() {
-                        return;
-                    }
-                    if ended {
-                        let _ = events.send(Event::Exited(who));
-                        return;
-                    }
-                }
-            })
+            .spawn(move || read_replies(stdout, who, &replies, &events))
             .map_err(spawn_err)?;
         Ok(WorkerProcess {
             child,
-            frames: Some(frames),
+            outbox: Some(outbox),
+            cancels,
+            answers,
             scratch,
         })
     }
@@ -131,17 +116,32 @@ impl WorkerProcess {
         self.child.id()
     }
 
-    /// Queues one encoded frame for the worker's stdin.
-    pub fn send(&self, frame: Vec<u8>) {
-        if let Some(frames) = &self.frames {
-            // A closed channel means the writer saw the worker die; the reader reports it.
-            let _ = frames.send(frame);
+    /// Registers a task about to be sent, so its reply reaches `completion` directly.
+    pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>) {
+        self.answers.expect(task, completion);
+    }
+
+    /// Sends encoded frames to the worker's stdin. (A dead worker's pipe takes nothing; its
+    /// reader thread reports the death.)
+    pub fn send(&self, frames: &[u8]) {
+        if let Some(outbox) = &self.outbox {
+            outbox.send(frames);
+        }
+    }
+
+    /// Asks the worker to stop `task` now if it runs, or to skip it when it comes. A cancel
+    /// that does not fit in the pipe (thousands unread) is dropped: the dispatcher kills a
+    /// worker whose cancelled task does not stop in time anyway.
+    pub fn cancel(&self, task: TaskId) {
+        let mut frame = Vec::new();
+        if protocol::encode(&protocol::Request::Cancel { task }, &mut frame).is_ok() {
+            let _ = rustix::io::write(&self.cancels, &frame);
         }
     }
 
     /// Asks the worker to exit once it has finished what it was sent.
     pub fn close(&mut self) {
-        self.frames = None;
+        self.outbox = None;
     }
 
     /// Kills the worker (SIGKILL) and reaps it.

@@ -1,13 +1,14 @@
 //! The worker process's main loop (`wasmpool __worker`): read requests from stdin, run tasks
-//! one at a time in the sandbox, write replies to stdout. A reader thread acts on `Cancel`
-//! at once; replies are flushed whenever no request is waiting, so bursts travel in batches.
+//! one at a time in the sandbox, write replies to stdout. The main thread reads the pipe
+//! itself (a request wakes the thread that runs it, no hand-off); a thread of its own reads
+//! cancels from [`protocol::CANCEL_FD`] and acts on them at once. Replies are flushed
+//! whenever no request is waiting, so bursts travel in batches.
 
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{unbounded, Receiver};
 
 use crate::protocol::{self, Reply, Request};
 use crate::sandbox::{Forward, Interrupter, Sandbox, Scratch};
@@ -20,7 +21,7 @@ const FLUSH_EVERY: Duration = Duration::from_micros(50);
 /// the host made for this worker's command files.
 pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     harden::die_with_parent();
-    harden::close_inherited_fds()?;
+    harden::close_inherited_fds(&[protocol::CANCEL_FD])?;
     harden::no_new_privs()?;
     harden::limit_resources(None)?;
     harden::ignore_file_size_signal();
@@ -41,7 +42,9 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     let out = Arc::new(Mutex::new(BufWriter::with_capacity(64 << 10, fd1)));
     let mut sandbox = Sandbox::new(scratch, forward_to(out.clone()))
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
-    let requests = spawn_reader(sandbox.interrupter())?;
+    read_cancels(sandbox.interrupter())?;
+    let mut requests = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
+    let mut buf = Vec::new();
     // Once: every reply names its worker, and getpid is a system call.
     let pid = std::process::id();
     // Start the WASI runtime's threads now: after the filter, no new files may be opened
@@ -55,7 +58,15 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     }
     let mut frame = Vec::new();
     let mut last_flush = Instant::now();
-    while let Ok(request) = requests.recv() {
+    loop {
+        let request = match protocol::read::<_, Request>(&mut requests, &mut buf) {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("wasmpool worker: bad request stream: {e}");
+                std::process::exit(3);
+            }
+        };
         match request {
             Request::Load {
                 module,
@@ -82,11 +93,11 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
                 )?;
                 lock(&out).write_all(&frame)?;
             }
-            Request::Cancel { .. } => unreachable!("the reader handles cancels"),
+            Request::Cancel { task } => sandbox.interrupter().cancel(task),
         }
         // Replies go out in batches, but never sit long: the host refills this worker's
         // queue as soon as it hears back.
-        if requests.is_empty() || last_flush.elapsed() >= FLUSH_EVERY {
+        if !protocol::frame_buffered(requests.buffer()) || last_flush.elapsed() >= FLUSH_EVERY {
             lock(&out).flush()?;
             last_flush = Instant::now();
         }
@@ -114,31 +125,34 @@ fn forward_to(out: Out) -> Forward {
     })
 }
 
-/// Reads requests on a thread of their own, so a cancel reaches a task while it runs.
-fn spawn_reader(interrupter: Arc<Interrupter>) -> std::io::Result<Receiver<Request>> {
-    let (tx, rx) = unbounded();
+/// Reads cancels on a thread of their own, so they reach a task while it runs. (Without the
+/// pipe — a worker started by hand — there are no cancels; the host's kill still stops it.)
+fn read_cancels(interrupter: Arc<Interrupter>) -> std::io::Result<()> {
+    let fd = protocol::CANCEL_FD;
+    // SAFETY: only asks whether the descriptor is open.
+    if rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) }).is_err() {
+        return Ok(());
+    }
+    // SAFETY: the host placed the read end of the cancel pipe at this descriptor; it was kept
+    // open by `close_inherited_fds` and nothing else in this process refers to it.
+    let pipe = unsafe { std::fs::File::from_raw_fd(fd) };
     std::thread::Builder::new()
-        .name("wasmpool-requests".into())
+        .name("wasmpool-cancels".into())
         .spawn(move || {
-            let mut input = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
+            let mut input = BufReader::new(pipe);
             let mut buf = Vec::new();
             loop {
                 match protocol::read::<_, Request>(&mut input, &mut buf) {
                     Ok(Some(Request::Cancel { task })) => interrupter.cancel(task),
-                    Ok(Some(request)) => {
-                        if tx.send(request).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        eprintln!("wasmpool worker: bad request stream: {e}");
+                    Ok(None) => return,
+                    Ok(Some(_)) | Err(_) => {
+                        eprintln!("wasmpool worker: bad cancel stream");
                         std::process::exit(3);
                     }
                 }
             }
         })?;
-    Ok(rx)
+    Ok(())
 }
 
 /// Reads this process's resident memory for the host's `max_worker_rss`, at most every

@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pool.map::<i64, _>(&module, "square", 0..1000i64);
     let n = 100_000i64;
     let mut best = f64::MAX;
+    let cpu_before = (cpu_seconds(&pool.worker_pids()), own_cpu_seconds());
     for _ in 0..3 {
         let t = Instant::now();
         let out = pool.map::<i64, _>(&module, "square", 0..n);
@@ -40,9 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .all(|(i, r)| *r == Ok((i * i) as i64)));
         best = best.min(s);
     }
+    let workers_cpu = cpu_seconds(&pool.worker_pids()) - cpu_before.0;
+    let host_cpu = own_cpu_seconds() - cpu_before.1;
     println!(
-        r#"{{"bench":"wasm_map_square_fresh_instance","impl":"wasmpool","n":{n},"seconds":{best:.4},"tasks_per_s":{:.0}}}"#,
-        n as f64 / best
+        r#"{{"bench":"wasm_map_square_fresh_instance","impl":"wasmpool","n":{n},"seconds":{best:.4},"tasks_per_s":{:.0},"worker_cpu_us_per_task":{:.2},"host_cpu_us_per_task":{:.2}}}"#,
+        n as f64 / best,
+        workers_cpu * 1e6 / (3 * n) as f64,
+        host_cpu * 1e6 / (3 * n) as f64,
     );
 
     let mut lat = Vec::with_capacity(2000);
@@ -70,4 +75,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     pool.shutdown();
     Ok(())
+}
+
+/// CPU time (user + system) the processes `pids` have used, from `/proc/PID/stat`.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let tick = 100.0; // USER_HZ
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command name (which may hold spaces) start at ") ".
+            let rest = &stat[stat.rfind(')').unwrap_or(0) + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tick
+        })
+        .sum()
+}
+
+/// CPU time this process (the host) has used.
+fn own_cpu_seconds() -> f64 {
+    cpu_seconds(&[std::process::id()])
 }

@@ -6,12 +6,11 @@
 use std::time::Instant;
 
 use wasmtime::{Func, Instance, InstancePre, Store, ValRaw};
-use wasmtime_wasi::WasiCtxBuilder;
 
 use super::call::{call_numeric, call_task, classify, new_store};
 use super::interrupt::Interrupter;
 use super::output::CappedPipe;
-use super::TaskState;
+use super::{TaskState, WasiSetup};
 use crate::error::TaskError;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output, ValType, Value};
@@ -79,10 +78,12 @@ pub(super) fn run(
     let stdout = CappedPipe::new(limits.stdout_cap as usize);
     let stderr = CappedPipe::new(limits.stderr_cap as usize);
     let fresh = || {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        let wasi = WasiSetup::OnFirstCall {
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        };
         Live {
-            store: new_store(pre, limits, &mut wasi),
+            store: new_store(pre, limits, wasi),
             instance: None,
             func: None,
         }

@@ -10,7 +10,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use super::files::{FileSizeLimit, Scratch, TaskDir};
 use super::interrupt::{Interrupter, Stop};
 use super::output::{CappedPipe, Forward};
-use super::TaskState;
+use super::{TaskState, WasiSetup};
 use crate::command::CommandOutput;
 use crate::error::TaskError;
 use crate::limits::Limits;
@@ -36,18 +36,26 @@ pub(super) fn run(
             CappedPipe::new(limits.stderr_cap as usize),
         ),
     };
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(stdout.clone()).stderr(stderr.clone());
-    // A command's files live (and are removed) with this directory.
-    let task_dir = match &req.input {
-        Input::Command(command) => match TaskDir::prepare(&mut wasi, command, scratch, req.task) {
-            Ok(dir) => dir,
-            Err(e) => return (Err(e), TaskStats::default()),
-        },
-        _ => None,
+    // A command's files live (and are removed) with `task_dir`.
+    let (wasi, task_dir) = match &req.input {
+        Input::Command(command) => {
+            let mut wasi = WasiCtxBuilder::new();
+            wasi.stdout(stdout.clone()).stderr(stderr.clone());
+            match TaskDir::prepare(&mut wasi, command, scratch, req.task) {
+                Ok(dir) => (WasiSetup::Now(wasi), dir),
+                Err(e) => return (Err(e), TaskStats::default()),
+            }
+        }
+        _ => (
+            WasiSetup::OnFirstCall {
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
+            },
+            None,
+        ),
     };
     let started = Instant::now();
-    let mut store = new_store(pre, limits, &mut wasi);
+    let mut store = new_store(pre, limits, wasi);
 
     let deadline = limits.timeout.map(|t| started + t);
     if !interrupter.arm(req.task, deadline) {
@@ -94,7 +102,7 @@ pub(super) fn run(
 pub(super) fn new_store(
     pre: &InstancePre<TaskState>,
     limits: &Limits,
-    wasi: &mut WasiCtxBuilder,
+    wasi: WasiSetup,
 ) -> Store<TaskState> {
     let mut store = Store::new(pre.module().engine(), TaskState::new(limits.memory, wasi));
     store.limiter(|s| &mut s.limiter);

@@ -27,21 +27,51 @@ pub use files::Scratch;
 pub use interrupt::Interrupter;
 pub use limiter::MAX_TABLE_ELEMENTS;
 pub use output::Forward;
+use output::CappedPipe;
 
 /// The data of one task's store.
 pub struct TaskState {
-    wasi: WasiP1Ctx,
+    /// The task's WASI context, once made.
+    wasi: Option<WasiP1Ctx>,
+    /// Where a context made on the guest's first WASI call sends stdout and stderr.
+    pending: Option<(CappedPipe, CappedPipe)>,
     limiter: limiter::MemoryLimiter,
 }
 
+/// How a task's WASI context is made. Contexts start deny-by-default: no files, no
+/// environment, no arguments, no network, empty stdin; stdout and stderr captured.
+pub(crate) enum WasiSetup {
+    /// Now, from this builder (commands: their `_start` uses WASI at once).
+    Now(WasiCtxBuilder),
+    /// On the guest's first WASI call, writing to these pipes. Most exported functions
+    /// never make one, and a context (its random generators seeded, its tables built)
+    /// costs as much as a third of a small task.
+    OnFirstCall { stdout: CappedPipe, stderr: CappedPipe },
+}
+
 impl TaskState {
-    /// A task's state around its WASI context. Contexts start deny-by-default: no files,
-    /// no environment, no arguments, no network, empty stdin; stdout and stderr captured.
-    fn new(memory: Option<u64>, wasi: &mut WasiCtxBuilder) -> Self {
+    fn new(memory: Option<u64>, wasi: WasiSetup) -> Self {
+        let (wasi, pending) = match wasi {
+            WasiSetup::Now(mut builder) => (Some(builder.build_p1()), None),
+            WasiSetup::OnFirstCall { stdout, stderr } => (None, Some((stdout, stderr))),
+        };
         TaskState {
-            wasi: wasi.build_p1(),
+            wasi,
+            pending,
             limiter: limiter::MemoryLimiter::new(memory),
         }
+    }
+
+    /// The task's WASI context, made on first use.
+    fn wasi(&mut self) -> &mut WasiP1Ctx {
+        let pending = &mut self.pending;
+        self.wasi.get_or_insert_with(|| {
+            let mut builder = WasiCtxBuilder::new();
+            if let Some((stdout, stderr)) = pending.take() {
+                builder.stdout(stdout).stderr(stderr);
+            }
+            builder.build_p1()
+        })
     }
 }
 
@@ -49,8 +79,8 @@ impl TaskState {
 /// `wasi_unstable`, which older toolchains emit), and nothing else.
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)?;
-    wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |s: &mut TaskState| &mut s.wasi)?;
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, TaskState::wasi)?;
+    wasmtime_wasi::p0::add_to_linker_sync(&mut linker, TaskState::wasi)?;
     // wasmtime-wasi refuses exit statuses of 126 and above (shells reserve them) with a
     // trap; a command's exit code is its own business, so every status is an exit.
     linker.allow_shadowing(true);
@@ -77,7 +107,10 @@ impl Compiler {
     pub fn new(metering: Metering) -> wasmtime::Result<Self> {
         let engine = engine::engine(false, metering)?;
         let linker = linker(&engine)?;
-        let mut store = Store::new(&engine, TaskState::new(None, &mut WasiCtxBuilder::new()));
+        let mut store = Store::new(
+            &engine,
+            TaskState::new(None, WasiSetup::Now(WasiCtxBuilder::new())),
+        );
         let provided = linker
             .iter(&mut store)
             .map(|(m, n, _)| (m.to_string(), n.to_string()))

@@ -111,7 +111,8 @@ impl Dispatcher {
             .name("wasmpool-dispatch".into())
             .spawn(move || {
                 // Workers are spawned from this thread: their parent-death signal follows
-                // it, and it lives exactly as long as the pool.
+                // it, and it lives exactly as long as the pool. It writes their pipes.
+                crate::worker::process::block_sigpipe();
                 let mut d = Dispatcher {
                     slots: Vec::with_capacity(config.workers),
                     config,

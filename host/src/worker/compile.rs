@@ -13,7 +13,7 @@ use crate::module::{self, Export};
 use crate::protocol::{self, CompileReply};
 use crate::sandbox::{Compiler, Metering};
 use crate::worker::harden;
-use crate::worker::process::{child_command, describe_exit};
+use crate::worker::process::{block_sigpipe, child_command, describe_exit};
 
 /// The hidden argument that turns the `wasmpool` binary into a compile process.
 pub const COMPILE_ARG: &str = "__compile";
@@ -65,7 +65,10 @@ pub(crate) fn compile(
     // Closing stdin (dropping it) tells the compile process the module is complete.
     spawn(
         "wasmpool-compile-in",
-        Box::new(move || drop(stdin.write_all(&input))),
+        Box::new(move || {
+            block_sigpipe();
+            drop(stdin.write_all(&input))
+        }),
     )?;
     spawn(
         "wasmpool-compile-out",

@@ -177,6 +177,20 @@ pub(crate) fn child_command(program: &Path, mode: &str) -> Command {
     command
 }
 
+/// Blocks SIGPIPE in the calling thread, which writes to children's pipes: a write to a
+/// child that died then fails with EPIPE (its reader reports the death) instead of killing
+/// the host where SIGPIPE is fatal (the CLI restores its default; so may an embedder).
+pub(crate) fn block_sigpipe() {
+    // SAFETY: changes only the calling thread's signal mask, from a set initialized by
+    // sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Describes how a child process (`what`: "worker", "compile process") ended, for
 /// `WorkerLost` and `LoadError` messages.
 pub fn describe_exit(what: &str, pid: u32, status: Option<ExitStatus>) -> String {

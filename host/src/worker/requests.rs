@@ -48,7 +48,10 @@ impl Outbox {
         let writer = shared.clone();
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || writer.drain())?;
+            .spawn(move || {
+                super::process::block_sigpipe();
+                writer.drain()
+            })?;
         Ok(Outbox { shared })
     }
 

@@ -2,7 +2,7 @@
 //! run): artifacts compiled by one load in the other only because both come from here.
 
 use serde::{Deserialize, Serialize};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::limits::Limits;
 
@@ -57,6 +57,9 @@ const POOL_INSTANCES: u32 = 4;
 /// memory limit is enforced by the store's limiter below this.
 const MAX_MEMORY: usize = 4 << 30;
 
+/// Written memory a slot reset copies back rather than drops (see [`config`]).
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// The engine configuration. `pooling` selects the pooling instance allocator (workers); the
 /// host compiles with the on-demand allocator, which does not change compiled code.
 pub fn config(pooling: bool, metering: Metering) -> Config {
@@ -76,10 +79,15 @@ pub fn config(pooling: bool, metering: Metering) -> Config {
             .max_memory_size(MAX_MEMORY)
             .table_elements(super::MAX_TABLE_ELEMENTS)
             .max_core_instance_size(16 << 20)
-            // Resetting a slot by madvise is cheaper than by memset, even for the first
-            // pages (measured: 3.6 µs per task with 0, 4.3 µs with 64 KiB).
-            .linear_memory_keep_resident(0)
-            .table_keep_resident(64 << 10);
+            // A slot is reset by finding the pages the task wrote (the PAGEMAP_SCAN ioctl,
+            // Linux 6.7+) and copying the originals back over them, up to this much;
+            // only beyond it are pages dropped with madvise, a system call that zaps page
+            // tables and flushes TLBs (a fifth of a small task's time in the worker).
+            // Without the ioctl, wasmtime would memset this much blindly: `worker::serve`
+            // opens `/proc/self/pagemap` before the walls, and the filter allows the ioctl.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     c

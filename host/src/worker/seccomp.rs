@@ -67,6 +67,8 @@ pub fn install(files: bool) -> io::Result<()> {
     ])
     .map_err(err)?;
     allowed.insert(libc::SYS_prlimit64, vec![arg_eq(2, 0)?, own_file_size]);
+    // Finding the pages a task wrote, on the `/proc/self/pagemap` opened before the walls.
+    allowed.insert(libc::SYS_ioctl, vec![arg_eq(1, PAGEMAP_SCAN)?]);
     if files {
         for &nr in REFUSED.iter().chain(FILES) {
             allowed.insert(nr, Vec::new());
@@ -115,6 +117,11 @@ pub fn install(files: bool) -> io::Result<()> {
 pub fn install(_files: bool) -> io::Result<()> {
     Ok(())
 }
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`: the PAGEMAP_SCAN ioctl (`linux/fs.h`), with which
+/// wasmtime finds the pages of a slot that a task wrote.
+#[cfg(target_arch = "x86_64")]
+const PAGEMAP_SCAN: u64 = (3 << 30) | (96 << 16) | ((b'f' as u64) << 8) | 16;
 
 /// System calls a running worker needs, allowed with any arguments.
 #[cfg(target_arch = "x86_64")]

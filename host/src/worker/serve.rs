@@ -26,6 +26,9 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     harden::limit_resources(None)?;
     harden::ignore_file_size_signal();
     let mut rss = RssProbe::open()?;
+    // Opens `/proc/self/pagemap` (kept by wasmtime for its slot resets) while files may
+    // still be opened, and checks that the kernel has PAGEMAP_SCAN.
+    let _ = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
     // Still one thread: the Landlock ruleset binds every thread started from here on.
     let scratch = match (landlock::confine(scratch.as_deref()), scratch) {
         (Ok(()), Some(dir)) => Scratch::Dir(dir),

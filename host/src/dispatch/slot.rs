@@ -61,6 +61,10 @@ pub(crate) struct Slot {
     retired: Vec<(WorkerRef, WorkerProcess)>,
     /// Frames encoded but not yet handed to the writer (sent in one batch by `flush`).
     pending: Vec<u8>,
+    /// Whether the worker takes more tasks: set when its queue falls to half its depth,
+    /// cleared when it is full again, so tasks go out in bursts (one write, one wake-up of
+    /// the worker for many tasks) rather than one per finished task.
+    refilling: bool,
 }
 
 impl Slot {
@@ -98,6 +102,7 @@ impl Slot {
             dead: None,
             retired: Vec::new(),
             pending: Vec::new(),
+            refilling: true,
         })
     }
 
@@ -178,6 +183,9 @@ impl Slot {
         });
         self.head_since = now;
         self.mark_head_running();
+        if self.inflight.len() <= self.depth() / 2 {
+            self.refilling = true;
+        }
     }
 
     fn depth(&self) -> usize {
@@ -192,6 +200,7 @@ impl Slot {
 
     pub(crate) fn has_room(&self, max_tasks: Option<u64>, max_rss: Option<u64>) -> bool {
         self.process.is_some()
+            && self.refilling
             && self.inflight.len() < self.depth()
             && max_tasks.is_none_or(|max| self.tasks_sent < max)
             && max_rss.is_none_or(|max| self.rss <= max)
@@ -245,6 +254,9 @@ impl Slot {
             cancel_by: None,
         });
         self.tasks_sent += 1;
+        if self.inflight.len() >= self.depth() {
+            self.refilling = false;
+        }
         if self.inflight.len() == 1 {
             self.mark_head_running();
         }
@@ -321,6 +333,7 @@ impl Slot {
     fn stopped(&mut self, head_error: TaskError) -> Stopped {
         let before_ready = !self.ready;
         let mut requeue = Vec::new();
+        self.refilling = true;
         for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
             let started = i == 0 && self.ready;
             if f.cancel_by.is_some() {

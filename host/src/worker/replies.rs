@@ -3,7 +3,7 @@
 //! and tells the dispatcher only what it needs for its bookkeeping ([`Heard`]) — so a
 //! result reaches its waiter without a hop through the dispatcher thread.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io::{BufReader, Read};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,26 +15,30 @@ use crate::pool::task::Completion;
 use crate::protocol::{self, Reply, TaskId};
 use crate::worker::WorkerRef;
 
-/// The tasks sent to one worker process and not answered yet, by id.
+/// The tasks sent to one worker process and not answered yet, in the order sent (the order
+/// a worker answers them in: looking one up is a look at the front).
 #[derive(Clone, Default)]
-pub(crate) struct Answers(Arc<Mutex<HashMap<TaskId, Arc<Completion>>>>);
+pub(crate) struct Answers(Arc<Mutex<VecDeque<(TaskId, Arc<Completion>)>>>);
 
 impl Answers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, Arc<Completion>>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<(TaskId, Arc<Completion>)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers `task` before its request is written, so its reply finds its waiter.
     pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>) {
-        self.lock().insert(task, completion);
+        self.lock().push_back((task, completion));
     }
 
     fn take(&self, task: TaskId) -> Option<Arc<Completion>> {
-        self.lock().remove(&task)
+        let mut waiting = self.lock();
+        let pos = waiting.iter().position(|(t, _)| *t == task)?;
+        waiting.remove(pos).map(|(_, c)| c)
     }
 
     fn get(&self, task: TaskId) -> Option<Arc<Completion>> {
-        self.lock().get(&task).cloned()
+        let waiting = self.lock();
+        waiting.iter().find(|(t, _)| *t == task).map(|(_, c)| c.clone())
     }
 }
 

@@ -297,8 +297,9 @@ fn workers_run_under_seccomp_and_no_new_privs() {
         assert!(env.is_empty(), "worker {pid} inherited an environment");
         // Beyond stdin/stdout (the protocol pipes), stderr (shared with the host, whatever
         // it is) and fd 3 (the cancel pipe, whose other end this process holds), only what
-        // the worker opened itself: /proc/self/statm and the WASI runtime's event fds and
-        // memfds; nothing else the test process (its host) had open.
+        // the worker opened itself: /proc/self/statm and /proc/self/pagemap (wasmtime's
+        // slot resets) and the WASI runtime's event fds and memfds; nothing else the test
+        // process (its host) had open.
         for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
             let entry = entry.unwrap();
             let fd: u32 = entry.file_name().to_str().unwrap().parse().unwrap();
@@ -310,6 +311,7 @@ fn workers_run_under_seccomp_and_no_new_privs() {
             let own = target.starts_with("anon_inode:")
                 || target.starts_with("/memfd:")
                 || target == format!("/proc/{pid}/statm")
+                || target == format!("/proc/{pid}/pagemap")
                 || (fd == 3 && target.starts_with("pipe:") && host_fds.iter().any(|h| *h == target));
             assert!(own, "worker {pid} holds fd {fd} -> {target}");
         }

@@ -26,6 +26,9 @@ use crate::worker::compile::{self, CompileLimits};
 use crate::worker::scratch::ScratchRoot;
 use crate::worker::Launch;
 
+/// Most jobs of one `map` sent to the dispatcher in one event.
+const MAX_SUBMIT_BATCH: usize = 4096;
+
 pub use builder::PoolBuilder;
 pub use task::{AsCompleted, Imap, Task};
 
@@ -452,10 +455,18 @@ impl<'p> Call<'p> {
     ) -> Vec<Task<T>> {
         let mut tasks = Vec::new();
         let mut jobs = Vec::new();
+        // Jobs go out in growing batches while the rest are made, so the workers start at
+        // once (making 100k jobs takes tens of milliseconds) and the dispatcher still
+        // wakes only a few times.
+        let mut batch = 16;
         for (i, args) in inputs.into_iter().enumerate() {
             let (task, job) = self.job(args, notify.clone().map(|tx| (tx, i)), None);
             tasks.push(task);
             jobs.extend(job);
+            if jobs.len() >= batch {
+                self.send(std::mem::take(&mut jobs));
+                batch = (batch * 2).min(MAX_SUBMIT_BATCH);
+            }
         }
         if !jobs.is_empty() {
             self.send(jobs);

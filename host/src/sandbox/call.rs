@@ -42,7 +42,7 @@ pub(super) fn run(
             let mut wasi = WasiCtxBuilder::new();
             wasi.stdout(stdout.clone()).stderr(stderr.clone());
             match TaskDir::prepare(&mut wasi, command, scratch, req.task) {
-                Ok(dir) => (WasiSetup::Now(wasi), dir),
+                Ok(dir) => (WasiSetup::Now(Box::new(wasi)), dir),
                 Err(e) => return (Err(e), TaskStats::default()),
             }
         }

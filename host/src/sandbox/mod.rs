@@ -42,7 +42,7 @@ pub struct TaskState {
 /// environment, no arguments, no network, empty stdin; stdout and stderr captured.
 pub(crate) enum WasiSetup {
     /// Now, from this builder (commands: their `_start` uses WASI at once).
-    Now(WasiCtxBuilder),
+    Now(Box<WasiCtxBuilder>),
     /// On the guest's first WASI call, writing to these pipes. Most exported functions
     /// never make one, and a context (its random generators seeded, its tables built)
     /// costs as much as a third of a small task.
@@ -109,7 +109,7 @@ impl Compiler {
         let linker = linker(&engine)?;
         let mut store = Store::new(
             &engine,
-            TaskState::new(None, WasiSetup::Now(WasiCtxBuilder::new())),
+            TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new()))),
         );
         let provided = linker
             .iter(&mut store)

@@ -18,10 +18,12 @@ use crate::worker::WorkerRef;
 /// The tasks sent to one worker process and not answered yet, in the order sent (the order
 /// a worker answers them in: looking one up is a look at the front).
 #[derive(Clone, Default)]
-pub(crate) struct Answers(Arc<Mutex<VecDeque<(TaskId, Arc<Completion>)>>>);
+pub(crate) struct Answers(Arc<Mutex<Waiting>>);
+
+type Waiting = VecDeque<(TaskId, Arc<Completion>)>;
 
 impl Answers {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(TaskId, Arc<Completion>)>> {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -50,7 +50,7 @@ pub(crate) enum Event {
 pub(crate) struct Job {
     pub id: TaskId,
     pub module: Module,
-    pub export: String,
+    pub export: std::sync::Arc<str>,
     pub input: Input,
     pub limits: Limits,
     /// How many more times the task may be re-run if its worker dies under it.

@@ -240,7 +240,7 @@ impl Pool {
         Call {
             pool: self,
             module: module.clone(),
-            export: export.to_string(),
+            export: Arc::from(export),
             limits: self.limits,
             retries: self.max_retries,
         }
@@ -366,7 +366,7 @@ impl Drop for Pool {
 pub struct Call<'p> {
     pool: &'p Pool,
     module: Module,
-    export: String,
+    export: Arc<str>,
     limits: Limits,
     retries: u32,
 }
@@ -622,7 +622,7 @@ impl<'p> Call<'p> {
 
     /// Checks the input against the export's signature; converts numbers to its types.
     fn check(&self, input: Input) -> Result<Input, TaskError> {
-        let export = &self.export;
+        let export: &str = &self.export;
         let Some(e) = self.module.export(export) else {
             if matches!(input, Input::Command(_)) && export == command::ENTRY {
                 return Err(TaskError::bad_input(format!(

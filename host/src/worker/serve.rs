@@ -15,7 +15,7 @@ use crate::sandbox::{Forward, Interrupter, Sandbox, Scratch};
 use crate::worker::{harden, landlock, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
-const FLUSH_EVERY: Duration = Duration::from_micros(50);
+const FLUSH_EVERY: Duration = Duration::from_micros(200);
 
 /// Runs the worker until the host closes its stdin (or dies). `scratch` is the directory
 /// the host made for this worker's command files.

@@ -238,6 +238,31 @@ fn hostile_tasks_do_not_disturb_the_others() {
 }
 
 #[test]
+fn a_task_blocked_in_a_host_call_is_the_only_one_its_worker_takes_down() {
+    // One worker, many short tasks queued on it around one that sleeps in a host call (the
+    // epoch cannot stop it: the host kills the worker). The tasks that finished just before
+    // it keep their results, the ones after it run on the new worker.
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    pool.map::<i64, ()>(&hostile, "counter", vec![(); 300]);
+    let limit = Duration::from_millis(300);
+    let before: Vec<_> = (0..100)
+        .map(|_| pool.submit::<i64>(&hostile, "counter", ()))
+        .collect();
+    let sleeper = pool
+        .call(&hostile, "sleep_ms")
+        .timeout(limit)
+        .submit::<i64>(60_000i64);
+    let after: Vec<_> = (0..100)
+        .map(|_| pool.submit::<i64>(&hostile, "counter", ()))
+        .collect();
+    assert_eq!(sleeper.wait(), Err(TaskError::Timeout { limit }));
+    for (i, t) in before.iter().chain(&after).enumerate() {
+        assert_eq!(t.wait(), Ok(1), "task {i}");
+    }
+}
+
+#[test]
 fn a_worker_killed_mid_task_loses_only_that_task() {
     let pool = builder().workers(1).build().unwrap();
     let hostile = pool.load_file(guest("hostile")).unwrap();

@@ -10,7 +10,7 @@ use wasmtime::{Func, Instance, InstancePre, Store, ValRaw};
 use super::call::{call_numeric, call_task, classify, new_store};
 use super::interrupt::Interrupter;
 use super::output::CappedPipe;
-use super::{TaskState, WasiSetup};
+use super::{HostLink, TaskState, WasiSetup};
 use crate::error::TaskError;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output, ValType, Value};
@@ -61,6 +61,7 @@ impl Sink {
 pub(super) fn run(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
+    link: &HostLink,
     req: &RunRequest,
 ) -> (Result<Output, TaskError>, TaskStats) {
     let limits = &req.limits;
@@ -83,7 +84,7 @@ pub(super) fn run(
             stderr: stderr.clone(),
         };
         Live {
-            store: new_store(pre, limits, wasi),
+            store: new_store(pre, limits, wasi, link),
             instance: None,
             func: None,
         }

@@ -9,8 +9,8 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::files::{FileSizeLimit, Scratch, TaskDir};
 use super::interrupt::{Interrupter, Stop};
-use super::output::{CappedPipe, Forward};
-use super::{TaskState, WasiSetup};
+use super::output::CappedPipe;
+use super::{HostLink, TaskState, WasiSetup};
 use crate::command::CommandOutput;
 use crate::error::TaskError;
 use crate::limits::Limits;
@@ -22,14 +22,14 @@ pub(super) fn run(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     scratch: &Scratch,
-    forward: &Forward,
+    link: &HostLink,
     req: &RunRequest,
 ) -> (Result<Output, TaskError>, TaskStats) {
     let limits = &req.limits;
     let (stdout, stderr) = match &req.input {
         Input::Command(c) if c.stream => (
-            CappedPipe::streaming(limits.stdout_cap as usize, forward.clone(), req.task, false),
-            CappedPipe::streaming(limits.stderr_cap as usize, forward.clone(), req.task, true),
+            CappedPipe::streaming(limits.stdout_cap as usize, link.forward.clone(), req.task, false),
+            CappedPipe::streaming(limits.stderr_cap as usize, link.forward.clone(), req.task, true),
         ),
         _ => (
             CappedPipe::new(limits.stdout_cap as usize),
@@ -55,7 +55,7 @@ pub(super) fn run(
         ),
     };
     let started = Instant::now();
-    let mut store = new_store(pre, limits, wasi);
+    let mut store = new_store(pre, limits, wasi, link);
 
     let deadline = limits.timeout.map(|t| started + t);
     if !interrupter.arm(req.task, deadline) {
@@ -103,8 +103,10 @@ pub(super) fn new_store(
     pre: &InstancePre<TaskState>,
     limits: &Limits,
     wasi: WasiSetup,
+    link: &HostLink,
 ) -> Store<TaskState> {
-    let mut store = Store::new(pre.module().engine(), TaskState::new(limits.memory, wasi));
+    let state = TaskState::new(limits.memory, wasi, Some(link.before_host_call.clone()));
+    let mut store = Store::new(pre.module().engine(), state);
     store.limiter(|s| &mut s.limiter);
     // Without a fuel limit the code was compiled without metering (`Metering::Epochs`).
     if let Some(fuel) = limits.fuel {

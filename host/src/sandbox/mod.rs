@@ -26,7 +26,7 @@ pub use engine::Metering;
 pub use files::Scratch;
 pub use interrupt::Interrupter;
 pub use limiter::MAX_TABLE_ELEMENTS;
-pub use output::Forward;
+pub use output::{BeforeHostCall, Forward};
 use output::CappedPipe;
 
 /// The data of one task's store.
@@ -36,6 +36,7 @@ pub struct TaskState {
     /// Where a context made on the guest's first WASI call sends stdout and stderr.
     pending: Option<(CappedPipe, CappedPipe)>,
     limiter: limiter::MemoryLimiter,
+    before_host_call: Option<BeforeHostCall>,
 }
 
 /// How a task's WASI context is made. Contexts start deny-by-default: no files, no
@@ -50,7 +51,7 @@ pub(crate) enum WasiSetup {
 }
 
 impl TaskState {
-    fn new(memory: Option<u64>, wasi: WasiSetup) -> Self {
+    fn new(memory: Option<u64>, wasi: WasiSetup, before_host_call: Option<BeforeHostCall>) -> Self {
         let (wasi, pending) = match wasi {
             WasiSetup::Now(mut builder) => (Some(builder.build_p1()), None),
             WasiSetup::OnFirstCall { stdout, stderr } => (None, Some((stdout, stderr))),
@@ -59,11 +60,15 @@ impl TaskState {
             wasi,
             pending,
             limiter: limiter::MemoryLimiter::new(memory),
+            before_host_call,
         }
     }
 
-    /// The task's WASI context, made on first use.
+    /// The task's WASI context, made on first use; every WASI call goes through here.
     fn wasi(&mut self) -> &mut WasiP1Ctx {
+        if let Some(hook) = &self.before_host_call {
+            hook();
+        }
         let pending = &mut self.pending;
         self.wasi.get_or_insert_with(|| {
             let mut builder = WasiCtxBuilder::new();
@@ -109,7 +114,7 @@ impl Compiler {
         let linker = linker(&engine)?;
         let mut store = Store::new(
             &engine,
-            TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new()))),
+            TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new())), None),
         );
         let provided = linker
             .iter(&mut store)
@@ -130,13 +135,23 @@ pub struct Sandbox {
     modules: HashMap<(ModuleId, Metering), InstancePre<TaskState>>,
     interrupter: Arc<Interrupter>,
     scratch: Scratch,
-    forward: Forward,
+    link: HostLink,
+}
+
+/// What a worker's sandbox is given to talk to its host while tasks run.
+#[derive(Clone)]
+pub struct HostLink {
+    /// Where streaming commands' output goes.
+    pub forward: Forward,
+    /// What runs before each of a guest's WASI calls.
+    pub before_host_call: BeforeHostCall,
 }
 
 impl Sandbox {
     /// Creates the worker's engine (pooling allocator) and starts its deadline timer;
-    /// command tasks keep their files in `scratch` and stream their output to `forward`.
-    pub fn new(scratch: Scratch, forward: Forward) -> wasmtime::Result<Self> {
+    /// command tasks keep their files in `scratch`; `link` carries streamed output and runs
+    /// before guests' host calls.
+    pub fn new(scratch: Scratch, link: HostLink) -> wasmtime::Result<Self> {
         let with_linker = |metering| -> wasmtime::Result<(Engine, Linker<TaskState>)> {
             let engine = engine::engine(true, metering)?;
             let linker = linker(&engine)?;
@@ -152,7 +167,7 @@ impl Sandbox {
             modules: HashMap::new(),
             interrupter,
             scratch,
-            forward,
+            link,
         })
     }
 
@@ -188,9 +203,9 @@ impl Sandbox {
         match self.modules.get(&(req.module, metering)) {
             Some(pre) => match &req.input {
                 Input::Batch(_) | Input::NumberBatch { .. } => {
-                    batch::run(pre, &self.interrupter, req)
+                    batch::run(pre, &self.interrupter, &self.link, req)
                 }
-                _ => call::run(pre, &self.interrupter, &self.scratch, &self.forward, req),
+                _ => call::run(pre, &self.interrupter, &self.scratch, &self.link, req),
             },
             None => (
                 Err(TaskError::worker_lost(format!(

@@ -7,11 +7,12 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{self, Reply, Request};
-use crate::sandbox::{Forward, Interrupter, Sandbox, Scratch};
+use crate::sandbox::{BeforeHostCall, Forward, HostLink, Interrupter, Sandbox, Scratch};
 use crate::worker::{harden, landlock, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
@@ -43,7 +44,13 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
     // `File` is its only owner.
     let fd1 = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) };
     let out = Arc::new(Mutex::new(BufWriter::with_capacity(64 << 10, fd1)));
-    let mut sandbox = Sandbox::new(scratch, forward_to(out.clone()))
+    // Set while a finished task's reply sits in `out`'s buffer.
+    let held = Arc::new(AtomicBool::new(false));
+    let link = HostLink {
+        forward: forward_to(out.clone()),
+        before_host_call: send_held(out.clone(), held.clone()),
+    };
+    let mut sandbox = Sandbox::new(scratch, link)
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     read_cancels(sandbox.interrupter())?;
     let mut requests = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
@@ -102,7 +109,10 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
         // queue as soon as it hears back.
         if !protocol::frame_buffered(requests.buffer()) || last_flush.elapsed() >= FLUSH_EVERY {
             lock(&out).flush()?;
+            held.store(false, Ordering::Relaxed);
             last_flush = Instant::now();
+        } else {
+            held.store(true, Ordering::Relaxed);
         }
     }
     lock(&out).flush()?;
@@ -124,6 +134,16 @@ fn forward_to(out: Out) -> Forward {
         if protocol::encode(&Reply::Output { task, chunk }, &mut frame).is_ok() {
             let mut out = lock(&out);
             let _ = out.write_all(&frame).and_then(|()| out.flush());
+        }
+    })
+}
+
+/// Sends the replies held in `out` (if `held`) before a guest's host call: the call may
+/// block until the host kills this worker, and the host must know which tasks finished.
+fn send_held(out: Out, held: Arc<AtomicBool>) -> BeforeHostCall {
+    Arc::new(move || {
+        if held.swap(false, Ordering::Relaxed) {
+            let _ = lock(&out).flush();
         }
     })
 }

@@ -654,3 +654,50 @@ fn reused_instances_share_state_within_a_chunk_but_limits_stay_per_call() {
         assert_eq!(*r, Err(wasmpool::TaskError::Timeout { limit }));
     }
 }
+
+#[test]
+fn a_large_map_still_runs_every_call_in_a_fresh_instance() {
+    // 2000 calls travel in batches; a counter that survived from one call to the next
+    // would answer 2, 3, ...
+    let pool = builder().workers(2).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let counts = pool.map::<i64, ()>(&hostile, "counter", vec![(); 2000]);
+    assert!(counts.iter().all(|c| *c == Ok(1)), "{:?}", &counts[..20]);
+    // Limits stay per call: one call out of fuel among many that fit.
+    let math = pool.load_file(guest("math")).unwrap();
+    let mut inputs = vec![10i64; 500];
+    inputs[321] = 50_000_000;
+    let primes = pool.call(&math, "primes").fuel(20_000_000).map::<i64, _>(inputs);
+    for (i, r) in primes.iter().enumerate() {
+        if i == 321 {
+            assert!(matches!(r, Err(TaskError::FuelExhausted { .. })), "{r:?}");
+        } else {
+            assert_eq!(*r, Ok(4), "call {i}");
+        }
+    }
+}
+
+#[test]
+fn a_call_stuck_in_a_host_call_fails_alone_in_a_large_map() {
+    // The stuck call's batch loses its worker (it exits by itself once the call is past
+    // its limit); its calls run again one task each, and only the stuck one fails.
+    let pool = builder().workers(2).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let limit = Duration::from_millis(300);
+    let mut inputs = vec![0i64; 600];
+    inputs[417] = 60_000;
+    let t = Instant::now();
+    let out = pool
+        .call(&hostile, "sleep_ms")
+        .timeout(limit)
+        .map::<i64, _>(inputs);
+    for (i, r) in out.iter().enumerate() {
+        if i == 417 {
+            assert_eq!(*r, Err(TaskError::Timeout { limit }));
+        } else {
+            assert_eq!(*r, Ok(0), "call {i}");
+        }
+    }
+    // Two rounds of limit + grace, not 600 × the limit.
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+}

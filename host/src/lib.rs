@@ -50,4 +50,4 @@ pub use limits::Limits;
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};
 pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, ReusingCall, Task};
 pub use protocol::TaskStats;
-pub use value::{Args, FromOutput, Input, Json, Output, ValType, Value};
+pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};

@@ -38,6 +38,11 @@ pub const VERSION: u64 = fnv1a(&[
 /// Exit status of a worker or compile process started by a host of another build.
 pub const EXIT_VERSION_MISMATCH: i32 = 65;
 
+/// Exit status of a worker that stopped itself because a call of a batch was stuck in a
+/// host call well past its time limit (the host kills single tasks itself; it does not
+/// know the deadline of each call of a batch).
+pub const EXIT_STUCK: i32 = 66;
+
 const fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut p = 0;
@@ -262,10 +267,10 @@ mod tests {
     #[test]
     fn borrowed_requests_encode_like_owned_ones() {
         let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
-        let input = Input::Batch(vec![
-            Input::Numbers(vec![Value::I64(9)]),
-            Input::Json(b"{}".to_vec()),
-        ]);
+        let input = Input::Batch {
+            items: vec![Input::Numbers(vec![Value::I64(9)]), Input::Json(b"{}".to_vec())],
+            instances: crate::value::Instances::Fresh,
+        };
         let limits = Limits::default().with_fuel(Some(5));
         let run = Request::Run(RunRequest {
             task: 7,

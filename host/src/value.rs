@@ -137,19 +137,36 @@ pub enum Input {
     Json(Vec<u8>),
     /// A WASI command run (see [`CommandSpec`](crate::CommandSpec)).
     Command(CommandInput),
-    /// Several calls of one export run one after another in one instance (see
-    /// [`Call::reuse_instance`](crate::Call::reuse_instance)); never nested.
-    Batch(Vec<Input>),
+    /// Several calls of one export, run one after another by one worker; never nested.
+    Batch {
+        items: Vec<Input>,
+        instances: Instances,
+    },
     /// The compact form of a `Batch` of plain numeric calls: `calls` calls, their arguments
     /// laid end to end (`values.len()` is `calls` × the export's parameter count).
-    NumberBatch { calls: u32, values: Vec<Value> },
+    NumberBatch {
+        calls: u32,
+        values: Vec<Value>,
+        instances: Instances,
+    },
+}
+
+/// How the calls of a batch get their instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Instances {
+    /// Each call in a store and instance of its own, exactly as if it were a task of its
+    /// own: the calls only travel together (what [`Call::map`](crate::Call::map) sends).
+    Fresh,
+    /// The calls share an instance until one fails
+    /// ([`Call::reuse_instance`](crate::Call::reuse_instance)).
+    Shared,
 }
 
 impl Input {
     /// How many calls this input makes.
     pub fn calls(&self) -> usize {
         match self {
-            Input::Batch(items) => items.len(),
+            Input::Batch { items, .. } => items.len(),
             Input::NumberBatch { calls, .. } => *calls as usize,
             _ => 1,
         }

@@ -253,7 +253,8 @@ impl Slot {
             job,
             cancel_by: None,
         });
-        self.tasks_sent += 1;
+        // Each call of a batch counts (for `max_tasks_per_worker`).
+        self.tasks_sent += self.inflight.back().map_or(1, |f| f.job.input.calls() as u64);
         if self.inflight.len() >= self.depth() {
             self.refilling = false;
         }

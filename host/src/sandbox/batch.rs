@@ -1,7 +1,9 @@
-//! Batches ([`Call::reuse_instance`](crate::Call::reuse_instance)): several calls of one
-//! export run one after another in one store and instance, each under the task's limits
-//! (fuel and wall clock per call, cancel). A call that traps or breaks a limit gets its
-//! error, and the calls after it run in a fresh store and instance.
+//! Batches: several calls of one export run one after another, each under the task's limits
+//! (fuel and wall clock per call, cancel). With [`Instances::Fresh`] (what `Call::map`
+//! sends) each call gets a store and instance of its own, as a task would; with
+//! [`Instances::Shared`] ([`Call::reuse_instance`](crate::Call::reuse_instance)) they share
+//! one, and a call that traps or breaks a limit gets its error while the calls after it
+//! run in a fresh store and instance.
 
 use std::time::Instant;
 
@@ -12,12 +14,15 @@ use super::interrupt::Interrupter;
 use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
 use crate::error::TaskError;
+use crate::limits::Limits;
 use crate::protocol::{RunRequest, TaskStats};
-use crate::value::{Input, Output, ValType, Value};
+use crate::value::{Input, Instances, Output, ValType, Value};
 
 /// A store and instance with the export resolved, reused across calls.
 struct Live {
     store: Store<TaskState>,
+    /// Where its guest's stderr goes (for the error of a call that fails).
+    stderr: CappedPipe,
     instance: Option<Instance>,
     /// The numeric export, looked up and type-checked once per instance.
     func: Option<NumericFunc>,
@@ -76,15 +81,32 @@ pub(super) fn run(
         ),
         _ => (Sink::Each(Vec::with_capacity(calls)), 0),
     };
-    let stdout = CappedPipe::new(limits.stdout_cap as usize);
-    let stderr = CappedPipe::new(limits.stderr_cap as usize);
+    let (instances, pipes) = match &req.input {
+        Input::Batch { instances, .. } | Input::NumberBatch { instances, .. } => (
+            *instances,
+            || {
+                (
+                    CappedPipe::new(limits.stdout_cap as usize),
+                    CappedPipe::new(limits.stderr_cap as usize),
+                )
+            },
+        ),
+        _ => unreachable!("only batches run here"),
+    };
+    // Shared instances share their output too; fresh ones each get their own.
+    let (stdout, stderr) = pipes();
     let fresh = || {
+        let (stdout, stderr) = match instances {
+            Instances::Shared => (stdout.clone(), stderr.clone()),
+            Instances::Fresh => pipes(),
+        };
         let wasi = WasiSetup::OnFirstCall {
-            stdout: stdout.clone(),
+            stdout,
             stderr: stderr.clone(),
         };
         Live {
             store: new_store(pre, limits, wasi, link),
+            stderr,
             instance: None,
             func: None,
         }
@@ -98,7 +120,11 @@ pub(super) fn run(
             let _ = l.store.set_fuel(fuel);
         }
         l.store.set_epoch_deadline(1);
-        if !interrupter.arm(req.task, limits.timeout.map(|t| Instant::now() + t)) {
+        // The host knows the batch's deadline, not each call's: a call stuck in a host
+        // call past its own makes this worker exit.
+        let deadline = limits.timeout.map(|t| Instant::now() + t);
+        let give_up = limits.timeout.map(Limits::kill_grace);
+        if !interrupter.arm(req.task, deadline, give_up) {
             let cancelled = TaskError::cancelled("cancelled before it started");
             for j in i..calls {
                 sink.fail(j, cancelled.clone());
@@ -113,7 +139,7 @@ pub(super) fn run(
                 &req.export,
                 out,
             ),
-            (Input::Batch(items), Sink::Each(results)) => {
+            (Input::Batch { items, .. }, Sink::Each(results)) => {
                 call(l, pre, &items[i], &req.export, limits.max_output)
                     .map(|r| r.map(|out| results.push(Ok(out))))
             }
@@ -127,11 +153,14 @@ pub(super) fn run(
             Ok(Ok(())) => {}
             Ok(Err(e)) => sink.fail(i, e),
             Err(e) => {
-                let error = classify(e, l.store.data(), stop, req, &stderr.snapshot());
+                let error = classify(e, l.store.data(), stop, req, &l.stderr.snapshot());
                 // The instance may be half-way through anything: the next call gets a new one.
                 live = None;
                 sink.fail(i, error);
             }
+        }
+        if instances == Instances::Fresh {
+            live = None;
         }
     }
     let stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
@@ -212,7 +241,7 @@ fn call(
             Ok(call_numbers(l, pre, args, export, &mut out)?.map(|()| Output::Numbers(out)))
         }
         Input::Json(bytes) => call_task(&mut l.store, instance, export, bytes, max_output),
-        Input::Command(_) | Input::Batch(_) | Input::NumberBatch { .. } => Ok(Err(
+        Input::Command(_) | Input::Batch { .. } | Input::NumberBatch { .. } => Ok(Err(
             TaskError::bad_input("commands and batches cannot be calls of a batch"),
         )),
     }

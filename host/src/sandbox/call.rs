@@ -58,7 +58,7 @@ pub(super) fn run(
     let mut store = new_store(pre, limits, wasi, link);
 
     let deadline = limits.timeout.map(|t| started + t);
-    if !interrupter.arm(req.task, deadline) {
+    if !interrupter.arm(req.task, deadline, None) {
         return (
             Err(TaskError::cancelled("cancelled before it started")),
             TaskStats::default(),
@@ -155,7 +155,7 @@ fn call(
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
         Input::Json(bytes) => call_task(store, instance, &req.export, bytes, req.limits.max_output),
         Input::Command(_) => call_command(store, instance, &req.export),
-        Input::Batch(_) | Input::NumberBatch { .. } => Ok(Err(TaskError::bad_input(
+        Input::Batch { .. } | Input::NumberBatch { .. } => Ok(Err(TaskError::bad_input(
             "a batch runs through sandbox::batch",
         ))),
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
@@ -42,6 +42,10 @@ struct Running {
     task: TaskId,
     deadline: Option<Instant>,
     stop: Option<Stop>,
+    /// When a call still running after its interrupt (stuck in a host call, which epochs
+    /// cannot stop) makes the worker exit by itself: calls of a batch, whose deadline the
+    /// host does not know call by call.
+    give_up: Option<Duration>,
 }
 
 impl Interrupter {
@@ -72,12 +76,18 @@ impl Interrupter {
     fn run_timer(&self) {
         let mut state = self.lock();
         loop {
-            let deadline = match &state.running {
+            let (deadline, stuck) = match &state.running {
                 Some(Running {
                     deadline: Some(d),
                     stop: None,
                     ..
-                }) => *d,
+                }) => (*d, false),
+                Some(Running {
+                    deadline: Some(d),
+                    stop: Some(_),
+                    give_up: Some(grace),
+                    ..
+                }) => (*d + *grace, true),
                 _ => {
                     state.timer_wakes_at = None;
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -85,7 +95,15 @@ impl Interrupter {
                 }
             };
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline && stuck {
+                eprintln!(
+                    "wasmpool worker: a call of batch task {} is stuck in a host call past its limit; exiting",
+                    state.running.as_ref().map_or(0, |r| r.task)
+                );
+                // SAFETY: _exit ends the process at once, running nothing of this one
+                // (the main thread is stuck in the guest's host call).
+                unsafe { libc::_exit(crate::protocol::EXIT_STUCK) };
+            } else if now >= deadline {
                 if let Some(r) = state.running.as_mut() {
                     r.stop = Some(Stop::Timeout);
                 }
@@ -102,8 +120,10 @@ impl Interrupter {
     }
 
     /// Marks `task` as running until `deadline`. Call after the task's store has its epoch
-    /// deadline set. Returns `false` if the task was cancelled before it started.
-    pub fn arm(&self, task: TaskId, deadline: Option<Instant>) -> bool {
+    /// deadline set. Returns `false` if the task was cancelled before it started. With
+    /// `give_up`, a call still running that long after it was interrupted makes the worker
+    /// exit (see [`crate::protocol::EXIT_STUCK`]).
+    pub fn arm(&self, task: TaskId, deadline: Option<Instant>, give_up: Option<Duration>) -> bool {
         let mut state = self.lock();
         if state.cancelled.remove(&task) {
             return false;
@@ -112,6 +132,7 @@ impl Interrupter {
             task,
             deadline,
             stop: None,
+            give_up,
         });
         let wake = deadline.is_some_and(|d| state.timer_wakes_at.is_none_or(|t| d < t));
         drop(state);

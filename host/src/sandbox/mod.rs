@@ -202,7 +202,7 @@ impl Sandbox {
         let metering = Metering::of(&req.limits);
         match self.modules.get(&(req.module, metering)) {
             Some(pre) => match &req.input {
-                Input::Batch(_) | Input::NumberBatch { .. } => {
+                Input::Batch { .. } | Input::NumberBatch { .. } => {
                     batch::run(pre, &self.interrupter, &self.link, req)
                 }
                 _ => call::run(pre, &self.interrupter, &self.scratch, &self.link, req),

@@ -205,6 +205,9 @@ pub fn describe_exit(what: &str, pid: u32, status: Option<ExitStatus>) -> String
                 "{what} {pid} is a wasmpool program of another build than this library (exit status {}); rebuild it (`cargo build --release`) or point WASMPOOL_WORKER at a matching one",
                 protocol::EXIT_VERSION_MISMATCH
             ),
+            (Some(protocol::EXIT_STUCK), _) => format!(
+                "{what} {pid} stopped itself: a call of a batch was stuck in a host call past its time limit"
+            ),
             (Some(code), _) => format!("{what} {pid} exited with status {code}"),
             _ => format!("{what} {pid} ended: {s}"),
         },

@@ -74,6 +74,9 @@ pub fn config(pooling: bool, metering: Metering) -> Config {
             .total_memories(POOL_INSTANCES)
             .total_tables(POOL_INSTANCES * 2)
             .total_component_instances(0)
+            // Stacks for async calls, which workers never make: the default (1000) costs a
+            // guard-page mprotect each when a worker starts, per engine.
+            .total_stacks(1)
             .max_memories_per_module(1)
             .max_tables_per_module(2)
             .max_memory_size(MAX_MEMORY)

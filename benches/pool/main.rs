@@ -337,7 +337,7 @@ fn with_wasmpool(ctx: &Ctx, figs: &mut Figures, expected: &[Vec<i64>]) -> anyhow
     figs.set(w, "runaway", "seconds", secs);
     progress(w, "runaway spin(), fuel 2e9", format!("{secs:.3} s"));
 
-    // map: one call, a fresh instance per task.
+    // map: a fresh instance per call (calls travel to the workers in batches).
     squares(pool.map(&m, "square", 0..1000i64))?; // warm up every worker
     let secs = median_of(s.reps, || squares(pool.map(&m, "square", 0..s.map)))?;
     figs.set(w, "map_square", "tasks_per_s", s.map as f64 / secs);

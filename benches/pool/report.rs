@@ -126,7 +126,7 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
     let peer_label = "peer: PPE + wasmtime-py";
     let mut rows = vec![
         row(
-            format!("map square ×{}, fresh instance per task", short(s.map)),
+            format!("map square ×{}, fresh instance per call", short(s.map)),
             "map_square/tasks_per_s",
             Unit::Rate,
             vec![

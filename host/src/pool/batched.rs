@@ -17,6 +17,9 @@ use super::{Call, Task};
 /// few enough that the workers stay evenly loaded and a batch run again costs little.
 pub(super) const MAX_FRESH_BATCH: usize = 64;
 
+/// About how much work one fresh batch should hold, judged from a first call's duration.
+pub(super) const BATCH_WORK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Runs `checked` (inputs already validated, or their errors) in batches of `chunk` calls;
 /// results in input order.
 pub(super) fn map<T: FromOutput>(

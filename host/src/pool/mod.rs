@@ -437,21 +437,52 @@ impl<'p> Call<'p> {
         &self,
         inputs: impl IntoIterator<Item = A>,
     ) -> Vec<Result<T, TaskError>> {
-        let checked: Vec<Result<Input, TaskError>> =
+        let mut checked: Vec<Result<Input, TaskError>> =
             inputs.into_iter().map(|a| self.checked(a)).collect();
         let valid = checked.iter().filter(|c| c.is_ok()).count();
+        let workers = self.pool.workers;
         // Enough batches for every worker to get several, so none idles at the end.
-        let chunk = (valid / (self.pool.workers * 16))
+        let most = (valid / (workers * 16))
             .min(batched::MAX_FRESH_BATCH)
             .min(self.pool.max_tasks_per_worker.map_or(usize::MAX, |n| n as usize));
         let commands = checked.iter().any(|c| matches!(c, Ok(Input::Command(_))));
-        if chunk >= 2 && !commands {
-            return batched::map(self, checked, chunk, Instances::Fresh);
+        if most < 2 || commands {
+            return self
+                .submit_inputs(checked, None)
+                .iter()
+                .map(Task::wait)
+                .collect();
         }
-        self.submit_inputs(checked, None)
+        // The first call per worker runs as a task of its own; how long the first one took
+        // sets the batch size for the rest, so a batch holds about `BATCH_WORK` of work
+        // (long calls are not batched at all: batching saves nothing there, and a batch
+        // is only as fast as its worker).
+        let probes = checked
             .iter()
-            .map(Task::wait)
-            .collect()
+            .scan(0, |seen, c| {
+                let before = *seen;
+                *seen += usize::from(c.is_ok());
+                Some(before < workers)
+            })
+            .take_while(|&probe| probe)
+            .count();
+        let rest = checked.split_off(probes);
+        let probes: Vec<Task<T>> = self.submit_inputs(checked, None);
+        let took = probes.first().and_then(|t| {
+            t.wait().ok()?;
+            Some(t.stats()?.duration)
+        });
+        let chunk = took.map_or(most, |d| {
+            let fits = batched::BATCH_WORK.as_nanos() / d.as_nanos().max(1);
+            (fits as usize).clamp(1, most)
+        });
+        let rest = if chunk >= 2 {
+            batched::map(self, rest, chunk, Instances::Fresh)
+        } else {
+            let tasks: Vec<Task<T>> = self.submit_inputs(rest, None);
+            tasks.iter().map(Task::wait).collect()
+        };
+        probes.iter().map(Task::wait).chain(rest).collect()
     }
 
     /// Like [`Call::map`], yielding each result as soon as it and those before it are done.

@@ -16,12 +16,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let tasks: Vec<_> = (0..20_000i64).map(|i| call.submit::<i64>(i)).collect();
                 tasks.iter().map(|t| t.wait()).collect()
             }
-            "reuse" => pool.call(&m, "square").reuse_instance(0).map(0..2_000_000i64),
+            "reuse" => pool
+                .call(&m, "square")
+                .reuse_instance(0)
+                .map(0..2_000_000i64),
             _ => call.map(0..100_000i64),
         };
-        assert!(out.iter().enumerate().all(|(i, r)| *r == Ok((i * i) as i64)));
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, r)| *r == Ok((i * i) as i64)));
         n += out.len();
     }
-    println!("{mode}: {:.0} tasks/s", n as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "{mode}: {:.0} tasks/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -337,7 +337,9 @@ fn workers_run_under_seccomp_and_no_new_privs() {
                 || target.starts_with("/memfd:")
                 || target == format!("/proc/{pid}/statm")
                 || target == format!("/proc/{pid}/pagemap")
-                || (fd == 3 && target.starts_with("pipe:") && host_fds.iter().any(|h| *h == target));
+                || (fd == 3
+                    && target.starts_with("pipe:")
+                    && host_fds.iter().any(|h| *h == target));
             assert!(own, "worker {pid} holds fd {fd} -> {target}");
         }
     }

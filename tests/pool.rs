@@ -667,7 +667,10 @@ fn a_large_map_still_runs_every_call_in_a_fresh_instance() {
     let math = pool.load_file(guest("math")).unwrap();
     let mut inputs = vec![10i64; 500];
     inputs[321] = 50_000_000;
-    let primes = pool.call(&math, "primes").fuel(20_000_000).map::<i64, _>(inputs);
+    let primes = pool
+        .call(&math, "primes")
+        .fuel(20_000_000)
+        .map::<i64, _>(inputs);
     for (i, r) in primes.iter().enumerate() {
         if i == 321 {
             assert!(matches!(r, Err(TaskError::FuelExhausted { .. })), "{r:?}");
@@ -699,5 +702,39 @@ fn a_call_stuck_in_a_host_call_fails_alone_in_a_large_map() {
         }
     }
     // Two rounds of limit + grace, not 600 × the limit.
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn large_maps_keep_bad_inputs_in_place_and_lay_several_arguments_flat() {
+    let pool = builder().workers(2).build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    let inputs: Vec<Vec<Value>> = (0..1000i64)
+        .map(|i| match i {
+            100 => vec![],                // wrong count
+            200 => vec![Value::F64(0.5)], // does not convert to i64
+            _ => vec![Value::I64(i)],
+        })
+        .collect();
+    for out in [
+        pool.map::<i64, _>(&math, "square", inputs.clone()),
+        pool.call(&math, "square")
+            .reuse_instance(0)
+            .map::<i64, _>(inputs.clone()),
+    ] {
+        for (i, r) in out.iter().enumerate() {
+            match i {
+                100 | 200 => assert!(matches!(r, Err(TaskError::BadInput { .. })), "{i}: {r:?}"),
+                _ => assert_eq!(*r, Ok((i * i) as i64), "call {i}"),
+            }
+        }
+    }
+    // Two arguments per call, laid end to end.
+    let pairs: Vec<(i32, i32)> = (0..3000).map(|i| (i, 2 * i)).collect();
+    let sums = pool.starmap::<i32, _>(&math, "add", pairs);
+    assert!(sums.iter().enumerate().all(|(i, s)| *s == Ok(3 * i as i32)));
 }

@@ -268,7 +268,10 @@ mod tests {
     fn borrowed_requests_encode_like_owned_ones() {
         let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
         let input = Input::Batch {
-            items: vec![Input::Numbers(vec![Value::I64(9)]), Input::Json(b"{}".to_vec())],
+            items: vec![
+                Input::Numbers(vec![Value::I64(9)]),
+                Input::Json(b"{}".to_vec()),
+            ],
             instances: crate::value::Instances::Fresh,
         };
         let limits = Limits::default().with_fuel(Some(5));

@@ -247,6 +247,29 @@ pub struct Json<T>(pub T);
 pub trait Args {
     /// Converts into the wire input.
     fn into_input(self) -> Result<Input, TaskError>;
+
+    /// Appends the arguments to `out` if they are plain numbers, without allocating (how a
+    /// `map` lays many calls' arguments end to end); otherwise hands back the input they
+    /// make. The provided version goes through [`Args::into_input`].
+    ///
+    /// ```
+    /// use wasmpool::{Args, Value};
+    /// let mut flat = Vec::new();
+    /// assert!((3i64, 4i64).push_numbers(&mut flat).is_ok());
+    /// assert_eq!(flat, [Value::I64(3), Value::I64(4)]);
+    /// ```
+    fn push_numbers(self, out: &mut Vec<Value>) -> Result<(), Result<Input, TaskError>>
+    where
+        Self: Sized,
+    {
+        match self.into_input() {
+            Ok(Input::Numbers(values)) => {
+                out.extend(values);
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
 }
 
 macro_rules! scalar_args {
@@ -254,6 +277,11 @@ macro_rules! scalar_args {
         impl Args for $t {
             fn into_input(self) -> Result<Input, TaskError> {
                 Ok(Input::Numbers(vec![self.into()]))
+            }
+
+            fn push_numbers(self, out: &mut Vec<Value>) -> Result<(), Result<Input, TaskError>> {
+                out.push(self.into());
+                Ok(())
             }
         }
     )*};
@@ -263,6 +291,10 @@ scalar_args!(i32, i64, f32, f64, Value);
 impl Args for () {
     fn into_input(self) -> Result<Input, TaskError> {
         Ok(Input::Numbers(Vec::new()))
+    }
+
+    fn push_numbers(self, _: &mut Vec<Value>) -> Result<(), Result<Input, TaskError>> {
+        Ok(())
     }
 }
 
@@ -276,6 +308,11 @@ impl<V: Into<Value>, const N: usize> Args for [V; N] {
     fn into_input(self) -> Result<Input, TaskError> {
         Ok(Input::Numbers(self.into_iter().map(Into::into).collect()))
     }
+
+    fn push_numbers(self, out: &mut Vec<Value>) -> Result<(), Result<Input, TaskError>> {
+        out.extend(self.into_iter().map(Into::into));
+        Ok(())
+    }
 }
 
 macro_rules! tuple_args {
@@ -285,6 +322,13 @@ macro_rules! tuple_args {
             fn into_input(self) -> Result<Input, TaskError> {
                 let ($($name,)+) = self;
                 Ok(Input::Numbers(vec![$($name.into()),+]))
+            }
+
+            #[allow(non_snake_case)]
+            fn push_numbers(self, out: &mut Vec<Value>) -> Result<(), Result<Input, TaskError>> {
+                let ($($name,)+) = self;
+                $(out.push($name.into());)+
+                Ok(())
             }
         }
     };

@@ -164,13 +164,7 @@ impl Slot {
     }
 
     /// A task finished (its outcome went to its waiter already): book-keeping.
-    pub(crate) fn on_done(
-        &mut self,
-        task: TaskId,
-        took: Duration,
-        rss: u64,
-        now: Instant,
-    ) {
+    pub(crate) fn on_done(&mut self, task: TaskId, took: Duration, rss: u64, now: Instant) {
         self.rss = rss;
         let Some(pos) = self.inflight.iter().position(|f| f.job.id == task) else {
             return;
@@ -254,7 +248,10 @@ impl Slot {
             cancel_by: None,
         });
         // Each call of a batch counts (for `max_tasks_per_worker`).
-        self.tasks_sent += self.inflight.back().map_or(1, |f| f.job.input.calls() as u64);
+        self.tasks_sent += self
+            .inflight
+            .back()
+            .map_or(1, |f| f.job.input.calls() as u64);
         if self.inflight.len() >= self.depth() {
             self.refilling = false;
         }

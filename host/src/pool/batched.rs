@@ -3,13 +3,18 @@
 //! still runs in a store and instance of its own, as a task would: only the transport is
 //! shared); [`ReusingCall::map`](super::ReusingCall::map) with [`Instances::Shared`].
 //!
+//! The calls are checked first ([`check`]): plain numeric arguments are laid end to end as
+//! they are converted (no allocation per call), other inputs kept one each.
+//!
 //! A fresh batch whose worker dies (or is killed for a call stuck in a host call) cannot
 //! tell which call did it, so its calls are run again one task each: the culprit then
 //! fails alone, with its own error, and the others get their results.
 
+use std::ops::Range;
+
 use crate::error::TaskError;
 use crate::module::ExportKind;
-use crate::value::{FromOutput, Input, Instances, Output, Value};
+use crate::value::{Args, FromOutput, Input, Instances, Output, Value};
 
 use super::{Call, Task};
 
@@ -20,38 +25,186 @@ pub(super) const MAX_FRESH_BATCH: usize = 64;
 /// About how much work one fresh batch should hold, judged from a first call's duration.
 pub(super) const BATCH_WORK: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Runs `checked` (inputs already validated, or their errors) in batches of `chunk` calls;
-/// results in input order.
+/// The inputs of a `map`, checked.
+pub(super) struct Calls {
+    /// Per input, in order: `None` for a call that can run, or why it cannot.
+    errors: Vec<Option<TaskError>>,
+    /// The calls that can run, in order.
+    valid: Valid,
+}
+
+enum Valid {
+    /// Arguments of plain numeric calls, `arity` values each, end to end.
+    Flat { values: Vec<Value>, arity: usize },
+    /// One input per call.
+    Each(Vec<Input>),
+}
+
+/// Checks every input of a `map` against the export (compiling the code its limits need
+/// first). With `refuse_commands`, a command run is an error (it needs an instance of its
+/// own, which a shared batch cannot give).
+pub(super) fn check<A: Args>(
+    call: &Call,
+    inputs: impl IntoIterator<Item = A>,
+    refuse_commands: bool,
+) -> Calls {
+    let inputs = inputs.into_iter();
+    if let Err(e) = call.pool.prepare(&call.module, &call.limits) {
+        return Calls {
+            errors: inputs.map(|_| Some(e.clone())).collect(),
+            valid: Valid::Each(Vec::new()),
+        };
+    }
+    let refused = |input: Result<Input, TaskError>| match input {
+        Ok(Input::Command(_)) if refuse_commands => Err(TaskError::bad_input(
+            "a command run needs an instance of its own: use map_commands, not reuse_instance",
+        )),
+        other => other,
+    };
+    let mut errors = Vec::with_capacity(inputs.size_hint().0);
+    // Exports with parameters or results take numbers only (`_start`-like ones take
+    // commands too, and go one input each).
+    let params = match call.module.export(&call.export).map(|e| &e.kind) {
+        Some(ExportKind::Numeric { params, results })
+            if !(params.is_empty() && results.is_empty()) =>
+        {
+            Some(params.clone())
+        }
+        _ => None,
+    };
+    let Some(params) = params else {
+        let mut valid = Vec::new();
+        for args in inputs {
+            match refused(call.validate(args)) {
+                Ok(input) => {
+                    valid.push(input);
+                    errors.push(None);
+                }
+                Err(e) => errors.push(Some(e)),
+            }
+        }
+        return Calls {
+            errors,
+            valid: Valid::Each(valid),
+        };
+    };
+    let mut values = Vec::with_capacity(inputs.size_hint().0 * params.len());
+    for args in inputs {
+        let start = values.len();
+        let checked = match args.push_numbers(&mut values) {
+            Ok(()) => call.check_numbers(&mut values[start..], &params),
+            // Not numbers: its own error (JSON for a numeric export, a command...).
+            Err(input) => Err(input
+                .and_then(|i| call.validate(i))
+                .err()
+                .unwrap_or_else(|| TaskError::bad_input("not the arguments of a plain call"))),
+        };
+        match checked {
+            Ok(()) => errors.push(None),
+            Err(e) => {
+                values.truncate(start);
+                errors.push(Some(e));
+            }
+        }
+    }
+    Calls {
+        errors,
+        valid: Valid::Flat {
+            values,
+            arity: params.len(),
+        },
+    }
+}
+
+impl Calls {
+    /// How many calls can run.
+    pub(super) fn len(&self) -> usize {
+        match &self.valid {
+            Valid::Flat { values, arity } if *arity > 0 => values.len() / arity,
+            Valid::Flat { .. } => self.errors.iter().filter(|e| e.is_none()).count(),
+            Valid::Each(items) => items.len(),
+        }
+    }
+
+    /// Whether any call is a command run.
+    pub(super) fn has_commands(&self) -> bool {
+        matches!(&self.valid, Valid::Each(items) if items.iter().any(|i| matches!(i, Input::Command(_))))
+    }
+
+    /// Call `i` as the input of a task of its own.
+    fn input(&self, i: usize) -> Input {
+        match &self.valid {
+            Valid::Flat { values, arity } => {
+                Input::Numbers(values[i * arity..(i + 1) * arity].to_vec())
+            }
+            Valid::Each(items) => items[i].clone(),
+        }
+    }
+
+    /// Calls `range` as one batch input.
+    fn batch(&self, range: Range<usize>, instances: Instances) -> Input {
+        match &self.valid {
+            Valid::Flat { values, arity } => Input::NumberBatch {
+                calls: range.len() as u32,
+                values: values[range.start * arity..range.end * arity].to_vec(),
+                instances,
+            },
+            Valid::Each(items) => Input::Batch {
+                items: items[range].to_vec(),
+                instances,
+            },
+        }
+    }
+
+    /// Every input's result: the errors found by [`check`] in place, `results` (one per
+    /// call that could run, in order) elsewhere.
+    pub(super) fn merge<T>(
+        self,
+        results: impl IntoIterator<Item = Result<T, TaskError>>,
+    ) -> Vec<Result<T, TaskError>> {
+        let mut results = results.into_iter();
+        self.errors
+            .into_iter()
+            .map(|e| match e {
+                Some(e) => Err(e),
+                None => results
+                    .next()
+                    .unwrap_or_else(|| Err(TaskError::worker_lost("a batch lost this call"))),
+            })
+            .collect()
+    }
+}
+
+/// Submits calls `range` as one task each.
+pub(super) fn singles<T: FromOutput>(
+    call: &Call,
+    calls: &Calls,
+    range: Range<usize>,
+) -> Vec<Task<T>> {
+    call.submit_inputs(range.map(|i| Ok(calls.input(i))), None)
+}
+
+/// Runs calls `range` in batches of `chunk`; their results in order.
 pub(super) fn map<T: FromOutput>(
     call: &Call,
-    checked: Vec<Result<Input, TaskError>>,
+    calls: &Calls,
+    range: Range<usize>,
     chunk: usize,
     instances: Instances,
 ) -> Vec<Result<T, TaskError>> {
-    // Calls of a plain numeric export travel laid flat; others one input each.
     let per_call = match call.module.export(&call.export).map(|e| &e.kind) {
         Some(ExportKind::Numeric { results, .. }) => Some(results.len()),
         _ => None,
     };
-    let mut results: Vec<Option<Result<T, TaskError>>> = Vec::with_capacity(checked.len());
-    let mut batches: Vec<Vec<Input>> = Vec::new();
-    for c in checked {
-        match c {
-            Ok(input) => {
-                match batches.last_mut() {
-                    Some(b) if b.len() < chunk => b.push(input),
-                    _ => batches.push(vec![input]),
-                }
-                results.push(None);
-            }
-            Err(e) => results.push(Some(Err(e))),
-        }
-    }
-    let mut tasks = Vec::with_capacity(batches.len());
-    let mut jobs = Vec::with_capacity(batches.len());
-    for items in &batches {
-        let input = batch_input(items, per_call.is_some(), instances);
-        let (task, job) = call.job_for::<Output>(Ok(input), None, None);
+    let ranges: Vec<Range<usize>> = range
+        .clone()
+        .step_by(chunk.max(1))
+        .map(|start| start..(start + chunk.max(1)).min(range.end))
+        .collect();
+    let mut tasks = Vec::with_capacity(ranges.len());
+    let mut jobs = Vec::with_capacity(ranges.len());
+    for r in &ranges {
+        let (task, job) = call.job_for::<Output>(Ok(calls.batch(r.clone(), instances)), None, None);
         tasks.push(task);
         jobs.extend(job.map(|mut job| {
             // A fresh batch is never re-run whole: its calls are, one task each.
@@ -64,58 +217,23 @@ pub(super) fn map<T: FromOutput>(
     if !jobs.is_empty() {
         call.send(jobs);
     }
-    let mut slots = results.iter_mut().filter(|r| r.is_none());
-    for (task, items) in tasks.into_iter().zip(batches) {
-        let outcomes = match task.wait() {
-            Err(e) if instances == Instances::Fresh && run_again(&e) => one_by_one(call, items),
-            answer => spread(answer, items.len(), per_call),
-        };
-        for outcome in outcomes {
-            if let Some(slot) = slots.next() {
-                *slot = Some(outcome);
+    let mut results = Vec::with_capacity(range.len());
+    for (task, r) in tasks.into_iter().zip(ranges) {
+        match task.wait() {
+            Err(e) if instances == Instances::Fresh && run_again(&e) => {
+                let again: Vec<Task<T>> = singles(call, calls, r);
+                results.extend(again.iter().map(Task::wait));
             }
+            answer => results.extend(spread(answer, r.len(), per_call)),
         }
     }
     results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(TaskError::worker_lost("a batch lost this call"))))
-        .collect()
-}
-
-/// The batch input for `items` (laid flat when they are plain numeric calls).
-fn batch_input(items: &[Input], flat: bool, instances: Instances) -> Input {
-    if flat && items.iter().all(|i| matches!(i, Input::Numbers(_))) {
-        let values: Vec<Value> = items
-            .iter()
-            .flat_map(|i| match i {
-                Input::Numbers(args) => args.as_slice(),
-                _ => &[],
-            })
-            .copied()
-            .collect();
-        Input::NumberBatch {
-            calls: items.len() as u32,
-            values,
-            instances,
-        }
-    } else {
-        Input::Batch {
-            items: items.to_vec(),
-            instances,
-        }
-    }
 }
 
 /// Whether a fresh batch that failed whole should be run again call by call: its worker
 /// died or was killed, and the batch cannot say which call did it.
 fn run_again(e: &TaskError) -> bool {
     matches!(e, TaskError::WorkerLost { .. } | TaskError::Timeout { .. })
-}
-
-/// Runs each of `items` as a task of its own; their results in order.
-fn one_by_one<T: FromOutput>(call: &Call, items: Vec<Input>) -> Vec<Result<T, TaskError>> {
-    let tasks: Vec<Task<T>> = call.submit_inputs(items.into_iter().map(Ok), None);
-    tasks.iter().map(Task::wait).collect()
 }
 
 /// Splits a batch's answer into its `calls` results.

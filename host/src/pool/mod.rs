@@ -22,7 +22,7 @@ use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId, Origin};
 use crate::module_cache::{self, ModuleCache};
 use crate::sandbox::Metering;
-use crate::value::{Args, FromOutput, Input, Instances};
+use crate::value::{Args, FromOutput, Input, Instances, ValType, Value};
 use crate::worker::compile::{self, CompileLimits};
 use crate::worker::scratch::ScratchRoot;
 use crate::worker::Launch;
@@ -437,37 +437,24 @@ impl<'p> Call<'p> {
         &self,
         inputs: impl IntoIterator<Item = A>,
     ) -> Vec<Result<T, TaskError>> {
-        let mut checked: Vec<Result<Input, TaskError>> =
-            inputs.into_iter().map(|a| self.checked(a)).collect();
-        let valid = checked.iter().filter(|c| c.is_ok()).count();
+        let calls = batched::check(self, inputs, false);
+        let n = calls.len();
         let workers = self.pool.workers;
         // Enough batches for every worker to get several, so none idles at the end.
-        let most = (valid / (workers * 16))
-            .min(batched::MAX_FRESH_BATCH)
-            .min(self.pool.max_tasks_per_worker.map_or(usize::MAX, |n| n as usize));
-        let commands = checked.iter().any(|c| matches!(c, Ok(Input::Command(_))));
-        if most < 2 || commands {
-            return self
-                .submit_inputs(checked, None)
-                .iter()
-                .map(Task::wait)
-                .collect();
+        let most = (n / (workers * 16)).min(batched::MAX_FRESH_BATCH).min(
+            self.pool
+                .max_tasks_per_worker
+                .map_or(usize::MAX, |n| n as usize),
+        );
+        if most < 2 || calls.has_commands() {
+            let tasks: Vec<Task<T>> = batched::singles(self, &calls, 0..n);
+            return calls.merge(tasks.iter().map(Task::wait));
         }
         // The first call per worker runs as a task of its own; how long the first one took
         // sets the batch size for the rest, so a batch holds about `BATCH_WORK` of work
         // (long calls are not batched at all: batching saves nothing there, and a batch
         // is only as fast as its worker).
-        let probes = checked
-            .iter()
-            .scan(0, |seen, c| {
-                let before = *seen;
-                *seen += usize::from(c.is_ok());
-                Some(before < workers)
-            })
-            .take_while(|&probe| probe)
-            .count();
-        let rest = checked.split_off(probes);
-        let probes: Vec<Task<T>> = self.submit_inputs(checked, None);
+        let probes: Vec<Task<T>> = batched::singles(self, &calls, 0..workers);
         let took = probes.first().and_then(|t| {
             t.wait().ok()?;
             Some(t.stats()?.duration)
@@ -477,12 +464,13 @@ impl<'p> Call<'p> {
             (fits as usize).clamp(1, most)
         });
         let rest = if chunk >= 2 {
-            batched::map(self, rest, chunk, Instances::Fresh)
+            batched::map(self, &calls, workers..n, chunk, Instances::Fresh)
         } else {
-            let tasks: Vec<Task<T>> = self.submit_inputs(rest, None);
+            let tasks: Vec<Task<T>> = batched::singles(self, &calls, workers..n);
             tasks.iter().map(Task::wait).collect()
         };
-        probes.iter().map(Task::wait).chain(rest).collect()
+        let probed: Vec<_> = probes.iter().map(Task::wait).collect();
+        calls.merge(probed.into_iter().chain(rest))
     }
 
     /// Like [`Call::map`], yielding each result as soon as it and those before it are done.
@@ -595,12 +583,12 @@ impl<'p> Call<'p> {
     ) -> (Task<T>, Option<Job>) {
         let streaming = stream.is_some();
         let input = self.checked(args).map(|input| match input {
-                Input::Command(mut c) => {
-                    c.stream = streaming;
-                    Input::Command(c)
-                }
-                other => other,
-            });
+            Input::Command(mut c) => {
+                c.stream = streaming;
+                Input::Command(c)
+            }
+            other => other,
+        });
         self.job_for(input, notify, stream)
     }
 
@@ -684,6 +672,33 @@ impl<'p> Call<'p> {
         }
     }
 
+    /// Checks a plain numeric call's arguments against the export's parameters, converting
+    /// each to its parameter's type.
+    fn check_numbers(&self, args: &mut [Value], params: &[ValType]) -> Result<(), TaskError> {
+        let export: &str = &self.export;
+        if args.len() != params.len() {
+            return Err(TaskError::bad_input(format!(
+                "`{export}` takes {} argument(s) ({}), {} given",
+                params.len(),
+                params
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                args.len()
+            )));
+        }
+        for (i, (v, &ty)) in args.iter_mut().zip(params).enumerate() {
+            *v = v.coerce(ty).ok_or_else(|| {
+                TaskError::bad_input(format!(
+                    "argument {} of `{export}` is {ty}; {v:?} does not convert to it",
+                    i + 1
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Checks the input against the export's signature; converts numbers to its types.
     fn check(&self, input: Input) -> Result<Input, TaskError> {
         let export: &str = &self.export;
@@ -713,21 +728,8 @@ impl<'p> Call<'p> {
             (_, Input::Batch { .. } | Input::NumberBatch { .. }) => Err(TaskError::bad_input(
                 "a batch is not an input of one call; use Call::reuse_instance",
             )),
-            (ExportKind::Numeric { params, .. }, Input::Numbers(args)) => {
-                if args.len() != params.len() {
-                    return Err(TaskError::bad_input(format!(
-                        "`{export}` takes {} argument(s) ({}), {} given",
-                        params.len(),
-                        params.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                        args.len()
-                    )));
-                }
-                let mut args = args;
-                for (i, (v, &ty)) in args.iter_mut().zip(params).enumerate() {
-                    *v = v.coerce(ty).ok_or_else(|| {
-                        TaskError::bad_input(format!("argument {} of `{export}` is {ty}; {v:?} does not convert to it", i + 1))
-                    })?;
-                }
+            (ExportKind::Numeric { params, .. }, Input::Numbers(mut args)) => {
+                self.check_numbers(&mut args, params)?;
                 Ok(Input::Numbers(args))
             }
             (ExportKind::Numeric { params, results }, Input::Command(c))
@@ -767,21 +769,13 @@ impl ReusingCall<'_> {
         inputs: impl IntoIterator<Item = A>,
     ) -> Vec<Result<T, TaskError>> {
         let call = &self.call;
-        let checked: Vec<Result<Input, TaskError>> = inputs
-            .into_iter()
-            .map(|a| match call.checked(a) {
-                // `_start` passes as a plain export; a run of a program is not a batch call.
-                Ok(Input::Command(_)) => Err(TaskError::bad_input(
-                    "a command run needs an instance of its own: use map_commands, not reuse_instance",
-                )),
-                other => other,
-            })
-            .collect();
-        let valid = checked.iter().filter(|c| c.is_ok()).count();
+        let calls = batched::check(call, inputs, true);
+        let n = calls.len();
         let chunk = match self.chunk {
-            0 => (valid / (call.pool.workers * 8)).clamp(1, 4096),
-            n => n,
+            0 => (n / (call.pool.workers * 8)).clamp(1, 4096),
+            c => c,
         };
-        batched::map(call, checked, chunk, Instances::Shared)
+        let results = batched::map(call, &calls, 0..n, chunk, Instances::Shared);
+        calls.merge(results)
     }
 }

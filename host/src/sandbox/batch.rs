@@ -82,15 +82,14 @@ pub(super) fn run(
         _ => (Sink::Each(Vec::with_capacity(calls)), 0),
     };
     let (instances, pipes) = match &req.input {
-        Input::Batch { instances, .. } | Input::NumberBatch { instances, .. } => (
-            *instances,
-            || {
+        Input::Batch { instances, .. } | Input::NumberBatch { instances, .. } => {
+            (*instances, || {
                 (
                     CappedPipe::new(limits.stdout_cap as usize),
                     CappedPipe::new(limits.stderr_cap as usize),
                 )
-            },
-        ),
+            })
+        }
         _ => unreachable!("only batches run here"),
     };
     // Shared instances share their output too; fresh ones each get their own.

@@ -28,8 +28,18 @@ pub(super) fn run(
     let limits = &req.limits;
     let (stdout, stderr) = match &req.input {
         Input::Command(c) if c.stream => (
-            CappedPipe::streaming(limits.stdout_cap as usize, link.forward.clone(), req.task, false),
-            CappedPipe::streaming(limits.stderr_cap as usize, link.forward.clone(), req.task, true),
+            CappedPipe::streaming(
+                limits.stdout_cap as usize,
+                link.forward.clone(),
+                req.task,
+                false,
+            ),
+            CappedPipe::streaming(
+                limits.stderr_cap as usize,
+                link.forward.clone(),
+                req.task,
+                true,
+            ),
         ),
         _ => (
             CappedPipe::new(limits.stdout_cap as usize),

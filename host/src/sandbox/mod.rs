@@ -26,8 +26,8 @@ pub use engine::Metering;
 pub use files::Scratch;
 pub use interrupt::Interrupter;
 pub use limiter::MAX_TABLE_ELEMENTS;
-pub use output::{BeforeHostCall, Forward};
 use output::CappedPipe;
+pub use output::{BeforeHostCall, Forward};
 
 /// The data of one task's store.
 pub struct TaskState {
@@ -47,7 +47,10 @@ pub(crate) enum WasiSetup {
     /// On the guest's first WASI call, writing to these pipes. Most exported functions
     /// never make one, and a context (its random generators seeded, its tables built)
     /// costs as much as a third of a small task.
-    OnFirstCall { stdout: CappedPipe, stderr: CappedPipe },
+    OnFirstCall {
+        stdout: CappedPipe,
+        stderr: CappedPipe,
+    },
 }
 
 impl TaskState {

@@ -68,8 +68,8 @@ impl WorkerProcess {
             program: program.to_path_buf(),
             source,
         };
-        let (cancel_read, cancels) =
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+        let (cancel_read, cancels) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| spawn_err(e.into()))?;
         rustix::fs::fcntl_setfl(&cancels, rustix::fs::OFlags::NONBLOCK)
             .map_err(|e| spawn_err(e.into()))?;
         let cancel_fd = cancel_read.as_raw_fd();
@@ -94,8 +94,8 @@ impl WorkerProcess {
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
 
-        let outbox = Outbox::start(stdin, format!("wasmpool-w{}-writer", who.slot))
-            .map_err(spawn_err)?;
+        let outbox =
+            Outbox::start(stdin, format!("wasmpool-w{}-writer", who.slot)).map_err(spawn_err)?;
         let answers = Answers::default();
         let replies = answers.clone();
         std::thread::Builder::new()

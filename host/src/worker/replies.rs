@@ -40,7 +40,10 @@ impl Answers {
 
     fn get(&self, task: TaskId) -> Option<Arc<Completion>> {
         let waiting = self.lock();
-        waiting.iter().find(|(t, _)| *t == task).map(|(_, c)| c.clone())
+        waiting
+            .iter()
+            .find(|(t, _)| *t == task)
+            .map(|(_, c)| c.clone())
     }
 }
 

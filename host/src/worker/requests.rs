@@ -46,12 +46,10 @@ impl Outbox {
             wake: Condvar::new(),
         });
         let writer = shared.clone();
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                super::process::block_sigpipe();
-                writer.drain()
-            })?;
+        std::thread::Builder::new().name(name).spawn(move || {
+            super::process::block_sigpipe();
+            writer.drain()
+        })?;
         Ok(Outbox { shared })
     }
 

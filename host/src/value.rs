@@ -152,6 +152,16 @@ pub enum Input {
 }
 
 /// How the calls of a batch get their instances.
+///
+/// ```
+/// use wasmpool::{Input, Instances, Value};
+/// let batch = Input::NumberBatch {
+///     calls: 2,
+///     values: vec![Value::I64(3), Value::I64(4)],
+///     instances: Instances::Fresh,
+/// };
+/// assert_eq!(batch.calls(), 2);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Instances {
     /// Each call in a store and instance of its own, exactly as if it were a task of its

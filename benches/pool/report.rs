@@ -113,16 +113,20 @@ const MP: &str = "multiprocessing.Pool";
 const PPE: &str = "ProcessPoolExecutor";
 const PEER: &str = "ProcessPoolExecutor+wasmtime-py";
 
-/// The table of workloads.
-pub fn rows(ctx: &Ctx) -> Vec<Row> {
-    let s = &ctx.sizes;
-    let w = ctx.workers;
-    let row = |workload: String, key: &str, unit, refs| Row {
+/// A row of one of wasmpool's figures (`key` under `wasmpool/`), against `refs`.
+fn row(workload: String, key: &str, unit: Unit, refs: Vec<Ref>) -> Row {
+    Row {
         workload,
         key: format!("wasmpool/{key}"),
         unit,
         refs,
-    };
+    }
+}
+
+/// The table of workloads.
+pub fn rows(ctx: &Ctx) -> Vec<Row> {
+    let s = &ctx.sizes;
+    let w = ctx.workers;
     let peer_label = "peer: PPE + wasmtime-py";
     let mut rows = vec![
         row(
@@ -321,12 +325,6 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
 fn command_rows(ctx: &Ctx) -> Vec<Row> {
     let s = &ctx.sizes;
     let w = ctx.workers;
-    let row = |workload: String, key: &str, unit, refs| Row {
-        workload,
-        key: format!("wasmpool/{key}"),
-        unit,
-        refs,
-    };
     let xargs = || {
         vec![cmp(
             &format!("native collatz, xargs -P {w}"),

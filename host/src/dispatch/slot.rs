@@ -240,6 +240,8 @@ impl Slot {
             return;
         }
         process.expect(job.id, job.completion.clone());
+        // Each call of a batch counts (for `max_tasks_per_worker`).
+        self.tasks_sent += job.input.calls() as u64;
         if self.inflight.is_empty() {
             self.head_since = now;
         }
@@ -247,11 +249,6 @@ impl Slot {
             job,
             cancel_by: None,
         });
-        // Each call of a batch counts (for `max_tasks_per_worker`).
-        self.tasks_sent += self
-            .inflight
-            .back()
-            .map_or(1, |f| f.job.input.calls() as u64);
         if self.inflight.len() >= self.depth() {
             self.refilling = false;
         }

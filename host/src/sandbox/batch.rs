@@ -81,16 +81,15 @@ pub(super) fn run(
         ),
         _ => (Sink::Each(Vec::with_capacity(calls)), 0),
     };
-    let (instances, pipes) = match &req.input {
-        Input::Batch { instances, .. } | Input::NumberBatch { instances, .. } => {
-            (*instances, || {
-                (
-                    CappedPipe::new(limits.stdout_cap as usize),
-                    CappedPipe::new(limits.stderr_cap as usize),
-                )
-            })
-        }
+    let instances = match &req.input {
+        Input::Batch { instances, .. } | Input::NumberBatch { instances, .. } => *instances,
         _ => unreachable!("only batches run here"),
+    };
+    let pipes = || {
+        (
+            CappedPipe::new(limits.stdout_cap as usize),
+            CappedPipe::new(limits.stderr_cap as usize),
+        )
     };
     // Shared instances share their output too; fresh ones each get their own.
     let (stdout, stderr) = pipes();

@@ -155,12 +155,21 @@ pub struct CommandInput {
     pub stream: bool,
 }
 
-/// A piece of a streamed command's output, in the order the program wrote it.
+/// A piece of a streamed command's output, in the order the program wrote it: at most
+/// [`STREAM_CHUNK_BYTES`] (a longer write arrives as several chunks).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutputChunk {
-    Stdout(Vec<u8>),
-    Stderr(Vec<u8>),
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
 }
+
+/// Chunks a streaming command's output channel holds before the program blocks in its
+/// write (see [`Call::submit_streaming`](crate::Call::submit_streaming)).
+pub const STREAM_CHUNKS: usize = 16;
+
+/// Largest [`OutputChunk`]: with [`STREAM_CHUNKS`], what a streaming task's unread output
+/// can cost the host (1 MiB).
+pub const STREAM_CHUNK_BYTES: usize = 64 << 10;
 
 impl CommandInput {
     /// Bytes this input carries into the sandbox (stdin and files), for `Limits::max_input`.
@@ -250,8 +259,10 @@ pub struct CommandOutput {
     /// The program's exit code: its `proc_exit` argument, or 0 when `_start` returned.
     pub exit_code: i32,
     /// What it wrote to stdout, up to `Limits::stdout_cap`.
+    #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,
     /// What it wrote to stderr, up to `Limits::stderr_cap`.
+    #[serde(with = "serde_bytes")]
     pub stderr: Vec<u8>,
     /// Whether stdout or stderr went over its cap and was cut.
     pub output_truncated: bool,
@@ -268,6 +279,7 @@ pub struct CommandOutput {
 pub struct OutputFile {
     /// Path relative to `/out` (`result.txt`, `sub/x.bin`).
     pub path: String,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

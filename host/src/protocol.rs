@@ -84,6 +84,7 @@ pub enum Request {
     Load {
         module: ModuleId,
         metering: Metering,
+        #[serde(with = "serde_bytes")]
         artifact: Vec<u8>,
     },
     /// Run one task in a fresh instance.
@@ -101,6 +102,7 @@ pub(crate) enum RequestRef<'a> {
     Load {
         module: ModuleId,
         metering: Metering,
+        #[serde(with = "serde_bytes")]
         artifact: &'a [u8],
     },
     Run {
@@ -143,6 +145,7 @@ pub enum Reply {
 pub enum CompileReply {
     /// The serialized artifact for the workers, and the module's callable exports.
     Compiled {
+        #[serde(with = "serde_bytes")]
         artifact: Vec<u8>,
         exports: Vec<Export>,
     },
@@ -170,8 +173,10 @@ pub struct TaskStats {
     /// Time from the start of instantiation to the end of the call, in the worker.
     pub duration: Duration,
     /// What the guest wrote to stdout, up to the limit's cap.
+    #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,
     /// What the guest wrote to stderr, up to the limit's cap.
+    #[serde(with = "serde_bytes")]
     pub stderr: Vec<u8>,
     /// Whether stdout or stderr went over its cap and was cut.
     pub output_truncated: bool,
@@ -216,8 +221,19 @@ pub fn read<R: Read, T: DeserializeOwned>(r: &mut R, buf: &mut Vec<u8>) -> io::R
     buf.clear();
     buf.resize(len, 0);
     r.read_exact(buf)?;
-    postcard::from_bytes(buf).map(Some).map_err(invalid)
+    // Byte fields decode straight into buffers of their exact size (`serde_bytes`), so a
+    // frame costs its own size twice at most while it is decoded, never more.
+    let msg = postcard::from_bytes(buf).map(Some).map_err(invalid);
+    if buf.capacity() > KEEP_FRAME_BUFFER {
+        // One large frame (an artifact, a 64 MiB reply) must not stay allocated for the
+        // life of the reader.
+        *buf = Vec::new();
+    }
+    msg
 }
+
+/// Largest frame buffer [`read`] keeps for the next frame.
+const KEEP_FRAME_BUFFER: usize = 1 << 20;
 
 /// Whether `buffered` bytes hold at least one whole frame (so reading it will not block).
 pub fn frame_buffered(buffered: &[u8]) -> bool {

@@ -134,7 +134,7 @@ pub enum Input {
     /// Arguments of a plain numeric export.
     Numbers(Vec<Value>),
     /// The JSON-encoded input of an SDK task.
-    Json(Vec<u8>),
+    Json(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A WASI command run (see [`CommandSpec`](crate::CommandSpec)).
     Command(CommandInput),
     /// Several calls of one export, run one after another by one worker; never nested.
@@ -189,7 +189,7 @@ pub enum Output {
     /// Results of a plain numeric export.
     Numbers(Vec<Value>),
     /// The JSON-encoded output of an SDK task.
-    Json(Vec<u8>),
+    Json(#[serde(with = "serde_bytes")] Vec<u8>),
     /// What a WASI command run produced.
     Command(CommandOutput),
     /// The outcome of each call of a [`Input::Batch`], in order.

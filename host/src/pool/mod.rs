@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 
-use crate::command::{self, CommandOutput, CommandSpec, OutputChunk};
+use crate::command::{self, CommandOutput, CommandSpec, OutputChunk, STREAM_CHUNKS};
 use crate::dispatch::{self, Dispatcher, Event, Job};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
@@ -526,6 +526,13 @@ impl<'p> Call<'p> {
     /// channel as the program writes them (up to `Limits::stdout_cap`/`stderr_cap` each),
     /// instead of keeping them in [`CommandOutput`]. The channel ends when the task does.
     ///
+    /// The channel holds at most [`STREAM_CHUNKS`] chunks of up to
+    /// [`STREAM_CHUNK_BYTES`](crate::command::STREAM_CHUNK_BYTES):
+    /// when the reader falls behind, the program blocks in its write (its wall clock runs
+    /// on), like a process writing to a full pipe. So read the channel while the task runs:
+    /// waiting for the task first can only end at its timeout once the program has written
+    /// more than the channel holds.
+    ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use wasmpool::{CommandSpec, OutputChunk, Pool};
@@ -547,7 +554,7 @@ impl<'p> Call<'p> {
         Task<CommandOutput>,
         crossbeam_channel::Receiver<OutputChunk>,
     ) {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(STREAM_CHUNKS);
         let (task, job) = self.job(spec, None, Some(tx));
         if let Some(job) = job {
             self.send(vec![job]);

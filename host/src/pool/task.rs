@@ -41,7 +41,16 @@ struct Slot {
     /// Threads blocked in `wait_until` (no wake-up call is made when there are none).
     waiters: u32,
     /// Where a streaming command's output goes; dropped when the task finishes.
-    stream: Option<Sender<OutputChunk>>,
+    stream: Option<Stream>,
+}
+
+/// A streaming command's output channel, and a channel that disconnects when the task
+/// ends (its only sender is dropped with the slot's `Stream`), so that a send blocked on a
+/// full channel gives up then.
+struct Stream {
+    tx: Sender<OutputChunk>,
+    ended: crossbeam_channel::Receiver<()>,
+    _end: Sender<()>,
 }
 
 impl Completion {
@@ -85,15 +94,33 @@ impl Completion {
         }
     }
 
-    /// Sends streamed output to whoever reads it.
+    /// Sends streamed output to whoever reads it. The channel is bounded: while it is full
+    /// this blocks (the caller is the worker's reply reader, so the worker blocks in its
+    /// write, and the task's wall clock runs on) until the reader takes a chunk, drops the
+    /// receiver, or the task ends in another way (killed at its deadline, cancelled).
     pub(crate) fn stream(&self, chunk: OutputChunk) {
-        if let Some(tx) = &self.lock().stream {
-            let _ = tx.send(chunk);
+        // Clones of the two receiving ends only: the sender of `ended` stays in the slot.
+        let Some((tx, ended)) = self
+            .lock()
+            .stream
+            .as_ref()
+            .map(|s| (s.tx.clone(), s.ended.clone()))
+        else {
+            return;
+        };
+        crossbeam_channel::select! {
+            send(tx, chunk) -> _ => {}
+            recv(ended) -> _ => {}
         }
     }
 
     pub(crate) fn set_stream(&self, tx: Sender<OutputChunk>) {
-        self.lock().stream = Some(tx);
+        let (end, ended) = crossbeam_channel::bounded(0);
+        self.lock().stream = Some(Stream {
+            tx,
+            ended,
+            _end: end,
+        });
     }
 
     pub(crate) fn mark_running(&self) {

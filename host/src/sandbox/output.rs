@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::command::OutputChunk;
+use crate::command::{OutputChunk, STREAM_CHUNK_BYTES};
 use crate::protocol::{TaskId, TaskStats};
 
 /// How many bytes one write may hand us at a time.
@@ -72,15 +72,17 @@ impl CappedPipe {
         match &s.forward {
             Some(_) if keep == 0 => {}
             Some((forward, task, stderr)) => {
-                let bytes = data[..keep].to_vec();
-                forward(
-                    *task,
-                    if *stderr {
-                        OutputChunk::Stderr(bytes)
-                    } else {
-                        OutputChunk::Stdout(bytes)
-                    },
-                );
+                for piece in data[..keep].chunks(STREAM_CHUNK_BYTES) {
+                    let bytes = piece.to_vec();
+                    forward(
+                        *task,
+                        if *stderr {
+                            OutputChunk::Stderr(bytes)
+                        } else {
+                            OutputChunk::Stdout(bytes)
+                        },
+                    );
+                }
             }
             None => s.bytes.extend_from_slice(&data[..keep]),
         }

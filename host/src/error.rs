@@ -104,6 +104,11 @@ pub enum LoadError {
     /// The bytes are not a valid WebAssembly module (wasmtime's message).
     #[error("invalid module: {message}")]
     Invalid { message: String },
+    /// The module needs more than a worker's instance slot holds — more than one memory,
+    /// more than two tables, a table over 2^20 elements, over 16 MiB of instance metadata —
+    /// so none of its tasks could run (wasmtime's message names the limit).
+    #[error("the module does not fit the sandbox's instance limits (one memory, two tables of up to 2^20 elements, 16 MiB of instance metadata): {message}")]
+    OverLimit { message: String },
     /// The module imports something the sandbox does not provide.
     #[error("module imports `{module}::{name}`, which the sandbox does not provide (only WASI preview 1 and `wasi_unstable` are)")]
     UnsupportedImport { module: String, name: String },

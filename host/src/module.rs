@@ -212,12 +212,22 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
     if let Err(e) = compiler.linker.instantiate_pre(&module) {
         return invalid(format!("{e:#}"));
     }
-    match module.serialize() {
-        Ok(artifact) => CompileReply::Compiled {
-            artifact,
-            exports: describe_exports(&module),
-        },
-        Err(e) => invalid(format!("cannot serialize the compiled module: {e:#}")),
+    let artifact = match module.serialize() {
+        Ok(artifact) => artifact,
+        Err(e) => return invalid(format!("cannot serialize the compiled module: {e:#}")),
+    };
+    // Loaded as a worker will load it: wasmtime checks it against the pooling allocator's
+    // limits then, and a module over them must fail here, not in every worker.
+    // SAFETY: `artifact` was serialized just above by this process's compiler, whose engine
+    // configuration differs from `slots`' only in the instance allocator (as in workers).
+    if let Err(e) = unsafe { wasmtime::Module::deserialize(&compiler.slots, &artifact) } {
+        return CompileReply::OverLimit {
+            message: format!("{e:#}"),
+        };
+    }
+    CompileReply::Compiled {
+        artifact,
+        exports: describe_exports(&module),
     }
 }
 

@@ -153,6 +153,9 @@ pub enum CompileReply {
     Invalid { message: String },
     /// An import the sandbox does not provide.
     UnsupportedImport { module: String, name: String },
+    /// A valid module that does not fit the workers' instance slots (wasmtime's message,
+    /// naming the limit).
+    OverLimit { message: String },
 }
 
 /// What a finished task cost and printed.

@@ -104,6 +104,9 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
 /// The host's compiler: validates, compiles and checks imports (see `Module::compile`).
 pub struct Compiler {
     pub(crate) engine: Engine,
+    /// The workers' engine (pooling allocator): a compiled module is loaded into it once,
+    /// which checks it against the limits of the workers' instance slots.
+    pub(crate) slots: Engine,
     pub(crate) linker: Linker<TaskState>,
     /// `(module, name)` of every function the linker provides.
     pub(crate) provided: HashSet<(String, String)>,
@@ -125,6 +128,7 @@ impl Compiler {
             .collect();
         Ok(Compiler {
             engine,
+            slots: engine::engine(true, metering)?,
             linker,
             provided,
         })
@@ -136,6 +140,8 @@ impl Compiler {
 pub struct Sandbox {
     engines: [(Engine, Linker<TaskState>); 2],
     modules: HashMap<(ModuleId, Metering), InstancePre<TaskState>>,
+    /// Why a module could not be loaded, for its tasks' errors.
+    unloadable: HashMap<(ModuleId, Metering), String>,
     interrupter: Arc<Interrupter>,
     scratch: Scratch,
     link: HostLink,
@@ -168,6 +174,7 @@ impl Sandbox {
         Ok(Sandbox {
             engines,
             modules: HashMap::new(),
+            unloadable: HashMap::new(),
             interrupter,
             scratch,
             link,
@@ -179,8 +186,22 @@ impl Sandbox {
         self.interrupter.clone()
     }
 
-    /// Makes a module's code compiled for `metering` available to later tasks.
+    /// Makes a module's code compiled for `metering` available to later tasks; if it
+    /// cannot be, its tasks fail saying why.
     pub fn load(
+        &mut self,
+        id: ModuleId,
+        metering: Metering,
+        artifact: &[u8],
+    ) -> wasmtime::Result<()> {
+        let loaded = self.try_load(id, metering, artifact);
+        if let Err(e) = &loaded {
+            self.unloadable.insert((id, metering), format!("{e:#}"));
+        }
+        loaded
+    }
+
+    fn try_load(
         &mut self,
         id: ModuleId,
         metering: Metering,
@@ -212,9 +233,13 @@ impl Sandbox {
             },
             None => (
                 Err(TaskError::worker_lost(format!(
-                    "module {} ({}) was not loaded in this worker",
+                    "module {} ({}) was not loaded in this worker{}",
                     req.module,
-                    metering.tag()
+                    metering.tag(),
+                    match self.unloadable.get(&(req.module, metering)) {
+                        Some(why) => format!(": {why}"),
+                        None => String::new(),
+                    }
                 ))),
                 TaskStats::default(),
             ),

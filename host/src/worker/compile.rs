@@ -94,6 +94,7 @@ pub(crate) fn compile(
     match reply {
         Ok(Ok(Some(CompileReply::Compiled { artifact, exports }))) => Ok((artifact, exports)),
         Ok(Ok(Some(CompileReply::Invalid { message }))) => Err(LoadError::Invalid { message }),
+        Ok(Ok(Some(CompileReply::OverLimit { message }))) => Err(LoadError::OverLimit { message }),
         Ok(Ok(Some(CompileReply::UnsupportedImport { module, name }))) => {
             Err(LoadError::UnsupportedImport { module, name })
         }
@@ -121,16 +122,21 @@ pub fn serve_compile(memory: &str, metering: &str) -> std::io::Result<()> {
             format!("bad memory limit {memory:?}: {e}"),
         )
     })?;
-    harden::limit_resources(Some(memory))?;
-    let mut bytes = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut bytes)?;
     let metering = Metering::from_tag(metering).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("bad metering {metering:?}"),
         )
     })?;
+    // The compiler holds the workers' own engine too (pooling allocator), to check that a
+    // module fits their instance slots; its slots reserve address space, which is counted
+    // on top of the limit, not against it.
+    let before = harden::address_space()?;
     let compiler = Compiler::new(metering).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let reserved = harden::address_space()?.saturating_sub(before);
+    harden::limit_resources(Some(memory.saturating_add(reserved)))?;
+    let mut bytes = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut bytes)?;
     crate::worker::seccomp::install(false)?;
     let reply = module::compile(&compiler, &bytes);
     let mut out = std::io::stdout().lock();

@@ -69,6 +69,17 @@ pub fn limit_resources(memory: Option<u64>) -> io::Result<()> {
     Ok(())
 }
 
+/// The address space this process has mapped, in bytes (`/proc/self/statm`).
+pub fn address_space() -> io::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("unreadable /proc/self/statm: {statm:?}")))?;
+    Ok(pages * rustix::param::page_size() as u64)
+}
+
 /// Makes a write past the file-size limit fail with `EFBIG` (which a command sees) instead
 /// of killing the process with `SIGXFSZ`.
 pub fn ignore_file_size_signal() {

@@ -343,3 +343,150 @@ mod tests {
         assert!(read::<_, Request>(&mut &buf[..], &mut scratch).is_err());
     }
 }
+
+/// A subverted worker's bytes must never panic or crash the host: random frames, and valid
+/// replies cut and flipped at random, only ever decode or fail.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::command::{CommandOutput, OutputFile};
+    use crate::value::Value;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// Every reply shape a worker sends, encoded.
+    fn samples() -> Vec<Vec<u8>> {
+        let stats = TaskStats {
+            worker: 7,
+            stdout: b"out".to_vec(),
+            stderr: b"err".to_vec(),
+            ..TaskStats::default()
+        };
+        let replies = [
+            Reply::Ready { pid: 1 },
+            Reply::Output {
+                task: 3,
+                chunk: OutputChunk::Stdout(b"chunk".to_vec()),
+            },
+            Reply::Done {
+                task: 4,
+                outcome: Ok(Output::Numbers(vec![Value::I64(-1), Value::F32(0.5)])),
+                stats: stats.clone(),
+            },
+            Reply::Done {
+                task: 5,
+                outcome: Ok(Output::Json(b"{\"a\":[1,2]}".to_vec())),
+                stats: stats.clone(),
+            },
+            Reply::Done {
+                task: 6,
+                outcome: Ok(Output::Command(CommandOutput {
+                    exit_code: 3,
+                    files: vec![OutputFile {
+                        path: "a/b.txt".into(),
+                        data: b"data".to_vec(),
+                    }],
+                    ..CommandOutput::default()
+                })),
+                stats: stats.clone(),
+            },
+            Reply::Done {
+                task: 8,
+                outcome: Ok(Output::Batch(vec![
+                    Ok(Output::Numbers(vec![Value::I32(1)])),
+                    Err(TaskError::Trap {
+                        message: "unreachable".into(),
+                    }),
+                ])),
+                stats: stats.clone(),
+            },
+            Reply::Done {
+                task: 9,
+                outcome: Ok(Output::NumberBatch {
+                    values: vec![Value::I64(1), Value::I64(2)],
+                    failures: vec![(1, TaskError::Exit { code: 2 })],
+                }),
+                stats,
+            },
+        ];
+        replies
+            .iter()
+            .map(|r| {
+                let mut buf = Vec::new();
+                encode(r, &mut buf).unwrap();
+                buf[4..].to_vec()
+            })
+            .collect()
+    }
+
+    fn decode(frame: &[u8]) {
+        let mut scratch = Vec::new();
+        let mut r = frame;
+        while let Ok(Some(reply)) = read::<_, Reply>(&mut r, &mut scratch) {
+            drop(reply);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn random_frames_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+            decode(&framed(&payload));
+        }
+
+        #[test]
+        fn damaged_replies_never_panic(
+            which in 0usize..7,
+            cut in any::<prop::sample::Index>(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        ) {
+            let mut payload = samples()[which].clone();
+            for (at, byte) in flips {
+                let i = at.index(payload.len());
+                payload[i] ^= byte;
+            }
+            let len = cut.index(payload.len() + 1);
+            decode(&framed(&payload[..len]));
+            decode(&framed(&payload));
+        }
+    }
+
+    #[test]
+    fn samples_decode_back() {
+        for payload in samples() {
+            let mut scratch = Vec::new();
+            assert!(read::<_, Reply>(&mut &framed(&payload)[..], &mut scratch)
+                .unwrap()
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn batches_nested_in_batches_are_refused_not_recursed_into() {
+        // A Done reply whose outcome is Batch(Ok(Batch(Ok(…)))) a million levels deep: 3
+        // bytes a level. Decoding it recursed once per level and overflowed the reader
+        // thread's stack, which aborts the whole host.
+        let mut payload = vec![2, 1, 0]; // Reply::Done, task 1, Ok(
+        for _ in 0..1_000_000 {
+            payload.extend_from_slice(&[3, 1, 0]); // Output::Batch, one item, Ok(
+        }
+        let mut scratch = Vec::new();
+        let e = read::<_, Reply>(&mut &framed(&payload)[..], &mut scratch).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        // The same for requests, which a worker decodes.
+        let mut payload = vec![1, 1]; // Request::Run, task 1
+        payload.extend_from_slice(&[0; 32]); // module id
+        payload.extend_from_slice(&[1, b'f']); // export "f"
+        for _ in 0..1_000_000 {
+            payload.extend_from_slice(&[3, 1]); // Input::Batch with one item:
+        }
+        assert!(read::<_, Request>(&mut &framed(&payload)[..], &mut scratch).is_err());
+    }
+}

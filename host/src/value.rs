@@ -128,6 +128,29 @@ macro_rules! value_from {
 }
 value_from!(i32 => I32, i64 => I64, f32 => F32, f64 => F64);
 
+/// Decodes the items of a batch, refusing a batch among them: batches are never nested, and
+/// decoding is recursive, so a forged frame nesting batches a million deep would otherwise
+/// overflow the decoding thread's stack (which aborts the process).
+fn not_nested<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use std::cell::Cell;
+    thread_local!(static IN_BATCH: Cell<bool> = const { Cell::new(false) });
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_BATCH.set(false);
+        }
+    }
+    if IN_BATCH.replace(true) {
+        return Err(serde::de::Error::custom("a batch inside a batch"));
+    }
+    let _leave = Leave;
+    Vec::deserialize(d)
+}
+
 /// The input of one call, as it travels to the worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Input {
@@ -139,6 +162,7 @@ pub enum Input {
     Command(CommandInput),
     /// Several calls of one export, run one after another by one worker; never nested.
     Batch {
+        #[serde(deserialize_with = "not_nested")]
         items: Vec<Input>,
         instances: Instances,
     },
@@ -192,8 +216,8 @@ pub enum Output {
     Json(#[serde(with = "serde_bytes")] Vec<u8>),
     /// What a WASI command run produced.
     Command(CommandOutput),
-    /// The outcome of each call of a [`Input::Batch`], in order.
-    Batch(Vec<Result<Output, TaskError>>),
+    /// The outcome of each call of a [`Input::Batch`], in order; never nested.
+    Batch(#[serde(deserialize_with = "not_nested")] Vec<Result<Output, TaskError>>),
     /// The outcome of a [`Input::NumberBatch`]: the results of the calls that succeeded,
     /// laid end to end in call order, and the calls that failed, by index (ascending).
     NumberBatch {

@@ -146,6 +146,45 @@ fn cancels_reach_tasks_already_sent_to_the_worker_without_killing_it() {
 }
 
 #[test]
+fn a_task_cancelled_behind_a_long_one_is_skipped_without_killing_the_worker() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    // Short tasks first: the dispatcher then sends several tasks to the worker at once.
+    let warm: Vec<_> = (0..50)
+        .map(|_| pool.submit::<i64>(&hostile, "counter", ()))
+        .collect();
+    for task in &warm {
+        assert_eq!(task.wait(), Ok(1));
+    }
+    let pids = pool.worker_pids();
+    let long = pool.submit::<i64>(&hostile, "sleep_ms", 600i64);
+    let behind = pool.submit::<i64>(&hostile, "counter", ());
+    while !long.is_running() {
+        assert_eq!(long.wait_timeout(Duration::from_millis(5)), None);
+    }
+    behind.cancel();
+    // It was sent to the worker already (a queued task would fail at once): the worker
+    // skips it when it gets there, long after the cancel.
+    assert_eq!(
+        behind.wait_timeout(Duration::from_millis(200)),
+        None,
+        "the task was still queued; the test needs it sent to the worker"
+    );
+    assert_eq!(long.wait(), Ok(600));
+    assert!(
+        matches!(behind.wait(), Err(TaskError::Cancelled { .. })),
+        "{:?}",
+        behind.wait()
+    );
+    assert_eq!(
+        pool.worker_pids(),
+        pids,
+        "the worker was killed for nothing"
+    );
+    assert_eq!(pool.submit::<i64>(&hostile, "counter", ()).wait(), Ok(1));
+}
+
+#[test]
 fn sdk_tasks_take_and_return_serde_values() {
     #[derive(serde::Serialize)]
     struct WcIn<'a> {

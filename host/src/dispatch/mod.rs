@@ -33,8 +33,8 @@ use slot::{Slot, Stopped};
 pub(crate) enum Event {
     /// New tasks, in submission order.
     Submit(Vec<Job>),
-    /// Cancel a task wherever it is.
-    Cancel(TaskId),
+    /// Cancel a task wherever it is (its completion tells whether it is still pending).
+    Cancel(TaskId, std::sync::Arc<Completion>),
     /// A worker said something (one or more replies, in order; outcomes already went to
     /// their tasks).
     Replies(WorkerRef, Vec<Heard>),
@@ -95,7 +95,11 @@ pub(crate) struct Dispatcher {
     events: Receiver<Event>,
     sender: Sender<Event>,
     slots: Vec<Slot>,
+    /// Tasks not sent yet, in order. Cancelled ones stay until they reach the front (or a
+    /// compaction), answered already: a cancel never searches the queue.
     queue: VecDeque<Job>,
+    /// Roughly how many jobs in `queue` are cancelled (for compaction).
+    cancelled_queued: usize,
     shutdown: Option<(bool, Sender<()>)>,
 }
 
@@ -119,6 +123,7 @@ impl Dispatcher {
                     events,
                     sender,
                     queue: VecDeque::new(),
+                    cancelled_queued: 0,
                     shutdown: None,
                 };
                 for i in 0..d.config.workers {
@@ -194,7 +199,7 @@ impl Dispatcher {
                     self.queue.extend(jobs);
                 }
             }
-            Event::Cancel(task) => self.cancel(task),
+            Event::Cancel(task, completion) => self.cancel(task, &completion),
             Event::Replies(who, replies) => {
                 let now = Instant::now();
                 for reply in replies {
@@ -286,18 +291,32 @@ impl Dispatcher {
         }
     }
 
-    fn cancel(&mut self, task: TaskId) {
-        if let Some(pos) = self.queue.iter().position(|j| j.id == task) {
-            let job = self.queue.remove(pos).expect("position is in range");
-            job.completion
-                .fail(TaskError::cancelled("cancelled before it started"));
+    fn cancel(&mut self, task: TaskId, completion: &Completion) {
+        if completion.is_done() {
             return;
         }
         let now = Instant::now();
         for slot in &mut self.slots {
-            if slot.cancel(task, now + CANCEL_GRACE) {
+            if slot.cancel(task, now) {
                 return;
             }
+        }
+        // Pending and on no worker: it is queued. It is answered now and let go when it
+        // reaches the front of the queue; the queue is compacted once more than half of it
+        // is cancelled, so a cancel costs O(1) amortized.
+        completion.fail(TaskError::cancelled("cancelled before it started"));
+        self.cancelled_queued += 1;
+        if self.cancelled_queued * 2 > self.queue.len() {
+            self.queue.retain(|j| !j.completion.is_done());
+            self.cancelled_queued = 0;
+        }
+    }
+
+    /// Lets go of the cancelled jobs at the front of the queue.
+    fn drop_cancelled_front(&mut self) {
+        while self.queue.front().is_some_and(|j| j.completion.is_done()) {
+            self.queue.pop_front();
+            self.cancelled_queued = self.cancelled_queued.saturating_sub(1);
         }
     }
 
@@ -325,7 +344,11 @@ impl Dispatcher {
         if self.shutdown.as_ref().is_some_and(|(drain, _)| !drain) {
             return;
         }
-        while !self.queue.is_empty() {
+        loop {
+            self.drop_cancelled_front();
+            if self.queue.is_empty() {
+                break;
+            }
             let best = self
                 .slots
                 .iter()
@@ -365,10 +388,11 @@ impl Dispatcher {
 
     /// Completes a shutdown when its conditions hold; returns whether the loop should end.
     fn finish_shutdown(&mut self) -> bool {
-        let Some((drain, _)) = &self.shutdown else {
+        let Some(drain) = self.shutdown.as_ref().map(|(drain, _)| *drain) else {
             return false;
         };
-        if *drain && (!self.queue.is_empty() || self.slots.iter().any(|s| s.in_flight() > 0)) {
+        self.drop_cancelled_front();
+        if drain && (!self.queue.is_empty() || self.slots.iter().any(|s| s.in_flight() > 0)) {
             // A drain with no live worker left can never finish.
             if !self.slots.iter().all(Slot::is_dead) {
                 return false;
@@ -392,26 +416,104 @@ impl Dispatcher {
 mod tests {
     use super::*;
     use crate::module::Origin;
+    use crate::pool::task::{Imap, Task};
 
-    #[test]
-    fn a_job_dropped_unanswered_fails_its_task() {
-        let completion = Completion::new(None);
-        let job = Job {
-            id: 1,
-            module: Module::new(
-                b"m",
-                crate::sandbox::Metering::Epochs,
-                Vec::new(),
-                Vec::new(),
-                Origin::Compiled(Duration::ZERO),
-            ),
+    fn module() -> Module {
+        Module::new(
+            b"m",
+            crate::sandbox::Metering::Epochs,
+            Vec::new(),
+            Vec::new(),
+            Origin::Compiled(Duration::ZERO),
+        )
+    }
+
+    fn job(id: TaskId, module: &Module) -> Job {
+        Job {
+            id,
+            module: module.clone(),
             export: "f".into(),
             input: Input::Numbers(Vec::new()),
             limits: Limits::default(),
             retries: 0,
-            completion: completion.clone(),
-        };
+            completion: Completion::new(None),
+        }
+    }
+
+    /// A dispatcher with no workers, driven by hand.
+    fn idle_dispatcher() -> Dispatcher {
+        let (sender, events) = crossbeam_channel::unbounded();
+        Dispatcher {
+            config: Config {
+                launch: Launch {
+                    program: PathBuf::from("/nonexistent"),
+                    scratch: None,
+                },
+                workers: 0,
+                max_tasks_per_worker: None,
+                max_worker_rss: None,
+            },
+            events,
+            sender,
+            slots: Vec::new(),
+            queue: VecDeque::new(),
+            cancelled_queued: 0,
+            shutdown: None,
+        }
+    }
+
+    #[test]
+    fn a_job_dropped_unanswered_fails_its_task() {
+        let job = job(1, &module());
+        let completion = job.completion.clone();
         drop(job);
         assert!(completion.is_done());
+    }
+
+    #[test]
+    fn dropping_an_imap_behind_other_work_does_not_scan_the_queue_per_task() {
+        const AHEAD: u64 = 50_000;
+        const IMAP: u64 = 150_000;
+        let mut d = idle_dispatcher();
+        let module = module();
+        let jobs: Vec<Job> = (1..=AHEAD + IMAP).map(|id| job(id, &module)).collect();
+        let tasks: Vec<Task<i64>> = jobs[AHEAD as usize..]
+            .iter()
+            .map(|j| Task::new(j.id, j.completion.clone(), d.sender.clone()))
+            .collect();
+        let ahead: Vec<_> = jobs[..AHEAD as usize]
+            .iter()
+            .map(|j| j.completion.clone())
+            .collect();
+        let completions: Vec<_> = jobs[AHEAD as usize..]
+            .iter()
+            .map(|j| j.completion.clone())
+            .collect();
+        d.queue.extend(jobs);
+        drop(Imap::new(tasks));
+        // A linear search per cancel costs AHEAD × IMAP steps (minutes); an index or a lazy
+        // skip, well under a second. The bound is very generous for a loaded machine.
+        let started = Instant::now();
+        while let Ok(event) = d.events.try_recv() {
+            d.handle(event);
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "cancelling queued tasks is too slow"
+            );
+        }
+        d.pump();
+        for (id, c) in (AHEAD + 1..).zip(&completions) {
+            let task = Task::<i64>::new(id, c.clone(), d.sender.clone());
+            let outcome = task.wait_timeout(Duration::ZERO);
+            assert!(
+                matches!(outcome, Some(Err(TaskError::Cancelled { .. }))),
+                "{outcome:?}"
+            );
+        }
+        assert!(ahead.iter().all(|c| !c.is_done()), "others stay queued");
+        assert!(
+            d.queue.len() <= 2 * AHEAD as usize,
+            "cancelled jobs are let go"
+        );
     }
 }

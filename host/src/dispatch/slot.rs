@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::{Event, Job, MAX_START_FAILURES, MAX_START_KILLS};
+use super::{Event, Job, CANCEL_GRACE, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::ModuleId;
@@ -22,8 +22,12 @@ const MAX_DEPTH: usize = 512;
 
 struct InFlight {
     job: Job,
-    /// Set once a cancel was sent: the worker is killed if the task still runs then.
-    cancel_by: Option<Instant>,
+    /// The id the task has on the wire to this worker process: ids increase in the order
+    /// tasks are sent (and run), which lets the worker forget cancels of tasks it finished.
+    wire: TaskId,
+    /// When a cancel was sent: the worker is killed if the task still runs [`CANCEL_GRACE`]
+    /// after that or after it started, whichever is later.
+    cancelled_at: Option<Instant>,
 }
 
 /// What is left of a stopped worker's work.
@@ -59,6 +63,8 @@ pub(crate) struct Slot {
     dead: Option<String>,
     /// Replaced workers finishing their exit.
     retired: Vec<(WorkerRef, WorkerProcess)>,
+    /// The wire id of the next task sent to this process.
+    next_wire: TaskId,
     /// Frames encoded but not yet handed to the writer (sent in one batch by `flush`).
     pending: Vec<u8>,
     /// Whether the worker takes more tasks: set when its queue falls to half its depth,
@@ -101,6 +107,7 @@ impl Slot {
             killed_from_outside: false,
             dead: None,
             retired: Vec::new(),
+            next_wire: 1,
             pending: Vec::new(),
             refilling: true,
         })
@@ -164,9 +171,9 @@ impl Slot {
     }
 
     /// A task finished (its outcome went to its waiter already): book-keeping.
-    pub(crate) fn on_done(&mut self, task: TaskId, took: Duration, rss: u64, now: Instant) {
+    pub(crate) fn on_done(&mut self, wire: TaskId, took: Duration, rss: u64, now: Instant) {
         self.rss = rss;
-        let Some(pos) = self.inflight.iter().position(|f| f.job.id == task) else {
+        let Some(pos) = self.inflight.iter().position(|f| f.wire == wire) else {
             return;
         };
         // Dropped here: the job was answered (or given up on) before.
@@ -225,8 +232,9 @@ impl Slot {
             };
             protocol::encode(&load, frame).expect("artifacts are under the frame limit");
         }
+        let wire = self.next_wire;
         let run = RequestRef::Run {
-            task: job.id,
+            task: wire,
             module: module.id(),
             export: &job.export,
             input: &job.input,
@@ -239,7 +247,8 @@ impl Slot {
                 .fail(TaskError::bad_input(format!("cannot send the task: {e}")));
             return;
         }
-        process.expect(job.id, job.completion.clone());
+        self.next_wire += 1;
+        process.expect(wire, job.completion.clone());
         // Each call of a batch counts (for `max_tasks_per_worker`).
         self.tasks_sent += job.input.calls() as u64;
         if self.inflight.is_empty() {
@@ -247,7 +256,8 @@ impl Slot {
         }
         self.inflight.push_back(InFlight {
             job,
-            cancel_by: None,
+            wire,
+            cancelled_at: None,
         });
         if self.inflight.len() >= self.depth() {
             self.refilling = false;
@@ -266,14 +276,14 @@ impl Slot {
     }
 
     /// Forwards a cancel if `task` is in flight here.
-    pub(crate) fn cancel(&mut self, task: TaskId, kill_by: Instant) -> bool {
+    pub(crate) fn cancel(&mut self, task: TaskId, now: Instant) -> bool {
         let Some(f) = self.inflight.iter_mut().find(|f| f.job.id == task) else {
             return false;
         };
-        if f.cancel_by.is_none() {
-            f.cancel_by = Some(kill_by);
+        if f.cancelled_at.is_none() {
+            f.cancelled_at = Some(now);
             if let Some(p) = &self.process {
-                p.cancel(task);
+                p.cancel(f.wire);
             }
         }
         true
@@ -290,9 +300,14 @@ impl Slot {
                 TaskError::Timeout { limit: t },
             )
         });
-        let cancel = head
-            .cancel_by
-            .map(|at| (at, TaskError::cancelled("stopped while running")));
+        // A task cancelled while it waited behind others has its grace from when it started
+        // (the worker skips it then), not from the cancel.
+        let cancel = head.cancelled_at.map(|at| {
+            (
+                at.max(self.head_since) + CANCEL_GRACE,
+                TaskError::cancelled("stopped while running"),
+            )
+        });
         match (timeout, cancel) {
             (Some(t), Some(c)) => Some(if c.0 <= t.0 { c } else { t }),
             (t, c) => t.or(c),
@@ -331,7 +346,7 @@ impl Slot {
         self.refilling = true;
         for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
             let started = i == 0 && self.ready;
-            if f.cancel_by.is_some() {
+            if f.cancelled_at.is_some() {
                 f.job.completion.fail(TaskError::cancelled(if started {
                     "stopped while running"
                 } else {

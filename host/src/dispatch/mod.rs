@@ -8,7 +8,8 @@
 //! running one; its host-side kill deadline is `start + timeout + grace`. A worker that
 //! misses it (blocked in a host call, hung) is killed; its running task fails with
 //! `Timeout`, the tasks queued behind it go back to the front of the queue, and the slot is
-//! respawned.
+//! respawned. Waiting for a process to exit and removing its scratch directory happen on the
+//! [`Reaper`]'s threads, never here.
 
 mod slot;
 
@@ -24,6 +25,7 @@ use crate::module::Module;
 use crate::pool::task::Completion;
 use crate::protocol::TaskId;
 use crate::value::Input;
+use crate::worker::reaper::{Reaper, RemoveDir};
 use crate::worker::replies::Heard;
 use crate::worker::{Launch, WorkerRef};
 
@@ -38,8 +40,11 @@ pub(crate) enum Event {
     /// A worker said something (one or more replies, in order; outcomes already went to
     /// their tasks).
     Replies(WorkerRef, Vec<Heard>),
-    /// A worker's reply stream ended: it exited or died.
-    Exited(WorkerRef),
+    /// A worker's reply stream ended: it exited or died, or (with the decoding error) it sent
+    /// a frame that does not decode.
+    Exited(WorkerRef, Option<String>),
+    /// The reaper reaped a worker whose stream ended: how it ended.
+    Reaped(WorkerRef, Option<std::process::ExitStatus>),
     /// Report the process ids of the live workers.
     Pids(Sender<Vec<u32>>),
     /// Stop: `drain` finishes queued work first; otherwise it is cancelled.
@@ -76,6 +81,8 @@ pub(crate) struct Config {
     pub workers: usize,
     pub max_tasks_per_worker: Option<u64>,
     pub max_worker_rss: Option<u64>,
+    /// Removes a dead worker's scratch directory (on a reaper thread).
+    pub remove_dir: RemoveDir,
 }
 
 /// A worker slot that failed this many starts in a row (exiting by itself) is given up.
@@ -95,6 +102,7 @@ pub(crate) struct Dispatcher {
     events: Receiver<Event>,
     sender: Sender<Event>,
     slots: Vec<Slot>,
+    reaper: Reaper,
     /// Tasks not sent yet, in order. Cancelled ones stay until they reach the front (or a
     /// compaction), answered already: a cancel never searches the queue.
     queue: VecDeque<Job>,
@@ -119,6 +127,7 @@ impl Dispatcher {
                 crate::worker::process::block_sigpipe();
                 let mut d = Dispatcher {
                     slots: Vec::with_capacity(config.workers),
+                    reaper: Reaper::new(sender.clone(), config.remove_dir.clone()),
                     config,
                     events,
                     sender,
@@ -131,8 +140,9 @@ impl Dispatcher {
                         Ok(slot) => d.slots.push(slot),
                         Err(e) => {
                             for slot in d.slots.drain(..) {
-                                slot.kill();
+                                slot.kill(&mut d.reaper);
                             }
+                            d.reaper.finish();
                             let _ = started_tx.send(Err(e));
                             return;
                         }
@@ -140,6 +150,9 @@ impl Dispatcher {
                 }
                 let _ = started_tx.send(Ok(()));
                 d.run();
+                // Every worker ended and its directory removed before the pool's directory
+                // goes (with `d.config`).
+                d.reaper.finish();
             })
             .map_err(|e| PoolError::Spawn {
                 program: PathBuf::from("wasmpool-dispatch thread"),
@@ -215,16 +228,23 @@ impl Dispatcher {
                     }
                 }
             }
-            Event::Exited(who) => {
+            Event::Exited(who, malformed) => {
                 if let Some(i) = self.slots.iter().position(|s| s.retired_owns(who)) {
-                    self.slots[i].reap_retired(who);
+                    self.slots[i].reap_retired(who, &mut self.reaper, malformed.is_some());
                     return;
                 }
-                if self.slot_of(who).is_none() {
+                if let Some(slot) = self.slots.get_mut(who.slot).filter(|s| s.is(who)) {
+                    slot.stream_ended(&mut self.reaper, malformed);
+                }
+            }
+            Event::Reaped(who, status) => {
+                let Some(slot) = self.slots.get_mut(who.slot) else {
+                    return;
+                };
+                if !slot.awaits_reap(who) {
                     return;
                 }
-                let slot = &mut self.slots[who.slot];
-                let message = slot.died_message();
+                let message = slot.died_message(status);
                 let stopped = slot.take_stopped(|_| TaskError::worker_lost(message.clone()));
                 self.after_stop(who.slot, stopped, message);
             }
@@ -239,7 +259,7 @@ impl Dispatcher {
                             .fail(TaskError::cancelled("the pool was terminated"));
                     }
                     for slot in &mut self.slots {
-                        let stopped = slot.kill_now(|_| {
+                        let stopped = slot.kill_now(&mut self.reaper, |_| {
                             TaskError::cancelled("the pool was terminated while the task ran")
                         });
                         for job in stopped.requeue {
@@ -327,7 +347,7 @@ impl Dispatcher {
                 continue;
             };
             let why = format!("{} (worker {} killed)", error, slot.pid());
-            let stopped = slot.kill_now(|_| error.clone());
+            let stopped = slot.kill_now(&mut self.reaper, |_| error.clone());
             self.after_stop(i, stopped, why);
         }
     }
@@ -403,7 +423,7 @@ impl Dispatcher {
             }
         }
         for slot in self.slots.drain(..) {
-            slot.close_and_reap();
+            slot.close_and_reap(&mut self.reaper);
         }
         if let Some((_, done)) = self.shutdown.take() {
             let _ = done.send(());
@@ -443,6 +463,7 @@ mod tests {
     /// A dispatcher with no workers, driven by hand.
     fn idle_dispatcher() -> Dispatcher {
         let (sender, events) = crossbeam_channel::unbounded();
+        let remove_dir: RemoveDir = std::sync::Arc::new(crate::worker::scratch::remove_worker_dir);
         Dispatcher {
             config: Config {
                 launch: Launch {
@@ -452,7 +473,9 @@ mod tests {
                 workers: 0,
                 max_tasks_per_worker: None,
                 max_worker_rss: None,
+                remove_dir: remove_dir.clone(),
             },
+            reaper: Reaper::new(sender.clone(), remove_dir),
             events,
             sender,
             slots: Vec::new(),
@@ -515,5 +538,92 @@ mod tests {
             d.queue.len() <= 2 * AHEAD as usize,
             "cancelled jobs are let go"
         );
+    }
+
+    /// A fake worker program in `dir`: it says `Ready`, then sleeps without reading a request
+    /// or answering (the dispatcher kills it at its task's deadline).
+    fn silent_worker(dir: &std::path::Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let ready = dir.join("ready");
+        let mut frame = Vec::new();
+        crate::protocol::encode(&crate::protocol::Reply::Ready { pid: 0 }, &mut frame).unwrap();
+        std::fs::write(&ready, frame).unwrap();
+        let script = dir.join("worker");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n/bin/cat '{}'\nexec /bin/sleep 60\n",
+                ready.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        script
+    }
+
+    #[test]
+    fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
+        let dir = std::env::temp_dir().join(format!("wasmpool-slow-rm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = crate::worker::scratch::ScratchRoot::create(&dir).unwrap();
+        let root_path = root.path().to_path_buf();
+        // Removing a worker's directory blocks until the test lets it go (like removing a
+        // `/out` that a guest filled with a million files).
+        let (removing_tx, removing) = crossbeam_channel::unbounded::<()>();
+        let (release, released) = crossbeam_channel::unbounded::<()>();
+        let remove_dir: RemoveDir = std::sync::Arc::new(move |path: &std::path::Path| {
+            let _ = removing_tx.send(());
+            let _ = released.recv();
+            crate::worker::scratch::remove_worker_dir(path);
+        });
+        let (sender, events) = crossbeam_channel::unbounded();
+        let config = Config {
+            launch: Launch {
+                program: silent_worker(&dir),
+                scratch: Some(root),
+            },
+            workers: 2,
+            max_tasks_per_worker: None,
+            max_worker_rss: None,
+            remove_dir,
+        };
+        let dispatcher = Dispatcher::start(config, events, sender.clone()).unwrap();
+        let module = Module::new(
+            b"m",
+            crate::sandbox::Metering::Epochs,
+            vec![0; 16],
+            Vec::new(),
+            Origin::Compiled(Duration::ZERO),
+        );
+        let mut short = job(1, &module);
+        short.limits.timeout = Some(Duration::from_millis(50));
+        let mut neighbour = job(2, &module);
+        neighbour.limits.timeout = Some(Duration::from_millis(300));
+        let task = Task::<i64>::new(2, neighbour.completion.clone(), sender.clone());
+        let submitted = Instant::now();
+        sender.send(Event::Submit(vec![short, neighbour])).unwrap();
+        // The short task's worker is killed at its deadline; its directory's removal starts
+        // and hangs.
+        removing
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the killed worker's directory is removed");
+        // The neighbour's deadline (300 ms + 150 ms grace from its start) still holds:
+        // well within 2 s of its submission, while the removal still hangs.
+        let outcome = task.wait_timeout(Duration::from_secs(2).saturating_sub(submitted.elapsed()));
+        assert!(
+            matches!(outcome, Some(Err(TaskError::Timeout { .. }))),
+            "after {:?}: {outcome:?}",
+            submitted.elapsed()
+        );
+        drop(release);
+        let (done, finished) = crossbeam_channel::bounded(1);
+        sender.send(Event::Shutdown { drain: false, done }).unwrap();
+        finished.recv_timeout(Duration::from_secs(10)).unwrap();
+        dispatcher.join().unwrap();
+        assert!(
+            !root_path.exists(),
+            "the pool's directory is removed when it ends"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,6 +13,7 @@ use crate::module::ModuleId;
 use crate::protocol::{self, RequestRef, TaskId};
 use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
+use crate::worker::reaper::Reaper;
 use crate::worker::{Launch, WorkerProcess, WorkerRef};
 
 /// Queue this much estimated work on a worker ahead of time (pipelining short tasks).
@@ -38,10 +39,21 @@ pub(crate) struct Stopped {
     pub before_ready: bool,
 }
 
+/// Why a process whose reply stream ended is being reaped.
+enum Ending {
+    /// The stream closed: the worker exited or died; its exit status tells how.
+    Closed,
+    /// A reply did not decode (this error): the worker was killed.
+    Malformed(String),
+}
+
 pub(crate) struct Slot {
     index: usize,
     generation: u64,
     process: Option<WorkerProcess>,
+    /// Set when the process's stream ended and it was handed to the reaper: its tasks wait
+    /// for [`Event::Reaped`] to learn how it ended.
+    ending: Option<Ending>,
     pid: u32,
     spawned_at: Instant,
     ready: bool,
@@ -94,6 +106,7 @@ impl Slot {
             generation,
             pid: process.pid(),
             process: Some(process),
+            ending: None,
             spawned_at: now,
             ready: false,
             inflight: VecDeque::new(),
@@ -373,24 +386,67 @@ impl Slot {
         }
     }
 
-    /// Kills the worker now; its running task fails with `head_error`.
-    pub(crate) fn kill_now(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
-        if let Some(p) = self.process.take() {
+    /// Kills the worker now (the reaper reaps it); its running task fails with `head_error`.
+    pub(crate) fn kill_now(
+        &mut self,
+        reaper: &mut Reaper,
+        head_error: impl FnOnce(&Job) -> TaskError,
+    ) -> Stopped {
+        if let Some(mut p) = self.process.take() {
             p.kill();
+            reaper.reap(p, None);
         }
         self.killed_from_outside = false;
         self.take_stopped(head_error)
     }
 
-    /// The worker's stream ended on its own: reap it and say how it ended.
-    pub(crate) fn died_message(&mut self) -> String {
-        use std::os::unix::process::ExitStatusExt;
-        let status = self.process.take().and_then(WorkerProcess::reap);
-        self.killed_from_outside = status.is_some_and(|s| s.signal().is_some());
-        describe_exit("worker", self.pid, status)
+    /// The worker's reply stream ended (`malformed`: on a frame that did not decode, and the
+    /// worker is killed): the reaper reaps it and reports how it ended ([`Event::Reaped`]);
+    /// its tasks stay until then.
+    pub(crate) fn stream_ended(&mut self, reaper: &mut Reaper, malformed: Option<String>) {
+        let Some(mut p) = self.process.take() else {
+            return;
+        };
+        self.ending = Some(match malformed {
+            Some(why) => {
+                p.kill();
+                Ending::Malformed(why)
+            }
+            None => Ending::Closed,
+        });
+        reaper.reap(
+            p,
+            Some(WorkerRef {
+                slot: self.index,
+                generation: self.generation,
+            }),
+        );
     }
 
-    /// Once the process is gone (killed, or reaped by [`Self::died_message`]): the running
+    /// Whether this slot waits for the reaper's word on `who`.
+    pub(crate) fn awaits_reap(&self, who: WorkerRef) -> bool {
+        self.generation == who.generation && self.ending.is_some()
+    }
+
+    /// How the process handed over by [`Self::stream_ended`] ended, now it is reaped.
+    pub(crate) fn died_message(&mut self, status: Option<std::process::ExitStatus>) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        match self.ending.take() {
+            Some(Ending::Malformed(why)) => {
+                self.killed_from_outside = false;
+                format!(
+                    "worker {} sent a malformed reply ({why}) and was killed",
+                    self.pid
+                )
+            }
+            Some(Ending::Closed) | None => {
+                self.killed_from_outside = status.is_some_and(|s| s.signal().is_some());
+                describe_exit("worker", self.pid, status)
+            }
+        }
+    }
+
+    /// Once the process is gone (killed, or reaped after [`Self::stream_ended`]): the running
     /// task fails with `head_error`.
     pub(crate) fn take_stopped(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
         let error = match self.inflight.front() {
@@ -455,27 +511,33 @@ impl Slot {
         self.retired.iter().any(|(r, _)| *r == who)
     }
 
-    pub(crate) fn reap_retired(&mut self, who: WorkerRef) {
+    /// A retired worker's stream ended: the reaper reaps it (killed first if `malformed`).
+    pub(crate) fn reap_retired(&mut self, who: WorkerRef, reaper: &mut Reaper, malformed: bool) {
         if let Some(pos) = self.retired.iter().position(|(r, _)| *r == who) {
-            let (_, p) = self.retired.swap_remove(pos);
-            p.reap();
+            let (_, mut p) = self.retired.swap_remove(pos);
+            if malformed {
+                p.kill();
+            }
+            reaper.reap(p, None);
         }
     }
 
-    /// Ends the slot: the live worker is asked to exit and reaped, and so are retired ones.
-    pub(crate) fn close_and_reap(mut self) {
+    /// Ends the slot: the live worker is asked to exit, and the reaper reaps it and the
+    /// retired ones (killing any that linger).
+    pub(crate) fn close_and_reap(mut self, reaper: &mut Reaper) {
         if let Some(p) = self.process.take() {
-            p.reap();
+            reaper.reap(p, None);
         }
         for (_, p) in self.retired.drain(..) {
-            p.reap();
+            reaper.reap(p, None);
         }
     }
 
     /// Kills everything at once (a failed pool start).
-    pub(crate) fn kill(mut self) {
-        if let Some(p) = self.process.take() {
+    pub(crate) fn kill(mut self, reaper: &mut Reaper) {
+        if let Some(mut p) = self.process.take() {
             p.kill();
+            reaper.reap(p, None);
         }
     }
 }

@@ -515,6 +515,35 @@ fn shutdown_drains_and_terminate_cancels() {
 }
 
 #[test]
+fn shutdown_runs_the_tasks_behind_one_whose_worker_was_killed() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    // Asleep in a host call: only killing the worker stops it.
+    let blocked = pool
+        .call(&hostile, "sleep_ms")
+        .timeout(Duration::from_millis(100))
+        .submit::<i64>(5_000i64);
+    let behind = pool.submit::<i64>(&hostile, "counter", ());
+    while !blocked.is_running() {
+        assert_eq!(blocked.wait_timeout(Duration::from_millis(5)), None);
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pool.shutdown();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("shutdown returns once the queued task ran on a new worker");
+    assert!(
+        matches!(blocked.wait(), Err(TaskError::Timeout { .. })),
+        "{:?}",
+        blocked.wait()
+    );
+    assert_eq!(behind.wait(), Ok(1));
+}
+
+#[test]
 fn no_worker_process_outlives_its_pool() {
     for drain in [true, false] {
         let (pool, math) = pool_with("math");

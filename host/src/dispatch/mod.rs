@@ -286,12 +286,13 @@ impl Dispatcher {
     }
 
     /// Handles a worker that stopped with tasks in flight: finish the running one, requeue
-    /// the rest in order at the front, respawn the slot.
+    /// the rest in order at the front, respawn the slot (during a draining shutdown too: the
+    /// queued tasks are still to run).
     fn after_stop(&mut self, index: usize, stopped: Stopped, why: String) {
         for job in stopped.requeue.into_iter().rev() {
             self.queue.push_front(job);
         }
-        if self.shutdown.is_some() {
+        if self.shutdown.as_ref().is_some_and(|(drain, _)| !drain) {
             return;
         }
         let slot = &mut self.slots[index];

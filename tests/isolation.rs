@@ -448,3 +448,72 @@ fn a_frozen_worker_is_killed_by_the_host_watchdog() {
     );
     still_serves(&pool, &math);
 }
+
+/// Writes a fake worker program into a fresh directory: `__compile` goes to the real
+/// program; as a worker it says `Ready`, waits for the first request byte, answers with a
+/// frame that does not decode, and then lives on (30 s) without a word.
+fn garbage_worker() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "wasmpool-test-garbage-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ready = dir.join("ready");
+    let mut frame = Vec::new();
+    wasmpool::protocol::encode(&wasmpool::protocol::Reply::Ready { pid: 0 }, &mut frame).unwrap();
+    std::fs::write(&ready, frame).unwrap();
+    let script = dir.join("worker");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = __compile ]; then exec '{}' \"$@\"; fi\n\
+             /bin/cat '{}'\n\
+             /bin/dd bs=1 count=1 of=/dev/null 2>/dev/null\n\
+             printf '\\004\\000\\000\\000\\377\\377\\377\\377'\n\
+             exec /bin/sleep 30\n",
+            common::WORKER,
+            ready.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    script
+}
+
+#[test]
+fn a_worker_that_sends_a_bad_frame_is_killed_and_its_task_is_lost_alone() {
+    let pool = builder()
+        .workers(1)
+        .worker_program(garbage_worker())
+        .build()
+        .unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    let pids = pool.worker_pids();
+    let (result, took) = timed(|| {
+        pool.submit::<i64>(&math, "square", 3i64)
+            .wait_timeout(Duration::from_secs(10))
+    });
+    match result {
+        Some(Err(TaskError::WorkerLost { message })) => {
+            assert!(message.contains("malformed"), "{message}")
+        }
+        other => panic!("after {took:?}: {other:?}"),
+    }
+    // The worker was killed (not waited for while it lives on) and replaced.
+    let pid = pids[0];
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z")),
+        "worker {pid} still runs"
+    );
+    let (replacement, _) = timed(|| pool.worker_pids());
+    assert_eq!(replacement.len(), 1);
+    assert_ne!(replacement, pids);
+    // Shutdown returns although the replacement never exits by itself.
+    let ((), took) = timed(|| pool.shutdown());
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+}

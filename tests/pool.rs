@@ -146,6 +146,45 @@ fn cancels_reach_tasks_already_sent_to_the_worker_without_killing_it() {
 }
 
 #[test]
+fn a_task_cancelled_behind_a_long_one_is_skipped_without_killing_the_worker() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    // Short tasks first: the dispatcher then sends several tasks to the worker at once.
+    let warm: Vec<_> = (0..50)
+        .map(|_| pool.submit::<i64>(&hostile, "counter", ()))
+        .collect();
+    for task in &warm {
+        assert_eq!(task.wait(), Ok(1));
+    }
+    let pids = pool.worker_pids();
+    let long = pool.submit::<i64>(&hostile, "sleep_ms", 600i64);
+    let behind = pool.submit::<i64>(&hostile, "counter", ());
+    while !long.is_running() {
+        assert_eq!(long.wait_timeout(Duration::from_millis(5)), None);
+    }
+    behind.cancel();
+    // It was sent to the worker already (a queued task would fail at once): the worker
+    // skips it when it gets there, long after the cancel.
+    assert_eq!(
+        behind.wait_timeout(Duration::from_millis(200)),
+        None,
+        "the task was still queued; the test needs it sent to the worker"
+    );
+    assert_eq!(long.wait(), Ok(600));
+    assert!(
+        matches!(behind.wait(), Err(TaskError::Cancelled { .. })),
+        "{:?}",
+        behind.wait()
+    );
+    assert_eq!(
+        pool.worker_pids(),
+        pids,
+        "the worker was killed for nothing"
+    );
+    assert_eq!(pool.submit::<i64>(&hostile, "counter", ()).wait(), Ok(1));
+}
+
+#[test]
 fn sdk_tasks_take_and_return_serde_values() {
     #[derive(serde::Serialize)]
     struct WcIn<'a> {
@@ -473,6 +512,35 @@ fn shutdown_drains_and_terminate_cancels() {
             task.wait()
         );
     }
+}
+
+#[test]
+fn shutdown_runs_the_tasks_behind_one_whose_worker_was_killed() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    // Asleep in a host call: only killing the worker stops it.
+    let blocked = pool
+        .call(&hostile, "sleep_ms")
+        .timeout(Duration::from_millis(100))
+        .submit::<i64>(5_000i64);
+    let behind = pool.submit::<i64>(&hostile, "counter", ());
+    while !blocked.is_running() {
+        assert_eq!(blocked.wait_timeout(Duration::from_millis(5)), None);
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        pool.shutdown();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("shutdown returns once the queued task ran on a new worker");
+    assert!(
+        matches!(blocked.wait(), Err(TaskError::Timeout { .. })),
+        "{:?}",
+        blocked.wait()
+    );
+    assert_eq!(behind.wait(), Ok(1));
 }
 
 #[test]

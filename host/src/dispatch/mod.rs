@@ -8,7 +8,8 @@
 //! running one; its host-side kill deadline is `start + timeout + grace`. A worker that
 //! misses it (blocked in a host call, hung) is killed; its running task fails with
 //! `Timeout`, the tasks queued behind it go back to the front of the queue, and the slot is
-//! respawned.
+//! respawned. Waiting for a process to exit and removing its scratch directory happen on the
+//! [`Reaper`]'s threads, never here.
 
 mod slot;
 
@@ -24,6 +25,7 @@ use crate::module::Module;
 use crate::pool::task::Completion;
 use crate::protocol::TaskId;
 use crate::value::Input;
+use crate::worker::reaper::{Reaper, RemoveDir};
 use crate::worker::replies::Heard;
 use crate::worker::{Launch, WorkerRef};
 
@@ -33,13 +35,16 @@ use slot::{Slot, Stopped};
 pub(crate) enum Event {
     /// New tasks, in submission order.
     Submit(Vec<Job>),
-    /// Cancel a task wherever it is.
-    Cancel(TaskId),
+    /// Cancel a task wherever it is (its completion tells whether it is still pending).
+    Cancel(TaskId, std::sync::Arc<Completion>),
     /// A worker said something (one or more replies, in order; outcomes already went to
     /// their tasks).
     Replies(WorkerRef, Vec<Heard>),
-    /// A worker's reply stream ended: it exited or died.
-    Exited(WorkerRef),
+    /// A worker's reply stream ended: it exited or died, or (with the decoding error) it sent
+    /// a frame that does not decode.
+    Exited(WorkerRef, Option<String>),
+    /// The reaper reaped a worker whose stream ended: how it ended.
+    Reaped(WorkerRef, Option<std::process::ExitStatus>),
     /// Report the process ids of the live workers.
     Pids(Sender<Vec<u32>>),
     /// Stop: `drain` finishes queued work first; otherwise it is cancelled.
@@ -76,6 +81,8 @@ pub(crate) struct Config {
     pub workers: usize,
     pub max_tasks_per_worker: Option<u64>,
     pub max_worker_rss: Option<u64>,
+    /// Removes a dead worker's scratch directory (on a reaper thread).
+    pub remove_dir: RemoveDir,
 }
 
 /// A worker slot that failed this many starts in a row (exiting by itself) is given up.
@@ -95,7 +102,12 @@ pub(crate) struct Dispatcher {
     events: Receiver<Event>,
     sender: Sender<Event>,
     slots: Vec<Slot>,
+    reaper: Reaper,
+    /// Tasks not sent yet, in order. Cancelled ones stay until they reach the front (or a
+    /// compaction), answered already: a cancel never searches the queue.
     queue: VecDeque<Job>,
+    /// Roughly how many jobs in `queue` are cancelled (for compaction).
+    cancelled_queued: usize,
     shutdown: Option<(bool, Sender<()>)>,
 }
 
@@ -115,10 +127,12 @@ impl Dispatcher {
                 crate::worker::process::block_sigpipe();
                 let mut d = Dispatcher {
                     slots: Vec::with_capacity(config.workers),
+                    reaper: Reaper::new(sender.clone(), config.remove_dir.clone()),
                     config,
                     events,
                     sender,
                     queue: VecDeque::new(),
+                    cancelled_queued: 0,
                     shutdown: None,
                 };
                 for i in 0..d.config.workers {
@@ -126,8 +140,9 @@ impl Dispatcher {
                         Ok(slot) => d.slots.push(slot),
                         Err(e) => {
                             for slot in d.slots.drain(..) {
-                                slot.kill();
+                                slot.kill(&mut d.reaper);
                             }
+                            d.reaper.finish();
                             let _ = started_tx.send(Err(e));
                             return;
                         }
@@ -135,6 +150,9 @@ impl Dispatcher {
                 }
                 let _ = started_tx.send(Ok(()));
                 d.run();
+                // Every worker ended and its directory removed before the pool's directory
+                // goes (with `d.config`).
+                d.reaper.finish();
             })
             .map_err(|e| PoolError::Spawn {
                 program: PathBuf::from("wasmpool-dispatch thread"),
@@ -194,7 +212,7 @@ impl Dispatcher {
                     self.queue.extend(jobs);
                 }
             }
-            Event::Cancel(task) => self.cancel(task),
+            Event::Cancel(task, completion) => self.cancel(task, &completion),
             Event::Replies(who, replies) => {
                 let now = Instant::now();
                 for reply in replies {
@@ -210,16 +228,23 @@ impl Dispatcher {
                     }
                 }
             }
-            Event::Exited(who) => {
+            Event::Exited(who, malformed) => {
                 if let Some(i) = self.slots.iter().position(|s| s.retired_owns(who)) {
-                    self.slots[i].reap_retired(who);
+                    self.slots[i].reap_retired(who, &mut self.reaper, malformed.is_some());
                     return;
                 }
-                if self.slot_of(who).is_none() {
+                if let Some(slot) = self.slots.get_mut(who.slot).filter(|s| s.is(who)) {
+                    slot.stream_ended(&mut self.reaper, malformed);
+                }
+            }
+            Event::Reaped(who, status) => {
+                let Some(slot) = self.slots.get_mut(who.slot) else {
+                    return;
+                };
+                if !slot.awaits_reap(who) {
                     return;
                 }
-                let slot = &mut self.slots[who.slot];
-                let message = slot.died_message();
+                let message = slot.died_message(status);
                 let stopped = slot.take_stopped(|_| TaskError::worker_lost(message.clone()));
                 self.after_stop(who.slot, stopped, message);
             }
@@ -234,7 +259,7 @@ impl Dispatcher {
                             .fail(TaskError::cancelled("the pool was terminated"));
                     }
                     for slot in &mut self.slots {
-                        let stopped = slot.kill_now(|_| {
+                        let stopped = slot.kill_now(&mut self.reaper, |_| {
                             TaskError::cancelled("the pool was terminated while the task ran")
                         });
                         for job in stopped.requeue {
@@ -261,12 +286,13 @@ impl Dispatcher {
     }
 
     /// Handles a worker that stopped with tasks in flight: finish the running one, requeue
-    /// the rest in order at the front, respawn the slot.
+    /// the rest in order at the front, respawn the slot (during a draining shutdown too: the
+    /// queued tasks are still to run).
     fn after_stop(&mut self, index: usize, stopped: Stopped, why: String) {
         for job in stopped.requeue.into_iter().rev() {
             self.queue.push_front(job);
         }
-        if self.shutdown.is_some() {
+        if self.shutdown.as_ref().is_some_and(|(drain, _)| !drain) {
             return;
         }
         let slot = &mut self.slots[index];
@@ -286,18 +312,32 @@ impl Dispatcher {
         }
     }
 
-    fn cancel(&mut self, task: TaskId) {
-        if let Some(pos) = self.queue.iter().position(|j| j.id == task) {
-            let job = self.queue.remove(pos).expect("position is in range");
-            job.completion
-                .fail(TaskError::cancelled("cancelled before it started"));
+    fn cancel(&mut self, task: TaskId, completion: &Completion) {
+        if completion.is_done() {
             return;
         }
         let now = Instant::now();
         for slot in &mut self.slots {
-            if slot.cancel(task, now + CANCEL_GRACE) {
+            if slot.cancel(task, now) {
                 return;
             }
+        }
+        // Pending and on no worker: it is queued. It is answered now and let go when it
+        // reaches the front of the queue; the queue is compacted once more than half of it
+        // is cancelled, so a cancel costs O(1) amortized.
+        completion.fail(TaskError::cancelled("cancelled before it started"));
+        self.cancelled_queued += 1;
+        if self.cancelled_queued * 2 > self.queue.len() {
+            self.queue.retain(|j| !j.completion.is_done());
+            self.cancelled_queued = 0;
+        }
+    }
+
+    /// Lets go of the cancelled jobs at the front of the queue.
+    fn drop_cancelled_front(&mut self) {
+        while self.queue.front().is_some_and(|j| j.completion.is_done()) {
+            self.queue.pop_front();
+            self.cancelled_queued = self.cancelled_queued.saturating_sub(1);
         }
     }
 
@@ -308,7 +348,7 @@ impl Dispatcher {
                 continue;
             };
             let why = format!("{} (worker {} killed)", error, slot.pid());
-            let stopped = slot.kill_now(|_| error.clone());
+            let stopped = slot.kill_now(&mut self.reaper, |_| error.clone());
             self.after_stop(i, stopped, why);
         }
     }
@@ -325,7 +365,11 @@ impl Dispatcher {
         if self.shutdown.as_ref().is_some_and(|(drain, _)| !drain) {
             return;
         }
-        while !self.queue.is_empty() {
+        loop {
+            self.drop_cancelled_front();
+            if self.queue.is_empty() {
+                break;
+            }
             let best = self
                 .slots
                 .iter()
@@ -365,10 +409,11 @@ impl Dispatcher {
 
     /// Completes a shutdown when its conditions hold; returns whether the loop should end.
     fn finish_shutdown(&mut self) -> bool {
-        let Some((drain, _)) = &self.shutdown else {
+        let Some(drain) = self.shutdown.as_ref().map(|(drain, _)| *drain) else {
             return false;
         };
-        if *drain && (!self.queue.is_empty() || self.slots.iter().any(|s| s.in_flight() > 0)) {
+        self.drop_cancelled_front();
+        if drain && (!self.queue.is_empty() || self.slots.iter().any(|s| s.in_flight() > 0)) {
             // A drain with no live worker left can never finish.
             if !self.slots.iter().all(Slot::is_dead) {
                 return false;
@@ -379,7 +424,7 @@ impl Dispatcher {
             }
         }
         for slot in self.slots.drain(..) {
-            slot.close_and_reap();
+            slot.close_and_reap(&mut self.reaper);
         }
         if let Some((_, done)) = self.shutdown.take() {
             let _ = done.send(());
@@ -392,26 +437,194 @@ impl Dispatcher {
 mod tests {
     use super::*;
     use crate::module::Origin;
+    use crate::pool::task::{Imap, Task};
 
-    #[test]
-    fn a_job_dropped_unanswered_fails_its_task() {
-        let completion = Completion::new(None);
-        let job = Job {
-            id: 1,
-            module: Module::new(
-                b"m",
-                crate::sandbox::Metering::Epochs,
-                Vec::new(),
-                Vec::new(),
-                Origin::Compiled(Duration::ZERO),
-            ),
+    fn module() -> Module {
+        Module::new(
+            b"m",
+            crate::sandbox::Metering::Epochs,
+            Vec::new(),
+            Vec::new(),
+            Origin::Compiled(Duration::ZERO),
+        )
+    }
+
+    fn job(id: TaskId, module: &Module) -> Job {
+        Job {
+            id,
+            module: module.clone(),
             export: "f".into(),
             input: Input::Numbers(Vec::new()),
             limits: Limits::default(),
             retries: 0,
-            completion: completion.clone(),
-        };
+            completion: Completion::new(None),
+        }
+    }
+
+    /// A dispatcher with no workers, driven by hand.
+    fn idle_dispatcher() -> Dispatcher {
+        let (sender, events) = crossbeam_channel::unbounded();
+        let remove_dir: RemoveDir = std::sync::Arc::new(crate::worker::scratch::remove_worker_dir);
+        Dispatcher {
+            config: Config {
+                launch: Launch {
+                    program: PathBuf::from("/nonexistent"),
+                    scratch: None,
+                },
+                workers: 0,
+                max_tasks_per_worker: None,
+                max_worker_rss: None,
+                remove_dir: remove_dir.clone(),
+            },
+            reaper: Reaper::new(sender.clone(), remove_dir),
+            events,
+            sender,
+            slots: Vec::new(),
+            queue: VecDeque::new(),
+            cancelled_queued: 0,
+            shutdown: None,
+        }
+    }
+
+    #[test]
+    fn a_job_dropped_unanswered_fails_its_task() {
+        let job = job(1, &module());
+        let completion = job.completion.clone();
         drop(job);
         assert!(completion.is_done());
+    }
+
+    #[test]
+    fn dropping_an_imap_behind_other_work_does_not_scan_the_queue_per_task() {
+        const AHEAD: u64 = 50_000;
+        const IMAP: u64 = 150_000;
+        let mut d = idle_dispatcher();
+        let module = module();
+        let jobs: Vec<Job> = (1..=AHEAD + IMAP).map(|id| job(id, &module)).collect();
+        let tasks: Vec<Task<i64>> = jobs[AHEAD as usize..]
+            .iter()
+            .map(|j| Task::new(j.id, j.completion.clone(), d.sender.clone()))
+            .collect();
+        let ahead: Vec<_> = jobs[..AHEAD as usize]
+            .iter()
+            .map(|j| j.completion.clone())
+            .collect();
+        let completions: Vec<_> = jobs[AHEAD as usize..]
+            .iter()
+            .map(|j| j.completion.clone())
+            .collect();
+        d.queue.extend(jobs);
+        drop(Imap::new(tasks));
+        // A linear search per cancel costs AHEAD × IMAP steps (minutes); an index or a lazy
+        // skip, well under a second. The bound is very generous for a loaded machine.
+        let started = Instant::now();
+        while let Ok(event) = d.events.try_recv() {
+            d.handle(event);
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "cancelling queued tasks is too slow"
+            );
+        }
+        d.pump();
+        for (id, c) in (AHEAD + 1..).zip(&completions) {
+            let task = Task::<i64>::new(id, c.clone(), d.sender.clone());
+            let outcome = task.wait_timeout(Duration::ZERO);
+            assert!(
+                matches!(outcome, Some(Err(TaskError::Cancelled { .. }))),
+                "{outcome:?}"
+            );
+        }
+        assert!(ahead.iter().all(|c| !c.is_done()), "others stay queued");
+        assert!(
+            d.queue.len() <= 2 * AHEAD as usize,
+            "cancelled jobs are let go"
+        );
+    }
+
+    /// A fake worker program in `dir`: it says `Ready`, then sleeps without reading a request
+    /// or answering (the dispatcher kills it at its task's deadline).
+    fn silent_worker(dir: &std::path::Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let ready = dir.join("ready");
+        let mut frame = Vec::new();
+        crate::protocol::encode(&crate::protocol::Reply::Ready { pid: 0 }, &mut frame).unwrap();
+        std::fs::write(&ready, frame).unwrap();
+        let script = dir.join("worker");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n/bin/cat '{}'\nexec /bin/sleep 60\n",
+                ready.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        script
+    }
+
+    #[test]
+    fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
+        let dir = std::env::temp_dir().join(format!("wasmpool-slow-rm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = crate::worker::scratch::ScratchRoot::create(&dir).unwrap();
+        let root_path = root.path().to_path_buf();
+        // Removing a worker's directory blocks until the test lets it go (like removing a
+        // `/out` that a guest filled with a million files).
+        let (removing_tx, removing) = crossbeam_channel::unbounded::<()>();
+        let (release, released) = crossbeam_channel::unbounded::<()>();
+        let remove_dir: RemoveDir = std::sync::Arc::new(move |path: &std::path::Path| {
+            let _ = removing_tx.send(());
+            let _ = released.recv();
+            crate::worker::scratch::remove_worker_dir(path);
+        });
+        let (sender, events) = crossbeam_channel::unbounded();
+        let config = Config {
+            launch: Launch {
+                program: silent_worker(&dir),
+                scratch: Some(root),
+            },
+            workers: 2,
+            max_tasks_per_worker: None,
+            max_worker_rss: None,
+            remove_dir,
+        };
+        let dispatcher = Dispatcher::start(config, events, sender.clone()).unwrap();
+        let module = Module::new(
+            b"m",
+            crate::sandbox::Metering::Epochs,
+            vec![0; 16],
+            Vec::new(),
+            Origin::Compiled(Duration::ZERO),
+        );
+        let mut short = job(1, &module);
+        short.limits.timeout = Some(Duration::from_millis(50));
+        let mut neighbour = job(2, &module);
+        neighbour.limits.timeout = Some(Duration::from_millis(300));
+        let task = Task::<i64>::new(2, neighbour.completion.clone(), sender.clone());
+        let submitted = Instant::now();
+        sender.send(Event::Submit(vec![short, neighbour])).unwrap();
+        // The short task's worker is killed at its deadline; its directory's removal starts
+        // and hangs.
+        removing
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the killed worker's directory is removed");
+        // The neighbour's deadline (300 ms + 150 ms grace from its start) still holds:
+        // well within 2 s of its submission, while the removal still hangs.
+        let outcome = task.wait_timeout(Duration::from_secs(2).saturating_sub(submitted.elapsed()));
+        assert!(
+            matches!(outcome, Some(Err(TaskError::Timeout { .. }))),
+            "after {:?}: {outcome:?}",
+            submitted.elapsed()
+        );
+        drop(release);
+        let (done, finished) = crossbeam_channel::bounded(1);
+        sender.send(Event::Shutdown { drain: false, done }).unwrap();
+        finished.recv_timeout(Duration::from_secs(10)).unwrap();
+        dispatcher.join().unwrap();
+        assert!(
+            !root_path.exists(),
+            "the pool's directory is removed when it ends"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

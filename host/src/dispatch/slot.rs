@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use super::{Event, Job, MAX_START_FAILURES, MAX_START_KILLS};
+use super::{Event, Job, CANCEL_GRACE, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::ModuleId;
 use crate::protocol::{self, RequestRef, TaskId};
 use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
+use crate::worker::reaper::Reaper;
 use crate::worker::{Launch, WorkerProcess, WorkerRef};
 
 /// Queue this much estimated work on a worker ahead of time (pipelining short tasks).
@@ -22,8 +23,12 @@ const MAX_DEPTH: usize = 512;
 
 struct InFlight {
     job: Job,
-    /// Set once a cancel was sent: the worker is killed if the task still runs then.
-    cancel_by: Option<Instant>,
+    /// The id the task has on the wire to this worker process: ids increase in the order
+    /// tasks are sent (and run), which lets the worker forget cancels of tasks it finished.
+    wire: TaskId,
+    /// When a cancel was sent: the worker is killed if the task still runs [`CANCEL_GRACE`]
+    /// after that or after it started, whichever is later.
+    cancelled_at: Option<Instant>,
 }
 
 /// What is left of a stopped worker's work.
@@ -34,10 +39,21 @@ pub(crate) struct Stopped {
     pub before_ready: bool,
 }
 
+/// Why a process whose reply stream ended is being reaped.
+enum Ending {
+    /// The stream closed: the worker exited or died; its exit status tells how.
+    Closed,
+    /// A reply did not decode (this error): the worker was killed.
+    Malformed(String),
+}
+
 pub(crate) struct Slot {
     index: usize,
     generation: u64,
     process: Option<WorkerProcess>,
+    /// Set when the process's stream ended and it was handed to the reaper: its tasks wait
+    /// for [`Event::Reaped`] to learn how it ended.
+    ending: Option<Ending>,
     pid: u32,
     spawned_at: Instant,
     ready: bool,
@@ -59,6 +75,8 @@ pub(crate) struct Slot {
     dead: Option<String>,
     /// Replaced workers finishing their exit.
     retired: Vec<(WorkerRef, WorkerProcess)>,
+    /// The wire id of the next task sent to this process.
+    next_wire: TaskId,
     /// Frames encoded but not yet handed to the writer (sent in one batch by `flush`).
     pending: Vec<u8>,
     /// Whether the worker takes more tasks: set when its queue falls to half its depth,
@@ -88,6 +106,7 @@ impl Slot {
             generation,
             pid: process.pid(),
             process: Some(process),
+            ending: None,
             spawned_at: now,
             ready: false,
             inflight: VecDeque::new(),
@@ -101,6 +120,7 @@ impl Slot {
             killed_from_outside: false,
             dead: None,
             retired: Vec::new(),
+            next_wire: 1,
             pending: Vec::new(),
             refilling: true,
         })
@@ -164,9 +184,9 @@ impl Slot {
     }
 
     /// A task finished (its outcome went to its waiter already): book-keeping.
-    pub(crate) fn on_done(&mut self, task: TaskId, took: Duration, rss: u64, now: Instant) {
+    pub(crate) fn on_done(&mut self, wire: TaskId, took: Duration, rss: u64, now: Instant) {
         self.rss = rss;
-        let Some(pos) = self.inflight.iter().position(|f| f.job.id == task) else {
+        let Some(pos) = self.inflight.iter().position(|f| f.wire == wire) else {
             return;
         };
         // Dropped here: the job was answered (or given up on) before.
@@ -225,8 +245,9 @@ impl Slot {
             };
             protocol::encode(&load, frame).expect("artifacts are under the frame limit");
         }
+        let wire = self.next_wire;
         let run = RequestRef::Run {
-            task: job.id,
+            task: wire,
             module: module.id(),
             export: &job.export,
             input: &job.input,
@@ -239,7 +260,8 @@ impl Slot {
                 .fail(TaskError::bad_input(format!("cannot send the task: {e}")));
             return;
         }
-        process.expect(job.id, job.completion.clone());
+        self.next_wire += 1;
+        process.expect(wire, job.completion.clone());
         // Each call of a batch counts (for `max_tasks_per_worker`).
         self.tasks_sent += job.input.calls() as u64;
         if self.inflight.is_empty() {
@@ -247,7 +269,8 @@ impl Slot {
         }
         self.inflight.push_back(InFlight {
             job,
-            cancel_by: None,
+            wire,
+            cancelled_at: None,
         });
         if self.inflight.len() >= self.depth() {
             self.refilling = false;
@@ -266,14 +289,14 @@ impl Slot {
     }
 
     /// Forwards a cancel if `task` is in flight here.
-    pub(crate) fn cancel(&mut self, task: TaskId, kill_by: Instant) -> bool {
+    pub(crate) fn cancel(&mut self, task: TaskId, now: Instant) -> bool {
         let Some(f) = self.inflight.iter_mut().find(|f| f.job.id == task) else {
             return false;
         };
-        if f.cancel_by.is_none() {
-            f.cancel_by = Some(kill_by);
+        if f.cancelled_at.is_none() {
+            f.cancelled_at = Some(now);
             if let Some(p) = &self.process {
-                p.cancel(task);
+                p.cancel(f.wire);
             }
         }
         true
@@ -290,9 +313,14 @@ impl Slot {
                 TaskError::Timeout { limit: t },
             )
         });
-        let cancel = head
-            .cancel_by
-            .map(|at| (at, TaskError::cancelled("stopped while running")));
+        // A task cancelled while it waited behind others has its grace from when it started
+        // (the worker skips it then), not from the cancel.
+        let cancel = head.cancelled_at.map(|at| {
+            (
+                at.max(self.head_since) + CANCEL_GRACE,
+                TaskError::cancelled("stopped while running"),
+            )
+        });
         match (timeout, cancel) {
             (Some(t), Some(c)) => Some(if c.0 <= t.0 { c } else { t }),
             (t, c) => t.or(c),
@@ -331,7 +359,7 @@ impl Slot {
         self.refilling = true;
         for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
             let started = i == 0 && self.ready;
-            if f.cancel_by.is_some() {
+            if f.cancelled_at.is_some() {
                 f.job.completion.fail(TaskError::cancelled(if started {
                     "stopped while running"
                 } else {
@@ -358,24 +386,67 @@ impl Slot {
         }
     }
 
-    /// Kills the worker now; its running task fails with `head_error`.
-    pub(crate) fn kill_now(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
-        if let Some(p) = self.process.take() {
+    /// Kills the worker now (the reaper reaps it); its running task fails with `head_error`.
+    pub(crate) fn kill_now(
+        &mut self,
+        reaper: &mut Reaper,
+        head_error: impl FnOnce(&Job) -> TaskError,
+    ) -> Stopped {
+        if let Some(mut p) = self.process.take() {
             p.kill();
+            reaper.reap(p, None);
         }
         self.killed_from_outside = false;
         self.take_stopped(head_error)
     }
 
-    /// The worker's stream ended on its own: reap it and say how it ended.
-    pub(crate) fn died_message(&mut self) -> String {
-        use std::os::unix::process::ExitStatusExt;
-        let status = self.process.take().and_then(WorkerProcess::reap);
-        self.killed_from_outside = status.is_some_and(|s| s.signal().is_some());
-        describe_exit("worker", self.pid, status)
+    /// The worker's reply stream ended (`malformed`: on a frame that did not decode, and the
+    /// worker is killed): the reaper reaps it and reports how it ended ([`Event::Reaped`]);
+    /// its tasks stay until then.
+    pub(crate) fn stream_ended(&mut self, reaper: &mut Reaper, malformed: Option<String>) {
+        let Some(mut p) = self.process.take() else {
+            return;
+        };
+        self.ending = Some(match malformed {
+            Some(why) => {
+                p.kill();
+                Ending::Malformed(why)
+            }
+            None => Ending::Closed,
+        });
+        reaper.reap(
+            p,
+            Some(WorkerRef {
+                slot: self.index,
+                generation: self.generation,
+            }),
+        );
     }
 
-    /// Once the process is gone (killed, or reaped by [`Self::died_message`]): the running
+    /// Whether this slot waits for the reaper's word on `who`.
+    pub(crate) fn awaits_reap(&self, who: WorkerRef) -> bool {
+        self.generation == who.generation && self.ending.is_some()
+    }
+
+    /// How the process handed over by [`Self::stream_ended`] ended, now it is reaped.
+    pub(crate) fn died_message(&mut self, status: Option<std::process::ExitStatus>) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        match self.ending.take() {
+            Some(Ending::Malformed(why)) => {
+                self.killed_from_outside = false;
+                format!(
+                    "worker {} sent a malformed reply ({why}) and was killed",
+                    self.pid
+                )
+            }
+            Some(Ending::Closed) | None => {
+                self.killed_from_outside = status.is_some_and(|s| s.signal().is_some());
+                describe_exit("worker", self.pid, status)
+            }
+        }
+    }
+
+    /// Once the process is gone (killed, or reaped after [`Self::stream_ended`]): the running
     /// task fails with `head_error`.
     pub(crate) fn take_stopped(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
         let error = match self.inflight.front() {
@@ -440,27 +511,33 @@ impl Slot {
         self.retired.iter().any(|(r, _)| *r == who)
     }
 
-    pub(crate) fn reap_retired(&mut self, who: WorkerRef) {
+    /// A retired worker's stream ended: the reaper reaps it (killed first if `malformed`).
+    pub(crate) fn reap_retired(&mut self, who: WorkerRef, reaper: &mut Reaper, malformed: bool) {
         if let Some(pos) = self.retired.iter().position(|(r, _)| *r == who) {
-            let (_, p) = self.retired.swap_remove(pos);
-            p.reap();
+            let (_, mut p) = self.retired.swap_remove(pos);
+            if malformed {
+                p.kill();
+            }
+            reaper.reap(p, None);
         }
     }
 
-    /// Ends the slot: the live worker is asked to exit and reaped, and so are retired ones.
-    pub(crate) fn close_and_reap(mut self) {
+    /// Ends the slot: the live worker is asked to exit, and the reaper reaps it and the
+    /// retired ones (killing any that linger).
+    pub(crate) fn close_and_reap(mut self, reaper: &mut Reaper) {
         if let Some(p) = self.process.take() {
-            p.reap();
+            reaper.reap(p, None);
         }
         for (_, p) in self.retired.drain(..) {
-            p.reap();
+            reaper.reap(p, None);
         }
     }
 
     /// Kills everything at once (a failed pool start).
-    pub(crate) fn kill(mut self) {
-        if let Some(p) = self.process.take() {
+    pub(crate) fn kill(mut self, reaper: &mut Reaper) {
+        if let Some(mut p) = self.process.take() {
             p.kill();
+            reaper.reap(p, None);
         }
     }
 }

@@ -115,6 +115,7 @@ impl Pool {
             workers: s.workers,
             max_tasks_per_worker: s.max_tasks_per_worker,
             max_worker_rss: s.max_worker_rss,
+            remove_dir: std::sync::Arc::new(crate::worker::scratch::remove_worker_dir),
         };
         let dispatcher = Dispatcher::start(config, inbox, events.clone())?;
         Ok(Pool {

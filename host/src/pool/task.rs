@@ -136,7 +136,8 @@ impl Completion {
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.lock().outcome.is_some()
+        // Set after the outcome, under the lock: once seen, the outcome is there.
+        self.done_flag.load(Ordering::Acquire)
     }
 
     /// Waits until done or until `deadline`; returns the guard if done.
@@ -255,7 +256,9 @@ impl<T: FromOutput> Task<T> {
     /// fails with [`TaskError::Cancelled`]. A task that already finished keeps its result.
     pub fn cancel(&self) {
         if !self.is_done() {
-            let _ = self.events.send(Event::Cancel(self.id));
+            let _ = self
+                .events
+                .send(Event::Cancel(self.id, self.completion.clone()));
         }
     }
 }
@@ -353,7 +356,7 @@ impl<T> Drop for Imap<T> {
         // Results nobody will read: stop the work.
         for t in &self.tasks {
             if !t.completion.is_done() {
-                let _ = t.events.send(Event::Cancel(t.id));
+                let _ = t.events.send(Event::Cancel(t.id, t.completion.clone()));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! interrupter knows which, so a late timer or a cancel meant for another task never hits
 //! the wrong one.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,13 @@ pub struct Interrupter {
 #[derive(Default)]
 struct State {
     running: Option<Running>,
-    /// Tasks cancelled before they started.
-    cancelled: HashSet<TaskId>,
+    /// Tasks cancelled before they started. The host numbers a worker's tasks in the order
+    /// it sends them, which is the order they run in: a cancel of a task below the last one
+    /// started is late (that task finished), and starting a task settles every cancel below
+    /// it. So this holds only tasks still to come (at most those in flight).
+    cancelled: BTreeSet<TaskId>,
+    /// The last task started (0: none yet).
+    last_started: TaskId,
     /// When the sleeping timer thread will wake by itself (`None`: only when notified). A
     /// new task wakes it only if its deadline is earlier: no thread switch per task.
     timer_wakes_at: Option<Instant>,
@@ -125,6 +130,11 @@ impl Interrupter {
     /// exit (see [`crate::protocol::EXIT_STUCK`]).
     pub fn arm(&self, task: TaskId, deadline: Option<Instant>, give_up: Option<Duration>) -> bool {
         let mut state = self.lock();
+        // Cancels of tasks before this one are late: those tasks have run.
+        if !state.cancelled.is_empty() {
+            state.cancelled = state.cancelled.split_off(&task);
+        }
+        state.last_started = state.last_started.max(task);
         if state.cancelled.remove(&task) {
             return false;
         }
@@ -150,16 +160,60 @@ impl Interrupter {
     /// Cancels `task`: interrupts it if it runs now, skips it when it would start.
     pub fn cancel(&self, task: TaskId) {
         let mut state = self.lock();
+        let last_started = state.last_started;
         match state.running.as_mut() {
             Some(r) if r.task == task => {
-                if r.stop.is_none() {
-                    r.stop = Some(Stop::Cancelled);
+                // Already stopping (deadline or an earlier cancel): nothing more to do.
+                let first = r.stop.is_none();
+                r.stop.get_or_insert(Stop::Cancelled);
+                if first {
                     self.interrupt();
                 }
             }
-            _ => {
+            // The task has not started (or is the batch just running, between two calls);
+            // one below the last started has finished: nothing to do.
+            _ if task >= last_started => {
                 state.cancelled.insert(task);
             }
+            _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancels_of_finished_tasks_are_not_kept() {
+        let interrupter = Interrupter::start(Vec::new()).unwrap();
+        // Each cancel arrives just after its task finished (the host had not heard yet).
+        for task in 1..=10_000 {
+            assert!(interrupter.arm(task, None, None));
+            assert_eq!(interrupter.disarm(), None);
+            interrupter.cancel(task);
+        }
+        assert!(
+            interrupter.lock().cancelled.len() <= 1,
+            "{} cancels kept",
+            interrupter.lock().cancelled.len()
+        );
+        // Cancels still reach tasks that have not started, the next call of a batch (same
+        // task id) included, and a running one.
+        interrupter.cancel(10_002);
+        assert!(interrupter.arm(10_001, None, None));
+        assert_eq!(interrupter.disarm(), None);
+        interrupter.cancel(10_001);
+        assert!(
+            !interrupter.arm(10_001, None, None),
+            "next call of the batch"
+        );
+        assert!(
+            !interrupter.arm(10_002, None, None),
+            "cancelled before it started"
+        );
+        assert!(interrupter.arm(10_003, None, None));
+        interrupter.cancel(10_003);
+        assert_eq!(interrupter.disarm(), Some(Stop::Cancelled));
     }
 }

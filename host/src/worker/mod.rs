@@ -2,13 +2,15 @@
 //! worker side ([`serve`]) is the loop that runs inside each one; [`compile`] runs untrusted
 //! compilation in a process of its own; [`harden`] raises the OS walls at each process's
 //! start, with [`seccomp`] and [`landlock`] among them; [`scratch`] keeps the directories
-//! where command tasks' files live; [`locate`] finds the program to start.
+//! where command tasks' files live; [`reaper`] ends processes and removes their directories
+//! off the dispatcher's thread; [`locate`] finds the program to start.
 
 pub mod compile;
 pub mod harden;
 pub mod landlock;
 pub mod locate;
 pub mod process;
+pub(crate) mod reaper;
 pub(crate) mod replies;
 pub(crate) mod requests;
 pub mod scratch;

@@ -1,12 +1,13 @@
 //! The host's handle on one worker process: spawning it with a clean environment, its
 //! request pipe ([`Outbox`]), the thread reading its replies (`replies`), and killing and
-//! reaping it.
+//! reaping it (the blocking part on the `reaper`'s threads, never the dispatcher's).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -16,7 +17,7 @@ use crate::pool::task::Completion;
 use crate::protocol::{self, TaskId};
 use crate::worker::replies::{read_replies, Answers};
 use crate::worker::requests::Outbox;
-use crate::worker::scratch::{self, ScratchRoot};
+use crate::worker::scratch::ScratchRoot;
 
 /// The hidden argument that turns the `wasmpool` binary into a worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -45,7 +46,8 @@ pub struct WorkerProcess {
     cancels: OwnedFd,
     /// Tasks sent and not answered: the reader thread delivers their outcomes.
     answers: Answers,
-    /// Its scratch directory, removed once it is reaped.
+    /// Its scratch directory, removed once it is reaped (by whoever [`Self::end`] hands it
+    /// to).
     scratch: Option<PathBuf>,
 }
 
@@ -144,21 +146,56 @@ impl WorkerProcess {
         self.outbox = None;
     }
 
-    /// Kills the worker (SIGKILL) and reaps it.
-    pub fn kill(mut self) -> Option<ExitStatus> {
+    /// Sends SIGKILL (it does not wait: [`Self::end`] reaps).
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
-        self.reap()
     }
 
-    /// Reaps a worker whose protocol stream has ended: it only closes its stdout by exiting,
-    /// so this wait is short.
-    pub fn reap(mut self) -> Option<ExitStatus> {
+    /// Ends the process: closes its request pipe, waits up to `grace` for it to exit, kills
+    /// it if it has not, and reaps it. Returns how it ended and its scratch directory, for
+    /// the caller to remove. Blocks: called on a reaper thread.
+    pub(crate) fn end(mut self, grace: Duration) -> (Option<ExitStatus>, Option<PathBuf>) {
         self.close();
-        let status = self.child.wait().ok();
-        if let Some(dir) = self.scratch.take() {
-            scratch::remove_worker_dir(&dir);
+        let status = match self.wait_for(grace) {
+            Some(status) => Some(status),
+            None => {
+                self.kill();
+                self.child.wait().ok()
+            }
+        };
+        (status, self.scratch.take())
+    }
+
+    /// Waits up to `grace` for the process to exit; `None` if it still runs.
+    fn wait_for(&mut self, grace: Duration) -> Option<ExitStatus> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
         }
-        status
+        let deadline = Instant::now() + grace;
+        // A pidfd becomes readable when the process exits (Linux 5.3); without one, look
+        // every 10 ms.
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return self.child.try_wait().ok().flatten();
+            }
+            match &pidfd {
+                Some(fd) => {
+                    let timeout = Timespec::try_from(left).ok();
+                    let _ = poll(&mut [PollFd::new(fd, PollFlags::IN)], timeout.as_ref());
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(10))),
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+        }
     }
 }
 

@@ -62,7 +62,8 @@ pub(crate) enum Heard {
 
 /// Reads `stdout` until it ends: outcomes and streamed output to their tasks, [`Heard`]
 /// batches (one event, one wake-up of the dispatcher, per burst of replies) and finally
-/// [`Event::Exited`] to `events`.
+/// [`Event::Exited`] to `events`, saying why when a frame did not decode (the worker is then
+/// killed: it is broken or subverted, and nothing it sends later can be trusted to frame).
 pub(crate) fn read_replies(
     stdout: impl Read,
     who: WorkerRef,
@@ -76,18 +77,21 @@ pub(crate) fn read_replies(
         let ended = loop {
             match protocol::read::<_, Reply>(&mut r, &mut buf) {
                 Ok(Some(reply)) => batch.push(deliver(reply, answers)),
-                Ok(None) | Err(_) => break true,
+                Ok(None) => break Some(None),
+                // A frame cut short by the end of the stream: the worker died writing it.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Some(None),
+                Err(e) => break Some(Some(e.to_string())),
             }
             if !protocol::frame_buffered(r.buffer()) {
-                break false;
+                break None;
             }
         };
         let batch: Vec<Heard> = batch.into_iter().flatten().collect();
         if !batch.is_empty() && events.send(Event::Replies(who, batch)).is_err() {
             return;
         }
-        if ended {
-            let _ = events.send(Event::Exited(who));
+        if let Some(malformed) = ended {
+            let _ = events.send(Event::Exited(who, malformed));
             return;
         }
     }

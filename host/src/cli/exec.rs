@@ -31,11 +31,11 @@ const EXIT_STATUS_HELP: &str =
     "Exit status of a single run: the program's own exit status when it is 0-255; \
 1 when it is outside 0-255 (e.g. proc_exit(256)); 124 when wasmpool stopped it at --timeout \
 (or stdin did not end within it); 125 for any other sandbox error (bad input, a trap, \
-its /out files not saved); 2 for a usage or module error. Whenever the status is wasmpool's \
-rather than the program's (every case but the first), a line starting `wasmpool:` on stderr \
-says why; with -v a program that exited by itself gets a `wasmpool: exit code N` line. \
-With --each or --specs: 0 when every run exited 0, else 1; each JSON line carries the \
-program's true status in `exit_code`.";
+its /out files not saved); 2 for a usage error or a module that does not load. Whenever the \
+status is wasmpool's rather than the program's (every case but the first), a line starting \
+`wasmpool:` on stderr says why; with -v a program that exited by itself gets a \
+`wasmpool: exit code N` line. With --each or --specs: 0 when every run exited 0, else 1; \
+each JSON line carries the program's true status in `exit_code`.";
 
 #[derive(clap::Args)]
 #[command(after_help = EXIT_STATUS_HELP)]

@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{guest, wasmpool};
 use serde_json::Value;
@@ -393,5 +394,285 @@ fn exec_each_runs_200_files_in_order_with_loops_contained() {
         .unwrap()
         .starts_with(&format!("{}\n", collatz(21))));
     assert_eq!(got[2]["error"]["kind"], "bad_input");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh empty directory under the system's temporary directory.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmpool-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `wasmpool` with `args`; its stdin is a pipe we hold open and never write to when
+/// `open_stdin`, else empty. Fails the test if it has not exited within `bound`.
+fn wasmpool_within(args: &[&str], open_stdin: bool, bound: Duration) -> Output {
+    let mut child = Command::new(common::WORKER)
+        .args(args)
+        .stdin(if open_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wasmpool");
+    let held = child.stdin.take();
+    let deadline = Instant::now() + bound;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "wasmpool {args:?} still ran after {bound:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(held);
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn exec_exit_statuses_outside_a_byte_never_read_as_success() {
+    for (code, status) in [("256", 1), ("512", 1), ("-256", 1), ("255", 255), ("0", 0)] {
+        let out = wasmpool(&["exec", &program("exitcode"), "--", code], "");
+        assert_eq!(out.status.code(), Some(status), "proc_exit({code})");
+        if status == 1 {
+            assert!(
+                stderr(&out).contains(&format!("wasmpool: the program exited with status {code}")),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    // With -v, a program's own status is named as such.
+    let out = wasmpool(&["exec", "-v", &program("exitcode"), "--", "124"], "");
+    assert_eq!(out.status.code(), Some(124));
+    assert!(
+        stderr(&out).contains("wasmpool: exit code 124"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The JSON lines of a batch carry the true status.
+    let dir = scratch("exit-status");
+    let specs = dir.join("specs.jsonl");
+    std::fs::write(
+        &specs,
+        "{\"args\": [\"256\"]}\n{\"args\": [\"-256\"]}\n{\"args\": [\"0\"]}\n",
+    )
+    .unwrap();
+    let out = wasmpool(
+        &[
+            "exec",
+            &program("exitcode"),
+            "--specs",
+            specs.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let got = lines(&out);
+    assert_eq!(
+        got.iter()
+            .map(|l| l["exit_code"].clone())
+            .collect::<Vec<_>>(),
+        [256, -256, 0]
+    );
+    assert!(stderr(&out).contains("exit 256"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exec_never_follows_a_link_planted_in_the_out_dir() {
+    let dir = scratch("planted");
+    let (out_dir, outside) = (dir.join("out"), dir.join("outside"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim.txt");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("loud.txt")).unwrap();
+    let input = dir.join("words.txt");
+    std::fs::write(&input, "shout").unwrap();
+    let transform = program("transform");
+    let out = wasmpool(
+        &[
+            "exec",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            &transform,
+            "--",
+            "/in/words.txt",
+            "/out/loud.txt",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+
+    // The same through --specs, with the run's directory itself a planted link.
+    std::os::unix::fs::symlink(&outside, out_dir.join("specs.jsonl_1")).unwrap();
+    let specs = dir.join("specs.jsonl");
+    std::fs::write(
+        &specs,
+        format!(
+            "{{\"args\": [\"/in/w\", \"/out/victim.txt\"], \"inputs\": {{\"w\": \"{}\"}}}}\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let out = wasmpool(
+        &[
+            "exec",
+            &transform,
+            "--specs",
+            specs.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let got = lines(&out);
+    assert_eq!(got[0]["exit_code"], 0, "{}", got[0]);
+    assert_eq!(got[0]["error"]["kind"], "save_failed", "{}", got[0]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exec_each_gives_every_input_its_own_directory_and_survives_a_save_error() {
+    let dir = scratch("each-dirs");
+    let inputs = dir.join("in");
+    for (sub, text) in [("a", "first"), ("b", "second"), ("c", "third")] {
+        std::fs::create_dir_all(inputs.join(sub)).unwrap();
+        std::fs::write(inputs.join(sub).join("x.txt"), text).unwrap();
+    }
+    let out_dir = dir.join("out");
+    // Run 2's result file clashes with a directory already there.
+    std::fs::create_dir_all(out_dir.join("2-x.txt/r.txt")).unwrap();
+    let pattern = format!("{}/*/x.txt", inputs.display());
+    let out = wasmpool(
+        &[
+            "exec",
+            &program("transform"),
+            "--each",
+            &pattern,
+            "--file",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--",
+            "{}",
+            "/out/r.txt",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let got = lines(&out);
+    assert_eq!(got.len(), 3, "{}", stderr(&out));
+    for (i, text) in [(1, "FIRST"), (3, "THIRD")] {
+        let run_dir = out_dir.join(format!("{i}-x.txt"));
+        assert_eq!(got[i - 1]["out_dir"], run_dir.to_str().unwrap());
+        assert!(got[i - 1].get("error").is_none(), "{}", got[i - 1]);
+        assert_eq!(
+            std::fs::read_to_string(run_dir.join("r.txt")).unwrap(),
+            text
+        );
+    }
+    assert_eq!(got[1]["exit_code"], 0);
+    assert_eq!(got[1]["error"]["kind"], "save_failed", "{}", got[1]);
+    let summary = stderr(&out);
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["save_failed", "1"]),
+        "{summary}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exec_bounds_stdin_by_the_timeout_and_refuses_fifo_inputs() {
+    // A stdin that never ends: stopped at the run's wall-clock limit, like the program.
+    let out = wasmpool_within(
+        &["exec", "--timeout", "1s", &program("wc")],
+        true,
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stdin did not end within"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A FIFO given as an input file is refused, not opened (that would wait for a writer).
+    let dir = scratch("fifo");
+    let fifo = dir.join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let out = wasmpool_within(
+        &["exec", "--input", fifo.to_str().unwrap(), &program("wc")],
+        false,
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn exec_each_skips_symbolic_links_unless_asked() {
+    let dir = scratch("each-links");
+    let (inputs, secret) = (dir.join("in"), dir.join("secret"));
+    std::fs::create_dir_all(inputs.join("real")).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(inputs.join("real/a.txt"), "just words").unwrap();
+    std::fs::write(secret.join("key.txt"), "host secret").unwrap();
+    std::os::unix::fs::symlink(secret.join("key.txt"), inputs.join("real/b.txt")).unwrap();
+    std::os::unix::fs::symlink(&secret, inputs.join("linked")).unwrap();
+    let pattern = format!("{}/*/*.txt", inputs.display());
+    for mode in ["--stdin", "--file"] {
+        let out = wasmpool(&["exec", &program("wc"), "--each", &pattern, mode], "");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let got = lines(&out);
+        let seen: Vec<&str> = got.iter().map(|l| l["input"].as_str().unwrap()).collect();
+        assert_eq!(
+            seen,
+            [inputs.join("real/a.txt").to_str().unwrap()],
+            "{mode}"
+        );
+        assert!(stderr(&out).contains("skipped 2"), "{}", stderr(&out));
+
+        let out = wasmpool(
+            &[
+                "exec",
+                &program("wc"),
+                "--each",
+                &pattern,
+                mode,
+                "--follow-symlinks",
+            ],
+            "",
+        );
+        assert_eq!(lines(&out).len(), 3, "{}", stderr(&out));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

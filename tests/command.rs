@@ -103,6 +103,54 @@ fn input_files_can_come_from_host_paths() {
 }
 
 #[test]
+fn host_files_over_the_input_cap_are_refused_before_they_are_read() {
+    let (pool, wc) = pool_with_program("wc");
+    // A sparse file of 1 TiB: it takes no disk, but reading it whole would take forever
+    // (or fail to allocate).
+    let host = std::env::temp_dir().join(format!("wasmpool-huge-{}.bin", std::process::id()));
+    std::fs::File::create(&host)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let err = pool
+        .command(&wc)
+        .limits(Limits {
+            max_input: 1 << 20,
+            ..pool.limits()
+        })
+        .submit::<CommandOutput>(CommandSpec::new().input_file("huge", &host))
+        .wait()
+        .unwrap_err();
+    std::fs::remove_file(&host).unwrap();
+    assert_eq!(err.kind(), "bad_input");
+    let message = err.to_string();
+    assert!(
+        message.contains("1099511627776 bytes") && message.contains("input cap"),
+        "{message}"
+    );
+}
+
+#[test]
+fn arguments_and_environment_count_against_the_input_cap() {
+    let (pool, exitcode) = pool_with_program("exitcode");
+    let call = pool.command(&exitcode).limits(Limits {
+        max_input: 1000,
+        ..pool.limits()
+    });
+    let small = call.submit::<CommandOutput>(CommandSpec::new().arg("5"));
+    assert_eq!(small.wait().unwrap().exit_code, 5);
+    for big in [
+        CommandSpec::new().arg("5").arg("x".repeat(1000)),
+        CommandSpec::new().env("K", "v".repeat(1000)),
+        CommandSpec::new().args(vec![String::new(); 1000]),
+    ] {
+        let err = call.submit::<CommandOutput>(big).wait().unwrap_err();
+        assert_eq!(err.kind(), "bad_input");
+        assert!(err.to_string().contains("Limits::max_input"), "{err}");
+    }
+}
+
+#[test]
 fn exit_codes_are_results_unless_checked() {
     let (pool, exitcode) = pool_with_program("exitcode");
     let out = pool
@@ -119,6 +167,15 @@ fn exit_codes_are_results_unless_checked() {
         .wait()
         .unwrap();
     assert_eq!(out.exit_code, 255);
+    // So are those beyond a byte: the status is the program's whole `proc_exit` argument.
+    for code in [256, 512, -256] {
+        let out = pool
+            .run_command(&exitcode, CommandSpec::new().arg(code.to_string()))
+            .wait()
+            .unwrap();
+        assert_eq!(out.exit_code, code);
+        assert!(!out.success());
+    }
 
     let task = pool.run_command(&exitcode, CommandSpec::new().arg("3").check());
     assert_eq!(task.wait(), Err(TaskError::Exit { code: 3 }));

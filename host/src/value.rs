@@ -282,6 +282,18 @@ pub trait Args {
     /// Converts into the wire input.
     fn into_input(self) -> Result<Input, TaskError>;
 
+    /// Converts into the wire input for a call whose input may be at most `max_input`
+    /// bytes ([`Limits::max_input`](crate::Limits)). Arguments that read something to make
+    /// their input (a [`CommandSpec`](crate::CommandSpec)'s host files) read no more than
+    /// that. The provided version is [`Args::into_input`].
+    fn into_input_within(self, max_input: usize) -> Result<Input, TaskError>
+    where
+        Self: Sized,
+    {
+        let _ = max_input;
+        self.into_input()
+    }
+
     /// Appends the arguments to `out` if they are plain numbers, without allocating (how a
     /// `map` lays many calls' arguments end to end); otherwise hands back the input they
     /// make. The provided version goes through [`Args::into_input`].

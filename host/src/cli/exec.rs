@@ -4,13 +4,17 @@
 //! lines in input order and a summary, like `xargs -P` / GNU `parallel`.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use rustix::fs::{FileType, Mode, OFlags};
 use serde::Deserialize;
 use serde_json::json;
+use wasmpool::command::read_host_file;
 use wasmpool::{CommandOutput, CommandSpec, Limits, Origin, OutputChunk, Task, TaskError};
 
 use super::{open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
@@ -19,8 +23,22 @@ use super::{open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
 /// (timeout: 124, like `timeout(1)`; any other: 125).
 const EXIT_TIMEOUT: i32 = 124;
 const EXIT_SANDBOX_ERROR: i32 = 125;
+/// Exit status of a single run whose program exited with a status outside 0–255, which a
+/// process exit status cannot carry (it would be cut to its low byte: 256 would read as 0).
+const EXIT_STATUS_OUT_OF_RANGE: i32 = 1;
+
+const EXIT_STATUS_HELP: &str =
+    "Exit status of a single run: the program's own exit status when it is 0-255; \
+1 when it is outside 0-255 (e.g. proc_exit(256)); 124 when wasmpool stopped it at --timeout \
+(or stdin did not end within it); 125 for any other sandbox error (bad input, a trap, \
+its /out files not saved); 2 for a usage error or a module that does not load. Whenever the \
+status is wasmpool's rather than the program's (every case but the first), a line starting \
+`wasmpool:` on stderr says why; with -v a program that exited by itself gets a \
+`wasmpool: exit code N` line. With --each or --specs: 0 when every run exited 0, else 1; \
+each JSON line carries the program's true status in `exit_code`.";
 
 #[derive(clap::Args)]
+#[command(after_help = EXIT_STATUS_HELP)]
 pub struct ExecArgs {
     /// The WASI command module (.wasm or .wat), with a `_start` export.
     module: PathBuf,
@@ -37,6 +55,11 @@ pub struct ExecArgs {
     /// With --each: give each file as a read-only input file, `/in/<name>`.
     #[arg(long, requires = "each")]
     file: bool,
+    /// With --each: follow symbolic links below the pattern's fixed part (to the files it
+    /// matches and the directories it walks). By default they are skipped, and a matched file
+    /// is opened without following a link put in its place.
+    #[arg(long, requires = "each")]
+    follow_symlinks: bool,
     /// Run once per line of this JSONL file of specs: {"args": [..], "stdin": "..",
     /// "env": {"K": "V"}, "inputs": {"name": "host/path"}, "output_dir": true, "check": false}.
     #[arg(long, value_name = "FILE")]
@@ -45,11 +68,14 @@ pub struct ExecArgs {
     /// otherwise empty.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
-    /// Make a host file readable as /in/<its file name> (repeatable).
+    /// Make a host file readable as /in/<its file name> (repeatable). It must be a regular
+    /// file (a FIFO or device is refused).
     #[arg(long = "input", value_name = "PATH")]
     inputs: Vec<PathBuf>,
-    /// Give the program a writable /out and save its files here (with --each or --specs,
-    /// under one sub-directory per run, named after the input or the line number).
+    /// Give the program a writable /out and save its files here, never through a symbolic
+    /// link already there (with --each: under `<N>-<file name>` per run, N its place in the
+    /// sorted list, zero-padded; with --specs: `<specs file name>_<line>`; each JSON line
+    /// names it as `out_dir`).
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
     /// With --each or --specs: where to write the JSON lines; `-` is stdout.
@@ -76,18 +102,31 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     }
     let pool = args.pool.builder().build()?;
     let module = load(&pool, &args)?;
-    let mut stdin = Vec::new();
-    if !std::io::stdin().is_terminal() {
-        std::io::stdin()
-            .read_to_end(&mut stdin)
-            .context("cannot read stdin")?;
-    }
+    let limits = pool.limits();
+    let stdin = if std::io::stdin().is_terminal() {
+        Vec::new()
+    } else {
+        match read_stdin(limits.max_input as usize, limits.timeout) {
+            Ok(bytes) => bytes,
+            Err(StdinError::Timeout(limit)) => {
+                eprintln!(
+                    "wasmpool: stdin did not end within the wall-clock limit of {} (the program's stdin is read whole before it starts; close it, or run with </dev/null)",
+                    humantime::format_duration(limit)
+                );
+                return Ok(EXIT_TIMEOUT);
+            }
+            Err(StdinError::Failed(e)) => {
+                eprintln!("wasmpool: cannot read stdin: {e}");
+                return Ok(EXIT_SANDBOX_ERROR);
+            }
+        }
+    };
     let spec = base_spec(&args).stdin(stdin);
     // Like `wasmtime run`: the program's output streams through, not capped at 1 MiB.
     let limits = Limits {
         stdout_cap: u32::MAX,
         stderr_cap: u32::MAX,
-        ..pool.limits()
+        ..limits
     };
     let (task, output) = pool.command(&module).limits(limits).submit_streaming(spec);
     for chunk in output {
@@ -113,9 +152,12 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
                 );
             }
             if let Some(dir) = &args.out_dir {
-                save_files(dir, &out)?;
+                if let Err(e) = save_files(dir, None, &out) {
+                    eprintln!("wasmpool: {e:#}");
+                    return Ok(EXIT_SANDBOX_ERROR);
+                }
             }
-            Ok(out.exit_code)
+            Ok(exit_status(out.exit_code))
         }
         Err(e) => {
             eprintln!("wasmpool: {e}");
@@ -125,6 +167,58 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
                 EXIT_SANDBOX_ERROR
             })
         }
+    }
+}
+
+/// Our exit status for a program's exit status: itself when a process exit status can carry
+/// it (0–255), else [`EXIT_STATUS_OUT_OF_RANGE`], said on stderr.
+fn exit_status(code: i32) -> i32 {
+    if (0..=255).contains(&code) {
+        code
+    } else {
+        eprintln!(
+            "wasmpool: the program exited with status {code}, outside 0-255; exiting with {EXIT_STATUS_OUT_OF_RANGE}"
+        );
+        EXIT_STATUS_OUT_OF_RANGE
+    }
+}
+
+/// Why the program's stdin could not be read.
+enum StdinError {
+    /// It did not end within the run's wall-clock limit.
+    Timeout(Duration),
+    Failed(std::io::Error),
+}
+
+/// Reads our stdin whole, as the program's stdin, bounded like a run: at most `limit` bytes
+/// and, with a `timeout`, within it (a reader thread; a stdin that never ends leaves it
+/// blocked until we exit).
+fn read_stdin(limit: usize, timeout: Option<Duration>) -> Result<Vec<u8>, StdinError> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let read = std::io::stdin()
+            .lock()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map(|_| bytes);
+        let _ = tx.send(read);
+    });
+    let read = match timeout {
+        Some(limit) => rx
+            .recv_timeout(limit)
+            .map_err(|_| StdinError::Timeout(limit))?,
+        None => rx
+            .recv()
+            .map_err(|_| StdinError::Failed(std::io::Error::other("the stdin reader stopped")))?,
+    };
+    match read {
+        Ok(bytes) if bytes.len() > limit => Err(StdinError::Failed(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is over the input cap of {limit} bytes (Limits::max_input)"),
+        ))),
+        Ok(bytes) => Ok(bytes),
+        Err(e) => Err(StdinError::Failed(e)),
     }
 }
 
@@ -174,12 +268,12 @@ struct Job {
 }
 
 fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
-    let jobs = match (&args.each, &args.specs) {
-        (Some(pattern), _) => each_jobs(&args, pattern)?,
-        (None, Some(path)) => spec_jobs(&args, path)?,
-        (None, None) => unreachable!("exec_many needs --each or --specs"),
-    };
     let pool = args.pool.builder().build()?;
+    let jobs = match (&args.each, &args.specs) {
+        (Some(pattern), _) => each_jobs(&args, pattern, pool.limits().max_input as usize)?,
+        (None, Some(path)) => spec_jobs(&args, path)?,
+        (None, None) => bail!("exec_many needs --each or --specs"),
+    };
     let module = load(&pool, &args)?;
     let started = Instant::now();
     let call = pool.command(&module);
@@ -197,6 +291,7 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let progress = progress_bar(jobs.len() as u64, "runs");
     let mut summary: BTreeMap<String, usize> = BTreeMap::new();
     let mut all_ok = true;
+    let width = jobs.len().to_string().len();
     for (i, (job, task)) in jobs.iter().zip(tasks).enumerate() {
         let (result, stats) = match task {
             Ok(task) => {
@@ -209,10 +304,6 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
         let obj = line.as_object_mut().expect("an object");
         match &result {
             Ok(run) => {
-                all_ok &= run.success();
-                *summary
-                    .entry(format!("exit {}", run.exit_code))
-                    .or_default() += 1;
                 obj.insert("exit_code".into(), run.exit_code.into());
                 obj.insert("stdout".into(), run.stdout_text().into());
                 obj.insert("stderr".into(), run.stderr_text().into());
@@ -227,9 +318,25 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
                         .collect();
                     obj.insert("files".into(), json!(files));
                 }
+                let mut outcome = format!("exit {}", run.exit_code);
+                all_ok &= run.success();
                 if let Some(dir) = &args.out_dir {
-                    save_files(&dir.join(run_dir_name(job, i)), run)?;
+                    let name = run_dir_name(&args, job, i, width);
+                    obj.insert(
+                        "out_dir".into(),
+                        dir.join(&name).display().to_string().into(),
+                    );
+                    // A run whose files cannot be saved fails by itself; the batch goes on.
+                    if let Err(e) = save_files(dir, Some(&name), run) {
+                        all_ok = false;
+                        outcome = "save_failed".into();
+                        obj.insert(
+                            "error".into(),
+                            json!({ "kind": "save_failed", "message": format!("{e:#}") }),
+                        );
+                    }
                 }
+                *summary.entry(outcome).or_default() += 1;
             }
             Err(e) => {
                 all_ok = false;
@@ -263,13 +370,29 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     Ok(if all_ok { EXIT_OK } else { EXIT_TASK_FAILED })
 }
 
-/// One job per file matching `pattern`, in sorted order.
-fn each_jobs(args: &ExecArgs, pattern: &str) -> anyhow::Result<Vec<Job>> {
+/// One job per regular file matching `pattern`, in sorted order; without
+/// `--follow-symlinks`, none reached through a symbolic link below the pattern's fixed part.
+/// A file read as stdin takes at most `max_input` bytes.
+fn each_jobs(args: &ExecArgs, pattern: &str, max_input: usize) -> anyhow::Result<Vec<Job>> {
+    let fixed = fixed_part(pattern);
+    let mut skipped = 0;
     let paths: Vec<PathBuf> = glob::glob(pattern)
         .with_context(|| format!("`{pattern}` is not a valid glob pattern"))?
         .filter_map(|entry| entry.ok())
-        .filter(|p| p.is_file())
+        .filter(|p| {
+            if args.follow_symlinks {
+                return p.is_file();
+            }
+            let linked = through_link(&fixed, p);
+            skipped += usize::from(linked);
+            !linked && p.symlink_metadata().is_ok_and(|m| m.is_file())
+        })
         .collect();
+    if skipped > 0 {
+        eprintln!(
+            "wasmpool: skipped {skipped} match(es) reached through a symbolic link (--follow-symlinks takes them)"
+        );
+    }
     if paths.is_empty() {
         bail!("no file matches `{pattern}`");
     }
@@ -289,15 +412,44 @@ fn each_jobs(args: &ExecArgs, pattern: &str) -> anyhow::Result<Vec<Job>> {
                 } else {
                     spec.args.push(inside);
                 }
-                Ok(spec.input_file(name, &path))
+                Ok(if args.follow_symlinks {
+                    spec.input_file(name, &path)
+                } else {
+                    spec.input_file_nofollow(name, &path)
+                })
             } else {
-                std::fs::read(&path)
+                read_host_file(&path, args.follow_symlinks, max_input)
                     .map(|bytes| base.clone().stdin(bytes))
                     .map_err(|e| format!("cannot read {label}: {e}"))
             };
             Job { label, spec }
         })
         .collect())
+}
+
+/// The leading part of a glob pattern without wildcards (`data/in` of `data/in/*/x.txt`):
+/// the user's own path, where symbolic links are followed.
+fn fixed_part(pattern: &str) -> PathBuf {
+    Path::new(pattern)
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .filter(|c| *c != Component::CurDir)
+        .collect()
+}
+
+/// Whether `path`, a match of a pattern whose fixed part is `fixed`, is itself a symbolic
+/// link or lies below one that is not in `fixed`.
+fn through_link(fixed: &Path, path: &Path) -> bool {
+    let path: PathBuf = path
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    path.ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && *a != fixed)
+        .any(|a| {
+            a.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
 }
 
 /// One line of a `--specs` file.
@@ -324,48 +476,120 @@ fn spec_jobs(args: &ExecArgs, path: &Path) -> anyhow::Result<Vec<Job>> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let label = format!("{}:{}", path.display(), i + 1);
-            let spec = serde_json::from_str::<SpecLine>(l)
-                .map_err(|e| format!("spec line {}: {e}", i + 1))
-                .map(|line| {
-                    let mut spec = base.clone().args(line.args).stdin(line.stdin);
-                    if let Some(argv0) = line.argv0 {
-                        spec.argv0 = Some(argv0);
-                    }
-                    spec.env.extend(line.env);
-                    for (name, host) in line.inputs {
-                        spec = spec.input_file(name, host);
-                    }
-                    spec.output_dir |= line.output_dir;
-                    spec.check = line.check;
-                    spec
-                });
-            Job { label, spec }
+        .map(|(i, l)| Job {
+            label: format!("{}:{}", path.display(), i + 1),
+            spec: spec_line(&base, i + 1, l),
         })
         .collect())
 }
 
-/// The sub-directory of `--out-dir` for run `index`: the input's file name, or the line.
-fn run_dir_name(job: &Job, index: usize) -> String {
-    Path::new(&job.label)
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(':', "_"))
-        .unwrap_or_else(|| format!("{}", index + 1))
+/// The spec of line `number` of a `--specs` file, `text`, on top of `base`.
+fn spec_line(base: &CommandSpec, number: usize, text: &str) -> Result<CommandSpec, String> {
+    let line: SpecLine =
+        serde_json::from_str(text).map_err(|e| format!("spec line {number}: {e}"))?;
+    let mut spec = base.clone().args(line.args).stdin(line.stdin);
+    if let Some(argv0) = line.argv0 {
+        spec.argv0 = Some(argv0);
+    }
+    spec.env.extend(line.env);
+    for (name, host) in line.inputs {
+        spec = spec.input_file(name, host);
+    }
+    spec.output_dir |= line.output_dir;
+    spec.check = line.check;
+    Ok(spec)
 }
 
-/// Writes a run's `/out` files under `dir`.
-fn save_files(dir: &Path, run: &CommandOutput) -> anyhow::Result<()> {
-    for file in &run.files {
-        let path = dir.join(&file.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, &file.data)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+/// The sub-directory of `--out-dir` for run `index` (of a batch whose run count has `width`
+/// digits), unique per run: with `--each`, `<index + 1, zero-padded>-<file name>` (inputs
+/// may share a file name); with `--specs`, `<specs file name>_<line>`.
+fn run_dir_name(args: &ExecArgs, job: &Job, index: usize, width: usize) -> String {
+    let name = Path::new(&job.label)
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(':', "_"));
+    match (args.each.is_some(), name) {
+        (true, Some(name)) => format!("{:0width$}-{name}", index + 1),
+        (false, Some(name)) => name,
+        (_, None) => format!("{:0width$}", index + 1),
+    }
+}
+
+/// Writes a run's `/out` files under `dir` (made if missing; the user's own path), in the
+/// sub-directory `run` when given, never following a symbolic link below `dir`: each
+/// directory is opened with `O_NOFOLLOW | O_DIRECTORY` from the one above it (made when
+/// missing), and each file with `O_NOFOLLOW` and overwritten only if it is a regular file.
+/// (File names were checked when the reply arrived: relative, no `..`.)
+fn save_files(dir: &Path, run: Option<&str>, out: &CommandOutput) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let root = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", dir.display()))?;
+    for file in &out.files {
+        let mut names: Vec<&str> = run.into_iter().collect();
+        names.extend(file.path.split('/'));
+        let shown = dir.join(names.join("/"));
+        save_file(root.as_fd(), &names, &file.data)
+            .with_context(|| format!("cannot write {}", shown.display()))?;
     }
     Ok(())
+}
+
+/// Writes `data` to the file `names` (directories, then the file's name) below `root`.
+fn save_file(root: BorrowedFd<'_>, names: &[&str], data: &[u8]) -> anyhow::Result<()> {
+    let (name, dirs) = names.split_last().context("an empty file name")?;
+    let mut held: Option<OwnedFd> = None;
+    for (i, dir) in dirs.iter().enumerate() {
+        let at = held.as_ref().map_or(root, |fd| fd.as_fd());
+        let fd = open_dir_at(at, dir)
+            .with_context(|| format!("cannot open directory {}", dirs[..=i].join("/")))?;
+        held = Some(fd);
+    }
+    let at = held.as_ref().map_or(root, |fd| fd.as_fd());
+    // O_NONBLOCK: opening a FIFO someone put there fails instead of waiting for a reader.
+    let fd = rustix::fs::openat(
+        at,
+        *name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )
+    .map_err(not_followed)?;
+    if !rustix::fs::fstat(&fd)
+        .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+        .unwrap_or(false)
+    {
+        bail!("it exists and is not a regular file");
+    }
+    rustix::fs::ftruncate(&fd, 0)?;
+    File::from(fd).write_all(data)?;
+    Ok(())
+}
+
+/// Opens the directory `name` in `at`, making it when missing, without following a link.
+fn open_dir_at(at: BorrowedFd<'_>, name: &str) -> anyhow::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(at, name, flags, Mode::empty()) {
+        Err(rustix::io::Errno::NOENT) => {
+            match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(rustix::fs::openat(at, name, flags, Mode::empty()).map_err(not_followed)?)
+        }
+        other => Ok(other.map_err(not_followed)?),
+    }
+}
+
+/// Says plainly why an `O_NOFOLLOW` open failed on a symbolic link.
+fn not_followed(e: rustix::io::Errno) -> anyhow::Error {
+    match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => anyhow::anyhow!(
+            "it exists and is a symbolic link (not followed) or not a directory ({e})"
+        ),
+        e => e.into(),
+    }
 }
 
 /// The count per outcome (exit code or error kind), on stderr.
@@ -396,5 +620,159 @@ mod tests {
     fn spec_lines_reject_unknown_fields() {
         assert!(serde_json::from_str::<SpecLine>(r#"{"args": ["a"], "stdin": "x"}"#).is_ok());
         assert!(serde_json::from_str::<SpecLine>(r#"{"argz": []}"#).is_err());
+    }
+
+    /// A fresh empty directory under the system's temporary directory.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wasmpool-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn output(files: &[(&str, &str)]) -> CommandOutput {
+        CommandOutput {
+            files: files
+                .iter()
+                .map(|(path, data)| wasmpool::OutputFile {
+                    path: path.to_string(),
+                    data: data.as_bytes().to_vec(),
+                })
+                .collect(),
+            ..CommandOutput::default()
+        }
+    }
+
+    #[test]
+    fn saving_files_follows_no_link_below_the_out_dir() {
+        let dir = scratch("save");
+        let (out, outside) = (dir.join("out"), dir.join("outside"));
+        std::fs::create_dir_all(out.join("run")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "keep").unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), out.join("run/file")).unwrap();
+        std::os::unix::fs::symlink(&outside, out.join("run/sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, out.join("linked-run")).unwrap();
+
+        // Plain files and new directories are written, existing regular files overwritten.
+        std::fs::write(out.join("run/old"), "a longer old text").unwrap();
+        save_files(
+            &out,
+            Some("run"),
+            &output(&[("old", "new"), ("d/e/f", "x")]),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("run/old")).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(out.join("run/d/e/f")).unwrap(), "x");
+
+        // A link in the file's place, in a directory's place, or in the run's place is not
+        // followed: the write fails and nothing outside changes.
+        for (run, name) in [
+            (Some("run"), "file"),
+            (Some("run"), "sub/victim"),
+            (Some("linked-run"), "victim"),
+            (None, "run/sub/new"),
+        ] {
+            let err = save_files(&out, run, &output(&[(name, "owned")])).unwrap_err();
+            assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim")).unwrap(),
+            "keep"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn glob_matches_reached_through_links_are_recognised() {
+        let dir = scratch("glob");
+        std::fs::create_dir_all(dir.join("in/real")).unwrap();
+        std::fs::write(dir.join("in/real/a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink(dir.join("in/real"), dir.join("in/linked")).unwrap();
+        std::os::unix::fs::symlink(dir.join("in/real/a.txt"), dir.join("in/real/b.txt")).unwrap();
+        std::os::unix::fs::symlink(dir.join("in"), dir.join("user-link")).unwrap();
+        let fixed = fixed_part(&format!("{}/in/*/*.txt", dir.display()));
+        assert_eq!(fixed, dir.join("in"));
+        assert!(!through_link(&fixed, &dir.join("in/real/a.txt")));
+        assert!(through_link(&fixed, &dir.join("in/real/b.txt")));
+        assert!(through_link(&fixed, &dir.join("in/linked/a.txt")));
+        // The pattern's fixed part is the user's own path: a link there is followed.
+        let fixed = fixed_part(&format!("{}/user-link/./real/*.txt", dir.display()));
+        assert!(!through_link(&fixed, &dir.join("user-link/real/a.txt")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    use proptest::prelude::*;
+
+    /// JSON of the shape of a spec line, with arbitrary strings (NULs, `=`, `..`, absolute
+    /// and empty names) and values of the wrong type now and then.
+    fn spec_json() -> impl Strategy<Value = serde_json::Value> {
+        let text = any::<String>();
+        let value = prop_oneof![
+            any::<String>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+        ];
+        let host = (any::<String>(), any::<bool>()).prop_map(|(s, abs)| {
+            // Host paths under a directory that does not exist: nothing real is read.
+            let base = if abs {
+                "/nonexistent-wasmpool/"
+            } else {
+                "nonexistent-wasmpool/"
+            };
+            serde_json::Value::from(format!("{base}{s}"))
+        });
+        (
+            proptest::collection::vec(text, 0..4),
+            proptest::option::of(text),
+            text,
+            proptest::collection::btree_map(text, text, 0..3),
+            proptest::collection::btree_map(text, host, 0..3),
+            any::<(bool, bool)>(),
+            proptest::option::of((text, value)),
+        )
+            .prop_map(|(args, argv0, stdin, env, inputs, (out, check), extra)| {
+                let mut line = serde_json::json!({
+                    "args": args, "stdin": stdin, "env": env, "inputs": inputs,
+                    "output_dir": out, "check": check,
+                });
+                if let Some(argv0) = argv0 {
+                    line["argv0"] = argv0.into();
+                }
+                if let Some((key, value)) = extra {
+                    line[key] = value;
+                }
+                line
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes as a spec line: an error or a spec, never a panic.
+        #[test]
+        fn spec_lines_of_any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = spec_line(&CommandSpec::new(), 1, &text);
+        }
+
+        /// Any spec-shaped JSON: parsed or refused, and a parsed spec becomes a wire input or
+        /// a `bad_input` error, never a panic.
+        #[test]
+        fn spec_shaped_lines_never_panic(line in spec_json(), cut in any::<prop::sample::Index>()) {
+            let text = line.to_string();
+            if let Ok(spec) = spec_line(&CommandSpec::new(), 1, &text) {
+                if let Err(e) = wasmpool::Args::into_input_within(spec, 1 << 20) {
+                    prop_assert_eq!(e.kind(), "bad_input");
+                }
+            }
+            // The same line cut anywhere (a torn write) is still only an error.
+            let cut = cut.index(text.len() + 1);
+            if text.is_char_boundary(cut) {
+                let _ = spec_line(&CommandSpec::new(), 1, &text[..cut]);
+            }
+        }
     }
 }

@@ -610,7 +610,7 @@ impl<'p> Call<'p> {
 
     /// One call's input, converted and checked against the export and the size caps.
     fn validate(&self, args: impl Args) -> Result<Input, TaskError> {
-        args.into_input()
+        args.into_input_within(self.limits.max_input as usize)
             .and_then(|input| self.check(input))
             .and_then(|input| self.check_size(input))
     }
@@ -671,7 +671,7 @@ impl<'p> Call<'p> {
             }
             Input::Command(c) if c.size() > self.limits.max_input as usize => {
                 Err(TaskError::bad_input(format!(
-                    "the command's stdin and input files are {} bytes, over the cap of {} bytes (Limits::max_input)",
+                    "the command's arguments, environment, stdin and input files are {} bytes, over the cap of {} bytes (Limits::max_input)",
                     c.size(),
                     self.limits.max_input
                 )))

@@ -115,9 +115,77 @@ fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
             let (took, rss) = (stats.duration, stats.worker_rss);
             // The first outcome stands: a task the dispatcher gave up on stays failed.
             if let Some(c) = answers.take(task) {
-                c.complete(outcome, stats);
+                // What a worker says about files is checked before anyone sees it.
+                c.complete(crate::command::check_reply(outcome), stats);
             }
             Some(Heard::Done { task, took, rss })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{CommandOutput, OutputFile};
+    use crate::pool::task::Task;
+    use crate::protocol::TaskStats;
+    use crate::value::Output;
+
+    /// Feeds one framed `Done` reply carrying a command output with files named `names` to
+    /// the reply reader, and returns what the task's caller sees.
+    fn caller_sees(names: &[&str]) -> Result<CommandOutput, crate::TaskError> {
+        let out = CommandOutput {
+            files: names
+                .iter()
+                .map(|n| OutputFile {
+                    path: n.to_string(),
+                    data: b"x".to_vec(),
+                })
+                .collect(),
+            ..CommandOutput::default()
+        };
+        let mut wire = Vec::new();
+        let reply = Reply::Done {
+            task: 1,
+            outcome: Ok(Output::Command(out)),
+            stats: TaskStats::default(),
+        };
+        protocol::encode(&reply, &mut wire).unwrap();
+        let answers = Answers::default();
+        let completion = Completion::new(None);
+        answers.expect(1, completion.clone());
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let who = WorkerRef {
+            slot: 0,
+            generation: 0,
+        };
+        read_replies(&wire[..], who, &answers, &tx);
+        Task::<CommandOutput>::new(1, completion, tx).wait()
+    }
+
+    #[test]
+    fn forged_output_paths_are_refused_whole() {
+        let ok = caller_sees(&["a.txt", "sub/b.txt", "sub-c"]).unwrap();
+        assert_eq!(ok.files.len(), 3);
+        let long_name = "n".repeat(256);
+        let long_path = ["d"; 2100].join("/");
+        for forged in [
+            &["ok.txt", "../../x"][..],
+            &["/abs/path"],
+            &["a/../b"],
+            &["./a"],
+            &["a//b"],
+            &["a/"],
+            &[""],
+            &["a\0b"],
+            &[long_name.as_str()],
+            &[long_path.as_str()],
+            &["x", "x"],
+            &["a", "a/b"],
+        ] {
+            let err = caller_sees(forged).unwrap_err();
+            assert_eq!(err.kind(), "bad_output", "{forged:?}: {err}");
+            assert!(err.to_string().contains("refuses"), "{err}");
         }
     }
 }

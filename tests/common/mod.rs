@@ -64,8 +64,11 @@ pub fn c_program(name: &str) -> PathBuf {
     let out = dir.join(format!("{name}.wasm"));
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if modified(&out).is_none() || modified(&out) < modified(&src) {
-        // Another test binary may be building the same program: build beside, then rename.
-        let tmp = dir.join(format!("{name}.{}.wasm", std::process::id()));
+        // Another test, of this binary or another, may be building the same program: build
+        // beside under a name of this build's own, then rename.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{name}.{}-{build}.wasm", std::process::id()));
         let status = Command::new(root.join("scripts/wasi-cc"))
             .arg(&tmp)
             .arg(&src)

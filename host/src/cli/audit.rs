@@ -101,6 +101,8 @@ enum Guest {
     InitialMemoryOverLimit,
     /// Random bytes.
     NotWasm,
+    /// A valid module over the workers' instance slots (WAT text).
+    OverSlots(&'static str),
 }
 
 /// The containment a case expects.
@@ -125,6 +127,8 @@ enum Expect {
     UnsupportedImport,
     /// `LoadError::Invalid` when loading.
     Invalid,
+    /// `LoadError::OverLimit` when loading.
+    OverLimit,
 }
 
 fn same(limits: Limits) -> Limits {
@@ -236,6 +240,27 @@ const CASES: &[Case] = &[
         Expect::UnsupportedImport,
     ),
     Case::load("not wasm (random bytes)", Guest::NotWasm, Expect::Invalid),
+    Case::load(
+        "two memories (over the instance slot)",
+        Guest::OverSlots(
+            r#"(module (memory 1) (memory 1) (func (export "run") (result i64) (i64.const 0)))"#,
+        ),
+        Expect::OverLimit,
+    ),
+    Case::load(
+        "three tables (over the instance slot)",
+        Guest::OverSlots(
+            r#"(module (table 1 funcref) (table 1 funcref) (table 1 funcref) (func (export "run") (result i64) (i64.const 0)))"#,
+        ),
+        Expect::OverLimit,
+    ),
+    Case::load(
+        "table of 2^20+1 elements",
+        Guest::OverSlots(
+            r#"(module (table 1048577 funcref) (func (export "run") (result i64) (i64.const 0)))"#,
+        ),
+        Expect::OverLimit,
+    ),
     Case {
         name: "worker killed mid-task",
         run: Run::KillWorker,
@@ -261,6 +286,7 @@ impl Guest {
                 .into_bytes()
             }
             Guest::NotWasm => random_bytes(4096),
+            Guest::OverSlots(wat) => wat.into(),
         }
     }
 }
@@ -320,6 +346,7 @@ impl Expect {
             Expect::WorkerLost(text) => format!("WorkerLost \"{text}\""),
             Expect::UnsupportedImport => "LoadError::UnsupportedImport".into(),
             Expect::Invalid => "LoadError::Invalid".into(),
+            Expect::OverLimit => "LoadError::OverLimit".into(),
         }
     }
 
@@ -332,7 +359,8 @@ impl Expect {
                     Expect::UnsupportedImport,
                     Outcome::Load(Err(LoadError::UnsupportedImport { .. })),
                 )
-                | (Expect::Invalid, Outcome::Load(Err(LoadError::Invalid { .. }))) => Ok(()),
+                | (Expect::Invalid, Outcome::Load(Err(LoadError::Invalid { .. })))
+                | (Expect::OverLimit, Outcome::Load(Err(LoadError::OverLimit { .. }))) => Ok(()),
                 _ => Err(String::new()),
             };
         };
@@ -812,6 +840,11 @@ mod tests {
                 }
                 Run::Load(Guest::NotWasm) => {
                     assert!(wasmtime::Module::new(&engine, Guest::NotWasm.bytes(&limits)).is_err())
+                }
+                Run::Load(guest @ Guest::OverSlots(_)) => {
+                    // Valid wasm, refused only by the workers' pooling allocator.
+                    let module = wasmtime::Module::new(&engine, guest.bytes(&limits)).unwrap();
+                    assert!(module.get_export("run").is_some(), "{}", case.name);
                 }
                 Run::Load(guest) => {
                     let module = wasmtime::Module::new(&engine, guest.bytes(&limits)).unwrap();

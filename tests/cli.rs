@@ -227,11 +227,14 @@ fn audit_contains_every_hostile_case() {
         "start function loops forever",
         "bad import (env.evil)",
         "not wasm (random bytes)",
+        "two memories (over the instance slot)",
+        "three tables (over the instance slot)",
+        "table of 2^20+1 elements",
         "worker killed mid-task",
     ] {
         assert!(text.contains(case), "case `{case}` missing:\n{text}");
     }
-    assert!(text.contains("21/21 contained"), "{text}");
+    assert!(text.contains("24/24 contained"), "{text}");
 }
 
 fn program(name: &str) -> String {

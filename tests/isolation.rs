@@ -448,3 +448,58 @@ fn a_frozen_worker_is_killed_by_the_host_watchdog() {
     );
     still_serves(&pool, &math);
 }
+
+/// The state letter of process `pid` (`R`, `S`, `T`, …) from `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[test]
+fn a_worker_stopped_and_continued_mid_task_finishes_it() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let probe = pool.submit::<i64>(&hostile, "counter", ());
+    probe.wait().unwrap();
+    let pid = probe.stats().unwrap().worker;
+    let signal = |sig| {
+        rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig)
+            .unwrap()
+    };
+    // A generous limit: only the stop and continue are under test, not the deadline.
+    let task = pool
+        .call(&hostile, "sleep_ms")
+        .timeout(Duration::from_secs(60))
+        .submit::<i64>(1500i64);
+    while !task.is_running() {
+        assert_eq!(task.wait_timeout(Duration::from_millis(5)), None);
+    }
+    // Asleep in its host call: every thread of the worker is blocked in a system call that
+    // a stop interrupts (timed futex waits and sleeps resume through restart_syscall).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(pid) != Some('S') {
+        assert!(Instant::now() < deadline, "the worker never went to sleep");
+        std::thread::yield_now();
+    }
+    signal(rustix::process::Signal::STOP);
+    while process_state(pid) != Some('T') {
+        assert!(Instant::now() < deadline, "the worker never stopped");
+        std::thread::yield_now();
+    }
+    // Stopped for a moment, well inside the task's sleep; then continued.
+    assert_eq!(task.wait_timeout(Duration::from_millis(100)), None);
+    signal(rustix::process::Signal::CONT);
+    assert_eq!(task.wait(), Ok(1500));
+    assert_eq!(
+        task.stats().unwrap().worker,
+        pid,
+        "the same worker finished it"
+    );
+    assert_eq!(pool.worker_pids(), [pid]);
+    still_serves(&pool, &math_of(&pool));
+}
+
+fn math_of(pool: &Pool) -> Module {
+    pool.load_file(guest("math")).unwrap()
+}

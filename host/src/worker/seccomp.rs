@@ -165,6 +165,9 @@ const ALLOWED: &[i64] = &[
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
     libc::SYS_sigaltstack,
+    // resuming a sleep or timed wait after a stop and continue (SIGSTOP/SIGCONT, a
+    // debugger or a cgroup freezer)
+    libc::SYS_restart_syscall,
     // time, sleep, randomness (WASI clocks, poll_oneoff, random_get)
     libc::SYS_clock_gettime,
     libc::SYS_clock_getres,

@@ -2,12 +2,14 @@
 //! worker side ([`serve`]) is the loop that runs inside each one; [`compile`] runs untrusted
 //! compilation in a process of its own; [`harden`] raises the OS walls at each process's
 //! start, with [`seccomp`] and [`landlock`] among them; [`scratch`] keeps the directories
-//! where command tasks' files live; [`locate`] finds the program to start.
+//! where command tasks' files live; [`locate`] finds the program to start; [`probe`] tests
+//! the walls from inside a process that raised them.
 
 pub mod compile;
 pub mod harden;
 pub mod landlock;
 pub mod locate;
+pub mod probe;
 pub mod process;
 pub(crate) mod replies;
 pub(crate) mod requests;

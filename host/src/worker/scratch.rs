@@ -5,22 +5,26 @@
 //! SIGKILLed host left is swept by the next pool that starts under the same directory.
 
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::harden::WorkerUser;
 use super::WorkerRef;
 
-/// A pool's scratch directory (mode 0700), removed with everything in it when dropped.
+/// A pool's scratch directory, removed with everything in it when dropped. It is private
+/// (mode 0700), or, when workers run as another user (`user`), that user may search it but
+/// not list it (0711), and each worker's directory is the user's own.
 #[derive(Debug)]
 pub struct ScratchRoot {
     path: PathBuf,
+    user: Option<WorkerUser>,
 }
 
 impl ScratchRoot {
     /// Creates a fresh private directory under `base` (e.g. the system's temporary
-    /// directory).
-    pub fn create(base: &Path) -> io::Result<ScratchRoot> {
+    /// directory), for workers running as `user` (`None`: as the host's user).
+    pub fn create(base: &Path, user: Option<WorkerUser>) -> io::Result<ScratchRoot> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         sweep_stale(base);
         let nanos = std::time::SystemTime::now()
@@ -33,7 +37,11 @@ impl ScratchRoot {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(ScratchRoot { path })
+        if user.is_some() {
+            // Set, not asked of mkdir: the umask does not take the search bit away.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o711))?;
+        }
+        Ok(ScratchRoot { path, user })
     }
 
     /// The directory.
@@ -41,10 +49,14 @@ impl ScratchRoot {
         &self.path
     }
 
-    /// Creates the (empty, private) directory of one worker process.
+    /// Creates the (empty, private) directory of one worker process, owned by the user it
+    /// runs as.
     pub fn worker_dir(&self, who: WorkerRef) -> io::Result<PathBuf> {
         let dir = self.path.join(format!("w{}-{}", who.slot, who.generation));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        if let Some(u) = self.user {
+            std::os::unix::fs::lchown(&dir, Some(u.uid), Some(u.gid))?;
+        }
         Ok(dir)
     }
 }
@@ -57,9 +69,9 @@ impl Drop for ScratchRoot {
 
 /// Removes the scratch directories under `base` that this user's pools left when their host
 /// died without cleaning up (its process is gone). Only private directories named like ours
-/// are touched; links are not followed.
+/// (0700, or 0711 for workers of another user) are touched; links are not followed.
 fn sweep_stale(base: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
@@ -77,7 +89,8 @@ fn sweep_stale(base: &Path) {
         let Ok(meta) = entry.path().symlink_metadata() else {
             continue;
         };
-        let ours = meta.is_dir() && meta.uid() == me && meta.permissions().mode() & 0o777 == 0o700;
+        let mode = meta.permissions().mode() & 0o777;
+        let ours = meta.is_dir() && meta.uid() == me && (mode == 0o700 || mode == 0o711);
         if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -96,11 +109,10 @@ pub(crate) fn remove_worker_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn directories_are_private_and_removed_with_the_root() {
-        let root = ScratchRoot::create(&std::env::temp_dir()).unwrap();
+        let root = ScratchRoot::create(&std::env::temp_dir(), None).unwrap();
         let dir = root
             .worker_dir(WorkerRef {
                 slot: 1,
@@ -132,7 +144,7 @@ mod tests {
         std::fs::set_permissions(&alive, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(stale.join("x"), "y").unwrap();
-        let root = ScratchRoot::create(&base).unwrap();
+        let root = ScratchRoot::create(&base, None).unwrap();
         assert!(!stale.exists(), "a dead host's directory is swept");
         assert!(alive.exists() && foreign.exists(), "others are left alone");
         drop(root);

@@ -207,6 +207,10 @@ impl Dispatcher {
                             slot.on_done(task, took, rss, now);
                             self.maybe_retire(who.slot);
                         }
+                        Heard::Retire => {
+                            slot.wear_out();
+                            self.maybe_retire(who.slot);
+                        }
                     }
                 }
             }
@@ -355,7 +359,8 @@ impl Dispatcher {
             || self
                 .config
                 .max_worker_rss
-                .is_some_and(|max| slot.rss() > max);
+                .is_some_and(|max| slot.rss() > max)
+            || slot.worn_out();
         if used_up && slot.in_flight() == 0 && self.shutdown.is_none() {
             if let Err(e) = slot.retire_and_respawn(&self.config.launch, &self.sender) {
                 eprintln!("wasmpool: {e}");

@@ -86,6 +86,8 @@ pub fn serve(user: Option<harden::WorkerUser>, scratch: Option<PathBuf>) -> std:
         out.flush()?;
     }
     let mut frame = Vec::new();
+    // Whether this worker asked to be replaced.
+    let mut retiring = false;
     let mut last_flush = Instant::now();
     loop {
         let request = match protocol::read::<_, Request>(&mut requests, &mut buf) {
@@ -120,6 +122,10 @@ pub fn serve(user: Option<harden::WorkerUser>, scratch: Option<PathBuf>) -> std:
                     },
                     &mut frame,
                 )?;
+                if sandbox.scratch_spoiled() && !retiring {
+                    protocol::encode(&Reply::Retire, &mut frame)?;
+                    retiring = true;
+                }
                 lock(&out).write_all(&frame)?;
             }
             Request::Cancel { task } => sandbox.interrupter().cancel(task),

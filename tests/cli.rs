@@ -227,10 +227,11 @@ fn audit_contains_every_hostile_case() {
         "bad import (env.evil)",
         "not wasm (random bytes)",
         "worker killed mid-task",
+        "300 directories nested in /out",
     ] {
         assert!(text.contains(case), "case `{case}` missing:\n{text}");
     }
-    assert!(text.contains("21/21 contained"), "{text}");
+    assert!(text.contains("22/22 contained"), "{text}");
 }
 
 fn program(name: &str) -> String {

@@ -29,7 +29,15 @@ pub fn wall_probe(args: Vec<String>) -> io::Result<()> {
     let user = WorkerUser::from_arg(&user)?;
     let scratch = PathBuf::from(scratch);
     let own = path(&scratch.join("probe"))?;
+    let meta = std::fs::metadata(&target)?;
     let target = path(target.as_ref())?;
+    // Changes that would do no harm if a wall were missing, yet show: the others' execute
+    // bit toggled, the owner and group the file has.
+    let mode = ((std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777) ^ 0o001) as libc::c_long;
+    let (uid, gid) = (
+        std::os::unix::fs::MetadataExt::uid(&meta) as libc::c_long,
+        std::os::unix::fs::MetadataExt::gid(&meta) as libc::c_long,
+    );
     let (scratch, _rss) = serve::raise_walls(user, Some(scratch))?;
     seccomp::install(matches!(scratch, crate::sandbox::Scratch::Dir(_)))?;
 
@@ -47,7 +55,6 @@ pub fn wall_probe(args: Vec<String>) -> io::Result<()> {
     };
     let t = target.as_ptr();
     let (cwd, null) = (libc::AT_FDCWD as libc::c_long, std::ptr::null::<u8>());
-    let (nobody, mode) = (65534 as libc::c_long, 0o4777 as libc::c_long);
     // SAFETY (every call below): the path arguments are NUL-terminated strings that outlive
     // the call, the times arguments are null (meaning "now"), and the limit's out-pointer
     // points to a writable `rlimit64`; the other arguments are plain integers.
@@ -71,18 +78,18 @@ pub fn wall_probe(args: Vec<String>) -> io::Result<()> {
             "futimesat",
             libc::syscall(libc::SYS_futimesat, cwd, t, null),
         );
-        answer("chown", libc::syscall(libc::SYS_chown, t, nobody, nobody));
-        answer("lchown", libc::syscall(libc::SYS_lchown, t, nobody, nobody));
+        answer("chown", libc::syscall(libc::SYS_chown, t, uid, gid));
+        answer("lchown", libc::syscall(libc::SYS_lchown, t, uid, gid));
         answer(
             "fchownat",
-            libc::syscall(libc::SYS_fchownat, cwd, t, nobody, nobody, 0),
+            libc::syscall(libc::SYS_fchownat, cwd, t, uid, gid, 0),
         );
         // A file of its own, in its scratch directory, for the calls on a descriptor.
         let flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC) as libc::c_long;
         let fd = libc::syscall(libc::SYS_openat, cwd, own.as_ptr(), flags, 0o600);
         answer("openat_own", fd);
         answer("fchmod", libc::syscall(libc::SYS_fchmod, fd, mode));
-        answer("fchown", libc::syscall(libc::SYS_fchown, fd, 0, 0));
+        answer("fchown", libc::syscall(libc::SYS_fchown, fd, uid, gid));
         let mut limit: libc::rlimit64 = std::mem::zeroed();
         let out = &mut limit as *mut libc::rlimit64;
         let nofile = libc::RLIMIT_NOFILE as libc::c_long;

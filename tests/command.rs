@@ -430,3 +430,102 @@ fn streamed_output_arrives_in_order_and_is_not_kept() {
     assert!(out.output_truncated);
     assert_eq!(out.exit_code, 1);
 }
+
+#[test]
+fn deep_and_crowded_out_trees_are_bounded_and_never_left_behind() {
+    let base = std::env::temp_dir().join(format!("wasmpool-tree-test-{}", std::process::id()));
+    std::fs::create_dir_all(&base).unwrap();
+    let pool = builder()
+        .workers(1)
+        .scratch_dir(base.clone())
+        .build()
+        .unwrap();
+    let tree = pool.load_file(c_program("tree")).unwrap();
+    let run = |args: &[&str]| {
+        let task = pool.run_command(
+            &tree,
+            CommandSpec::new().args(args.iter().copied()).output_dir(),
+        );
+        let result = task.wait();
+        (result, task.stats().map(|s| s.worker))
+    };
+    // What is left in the worker's scratch directory after a run: nothing.
+    let left_behind = || -> Vec<std::path::PathBuf> {
+        let roots: Vec<_> = std::fs::read_dir(&base).unwrap().flatten().collect();
+        assert_eq!(roots.len(), 1);
+        std::fs::read_dir(roots[0].path())
+            .unwrap()
+            .flatten()
+            .flat_map(|w| std::fs::read_dir(w.path()).unwrap().flatten())
+            .map(|e| e.path())
+            .collect()
+    };
+
+    // Deeper than the worker's 256 descriptors: collected and removed all the same.
+    let (out, worker) = run(&["deep", "300"]);
+    let out = out.unwrap();
+    assert_eq!(out.exit_code, 0, "{}", out.stderr_text());
+    let deepest = format!("{}f", "d/".repeat(300));
+    assert_eq!(out.file(&deepest), Some(&b"bottom"[..]));
+    assert_eq!(out.files.len(), 1);
+    assert_eq!(left_behind(), Vec::<std::path::PathBuf>::new());
+
+    // Deeper than a path can name: a clear error, and still removed.
+    let (err, _) = run(&["deep", "30", "200"]);
+    let err = err.unwrap_err();
+    assert_eq!(err.kind(), "bad_output");
+    assert!(err.to_string().contains("longer than 4096 bytes"), "{err}");
+    assert_eq!(left_behind(), Vec::<std::path::PathBuf>::new());
+
+    assert_eq!(left_behind(), Vec::<std::path::PathBuf>::new());
+    let (out, again) = run(&["wide", "100"]);
+    assert_eq!(out.unwrap().files.len(), 100);
+    assert_eq!(again, worker, "the same worker serves on");
+    drop(pool);
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_worker_whose_task_files_were_not_all_removed_is_replaced() {
+    let base = std::env::temp_dir().join(format!("wasmpool-retire-test-{}", std::process::id()));
+    std::fs::create_dir_all(&base).unwrap();
+    let pool = builder()
+        .workers(1)
+        .scratch_dir(base.clone())
+        .build()
+        .unwrap();
+    let tree = pool.load_file(c_program("tree")).unwrap();
+    let run = || {
+        let task = pool.run_command(&tree, CommandSpec::new().args(["wide", "3"]).output_dir());
+        assert_eq!(task.wait().unwrap().files.len(), 3);
+        task.stats().unwrap().worker
+    };
+    let first = run();
+    let worker_dirs = || -> Vec<std::path::PathBuf> {
+        let root = std::fs::read_dir(&base)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let dirs = worker_dirs();
+    assert_eq!(dirs.len(), 1);
+    // Something the worker could not remove (here: put there from outside) is still in
+    // its scratch directory after a task: the task's result stands, the worker is replaced,
+    // and its directory goes with it.
+    std::fs::write(dirs[0].join("stray"), "x").unwrap();
+    assert_eq!(run(), first, "the task ran on the same worker");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.worker_pids().contains(&first) || dirs[0].exists() {
+        assert!(Instant::now() < deadline, "the worker was not replaced");
+        std::thread::yield_now();
+    }
+    assert_ne!(run(), first);
+    drop(pool);
+    std::fs::remove_dir_all(&base).unwrap();
+}

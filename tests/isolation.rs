@@ -517,3 +517,162 @@ fn a_worker_that_sends_a_bad_frame_is_killed_and_its_task_is_lost_alone() {
     let ((), took) = timed(|| pool.shutdown());
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
 }
+
+/// The state letter of process `pid` (`R`, `S`, `T`, …) from `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[test]
+fn a_worker_stopped_and_continued_mid_task_finishes_it() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let probe = pool.submit::<i64>(&hostile, "counter", ());
+    probe.wait().unwrap();
+    let pid = probe.stats().unwrap().worker;
+    let signal = |sig| {
+        rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig)
+            .unwrap()
+    };
+    // A generous limit: only the stop and continue are under test, not the deadline.
+    let task = pool
+        .call(&hostile, "sleep_ms")
+        .timeout(Duration::from_secs(60))
+        .submit::<i64>(1500i64);
+    while !task.is_running() {
+        assert_eq!(task.wait_timeout(Duration::from_millis(5)), None);
+    }
+    // Asleep in its host call: every thread of the worker is blocked in a system call that
+    // a stop interrupts (timed futex waits and sleeps resume through restart_syscall).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(pid) != Some('S') {
+        assert!(Instant::now() < deadline, "the worker never went to sleep");
+        std::thread::yield_now();
+    }
+    signal(rustix::process::Signal::STOP);
+    while process_state(pid) != Some('T') {
+        assert!(Instant::now() < deadline, "the worker never stopped");
+        std::thread::yield_now();
+    }
+    // Stopped for a moment, well inside the task's sleep; then continued.
+    assert_eq!(task.wait_timeout(Duration::from_millis(100)), None);
+    signal(rustix::process::Signal::CONT);
+    assert_eq!(task.wait(), Ok(1500));
+    assert_eq!(
+        task.stats().unwrap().worker,
+        pid,
+        "the same worker finished it"
+    );
+    assert_eq!(pool.worker_pids(), [pid]);
+    still_serves(&pool, &math_of(&pool));
+}
+
+fn math_of(pool: &Pool) -> Module {
+    pool.load_file(guest("math")).unwrap()
+}
+
+#[test]
+fn an_escaped_worker_cannot_change_host_files_or_read_other_processes_limits() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let base = std::env::temp_dir().join(format!("wasmpool-wallprobe-{}", std::process::id()));
+    let scratch = base.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let target = base.join("target");
+    std::fs::write(&target, "host secret").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::metadata(&target).unwrap();
+    // A process with exactly a worker's walls makes the calls itself. It stays the host's
+    // user (`-`, as with `worker_user(None)`): owning the file, only the walls can stop it.
+    let out = std::process::Command::new(common::WORKER)
+        .args(["__wallprobe", "-"])
+        .arg(&scratch)
+        .arg(&target)
+        .output()
+        .unwrap();
+    let after = std::fs::metadata(&target).unwrap();
+    std::fs::remove_dir_all(&base).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errno = |call: &str| report[call]["errno"].as_i64().unwrap_or(-1);
+    for call in [
+        "fchmodat",
+        "fchmodat2",
+        "chmod",
+        "utimensat",
+        "utimes",
+        "utime",
+        "futimesat",
+        "chown",
+        "lchown",
+        "fchownat",
+        "fchmod",
+        "fchown",
+        "prlimit64_pid1",
+    ] {
+        assert_eq!(errno(call), libc::EPERM as i64, "{call}: {report}");
+    }
+    // The walls let it work in its scratch directory and read its own limits, and
+    // Landlock keeps it from opening the file.
+    assert!(
+        report["openat_own"]["ret"].as_i64().unwrap() >= 0,
+        "{report}"
+    );
+    assert_eq!(report["prlimit64_self"]["ret"], 0, "{report}");
+    assert_eq!(errno("openat_target"), libc::EACCES as i64, "{report}");
+    assert_eq!(after.mode(), before.mode(), "mode changed: {report}");
+    assert_eq!(after.mtime(), before.mtime(), "times changed: {report}");
+    assert_eq!(
+        after.mtime_nsec(),
+        before.mtime_nsec(),
+        "times changed: {report}"
+    );
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+}
+
+/// The value of a `Name:\t…` line of `/proc/<pid>/status`.
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn workers_hold_no_capabilities_and_leave_root_behind() {
+    use std::os::unix::fs::MetadataExt;
+    let pool = builder().build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    pool.map::<i64, ()>(&hostile, "counter", vec![(); 20]);
+    let root = rustix::process::geteuid().is_root();
+    for pid in pool.worker_pids() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(
+                status_field(&status, set),
+                "0000000000000000",
+                "{set} of {pid}"
+            );
+        }
+        if root {
+            // Started by root, the worker could empty its bounding set, and became nobody
+            // (all its ids), with no supplementary groups.
+            assert_eq!(status_field(&status, "CapBnd"), "0000000000000000");
+            for ids in ["Uid", "Gid"] {
+                let all: Vec<String> = status_field(&status, ids)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                assert_eq!(all, ["65534"; 4], "{ids} of {pid}");
+            }
+            assert_eq!(status_field(&status, "Groups"), "");
+            // Not dumpable: its /proc files stay root's, so nobody's other processes cannot
+            // read its memory.
+            let mem = std::fs::metadata(format!("/proc/{pid}/mem")).unwrap();
+            assert_eq!(mem.uid(), 0, "worker {pid} is dumpable");
+        }
+    }
+}

@@ -4,21 +4,26 @@
 mod cli;
 
 use wasmpool::protocol;
-use wasmpool::worker::{compile, seccomp, serve, WORKER_ARG};
+use wasmpool::worker::harden::WorkerUser;
+use wasmpool::worker::{compile, probe, seccomp, serve, WORKER_ARG};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let result = match args.next().as_deref() {
         Some(WORKER_ARG) => {
             protocol::check_version(args.next().as_deref());
-            serve::serve(args.next().map(std::path::PathBuf::from))
+            WorkerUser::from_arg(&args.next().unwrap_or_default())
+                .and_then(|user| serve::serve(user, args.next().map(std::path::PathBuf::from)))
         }
         Some(compile::COMPILE_ARG) => {
             protocol::check_version(args.next().as_deref());
-            let memory = args.next().unwrap_or_default();
-            compile::serve_compile(&memory, &args.next().unwrap_or_default())
+            WorkerUser::from_arg(&args.next().unwrap_or_default()).and_then(|user| {
+                let memory = args.next().unwrap_or_default();
+                compile::serve_compile(user, &memory, &args.next().unwrap_or_default())
+            })
         }
         Some(seccomp::PROBE_ARG) => seccomp::probe_forbidden_syscall(),
+        Some(probe::WALL_PROBE_ARG) => probe::wall_probe(args.collect()),
         _ => {
             restore_sigpipe();
             std::process::exit(cli::main())

@@ -137,6 +137,9 @@ pub enum Reply {
         outcome: Result<Output, TaskError>,
         stats: TaskStats,
     },
+    /// The worker must be replaced once the tasks sent to it are done: a command's files
+    /// could not be removed from its scratch directory. (Sent once, after that task's `Done`.)
+    Retire,
 }
 
 /// The answer of a compile process (`wasmpool __compile`), which reads a module's bytes on

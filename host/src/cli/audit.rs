@@ -19,6 +19,10 @@ const HOSTILE_WAT: &str = include_str!("audit/hostile.wat");
 const START_LOOP_WAT: &str = include_str!("audit/start_loop.wat");
 const BAD_IMPORT_WAT: &str = include_str!("audit/bad_import.wat");
 const WELL_BEHAVED_WAT: &str = include_str!("audit/well_behaved.wat");
+const DEEP_OUT_WAT: &str = include_str!("audit/deep_out.wat");
+
+/// Directories `audit/deep_out.wat` nests in `/out`.
+const DEEP_OUT_LEVELS: usize = 300;
 
 /// The audit's defaults for flags not given: a tight sandbox, so the audit is quick.
 const DEFAULT_WORKERS: usize = 2;
@@ -86,6 +90,9 @@ enum Run {
     /// Start a task that spins with no limit on a pool of one worker, SIGKILL that worker
     /// while the task runs.
     KillWorker,
+    /// On a pool of one worker with a scratch directory of its own, run the command
+    /// `audit/deep_out.wat` (300 directories nested in `/out`), then look in the scratch.
+    DeepOut,
 }
 
 /// The embedded guests.
@@ -129,6 +136,9 @@ enum Expect {
     Invalid,
     /// `LoadError::OverLimit` when loading.
     OverLimit,
+    /// The command's files come back (or `BadOutput` says why not), and nothing it made
+    /// stays in the worker's scratch directory.
+    NothingLeft,
 }
 
 fn same(limits: Limits) -> Limits {
@@ -168,6 +178,7 @@ impl Case {
             Run::Load(_) => configured,
             // The spinning victim runs without fuel or timeout: only the kill stops it.
             Run::KillWorker => configured.with_fuel(None).with_timeout(None),
+            Run::DeepOut => configured,
         }
     }
 }
@@ -266,6 +277,11 @@ const CASES: &[Case] = &[
         run: Run::KillWorker,
         expect: Expect::WorkerLost("signal 9"),
     },
+    Case {
+        name: "300 directories nested in /out",
+        run: Run::DeepOut,
+        expect: Expect::NothingLeft,
+    },
 ];
 
 impl Guest {
@@ -310,6 +326,13 @@ enum Outcome {
     Task(Result<i64, TaskError>, TaskStats),
     /// Loading the module gave this.
     Load(Result<(), LoadError>),
+    /// A command with files: how deep its deepest file was (-1: none came back; or why
+    /// none did), and how many entries
+    /// stayed in the worker's scratch directory after it.
+    Files {
+        result: Result<i64, TaskError>,
+        left: usize,
+    },
     /// No result after this long: nothing contained it. The task was then cancelled.
     Hung(Duration),
     /// The audit could not stage the case.
@@ -347,12 +370,23 @@ impl Expect {
             Expect::UnsupportedImport => "LoadError::UnsupportedImport".into(),
             Expect::Invalid => "LoadError::Invalid".into(),
             Expect::OverLimit => "LoadError::OverLimit".into(),
+            Expect::NothingLeft => "files back, scratch emptied".into(),
         }
     }
 
     /// Whether `outcome`, reached after `took`, is the expected containment; if not, why.
     fn check(self, outcome: &Outcome, took: Duration, limits: &Limits) -> Result<(), String> {
         use TaskError as E;
+        if let Outcome::Files { result, left } = outcome {
+            let answered = match result {
+                Ok(depth) => *depth == DEEP_OUT_LEVELS as i64,
+                Err(e) => matches!(e, E::BadOutput { .. }),
+            };
+            return match self {
+                Expect::NothingLeft if answered && *left == 0 => Ok(()),
+                _ => Err(String::new()),
+            };
+        }
         let Outcome::Task(result, stats) = outcome else {
             return match (self, outcome) {
                 (
@@ -429,6 +463,14 @@ impl Outcome {
                 let variant = debug.split(|c: char| !c.is_alphanumeric()).next();
                 format!("LoadError::{}: {e}", variant.unwrap_or_default())
             }
+            Outcome::Files { result, left } => {
+                let got = match result {
+                    Ok(-1) => "no file back".to_string(),
+                    Ok(n) => format!("its file back from {n} levels down"),
+                    Err(e) => format!("{}: {e}", e.kind()),
+                };
+                format!("{got}; {left} entries left in the scratch directory")
+            }
             Outcome::Hung(after) => {
                 format!("HUNG: no result after {after:.1?}; cancelled")
             }
@@ -502,6 +544,7 @@ impl Audit {
                 (Outcome::Load(loaded), started.elapsed())
             }),
             Run::KillWorker => self.kill_worker(limits),
+            Run::DeepOut => self.deep_out(limits),
         };
         let mut happened = trial.outcome.describe();
         let mut pass = true;
@@ -596,6 +639,78 @@ impl Audit {
             replaced: usize::from(!after.contains(&pid)),
             after: still_serves(&pool, &square),
         }
+    }
+}
+
+impl Audit {
+    /// On a pool of its own (one worker, a scratch directory of its own): the command
+    /// `audit/deep_out.wat` nests directories in `/out` deeper than a worker's descriptor
+    /// limit; afterwards the worker's scratch directory must be empty.
+    fn deep_out(&self, limits: Limits) -> Trial {
+        let broken = |why: String| Trial {
+            outcome: Outcome::Broken(why),
+            took: Duration::ZERO,
+            replaced: 0,
+            after: Ok(()),
+        };
+        let base = std::env::temp_dir().join(format!("wasmpool-audit-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir_all(&base) {
+            return broken(format!("cannot create {}: {e}", base.display()));
+        }
+        let trial = (|| {
+            let pool = self
+                .settings
+                .builder()
+                .workers(1)
+                .scratch_dir(base.clone())
+                .build()
+                .map_err(|e| format!("cannot start a one-worker pool: {e}"))?;
+            let (deep, square) = match (pool.load(DEEP_OUT_WAT), pool.load(WELL_BEHAVED_WAT)) {
+                (Ok(d), Ok(s)) => (d, s),
+                (Err(e), _) | (_, Err(e)) => return Err(format!("cannot load the guests: {e}")),
+            };
+            let before = pool.worker_pids();
+            let started = Instant::now();
+            let task = pool
+                .command(&deep)
+                .limits(limits)
+                .submit::<wasmpool::CommandOutput>(wasmpool::CommandSpec::new().output_dir());
+            let result = match task.wait_timeout(patience(&limits)) {
+                // How deep the file came back from.
+                Some(r) => r.map(|out| {
+                    let depth = out.files.iter().map(|f| f.path.matches('/').count()).max();
+                    depth.map_or(-1, |d| d as i64)
+                }),
+                None => {
+                    task.cancel();
+                    return Err(format!("no answer within {:?}", patience(&limits)));
+                }
+            };
+            let took = started.elapsed();
+            // Every entry under the pool's scratch directory but the workers' own.
+            let mut left = 0;
+            for root in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                for worker in std::fs::read_dir(root.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    left += std::fs::read_dir(worker.path())
+                        .into_iter()
+                        .flatten()
+                        .count();
+                }
+            }
+            let after = pool.worker_pids();
+            Ok(Trial {
+                outcome: Outcome::Files { result, left },
+                took,
+                replaced: before.iter().filter(|p| !after.contains(p)).count(),
+                after: still_serves(&pool, &square),
+            })
+        })();
+        let _ = wasmpool::worker::scratch::remove_tree(&base);
+        trial.unwrap_or_else(broken)
     }
 }
 
@@ -851,6 +966,11 @@ mod tests {
                     assert!(module.imports().any(|i| i.module() == "env"));
                 }
                 Run::KillWorker => {}
+                Run::DeepOut => {
+                    let module = wasmtime::Module::new(&engine, DEEP_OUT_WAT).unwrap();
+                    assert!(module.get_export("_start").is_some());
+                    assert!(DEEP_OUT_WAT.contains(&format!("(i32.const {DEEP_OUT_LEVELS})")));
+                }
             }
         }
         let pages_over_64mib =

@@ -74,6 +74,10 @@ pub struct PoolArgs {
     /// Replace a worker after it has run this many tasks.
     #[arg(long)]
     pub max_tasks_per_worker: Option<u64>,
+    /// When run as root: the user workers run as, UID:GID, or `none` to keep them root
+    /// (without capabilities either way) (default: 65534:65534, nobody).
+    #[arg(long, value_parser = parse_user)]
+    pub worker_user: Option<Limit<wasmpool::WorkerUser>>,
 }
 
 /// A limit given on the command line: a value, or `none` for unlimited.
@@ -94,6 +98,9 @@ impl PoolArgs {
         }
         if let Some(Limit(m)) = self.memory {
             b = b.memory(m);
+        }
+        if let Some(Limit(u)) = self.worker_user {
+            b = b.worker_user(u);
         }
         b.max_tasks_per_worker(self.max_tasks_per_worker)
     }
@@ -126,6 +133,15 @@ fn parse_duration(s: &str) -> Result<Limit<Duration>, String> {
     none_or(s, |s| {
         humantime::parse_duration(s)
             .map_err(|e| format!("`{s}` is not a duration (such as 500ms or 2s): {e}"))
+    })
+}
+
+fn parse_user(s: &str) -> Result<Limit<wasmpool::WorkerUser>, String> {
+    none_or(s, |s| match wasmpool::WorkerUser::from_arg(s) {
+        Ok(Some(user)) => Ok(user),
+        _ => Err(format!(
+            "`{s}` is not a user (UID:GID such as 65534:65534, or `none`)"
+        )),
     })
 }
 

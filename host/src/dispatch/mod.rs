@@ -225,6 +225,10 @@ impl Dispatcher {
                             slot.on_done(task, took, rss, now);
                             self.maybe_retire(who.slot);
                         }
+                        Heard::Retire => {
+                            slot.wear_out();
+                            self.maybe_retire(who.slot);
+                        }
                     }
                 }
             }
@@ -399,7 +403,8 @@ impl Dispatcher {
             || self
                 .config
                 .max_worker_rss
-                .is_some_and(|max| slot.rss() > max);
+                .is_some_and(|max| slot.rss() > max)
+            || slot.worn_out();
         if used_up && slot.in_flight() == 0 && self.shutdown.is_none() {
             if let Err(e) = slot.retire_and_respawn(&self.config.launch, &self.sender) {
                 eprintln!("wasmpool: {e}");
@@ -469,6 +474,7 @@ mod tests {
             config: Config {
                 launch: Launch {
                     program: PathBuf::from("/nonexistent"),
+                    user: None,
                     scratch: None,
                 },
                 workers: 0,
@@ -566,7 +572,7 @@ mod tests {
     fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
         let dir = std::env::temp_dir().join(format!("wasmpool-slow-rm-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let root = crate::worker::scratch::ScratchRoot::create(&dir).unwrap();
+        let root = crate::worker::scratch::ScratchRoot::create(&dir, None).unwrap();
         let root_path = root.path().to_path_buf();
         // Removing a worker's directory blocks until the test lets it go (like removing a
         // `/out` that a guest filled with a million files).
@@ -581,6 +587,7 @@ mod tests {
         let config = Config {
             launch: Launch {
                 program: silent_worker(&dir),
+                user: None,
                 scratch: Some(root),
             },
             workers: 2,

@@ -83,6 +83,8 @@ pub(crate) struct Slot {
     /// cleared when it is full again, so tasks go out in bursts (one write, one wake-up of
     /// the worker for many tasks) rather than one per finished task.
     refilling: bool,
+    /// Whether the worker asked to be replaced (`Reply::Retire`): it gets no more tasks.
+    worn_out: bool,
 }
 
 impl Slot {
@@ -123,6 +125,7 @@ impl Slot {
             next_wire: 1,
             pending: Vec::new(),
             refilling: true,
+            worn_out: false,
         })
     }
 
@@ -215,9 +218,19 @@ impl Slot {
     pub(crate) fn has_room(&self, max_tasks: Option<u64>, max_rss: Option<u64>) -> bool {
         self.process.is_some()
             && self.refilling
+            && !self.worn_out
             && self.inflight.len() < self.depth()
             && max_tasks.is_none_or(|max| self.tasks_sent < max)
             && max_rss.is_none_or(|max| self.rss <= max)
+    }
+
+    /// The worker asked to be replaced once its tasks are done.
+    pub(crate) fn wear_out(&mut self) {
+        self.worn_out = true;
+    }
+
+    pub(crate) fn worn_out(&self) -> bool {
+        self.worn_out
     }
 
     /// The worker's resident memory as it last reported it.

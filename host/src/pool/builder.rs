@@ -7,6 +7,7 @@ use super::Pool;
 use crate::error::PoolError;
 use crate::limits::Limits;
 use crate::worker::compile::CompileLimits;
+use crate::worker::harden::WorkerUser;
 
 /// Largest module a pool loads by default (64 MiB).
 pub const DEFAULT_MAX_MODULE_SIZE: usize = 64 << 20;
@@ -31,6 +32,7 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 /// | `compile_memory` | 4 GiB address space per compile |
 /// | `compile_cache` | `$XDG_CACHE_HOME/wasmpool` or `~/.cache/wasmpool` |
 /// | `scratch_dir` | the system's temporary directory (`$TMPDIR` or `/tmp`) |
+/// | `worker_user` | `nobody` (65534:65534), when the host runs as root |
 ///
 /// ```no_run
 /// # fn main() -> Result<(), wasmpool::PoolError> {
@@ -55,6 +57,7 @@ pub struct PoolBuilder {
     compile: CompileLimits,
     compile_cache: Option<PathBuf>,
     scratch_dir: Option<PathBuf>,
+    worker_user: Option<WorkerUser>,
     worker_program: Option<PathBuf>,
 }
 
@@ -73,6 +76,7 @@ impl Default for PoolBuilder {
             },
             compile_cache: crate::module_cache::default_dir(),
             scratch_dir: Some(std::env::temp_dir()),
+            worker_user: Some(WorkerUser::NOBODY),
             worker_program: None,
         }
     }
@@ -163,6 +167,31 @@ impl PoolBuilder {
         self
     }
 
+    /// The user and group that worker and compile processes become when the host runs as
+    /// root (effective user id 0); ignored otherwise, when they run as the host's user.
+    /// `None` keeps them root.
+    ///
+    /// Default: `nobody` (65534:65534). Whatever the user, every worker and compile process
+    /// also drops all capabilities (bounding set included), clears its supplementary groups
+    /// and is not dumpable, so a guest that escaped into it holds none of root's powers.
+    ///
+    /// - *Cost:* none per task. Each worker's scratch directory is given to the user, and the
+    ///   pool's scratch directory becomes searchable (not listable) by others (mode 0711),
+    ///   so that the user can reach its own; a `scratch_dir` the user cannot search leaves
+    ///   commands without files (`BadInput` saying why).
+    /// - *Risk of the default:* `nobody` is shared with other services on many systems.
+    ///   Other processes running as that user could signal the workers (they cannot trace
+    ///   them or read their memory: the workers are not dumpable), and workers of two pools
+    ///   run as the same user. A dedicated user for the pool (a system account with no
+    ///   login and no files) is better where one can be created.
+    /// - *Risk of `None`:* an escaped guest acts as root towards everything that checks the
+    ///   user id rather than capabilities (root-owned files its walls let it reach, other
+    ///   root processes' `/proc` entries).
+    pub fn worker_user(mut self, user: impl Into<Option<WorkerUser>>) -> Self {
+        self.worker_user = user.into();
+        self
+    }
+
     /// The worker program (the `wasmpool` binary). By default it is found as described in
     /// [`worker_program`](crate::worker::locate::worker_program).
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
@@ -204,6 +233,9 @@ impl PoolBuilder {
             max_retries: self.max_retries,
             max_module_size: self.max_module_size,
             scratch_dir: self.scratch_dir,
+            user: self
+                .worker_user
+                .filter(|_| rustix::process::geteuid().is_root()),
         })
     }
 }

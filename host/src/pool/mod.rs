@@ -24,6 +24,7 @@ use crate::module_cache::{self, ModuleCache};
 use crate::sandbox::Metering;
 use crate::value::{Args, FromOutput, Input, Instances, ValType, Value};
 use crate::worker::compile::{self, CompileLimits};
+use crate::worker::harden::WorkerUser;
 use crate::worker::scratch::ScratchRoot;
 use crate::worker::Launch;
 
@@ -44,6 +45,7 @@ pub(crate) struct Settings {
     pub max_tasks_per_worker: Option<u64>,
     pub max_module_size: usize,
     pub scratch_dir: Option<PathBuf>,
+    pub user: Option<WorkerUser>,
 }
 
 /// A pool of sandboxed worker processes running WebAssembly tasks.
@@ -69,6 +71,8 @@ pub struct Pool {
     /// Calls of a batch count as tasks here too: `map` batches no more than this.
     max_tasks_per_worker: Option<u64>,
     program: PathBuf,
+    /// Who workers and compile processes run as (when the host is root).
+    user: Option<WorkerUser>,
     compile: CompileLimits,
     disk_cache: Option<ModuleCache>,
     modules: Mutex<HashMap<ModuleId, Module>>,
@@ -98,18 +102,20 @@ impl Pool {
 
     pub(crate) fn start(s: Settings) -> Result<Pool, PoolError> {
         let (events, inbox) = unbounded();
-        let scratch = match &s.scratch_dir {
-            Some(base) => Some(
-                ScratchRoot::create(base).map_err(|source| PoolError::Scratch {
-                    path: base.clone(),
-                    source,
-                })?,
-            ),
-            None => None,
-        };
+        let scratch =
+            match &s.scratch_dir {
+                Some(base) => Some(ScratchRoot::create(base, s.user).map_err(|source| {
+                    PoolError::Scratch {
+                        path: base.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let config = dispatch::Config {
             launch: Launch {
                 program: s.program.clone(),
+                user: s.user,
                 scratch,
             },
             workers: s.workers,
@@ -126,6 +132,7 @@ impl Pool {
             max_retries: s.max_retries,
             max_tasks_per_worker: s.max_tasks_per_worker,
             program: s.program,
+            user: s.user,
             compile: s.compile,
             disk_cache: s.disk_cache.as_deref().and_then(ModuleCache::open),
             modules: Mutex::new(HashMap::new()),
@@ -202,7 +209,8 @@ impl Pool {
         if let Some(hit) = self.disk_cache.as_ref().and_then(|c| c.get(id, metering)) {
             return Ok((hit, Origin::DiskCache(started.elapsed())));
         }
-        let (artifact, exports) = compile::compile(&self.program, bytes, metering, self.compile)?;
+        let (artifact, exports) =
+            compile::compile(&self.program, self.user, bytes, metering, self.compile)?;
         let entry = module_cache::Entry { artifact, exports };
         if let Some(cache) = &self.disk_cache {
             cache.put(id, metering, &entry);

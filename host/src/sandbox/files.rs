@@ -15,9 +15,15 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::command::{CommandInput, OutputFile, IN_DIR, OUT_DIR};
 use crate::error::TaskError;
 use crate::protocol::TaskId;
+use crate::worker::scratch::remove_tree;
 
-/// Most files a command's `/out` may hold (its total size is capped by `Limits::max_output`).
-const MAX_OUT_FILES: usize = 10_000;
+/// Most entries (files, directories, links) a command's `/out` may hold (its total size is
+/// capped by `Limits::max_output`).
+const MAX_OUT_ENTRIES: usize = 10_000;
+
+/// Longest path of a file under `/out` (Linux's `PATH_MAX`): a guest can nest directories
+/// deeper than any path can name, and every path goes back to the host.
+const MAX_OUT_PATH: usize = 4096;
 
 /// Where the worker may keep command files, or why it may not.
 pub enum Scratch {
@@ -96,14 +102,15 @@ impl TaskDir {
     }
 
     /// The regular files left in `/out` (sorted by path; symbolic links and other special
-    /// files are skipped), at most `cap` bytes in all.
+    /// files are skipped), at most `cap` bytes in all, at most [`MAX_OUT_ENTRIES`] entries
+    /// (directories and links count too), no path longer than [`MAX_OUT_PATH`].
     pub fn collect(&self, cap: u64) -> Result<Vec<OutputFile>, TaskError> {
         let Some(out) = &self.out else {
             return Ok(Vec::new());
         };
         let mut files = Vec::new();
         let mut total = 0u64;
-        walk(out, out, &mut |rel, path, len| {
+        walk(out, &mut |rel, file, len| {
             total += len;
             if total > cap {
                 return Err(TaskError::BadOutput {
@@ -112,15 +119,11 @@ impl TaskDir {
                     ),
                 });
             }
-            if files.len() == MAX_OUT_FILES {
-                return Err(TaskError::BadOutput {
-                    message: format!(
-                        "the command left more than {MAX_OUT_FILES} files in {OUT_DIR}"
-                    ),
-                });
-            }
-            let data = fs::read(path).map_err(|e| TaskError::BadOutput {
-                message: format!("cannot read {OUT_DIR}/{rel}: {e}"),
+            let mut data = Vec::with_capacity(len as usize);
+            io::Read::read_to_end(&mut io::Read::take(file, len), &mut data).map_err(|e| {
+                TaskError::BadOutput {
+                    message: format!("cannot read {OUT_DIR}/{rel}: {e}"),
+                }
             })?;
             files.push(OutputFile { path: rel, data });
             Ok(())
@@ -130,43 +133,109 @@ impl TaskDir {
     }
 }
 
-/// Calls `each(relative path, path, length)` for every regular file beneath `dir`.
+/// Calls `each(relative path, file, length)` for every regular file beneath `out`, opened
+/// without following links. It holds at most three descriptors however deep the tree (a
+/// directory, the one it climbs to or descends into, a file) and the names of the
+/// directories still to visit; it stops with `BadOutput` past [`MAX_OUT_ENTRIES`] entries
+/// or [`MAX_OUT_PATH`] bytes of path.
 fn walk(
-    base: &Path,
-    dir: &Path,
-    each: &mut dyn FnMut(String, &Path, u64) -> Result<(), TaskError>,
+    out: &Path,
+    each: &mut dyn FnMut(String, fs::File, u64) -> Result<(), TaskError>,
 ) -> Result<(), TaskError> {
-    let unreadable = |e: io::Error| TaskError::BadOutput {
+    use rustix::fs::{fstat, openat, Dir, FileType, Mode, OFlags, CWD};
+    let unreadable = |e: rustix::io::Errno| TaskError::BadOutput {
         message: format!("cannot list {OUT_DIR}: {e}"),
     };
-    for entry in fs::read_dir(dir).map_err(unreadable)? {
-        let entry = entry.map_err(unreadable)?;
-        let path = entry.path();
-        // Not following links: a link the guest made is not a file it wrote.
-        let meta = fs::symlink_metadata(&path).map_err(unreadable)?;
-        if meta.is_dir() {
-            walk(base, &path, each)?;
-        } else if meta.is_file() {
-            let rel = path
-                .strip_prefix(base)
-                .expect("beneath the output directory")
-                .to_string_lossy()
-                .into_owned();
-            each(rel, &path, meta.len())?;
+    let too_many = || TaskError::BadOutput {
+        message: format!(
+            "the command left more than {MAX_OUT_ENTRIES} files and directories in {OUT_DIR}"
+        ),
+    };
+    let too_long = |path: &str| TaskError::BadOutput {
+        message: format!(
+            "the command left a path longer than {MAX_OUT_PATH} bytes in {OUT_DIR} ({}…)",
+            &path[..path.floor_char_boundary(80)]
+        ),
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // Non-blocking: a special file the guest left cannot stall the worker.
+    let file_flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+
+    /// A directory being visited: its path under `/out` ("" for `/out`, else ending in
+    /// `/`) and the subdirectories still to visit.
+    struct Level {
+        prefix: String,
+        subdirs: Vec<std::ffi::CString>,
+    }
+    let mut entries = 0usize;
+    let mut dir = openat(CWD, out, dir_flags, Mode::empty()).map_err(unreadable)?;
+    let mut levels: Vec<Level> = Vec::new();
+    let mut prefix = String::new();
+    loop {
+        // List the directory: files now, subdirectories for later.
+        let mut level = Level {
+            prefix,
+            subdirs: Vec::new(),
+        };
+        let mut list = Dir::read_from(&dir).map_err(unreadable)?;
+        while let Some(entry) = list.read() {
+            let entry = entry.map_err(unreadable)?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            entries += 1;
+            if entries > MAX_OUT_ENTRIES {
+                return Err(too_many());
+            }
+            let rel = format!("{}{}", level.prefix, name.to_string_lossy());
+            if rel.len() > MAX_OUT_PATH {
+                return Err(too_long(&rel));
+            }
+            match entry.file_type() {
+                FileType::Directory => level.subdirs.push(name.to_owned()),
+                FileType::RegularFile | FileType::Unknown => {
+                    let Ok(fd) = openat(&dir, name, file_flags, Mode::empty()) else {
+                        continue; // a link or a special file (O_NOFOLLOW), or gone
+                    };
+                    let st = fstat(&fd).map_err(unreadable)?;
+                    match FileType::from_raw_mode(st.st_mode) {
+                        FileType::RegularFile => each(rel, fs::File::from(fd), st.st_size as u64)?,
+                        FileType::Directory => level.subdirs.push(name.to_owned()),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(list);
+        levels.push(level);
+        // Down into the next subdirectory still to visit, climbing up (through `..`) from
+        // the levels that have none left.
+        loop {
+            let Some(top) = levels.last_mut() else {
+                return Ok(());
+            };
+            if let Some(sub) = top.subdirs.pop() {
+                prefix = format!("{}{}/", top.prefix, sub.to_string_lossy());
+                dir = openat(&dir, sub.as_c_str(), dir_flags, Mode::empty()).map_err(unreadable)?;
+                break;
+            }
+            levels.pop();
+            if !levels.is_empty() {
+                dir = openat(&dir, c"..", dir_flags, Mode::empty()).map_err(unreadable)?;
+            }
         }
     }
-    Ok(())
 }
 
 impl Drop for TaskDir {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                eprintln!(
-                    "wasmpool worker: cannot remove task directory {}: {e}",
-                    self.path.display()
-                );
-            }
+        if let Err(e) = remove_tree(&self.path) {
+            eprintln!(
+                "wasmpool worker: cannot remove task directory {}: {e}",
+                self.path.display()
+            );
         }
     }
 }
@@ -226,6 +295,27 @@ mod tests {
         let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(names, ["b.txt", "sub/a.txt"]);
         assert_eq!(dir.collect(2).unwrap_err().kind(), "bad_output");
+        drop(dir);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn directories_count_toward_the_entry_cap() {
+        let path =
+            std::env::temp_dir().join(format!("wasmpool-entries-test-{}", std::process::id()));
+        let out = path.join("out");
+        fs::create_dir_all(&out).unwrap();
+        let dir = TaskDir {
+            path: path.clone(),
+            out: Some(out.clone()),
+        };
+        for i in 0..MAX_OUT_ENTRIES {
+            fs::create_dir(out.join(format!("d{i}"))).unwrap();
+        }
+        assert_eq!(dir.collect(0).unwrap(), []);
+        fs::create_dir(out.join("one-more")).unwrap();
+        let err = dir.collect(0).unwrap_err();
+        assert!(err.to_string().contains("files and directories"), "{err}");
         drop(dir);
         assert!(!path.exists());
     }

@@ -144,6 +144,9 @@ pub struct Sandbox {
     unloadable: HashMap<(ModuleId, Metering), String>,
     interrupter: Arc<Interrupter>,
     scratch: Scratch,
+    /// Set once a command's task directory was left behind in `scratch`: the worker must be
+    /// replaced (a fresh one gets a fresh directory).
+    scratch_spoiled: bool,
     link: HostLink,
 }
 
@@ -177,6 +180,7 @@ impl Sandbox {
             unloadable: HashMap::new(),
             interrupter,
             scratch,
+            scratch_spoiled: false,
             link,
         })
     }
@@ -221,6 +225,31 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Whether this worker must be replaced: a command's files could not all be removed
+    /// from its scratch directory (see [`Sandbox::run`]).
+    pub fn scratch_spoiled(&self) -> bool {
+        self.scratch_spoiled
+    }
+
+    /// After a command task with files: its directory must be gone, leaving the scratch
+    /// directory empty (one listing, only for such tasks).
+    fn check_scratch(&mut self, req: &RunRequest) {
+        let (Input::Command(c), Scratch::Dir(root)) = (&req.input, &self.scratch) else {
+            return;
+        };
+        if self.scratch_spoiled || (c.files.is_empty() && !c.output_dir) {
+            return;
+        }
+        let empty = std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none());
+        if !empty {
+            eprintln!(
+                "wasmpool worker: files of a task were left in {}; this worker asks to be replaced",
+                root.display()
+            );
+            self.scratch_spoiled = true;
+        }
+    }
+
     /// Runs one task in a fresh store and instance.
     pub fn run(&mut self, req: &RunRequest) -> (Result<Output, TaskError>, TaskStats) {
         let metering = Metering::of(&req.limits);
@@ -229,7 +258,11 @@ impl Sandbox {
                 Input::Batch { .. } | Input::NumberBatch { .. } => {
                     batch::run(pre, &self.interrupter, &self.link, req)
                 }
-                _ => call::run(pre, &self.interrupter, &self.scratch, &self.link, req),
+                _ => {
+                    let done = call::run(pre, &self.interrupter, &self.scratch, &self.link, req);
+                    self.check_scratch(req);
+                    done
+                }
             },
             None => (
                 Err(TaskError::worker_lost(format!(

@@ -1,5 +1,5 @@
 //! Compiling untrusted bytes outside the host: a short-lived compile process
-//! (`wasmpool __compile VERSION MEMORY METERING`) per module load and code variant, with its own wall-clock and memory limit.
+//! (`wasmpool __compile VERSION USER MEMORY METERING`) per module load and code variant, with its own wall-clock and memory limit.
 //! Cranelift cannot be interrupted and a crafted module can make it run long or allocate
 //! much; here that costs one killed process and a `LoadError`, never the host or a worker.
 
@@ -30,15 +30,17 @@ pub struct CompileLimits {
 /// The compile process's stderr kept for error messages.
 const STDERR_KEEP: usize = 4 << 10;
 
-/// Compiles `bytes` for `metering` in a compile process started from `program`.
+/// Compiles `bytes` for `metering` in a compile process started from `program` (as `user`,
+/// when the host is root).
 pub(crate) fn compile(
     program: &Path,
+    user: Option<harden::WorkerUser>,
     bytes: &[u8],
     metering: Metering,
     limits: CompileLimits,
 ) -> Result<(Vec<u8>, Vec<Export>), LoadError> {
     let failed = |message: String| LoadError::CompileFailed { message };
-    let mut child = child_command(program, COMPILE_ARG)
+    let mut child = child_command(program, COMPILE_ARG, user)
         .arg(limits.memory.to_string())
         .arg(metering.tag())
         .stderr(Stdio::piped())
@@ -112,9 +114,16 @@ pub(crate) fn compile(
 }
 
 /// The compile process: reads a module on stdin, answers one [`CompileReply`] on stdout.
-pub fn serve_compile(memory: &str, metering: &str) -> std::io::Result<()> {
-    harden::die_with_parent();
+pub fn serve_compile(
+    user: Option<harden::WorkerUser>,
+    memory: &str,
+    metering: &str,
+) -> std::io::Result<()> {
     harden::close_inherited_fds(&[])?;
+    // Before the parent-death signal, which a change of credentials clears.
+    harden::drop_privileges(user)?;
+    harden::die_with_parent();
+    harden::not_dumpable()?;
     harden::no_new_privs()?;
     let memory: u64 = memory.parse().map_err(|e| {
         std::io::Error::new(

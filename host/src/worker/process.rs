@@ -15,6 +15,7 @@ use crate::dispatch::Event;
 use crate::error::PoolError;
 use crate::pool::task::Completion;
 use crate::protocol::{self, TaskId};
+use crate::worker::harden::WorkerUser;
 use crate::worker::replies::{read_replies, Answers};
 use crate::worker::requests::Outbox;
 use crate::worker::scratch::ScratchRoot;
@@ -29,11 +30,13 @@ pub struct WorkerRef {
     pub generation: u64,
 }
 
-/// How workers are started: the program, and the pool's scratch directory (if it has one)
-/// under which each worker gets a directory of its own.
+/// How workers are started: the program, the user they run as (when the host is root), and
+/// the pool's scratch directory (if it has one) under which each worker gets a directory of
+/// its own.
 #[derive(Debug)]
 pub struct Launch {
     pub program: PathBuf,
+    pub user: Option<WorkerUser>,
     pub scratch: Option<ScratchRoot>,
 }
 
@@ -52,7 +55,7 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts `program __worker VERSION [SCRATCH]` for `who`; its replies arrive on `events`.
+    /// Starts `program __worker VERSION USER [SCRATCH]` for `who`; its replies arrive on `events`.
     pub(crate) fn spawn(
         launch: &Launch,
         who: WorkerRef,
@@ -64,7 +67,7 @@ impl WorkerProcess {
             .scratch
             .as_ref()
             .and_then(|root| root.worker_dir(who).ok());
-        let mut command = child_command(program, WORKER_ARG);
+        let mut command = child_command(program, WORKER_ARG, launch.user);
         command.args(&scratch);
         let spawn_err = |source| PoolError::Spawn {
             program: program.to_path_buf(),
@@ -199,14 +202,16 @@ impl WorkerProcess {
     }
 }
 
-/// How every child of the host (worker or compile process) starts: `program MODE VERSION`,
-/// an empty environment, piped stdin and stdout (the protocol), and a process group of its
-/// own, so a terminal's Ctrl-C reaches the host, which then stops its children in order.
-pub(crate) fn child_command(program: &Path, mode: &str) -> Command {
+/// How every child of the host (worker or compile process) starts: `program MODE VERSION
+/// USER` (`UID:GID` to become, or `-`), an empty environment, piped stdin and stdout (the
+/// protocol), and a process group of its own, so a terminal's Ctrl-C reaches the host,
+/// which then stops its children in order.
+pub(crate) fn child_command(program: &Path, mode: &str, user: Option<WorkerUser>) -> Command {
     let mut command = Command::new(program);
     command
         .arg(mode)
         .arg(protocol::VERSION.to_string())
+        .arg(WorkerUser::to_arg(user))
         .env_clear()
         .process_group(0)
         .stdin(Stdio::piped())

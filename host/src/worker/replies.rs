@@ -58,6 +58,8 @@ pub(crate) enum Heard {
         took: Duration,
         rss: u64,
     },
+    /// The worker asks to be replaced once its tasks are done.
+    Retire,
 }
 
 /// Reads `stdout` until it ends: outcomes and streamed output to their tasks, [`Heard`]
@@ -120,6 +122,7 @@ fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
             }
             Some(Heard::Done { task, took, rss })
         }
+        Reply::Retire => Some(Heard::Retire),
     }
 }
 

@@ -4,7 +4,8 @@
 //! `WorkerLost` and replaces. File-system calls fail with `EACCES` instead, since library
 //! code probes the file system and copes with a refusal — unless Landlock confines the
 //! process to its scratch directory (`worker::landlock`): then they are allowed, for the
-//! files of command tasks.
+//! files of command tasks. Calls that change a file's metadata (mode, owner, times), which
+//! Landlock does not govern, always fail with `EPERM`.
 //!
 //! Only x86-64 has a filter for now; elsewhere [`install`] does nothing and says so.
 
@@ -54,19 +55,34 @@ pub fn install(files: bool) -> io::Result<()> {
     // Signals to itself only (abort), naming its threads, reading its own limits.
     allowed.insert(libc::SYS_tgkill, vec![arg_eq(0, pid)?]);
     allowed.insert(libc::SYS_prctl, vec![arg_eq(0, libc::PR_SET_NAME as u64)?]);
-    // Reading its own limits; lowering and restoring its file-size limit around a command.
+    // prlimit64 on itself only (pid 0; a pid_t, so the low 32 bits): reading its own limits,
+    // lowering and restoring its file-size limit around a command. Any other pid is refused
+    // with EPERM by the filter below, so this one lets it through.
+    let cond = |arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64| {
+        SeccompCondition::new(arg, len, op, value).map_err(err)
+    };
+    let itself = || cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, 0);
+    let other_process = || cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, 0);
+    let read_own = SeccompRule::new(vec![
+        itself()?,
+        cond(2, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)?,
+    ])
+    .map_err(err)?;
     let own_file_size = SeccompRule::new(vec![
-        SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0).map_err(err)?,
-        SeccompCondition::new(
+        itself()?,
+        cond(
             1,
             SeccompCmpArgLen::Dword,
             SeccompCmpOp::Eq,
             libc::RLIMIT_FSIZE as u64,
-        )
-        .map_err(err)?,
+        )?,
     ])
     .map_err(err)?;
-    allowed.insert(libc::SYS_prlimit64, vec![arg_eq(2, 0)?, own_file_size]);
+    let to_refuse = SeccompRule::new(vec![other_process()?]).map_err(err)?;
+    allowed.insert(
+        libc::SYS_prlimit64,
+        vec![read_own, own_file_size, to_refuse],
+    );
     // Finding the pages a task wrote, on the `/proc/self/pagemap` opened before the walls.
     allowed.insert(libc::SYS_ioctl, vec![arg_eq(1, PAGEMAP_SCAN)?]);
     if files {
@@ -74,9 +90,13 @@ pub fn install(files: bool) -> io::Result<()> {
             allowed.insert(nr, Vec::new());
         }
     }
-    // Refused with EACCES (or ENOSYS): allowed by this filter so the others decide.
+    // Refused with EACCES, EPERM or ENOSYS: allowed by this filter so the others decide.
     let refused_calls: &[i64] = if files { &[] } else { REFUSED };
-    for &nr in refused_calls.iter().chain([&libc::SYS_clone3]) {
+    for &nr in refused_calls
+        .iter()
+        .chain(METADATA)
+        .chain([&libc::SYS_clone3])
+    {
         allowed.insert(nr, Vec::new());
     }
     let allow_list = SeccompFilter::new(
@@ -102,10 +122,23 @@ pub fn install(files: bool) -> io::Result<()> {
     };
     let clone3 = failing_with(&[libc::SYS_clone3], libc::ENOSYS)?;
     let refused = failing_with(refused_calls, libc::EACCES)?;
+    let metadata = failing_with(METADATA, libc::EPERM)?;
+    let other_limits = SeccompFilter::new(
+        [(
+            libc::SYS_prlimit64,
+            vec![SeccompRule::new(vec![other_process()?]).map_err(err)?],
+        )]
+        .into_iter()
+        .collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(err)?;
 
     // The allow-list goes last: installing a filter needs prctl(PR_SET_NO_NEW_PRIVS), which
     // the allow-list forbids.
-    for filter in [clone3, refused, allow_list] {
+    for filter in [clone3, refused, metadata, other_limits, allow_list] {
         let program: BpfProgram = filter.try_into().map_err(err)?;
         apply_filter_all_threads(&program).map_err(err)?;
     }
@@ -165,6 +198,9 @@ const ALLOWED: &[i64] = &[
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
     libc::SYS_sigaltstack,
+    // resuming a sleep or timed wait after a stop and continue (SIGSTOP/SIGCONT, a
+    // debugger or a cgroup freezer)
+    libc::SYS_restart_syscall,
     // time, sleep, randomness (WASI clocks, poll_oneoff, random_get)
     libc::SYS_clock_gettime,
     libc::SYS_clock_getres,
@@ -181,7 +217,12 @@ const ALLOWED: &[i64] = &[
     libc::SYS_uname,
 ];
 
-/// File-system look-ups: refused with `EACCES`.
+/// File-system look-ups: refused with `EACCES` unless Landlock is in force. Landlock
+/// governs the opens among them (`open`, `openat`; `getdents64` needs a directory opened
+/// first) but not the metadata look-ups (`stat`, `lstat`, `newfstatat`, `statx`, `access`,
+/// `faccessat`, `faccessat2`, `readlink`, `readlinkat`), which WASI's `path_filestat_get`
+/// and `path_readlink` need: under Landlock those answer for any path this process's user
+/// may search (see SECURITY.md).
 #[cfg(target_arch = "x86_64")]
 const REFUSED: &[i64] = &[
     libc::SYS_open,
@@ -196,6 +237,26 @@ const REFUSED: &[i64] = &[
     libc::SYS_getdents64,
     libc::SYS_readlink,
     libc::SYS_readlinkat,
+];
+
+/// Calls that change a file's mode, owner or times: Landlock does not govern them (it
+/// confines opening, creating, removing and renaming, not metadata), so they are refused
+/// with `EPERM` whether or not Landlock is in force. (WASI's `fd_filestat_set_times` and
+/// `path_filestat_set_times` fail with it.)
+#[cfg(target_arch = "x86_64")]
+const METADATA: &[i64] = &[
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_fchmodat2,
+    libc::SYS_chown,
+    libc::SYS_fchown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+    libc::SYS_utime,
+    libc::SYS_utimes,
+    libc::SYS_futimesat,
+    libc::SYS_utimensat,
 ];
 
 /// File-system calls beyond [`REFUSED`] that command tasks' files need (creating, writing,
@@ -213,9 +274,6 @@ const FILES: &[i64] = &[
     libc::SYS_renameat2,
     libc::SYS_linkat,
     libc::SYS_symlinkat,
-    libc::SYS_utimensat,
-    libc::SYS_fchmod,
-    libc::SYS_fchmodat,
     libc::SYS_fallocate,
     libc::SYS_fsync,
     libc::SYS_fdatasync,

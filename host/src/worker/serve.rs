@@ -18,24 +18,43 @@ use crate::worker::{harden, landlock, seccomp};
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
 const FLUSH_EVERY: Duration = Duration::from_micros(200);
 
-/// Runs the worker until the host closes its stdin (or dies). `scratch` is the directory
-/// the host made for this worker's command files.
-pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
-    harden::die_with_parent();
+/// The walls a worker raises while it is still one thread, in order: no inherited fds, no
+/// privileges (`user` when the host is root), die with the host, no new privileges,
+/// rlimits, its own `/proc` files opened, not dumpable, Landlock. Returns where command
+/// files may live and the resident-memory probe. (The seccomp filter comes later, once the
+/// runtime is set up: [`seccomp::install`] with `files` when the scratch is a directory.)
+pub fn raise_walls(
+    user: Option<harden::WorkerUser>,
+    scratch: Option<PathBuf>,
+) -> std::io::Result<(Scratch, RssProbe)> {
     harden::close_inherited_fds(&[protocol::CANCEL_FD])?;
+    // Before the parent-death signal, which a change of credentials clears.
+    harden::drop_privileges(user)?;
+    harden::die_with_parent();
     harden::no_new_privs()?;
     harden::limit_resources(None)?;
     harden::ignore_file_size_signal();
-    let mut rss = RssProbe::open()?;
+    let rss = RssProbe::open()?;
     // Opens `/proc/self/pagemap` (kept by wasmtime for its slot resets) while files may
     // still be opened, and checks that the kernel has PAGEMAP_SCAN.
     let _ = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
+    // After pagemap: a non-dumpable process's /proc files belong to root, and pagemap is
+    // readable by its owner only.
+    harden::not_dumpable()?;
     // Still one thread: the Landlock ruleset binds every thread started from here on.
     let scratch = match (landlock::confine(scratch.as_deref()), scratch) {
         (Ok(()), Some(dir)) => Scratch::Dir(dir),
         (Ok(()), None) => Scratch::Unavailable("the host gave it no scratch directory".into()),
         (Err(why), _) => Scratch::Unavailable(why),
     };
+    Ok((scratch, rss))
+}
+
+/// Runs the worker until the host closes its stdin (or dies). `user` is who to become when
+/// the host is root; `scratch` is the directory the host made for this worker's command
+/// files.
+pub fn serve(user: Option<harden::WorkerUser>, scratch: Option<PathBuf>) -> std::io::Result<()> {
+    let (scratch, mut rss) = raise_walls(user, scratch)?;
     let files = matches!(scratch, Scratch::Dir(_));
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory, or
     // streamed as `Output` replies). The main loop and streaming pipes share one writer.
@@ -67,6 +86,8 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
         out.flush()?;
     }
     let mut frame = Vec::new();
+    // Whether this worker asked to be replaced.
+    let mut retiring = false;
     let mut last_flush = Instant::now();
     loop {
         let request = match protocol::read::<_, Request>(&mut requests, &mut buf) {
@@ -101,6 +122,10 @@ pub fn serve(scratch: Option<PathBuf>) -> std::io::Result<()> {
                     },
                     &mut frame,
                 )?;
+                if sandbox.scratch_spoiled() && !retiring {
+                    protocol::encode(&Reply::Retire, &mut frame)?;
+                    retiring = true;
+                }
                 lock(&out).write_all(&frame)?;
             }
             Request::Cancel { task } => sandbox.interrupter().cancel(task),
@@ -180,7 +205,7 @@ fn read_cancels(interrupter: Arc<Interrupter>) -> std::io::Result<()> {
 
 /// Reads this process's resident memory for the host's `max_worker_rss`, at most every
 /// [`RSS_EVERY`] (a read is a system call; tasks can be much shorter).
-struct RssProbe {
+pub struct RssProbe {
     /// `/proc/self/statm`, opened before the seccomp filter forbids opening files.
     statm: std::fs::File,
     read_at: Instant,

@@ -680,3 +680,79 @@ fn exec_each_skips_symbolic_links_unless_asked() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn limit_flags_out_of_range_or_without_a_unit_are_usage_errors_in_every_command() {
+    let math = path("math");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--timeout", "500000000000y"], "maximum"),
+        (&["--timeout", "0s"], "timeout of 0"),
+        (&["--memory", "64"], "no unit"),
+        (&["--memory", "0"], "no unit"),
+        (&["--memory", "0B"], "memory of 0"),
+    ];
+    for (flags, says) in cases {
+        for command in [
+            vec!["run", &math, "square"],
+            vec!["exec", &math],
+            vec!["audit"],
+        ] {
+            let args: Vec<&str> = command
+                .iter()
+                .copied()
+                .chain(flags.iter().copied())
+                .collect();
+            let out = wasmpool(&args, "3\n");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
+        }
+    }
+    let out = wasmpool(&["run", &math, "square", "--memory", "64"], "3\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("64MiB"),
+        "suggests a size with a unit"
+    );
+    let out = wasmpool(&["run", &math, "square", "--memory", "64MiB"], "3\n");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lines(&out)[0]["ok"], 9);
+}
+
+#[test]
+fn many_more_workers_than_cpus_are_warned_about_not_refused() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let many = (4 * cpus + 1).to_string();
+    // A missing input file ends the run before any worker starts.
+    let args = [
+        "run",
+        "m.wasm",
+        "f",
+        "--workers",
+        &many,
+        "--inputs",
+        "/nonexistent/in",
+    ];
+    let out = wasmpool(&args, "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("warning: --workers {many} is more than 4 per CPU")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/nonexistent/in"),
+        "the run went on: {stderr}"
+    );
+    let few = (4 * cpus).to_string();
+    let args = [
+        "run",
+        "m.wasm",
+        "f",
+        "--workers",
+        &few,
+        "--inputs",
+        "/nonexistent/in",
+    ];
+    let stderr = String::from_utf8_lossy(&wasmpool(&args, "").stderr).into_owned();
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

@@ -809,3 +809,37 @@ fn large_maps_keep_bad_inputs_in_place_and_lay_several_arguments_flat() {
     let sums = pool.starmap::<i32, _>(&math, "add", pairs);
     assert!(sums.iter().enumerate().all(|(i, s)| *s == Ok(3 * i as i32)));
 }
+
+#[test]
+fn a_timeout_too_large_for_the_clock_fails_its_call_and_the_pool_goes_on() {
+    let (pool, math) = pool_with("math");
+    // A task already queued when the bad calls arrive must not be lost with them.
+    let earlier = pool.submit::<i64>(&math, "counting", 3_000_000i64);
+    let huge = pool.call(&math, "square").timeout(Duration::MAX);
+    let single = huge.submit::<i64>(3i64);
+    let mapped = huge.map::<i64, _>(0..200i64);
+    let bounded = Duration::from_secs(30);
+    let refused = |outcome: Option<Result<i64, TaskError>>| match outcome {
+        Some(Err(TaskError::BadInput { message })) => {
+            assert!(message.contains("timeout"), "says which limit: {message}");
+        }
+        other => panic!("expected BadInput for the huge timeout, got {other:?}"),
+    };
+    refused(single.wait_timeout(bounded));
+    assert_eq!(mapped.len(), 200);
+    for r in mapped {
+        refused(Some(r));
+    }
+    // The pool goes on: the earlier task and later calls run.
+    assert_eq!(earlier.wait_timeout(bounded), Some(Ok(0)));
+    let later = pool.call(&math, "square").submit_many::<i64, _>(0..50i64);
+    for (i, t) in later.iter().enumerate() {
+        assert_eq!(t.wait_timeout(bounded), Some(Ok((i * i) as i64)));
+    }
+    // As a pool default, the same limit is a configuration error.
+    let err = builder().timeout(Duration::MAX).build().unwrap_err();
+    assert!(
+        matches!(&err, wasmpool::PoolError::Config(m) if m.contains("timeout")),
+        "{err}"
+    );
+}

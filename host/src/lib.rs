@@ -46,7 +46,7 @@ pub mod worker;
 
 pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChunk, OutputFile};
 pub use error::{LoadError, PoolError, TaskError};
-pub use limits::Limits;
+pub use limits::{LimitError, Limits};
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};
 pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, ReusingCall, Task};
 pub use protocol::TaskStats;

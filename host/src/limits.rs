@@ -1,11 +1,34 @@
 //! Per-task resource limits: the one serde-able description of a task's sandbox, used by the
 //! pool, the wire protocol and the worker alike.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// The limits one task runs under. `None` means unlimited.
+use crate::error::TaskError;
+
+/// Longest wall-clock limit a task may have: 365 days. Anything longer is refused rather
+/// than added to a clock (a deadline must be representable, and a task meant to run longer
+/// than a year is better run with `timeout: None`).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(MAX_TIMEOUT_DAYS * 24 * 60 * 60);
+const MAX_TIMEOUT_DAYS: u64 = 365;
+
+/// Largest memory limit: 4 GiB, the whole address space of a wasm32 memory.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// A limit outside its valid range, refused by [`Limits::validate`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{limit} {message}")]
+pub struct LimitError {
+    /// The field of [`Limits`] at fault, e.g. `timeout`.
+    pub limit: &'static str,
+    /// Why its value is refused.
+    pub message: String,
+}
+
+/// The limits one task runs under. `None` means unlimited. Each field's valid range is
+/// checked by [`Limits::validate`] wherever limits enter the pool (the builder, each call,
+/// the CLI's flags).
 ///
 /// ```
 /// use std::time::Duration;
@@ -18,20 +41,29 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Fuel (deterministic instruction budget) per task. Default: unlimited, and then the
     /// task runs code compiled without fuel metering (up to 3× faster on tight loops); only
-    /// the epoch check for the wall-clock limit remains.
+    /// the epoch check for the wall-clock limit remains. Valid: `None` or at least 1 (zero
+    /// fuel would fail every task before its first instruction).
     pub fuel: Option<u64>,
     /// Wall-clock limit per task, enforced even while the guest is blocked in a host call.
-    /// Default: 60 s.
+    /// Default: 60 s. Valid: `None` (unlimited), or more than zero and at most
+    /// [`MAX_TIMEOUT`] (365 days).
     pub timeout: Option<Duration>,
-    /// Linear memory limit per task, in bytes (tables are bounded alongside). Default: 256 MiB.
+    /// Linear memory limit per task, in bytes (tables are bounded alongside). Default:
+    /// 256 MiB. Valid: `None` (the wasm32 maximum, 4 GiB), or 1 byte up to [`MAX_MEMORY`]
+    /// (4 GiB); a module whose initial memory is over the limit fails to instantiate.
     pub memory: Option<u64>,
-    /// Captured stdout bytes kept per task; the rest is dropped. Default: 1 MiB.
+    /// Captured stdout bytes kept per task; the rest is dropped. Default: 1 MiB. Valid: any;
+    /// 0 keeps no output (the task still runs and is marked `output_truncated` if it wrote).
     pub stdout_cap: u32,
-    /// Captured stderr bytes kept per task; the rest is dropped. Default: 1 MiB.
+    /// Captured stderr bytes kept per task; the rest is dropped. Default: 1 MiB. Valid: any,
+    /// as for `stdout_cap`.
     pub stderr_cap: u32,
-    /// Largest input (an SDK task's JSON) a call may carry, in bytes. Default: 64 MiB.
+    /// Largest input (an SDK task's JSON, a command's arguments, environment, stdin and
+    /// files) a call may carry, in bytes. Default: 64 MiB. Valid: at least 1 (no JSON input
+    /// fits in 0 bytes).
     pub max_input: u32,
-    /// Largest output (an SDK task's JSON reply) a task may return, in bytes. Default: 64 MiB.
+    /// Largest output (an SDK task's JSON reply) a task may return, in bytes. Default:
+    /// 64 MiB. Valid: at least 1 (no JSON reply fits in 0 bytes).
     pub max_output: u32,
 }
 
@@ -78,9 +110,165 @@ impl Limits {
         self
     }
 
+    /// Checks every limit against its valid range (documented on each field): the pool
+    /// refuses a default that fails here with [`PoolError::Config`](crate::PoolError), and a
+    /// call's tasks with [`TaskError::BadInput`](crate::TaskError).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use wasmpool::Limits;
+    /// assert!(Limits::default().validate().is_ok());
+    /// let huge = Limits::default().with_timeout(Some(Duration::MAX));
+    /// assert_eq!(huge.validate().unwrap_err().limit, "timeout");
+    /// ```
+    pub fn validate(&self) -> Result<(), LimitError> {
+        let refuse = |limit, message: String| Err(LimitError { limit, message });
+        if self.fuel == Some(0) {
+            return refuse(
+                "fuel",
+                "of 0 would fail every task at once; use at least 1, or none for unlimited".into(),
+            );
+        }
+        match self.timeout {
+            Some(t) if t.is_zero() => {
+                return refuse(
+                    "timeout",
+                    "of 0 would stop every task at once; use more than zero, or none for unlimited"
+                        .into(),
+                )
+            }
+            Some(t) if t > MAX_TIMEOUT => return refuse(
+                "timeout",
+                format!(
+                    "of {} is over the maximum of {MAX_TIMEOUT_DAYS} days; use none for unlimited",
+                    humantime::format_duration(t),
+                ),
+            ),
+            _ => {}
+        }
+        match self.memory {
+            Some(0) => return refuse(
+                "memory",
+                "of 0 bytes fails every module that has a memory; use at least one page (64KiB)"
+                    .into(),
+            ),
+            Some(m) if m > MAX_MEMORY => {
+                return refuse(
+                    "memory",
+                    format!(
+                        "of {m} bytes is over the wasm32 maximum of 4 GiB ({MAX_MEMORY} bytes)"
+                    ),
+                )
+            }
+            _ => {}
+        }
+        if self.max_input == 0 {
+            return refuse(
+                "max_input",
+                "of 0 bytes refuses every input; use at least 1".into(),
+            );
+        }
+        if self.max_output == 0 {
+            return refuse(
+                "max_output",
+                "of 0 bytes refuses every reply; use at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// When a task started at `start` must have answered, making `calls` calls of
+    /// `timeout` each, before its worker is killed: `start + timeout × calls + grace`.
+    /// `None` when that instant cannot be represented (limits that pass
+    /// [`Limits::validate`] always give `Some`).
+    pub(crate) fn kill_deadline(start: Instant, timeout: Duration, calls: u32) -> Option<Instant> {
+        start
+            .checked_add(timeout.checked_mul(calls)?)?
+            .checked_add(Limits::kill_grace(timeout))
+    }
+
+    /// `start + timeout`: when a call started at `start` runs out of time; refused with
+    /// `BadInput` when the clock cannot hold that instant (never for validated limits).
+    pub(crate) fn deadline(start: Instant, timeout: Duration) -> Result<Instant, TaskError> {
+        start
+            .checked_add(timeout)
+            .ok_or_else(|| Limits::unrepresentable(timeout))
+    }
+
+    /// The error of a task whose timeout is too large to add to the clock.
+    pub(crate) fn unrepresentable(timeout: Duration) -> TaskError {
+        TaskError::bad_input(format!(
+            "the timeout of {timeout:?} is too large to add to the clock (at most {MAX_TIMEOUT_DAYS} days is valid)"
+        ))
+    }
+
     /// How long the host waits past the timeout for the worker's own answer before it kills
     /// the worker (a guest blocked in a host call cannot see the epoch interrupt).
     pub(crate) fn kill_grace(timeout: Duration) -> Duration {
         (timeout / 2).clamp(Duration::from_millis(25), Duration::from_secs(2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(limits: Limits) -> &'static str {
+        limits.validate().expect_err("refused").limit
+    }
+
+    #[test]
+    fn validate_takes_the_defaults_and_every_bound() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        assert_eq!(Limits::unlimited().validate(), Ok(()));
+        let edges = Limits {
+            fuel: Some(1),
+            timeout: Some(MAX_TIMEOUT),
+            memory: Some(MAX_MEMORY),
+            stdout_cap: 0,
+            stderr_cap: 0,
+            max_input: 1,
+            max_output: 1,
+        };
+        assert_eq!(edges.validate(), Ok(()));
+        let small = edges
+            .with_timeout(Some(Duration::from_nanos(1)))
+            .with_memory(Some(1));
+        assert_eq!(small.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_refuses_each_limit_out_of_range_by_name() {
+        let d = Limits::default();
+        assert_eq!(refused(d.with_fuel(Some(0))), "fuel");
+        assert_eq!(refused(d.with_timeout(Some(Duration::ZERO))), "timeout");
+        assert_eq!(refused(d.with_timeout(Some(Duration::MAX))), "timeout");
+        let just_over = MAX_TIMEOUT + Duration::from_nanos(1);
+        assert_eq!(refused(d.with_timeout(Some(just_over))), "timeout");
+        assert_eq!(refused(d.with_memory(Some(0))), "memory");
+        assert_eq!(refused(d.with_memory(Some(MAX_MEMORY + 1))), "memory");
+        assert_eq!(refused(Limits { max_input: 0, ..d }), "max_input");
+        assert_eq!(refused(Limits { max_output: 0, ..d }), "max_output");
+        let message = d.with_timeout(Some(Duration::MAX)).validate().unwrap_err();
+        assert!(message.to_string().starts_with("timeout of "), "{message}");
+        assert!(
+            message.to_string().contains("maximum of 365 days"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn kill_deadline_is_none_when_the_clock_cannot_hold_it() {
+        let now = Instant::now();
+        assert_eq!(Limits::kill_deadline(now, Duration::MAX, 1), None);
+        assert_eq!(
+            Limits::kill_deadline(now, MAX_TIMEOUT, u32::MAX).map(|_| ()),
+            Some(())
+        );
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            Limits::kill_deadline(now, second, 3),
+            Some(now + 3 * second + Limits::kill_grace(second))
+        );
     }
 }

@@ -716,7 +716,9 @@ impl Audit {
 
 /// How long to wait for a case before calling it hung.
 fn patience(limits: &Limits) -> Duration {
-    limits.timeout.map_or(PATIENCE, |t| (t * 3).max(PATIENCE))
+    limits
+        .timeout
+        .map_or(PATIENCE, |t| t.saturating_mul(3).max(PATIENCE))
 }
 
 /// Waits for `task` (submitted at `started`) at most `patience`; a task still going then is

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use wasmpool::Limits;
 
 /// Exit status: every task succeeded.
 pub const EXIT_OK: i32 = 0;
@@ -48,7 +49,7 @@ enum Command {
     /// squares, and a runaway task stopped by its limits.
     Demo {
         /// Number of worker processes (default: CPU count).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_workers)]
         workers: Option<usize>,
     },
     /// Run a built-in battery of hostile guests against the configured sandbox and report
@@ -59,17 +60,19 @@ enum Command {
 /// Limits and pool settings shared by the commands that run tasks.
 #[derive(Args, Clone, Debug)]
 pub struct PoolArgs {
-    /// Number of worker processes (default: CPU count).
-    #[arg(long)]
+    /// Number of worker processes (default: CPU count; a warning when over 4 per CPU).
+    #[arg(long, value_parser = parse_workers)]
     pub workers: Option<usize>,
     /// Fuel per task, e.g. 1000000, 2e9, or `none` (default: none).
     #[arg(long, value_parser = parse_fuel)]
     pub fuel: Option<Limit<u64>>,
-    /// Wall-clock limit per task, e.g. 500ms, 2s, or `none` (default: 60s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Wall-clock limit per task, e.g. 500ms, 2s, or `none` (default: 60s; more than zero,
+    /// at most 365 days).
+    #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<Limit<Duration>>,
-    /// Memory limit per task, e.g. 64MiB, or `none` (default: 256MiB).
-    #[arg(long, value_parser = parse_size)]
+    /// Memory limit per task with a unit, e.g. 64MiB, 1GiB, or `none` (default: 256MiB; more
+    /// than zero, at most 4GiB).
+    #[arg(long, value_parser = parse_memory)]
     pub memory: Option<Limit<u64>>,
     /// Replace a worker after it has run this many tasks.
     #[arg(long)]
@@ -115,7 +118,7 @@ fn none_or<T>(s: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<
 }
 
 fn parse_fuel(s: &str) -> Result<Limit<u64>, String> {
-    none_or(s, |s| {
+    let fuel = none_or(s, |s| {
         let clean = s.replace('_', "");
         if let Ok(n) = clean.parse::<u64>() {
             return Ok(n);
@@ -126,7 +129,9 @@ fn parse_fuel(s: &str) -> Result<Limit<u64>, String> {
                 "`{s}` is not a fuel amount (a whole number such as 1000000 or 2e9, or `none`)"
             )),
         }
-    })
+    })?;
+    valid(Limits::default().with_fuel(fuel.0))?;
+    Ok(fuel)
 }
 
 fn parse_duration(s: &str) -> Result<Limit<Duration>, String> {
@@ -145,11 +150,67 @@ fn parse_user(s: &str) -> Result<Limit<wasmpool::WorkerUser>, String> {
     })
 }
 
+/// A task's wall-clock limit: a duration in its valid range (see [`Limits::validate`]).
+fn parse_timeout(s: &str) -> Result<Limit<Duration>, String> {
+    let timeout = parse_duration(s)?;
+    valid(Limits::default().with_timeout(timeout.0))?;
+    Ok(timeout)
+}
+
+/// A size with its unit (`64MiB`, `1GiB`, `100KB`, `512B`): a plain number is refused,
+/// since whether `64` means bytes or mebibytes is a guess. Every size flag takes this.
 fn parse_size(s: &str) -> Result<Limit<u64>, String> {
     none_or(s, |s| {
-        s.parse::<bytesize::ByteSize>()
+        let t = s.trim();
+        if t.ends_with(|c: char| c.is_ascii_digit() || c == '.') {
+            return Err(format!(
+                "`{s}` has no unit; write a size with one, such as 64MiB, 1GiB or {t}B for bytes"
+            ));
+        }
+        t.parse::<bytesize::ByteSize>()
             .map(|b| b.as_u64())
             .map_err(|e| format!("`{s}` is not a size (such as 64MiB): {e}"))
+    })
+}
+
+/// A task's memory limit: a size in its valid range (see [`Limits::validate`]).
+fn parse_memory(s: &str) -> Result<Limit<u64>, String> {
+    let memory = parse_size(s)?;
+    valid(Limits::default().with_memory(memory.0))?;
+    Ok(memory)
+}
+
+/// The flag's message for limits outside their valid range.
+fn valid(limits: Limits) -> Result<(), String> {
+    limits.validate().map_err(|e| e.to_string())
+}
+
+/// A worker count: at least 1; more than [`OVERSUBSCRIBED`] per CPU is allowed but warned
+/// about on stderr.
+fn parse_workers(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of workers (such as 4)"))?;
+    if n == 0 {
+        return Err("a pool needs at least one worker".into());
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if let Some(warning) = oversubscribed(n, cpus) {
+        eprintln!("wasmpool: warning: {warning}");
+    }
+    Ok(n)
+}
+
+/// Workers per CPU above which `--workers` is warned about.
+const OVERSUBSCRIBED: usize = 4;
+
+/// The warning for `workers` on `cpus` CPUs, if they are too many.
+fn oversubscribed(workers: usize, cpus: usize) -> Option<String> {
+    (workers > OVERSUBSCRIBED.saturating_mul(cpus)).then(|| {
+        format!(
+            "--workers {workers} is more than {OVERSUBSCRIBED} per CPU ({cpus} available): \
+             each worker is a process, and tasks gain nothing from more workers than CPUs"
+        )
     })
 }
 
@@ -201,6 +262,7 @@ pub fn main() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmpool::limits::MAX_TIMEOUT;
 
     #[test]
     fn limits_parse_with_units_and_none() {
@@ -214,5 +276,41 @@ mod tests {
         );
         assert_eq!(parse_size("64MiB").unwrap().0, Some(64 << 20));
         assert!(parse_size("big").is_err());
+    }
+
+    #[test]
+    fn sizes_need_a_unit() {
+        assert_eq!(parse_size("64MiB").unwrap().0, Some(64 << 20));
+        assert_eq!(parse_size("1GiB").unwrap().0, Some(1 << 30));
+        assert_eq!(parse_size("100KB").unwrap().0, Some(100_000));
+        assert_eq!(parse_size("512B").unwrap().0, Some(512));
+        assert_eq!(parse_size("none").unwrap().0, None);
+        for plain in ["64", "0", "1.5", " 64 "] {
+            let e = parse_size(plain).unwrap_err();
+            assert!(e.contains("no unit") && e.contains("64MiB"), "{plain}: {e}");
+        }
+    }
+
+    #[test]
+    fn limit_flags_refuse_values_out_of_range() {
+        assert_eq!(parse_memory("4GiB").unwrap().0, Some(4 << 30));
+        assert!(parse_memory("0B").unwrap_err().contains("memory of 0"));
+        assert!(parse_memory("5GiB").unwrap_err().contains("4 GiB"));
+        assert_eq!(parse_timeout("365days").unwrap().0, Some(MAX_TIMEOUT));
+        assert_eq!(parse_timeout("none").unwrap().0, None);
+        assert!(parse_timeout("0s").unwrap_err().contains("timeout of 0"));
+        let huge = parse_timeout("500000000000y").unwrap_err();
+        assert!(huge.contains("maximum"), "{huge}");
+        assert!(parse_fuel("0").unwrap_err().contains("fuel of 0"));
+        assert!(parse_workers("0").is_err());
+        assert_eq!(parse_workers("3"), Ok(3));
+    }
+
+    #[test]
+    fn many_workers_per_cpu_are_warned_about() {
+        assert_eq!(oversubscribed(8, 2), None);
+        let warning = oversubscribed(9, 2).expect("a warning");
+        assert!(warning.contains("--workers 9"), "{warning}");
+        assert!(oversubscribed(500, 2).is_some());
     }
 }

@@ -321,16 +321,20 @@ impl Slot {
         // A batch makes several calls, each with the whole timeout.
         let calls = u32::try_from(head.job.input.calls()).unwrap_or(u32::MAX);
         let timeout = head.job.limits.timeout.map(|t| {
-            (
-                self.head_since + t.saturating_mul(calls) + Limits::kill_grace(t),
-                TaskError::Timeout { limit: t },
-            )
+            match Limits::kill_deadline(self.head_since, t, calls) {
+                Some(at) => (at, TaskError::Timeout { limit: t }),
+                // Validated limits never get here; a deadline the clock cannot hold stops
+                // the task at once rather than letting it run without one.
+                None => (self.head_since, Limits::unrepresentable(t)),
+            }
         });
         // A task cancelled while it waited behind others has its grace from when it started
         // (the worker skips it then), not from the cancel.
         let cancel = head.cancelled_at.map(|at| {
             (
-                at.max(self.head_since) + CANCEL_GRACE,
+                at.max(self.head_since)
+                    .checked_add(CANCEL_GRACE)
+                    .unwrap_or(at),
                 TaskError::cancelled("stopped while running"),
             )
         });

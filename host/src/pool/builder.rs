@@ -89,25 +89,29 @@ impl PoolBuilder {
         self
     }
 
-    /// Default fuel per task; `None` for unlimited.
+    /// Default fuel per task; `None` for unlimited. Valid: at least 1 (see
+    /// [`Limits::validate`]; [`build`](Self::build) refuses other values).
     pub fn fuel(mut self, fuel: impl Into<Option<u64>>) -> Self {
         self.limits.fuel = fuel.into();
         self
     }
 
-    /// Default wall-clock limit per task; `None` for unlimited.
+    /// Default wall-clock limit per task; `None` for unlimited. Valid: more than zero, at most
+    /// [`MAX_TIMEOUT`](crate::limits::MAX_TIMEOUT) (365 days).
     pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.limits.timeout = timeout.into();
         self
     }
 
-    /// Default memory limit per task, in bytes; `None` for the wasm32 maximum (4 GiB).
+    /// Default memory limit per task, in bytes; `None` for the wasm32 maximum (4 GiB). Valid:
+    /// 1 byte to 4 GiB.
     pub fn memory(mut self, bytes: impl Into<Option<u64>>) -> Self {
         self.limits.memory = bytes.into();
         self
     }
 
-    /// All default limits at once.
+    /// All default limits at once; [`build`](Self::build) checks them with
+    /// [`Limits::validate`].
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -199,7 +203,8 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts the worker processes and returns the pool.
+    /// Starts the worker processes and returns the pool. Settings out of range (no workers,
+    /// limits that fail [`Limits::validate`]) are refused with [`PoolError::Config`].
     pub fn build(self) -> Result<Pool, PoolError> {
         let workers = match self.workers {
             Some(0) => return Err(PoolError::Config("a pool needs at least one worker".into())),
@@ -211,13 +216,9 @@ impl PoolBuilder {
                 "max_tasks_per_worker must be at least 1".into(),
             ));
         }
-        if let Some(memory) = self.limits.memory {
-            if memory > 4 << 30 {
-                return Err(PoolError::Config(format!(
-                    "memory limit {memory} is over the wasm32 maximum of 4 GiB"
-                )));
-            }
-        }
+        self.limits
+            .validate()
+            .map_err(|e| PoolError::Config(format!("default {e}")))?;
         let program = match self.worker_program {
             Some(p) => p,
             None => crate::worker::locate::worker_program()?,

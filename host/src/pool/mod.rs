@@ -219,8 +219,12 @@ impl Pool {
     }
 
     /// Makes sure `module` has code for calls under `limits` (with or without fuel
-    /// metering), compiling it on the first call that needs it.
+    /// metering), compiling it on the first call that needs it. Limits outside their valid
+    /// range (see [`Limits::validate`]) are refused first.
     fn prepare(&self, module: &Module, limits: &Limits) -> Result<(), TaskError> {
+        limits
+            .validate()
+            .map_err(|e| TaskError::bad_input(format!("this call's {e}")))?;
         let metering = Metering::of(limits);
         if module.artifact(metering).is_some() {
             return Ok(());
@@ -393,25 +397,30 @@ impl<'p> Call<'p> {
         self
     }
 
-    /// Fuel for this call; `None` for unlimited.
+    /// Fuel for this call; `None` for unlimited. Limits out of their valid range (see
+    /// [`Limits::validate`]) make the call's tasks fail with [`TaskError::BadInput`].
     pub fn fuel(mut self, fuel: impl Into<Option<u64>>) -> Self {
         self.limits.fuel = fuel.into();
         self
     }
 
-    /// Wall-clock limit for this call; `None` for unlimited.
+    /// Wall-clock limit for this call; `None` for unlimited. Valid: more than zero, at most
+    /// [`MAX_TIMEOUT`](crate::limits::MAX_TIMEOUT) (365 days); else the call's tasks fail
+    /// with [`TaskError::BadInput`].
     pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.limits.timeout = timeout.into();
         self
     }
 
-    /// Memory limit for this call, in bytes; `None` for the wasm32 maximum.
+    /// Memory limit for this call, in bytes; `None` for the wasm32 maximum. Valid: 1 byte to
+    /// 4 GiB; else the call's tasks fail with [`TaskError::BadInput`].
     pub fn memory(mut self, bytes: impl Into<Option<u64>>) -> Self {
         self.limits.memory = bytes.into();
         self
     }
 
-    /// All limits for this call.
+    /// All limits for this call, checked with [`Limits::validate`] when tasks are submitted
+    /// (out of range: the tasks fail with [`TaskError::BadInput`], naming the limit).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self

@@ -120,7 +120,19 @@ pub(super) fn run(
         l.store.set_epoch_deadline(1);
         // The host knows the batch's deadline, not each call's: a call stuck in a host
         // call past its own makes this worker exit.
-        let deadline = limits.timeout.map(|t| Instant::now() + t);
+        let deadline = match limits
+            .timeout
+            .map(|t| Limits::deadline(Instant::now(), t))
+            .transpose()
+        {
+            Ok(deadline) => deadline,
+            Err(e) => {
+                for j in i..calls {
+                    sink.fail(j, e.clone());
+                }
+                break;
+            }
+        };
         let give_up = limits.timeout.map(Limits::kill_grace);
         if !interrupter.arm(req.task, deadline, give_up) {
             let cancelled = TaskError::cancelled("cancelled before it started");

@@ -67,7 +67,14 @@ pub(super) fn run(
     let started = Instant::now();
     let mut store = new_store(pre, limits, wasi, link);
 
-    let deadline = limits.timeout.map(|t| started + t);
+    let deadline = match limits
+        .timeout
+        .map(|t| Limits::deadline(started, t))
+        .transpose()
+    {
+        Ok(deadline) => deadline,
+        Err(e) => return (Err(e), TaskStats::default()),
+    };
     if !interrupter.arm(req.task, deadline, None) {
         return (
             Err(TaskError::cancelled("cancelled before it started")),

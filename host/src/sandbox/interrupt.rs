@@ -92,7 +92,7 @@ impl Interrupter {
                     stop: Some(_),
                     give_up: Some(grace),
                     ..
-                }) => (*d + *grace, true),
+                }) => (d.checked_add(*grace).unwrap_or(*d), true),
                 _ => {
                     state.timer_wakes_at = None;
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());

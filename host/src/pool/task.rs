@@ -1,5 +1,5 @@
 //! Handles on submitted tasks: [`Task`] (a blocking and `async` future of one result) and the
-//! iterators over many ([`AsCompleted`], [`Imap`]). Each task owns a [`Completion`] that the
+//! iterators over many ([`AsCompleted`], [`Imap`]). Each task owns a `Completion` that the
 //! dispatcher fills exactly once.
 //!
 //! Dropping a handle whose task has not finished cancels the task (a queued one never runs,
@@ -391,5 +391,37 @@ impl<T: FromOutput> Iterator for Imap<T> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.tasks.len(), Some(self.tasks.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task on a fake pool: the receiver gets what the task sends the dispatcher.
+    fn task(id: TaskId) -> (Task<i64>, Arc<Completion>, Receiver<Event>) {
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let completion = Completion::new(None);
+        (Task::new(id, completion.clone(), events), completion, inbox)
+    }
+
+    #[test]
+    fn dropping_an_unfinished_task_sends_its_cancel() {
+        let (t, _, inbox) = task(7);
+        drop(t);
+        assert!(matches!(inbox.try_recv(), Ok(Event::Cancel(7, _))));
+    }
+
+    #[test]
+    fn dropping_a_finished_or_detached_task_sends_nothing() {
+        // What `map` and `submit_many` drop by the thousand: no event each.
+        let (t, completion, inbox) = task(1);
+        completion.complete(Ok(Output::Numbers(Vec::new())), TaskStats::default());
+        drop(t);
+        assert!(inbox.try_recv().is_err());
+        let (t, completion, inbox) = task(2);
+        t.detach();
+        assert!(inbox.try_recv().is_err());
+        assert!(!completion.is_done(), "a detached task is left to run");
     }
 }

@@ -9,16 +9,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{builder, WORKER};
+use common::{builder, guest_wat, WORKER};
 use wasmpool::{CommandSpec, Limits, OutputChunk};
 
 const MIB: u64 = 1 << 20;
-
-fn guest_wat(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/guests")
-        .join(name)
-}
 
 /// Runs the `wasmpool` binary with `args` and `stdin` (a file), and returns the file
 /// holding its stdout and the peak resident memory of it and of every process it waited

@@ -137,13 +137,15 @@ impl Limits {
                         .into(),
                 )
             }
-            Some(t) if t > MAX_TIMEOUT => return refuse(
-                "timeout",
-                format!(
+            Some(t) if t > MAX_TIMEOUT => {
+                return refuse(
+                    "timeout",
+                    format!(
                     "of {} is over the maximum of {MAX_TIMEOUT_DAYS} days; use none for unlimited",
                     humantime::format_duration(t),
                 ),
-            ),
+                )
+            }
             _ => {}
         }
         match self.memory {

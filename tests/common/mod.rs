@@ -39,6 +39,13 @@ pub fn guest(name: &str) -> PathBuf {
     guest_dir().join(format!("{name}.wasm"))
 }
 
+/// Path of the test guest `tests/guests/<name>` (WebAssembly text, which `Pool::load` takes).
+pub fn guest_wat(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/guests")
+        .join(name)
+}
+
 /// A builder using this test run's worker program, 2 workers, a 10 s default timeout.
 pub fn builder() -> PoolBuilder {
     Pool::builder()

@@ -330,7 +330,8 @@ impl Pool {
         self.command(module).map(specs)
     }
 
-    /// Waits for every submitted task to finish, then stops the workers.
+    /// Waits for every submitted task to finish, then stops the workers. (A task whose
+    /// [`Task`] was dropped unfinished was cancelled then; [`Task::detach`] keeps it.)
     pub fn shutdown(mut self) {
         self.stop(true);
     }
@@ -437,7 +438,8 @@ impl<'p> Call<'p> {
     }
 
     /// Submits one task per input at once (one message to the dispatcher); the tasks in
-    /// input order.
+    /// input order. Like any [`Task`], each is cancelled if dropped unfinished.
+    #[must_use = "dropping the tasks cancels them; wait for them, or detach each"]
     pub fn submit_many<T: FromOutput, A: Args>(
         &self,
         inputs: impl IntoIterator<Item = A>,
@@ -549,7 +551,8 @@ impl<'p> Call<'p> {
     /// when the reader falls behind, the program blocks in its write (its wall clock runs
     /// on), like a process writing to a full pipe. So read the channel while the task runs:
     /// waiting for the task first can only end at its timeout once the program has written
-    /// more than the channel holds.
+    /// more than the channel holds. Keep the task while you read (or [`Task::detach`] it):
+    /// dropping it unfinished cancels the run, and the channel ends there.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -565,6 +568,7 @@ impl<'p> Call<'p> {
     /// assert_eq!(task.wait()?.exit_code, 0);
     /// # Ok(()) }
     /// ```
+    #[must_use = "dropping the task cancels the run; keep it while reading, or detach it"]
     pub fn submit_streaming(
         &self,
         spec: CommandSpec,

@@ -1,6 +1,11 @@
 //! Handles on submitted tasks: [`Task`] (a blocking and `async` future of one result) and the
-//! iterators over many ([`AsCompleted`], [`Imap`]). Each task owns a [`Completion`] that the
+//! iterators over many ([`AsCompleted`], [`Imap`]). Each task owns a `Completion` that the
 //! dispatcher fills exactly once.
+//!
+//! Dropping a handle whose task has not finished cancels the task (a queued one never runs,
+//! a running one is stopped), so that giving up on a result, such as a
+//! `tokio::time::timeout` that expires, frees its worker; [`Task::detach`] lets a task run on
+//! without its handle. Dropping a finished task costs one atomic load.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -176,6 +181,13 @@ impl Completion {
 /// A submitted task: wait for it (blocking or `.await`), poll it, or cancel it.
 /// Like `concurrent.futures.Future` / `AsyncResult`.
 ///
+/// **Dropping a `Task` that has not finished cancels it**, like [`Task::cancel`]: a queued
+/// task never runs, a running one is stopped and its worker freed. So a future that is given
+/// up on (`tokio::time::timeout(d, task)` expiring, a `select!` taking another branch) does not
+/// keep a worker busy until the task's own limit. To let a task run to completion without
+/// keeping its handle, call [`Task::detach`]. Dropping a finished task costs nothing more than
+/// one atomic load.
+///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
@@ -188,10 +200,12 @@ impl Completion {
 /// }
 /// # Ok(()) }
 /// ```
+#[must_use = "dropping an unfinished Task cancels it; wait for it, or call `.detach()` to let it run"]
 pub struct Task<T> {
     id: TaskId,
     completion: Arc<Completion>,
-    events: Sender<Event>,
+    /// Where a cancel goes; `None` once the task is detached (its drop then cancels nothing).
+    events: Option<Sender<Event>>,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -209,7 +223,7 @@ impl<T: FromOutput> Task<T> {
         Task {
             id,
             completion,
-            events,
+            events: Some(events),
             _output: PhantomData,
         }
     }
@@ -228,7 +242,10 @@ impl<T: FromOutput> Task<T> {
     /// Waits at most `timeout`. `None` means the task is still pending; it goes on running
     /// (like `AsyncResult.get(timeout)`), and can be waited for again.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<T, TaskError>> {
-        let slot = self.completion.wait_until(Some(Instant::now() + timeout))?;
+        // A wait too long for the clock to express is a wait without a deadline.
+        let slot = self
+            .completion
+            .wait_until(Instant::now().checked_add(timeout))?;
         Some(decode(&slot))
     }
 
@@ -251,15 +268,34 @@ impl<T: FromOutput> Task<T> {
             .as_ref()
             .map(|(_, s)| s.clone())
     }
+}
 
+impl<T> Task<T> {
     /// Cancels the task: a queued task never runs, a running one is stopped; either then
     /// fails with [`TaskError::Cancelled`]. A task that already finished keeps its result.
     pub fn cancel(&self) {
-        if !self.is_done() {
-            let _ = self
-                .events
-                .send(Event::Cancel(self.id, self.completion.clone()));
+        if let Some(events) = &self.events {
+            // The one check a finished task pays (when it is dropped, too).
+            if !self.completion.is_done() {
+                // A pool already gone has stopped the task itself.
+                let _ = events.send(Event::Cancel(self.id, self.completion.clone()));
+            }
         }
+    }
+
+    /// Lets the task run to completion without its handle (fire and forget): unlike dropping
+    /// the `Task`, this does not cancel it. Its result is dropped when it finishes; a
+    /// streaming command's output channel still delivers everything the program writes, and
+    /// ends when it does. [`Pool::shutdown`](crate::Pool::shutdown) still waits for it.
+    pub fn detach(mut self) {
+        self.events = None;
+    }
+}
+
+impl<T> Drop for Task<T> {
+    /// Cancels the task unless it finished or was detached: nobody can read its result.
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 
@@ -286,6 +322,11 @@ impl<T: FromOutput> Future for Task<T> {
 
 /// Results in the order tasks finish, each with its input's index, like
 /// `concurrent.futures.as_completed` / `Pool.imap_unordered`.
+///
+/// It owns the tasks it has not yielded yet: dropping it (say, after taking the first few
+/// results) cancels those that have not finished, like dropping each [`Task`]; queued ones
+/// never run and running ones are stopped.
+#[must_use = "the tasks are submitted already; dropping this cancels those not finished"]
 pub struct AsCompleted<T> {
     tasks: Vec<Option<Task<T>>>,
     finished: Receiver<usize>,
@@ -327,6 +368,11 @@ impl<T: FromOutput> Iterator for AsCompleted<T> {
 }
 
 /// Results in input order, yielded as soon as each next one is ready (like `Pool.imap`).
+///
+/// It owns the tasks it has not yielded yet: dropping it (say, after an error cut the loop
+/// short) cancels those that have not finished, like dropping each [`Task`]; queued ones never
+/// run and running ones are stopped.
+#[must_use = "the tasks are submitted already; dropping this cancels those not finished"]
 pub struct Imap<T> {
     tasks: std::collections::VecDeque<Task<T>>,
 }
@@ -351,13 +397,34 @@ impl<T: FromOutput> Iterator for Imap<T> {
     }
 }
 
-impl<T> Drop for Imap<T> {
-    fn drop(&mut self) {
-        // Results nobody will read: stop the work.
-        for t in &self.tasks {
-            if !t.completion.is_done() {
-                let _ = t.events.send(Event::Cancel(t.id, t.completion.clone()));
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task on a fake pool: the receiver gets what the task sends the dispatcher.
+    fn task(id: TaskId) -> (Task<i64>, Arc<Completion>, Receiver<Event>) {
+        let (events, inbox) = crossbeam_channel::unbounded();
+        let completion = Completion::new(None);
+        (Task::new(id, completion.clone(), events), completion, inbox)
+    }
+
+    #[test]
+    fn dropping_an_unfinished_task_sends_its_cancel() {
+        let (t, _, inbox) = task(7);
+        drop(t);
+        assert!(matches!(inbox.try_recv(), Ok(Event::Cancel(7, _))));
+    }
+
+    #[test]
+    fn dropping_a_finished_or_detached_task_sends_nothing() {
+        // What `map` and `submit_many` drop by the thousand: no event each.
+        let (t, completion, inbox) = task(1);
+        completion.complete(Ok(Output::Numbers(Vec::new())), TaskStats::default());
+        drop(t);
+        assert!(inbox.try_recv().is_err());
+        let (t, completion, inbox) = task(2);
+        t.detach();
+        assert!(inbox.try_recv().is_err());
+        assert!(!completion.is_done(), "a detached task is left to run");
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{builder, c_program, guest, pool_with_program};
-use wasmpool::{CommandOutput, CommandSpec, Limits, OutputChunk, TaskError};
+use wasmpool::{CommandOutput, CommandSpec, Limits, Module, OutputChunk, Pool, TaskError};
 
 #[test]
 fn a_program_reads_stdin_and_prints() {
@@ -431,9 +431,10 @@ fn streamed_output_arrives_in_order_and_is_not_kept() {
     assert_eq!(out.exit_code, 1);
 }
 
-#[test]
-fn deep_and_crowded_out_trees_are_bounded_and_never_left_behind() {
-    let base = std::env::temp_dir().join(format!("wasmpool-tree-test-{}", std::process::id()));
+/// A one-worker pool whose scratch directories live in a fresh directory of the test's
+/// (returned, to look into), and the `tree` program loaded into it.
+fn tree_pool_in(name: &str) -> (Pool, Module, std::path::PathBuf) {
+    let base = std::env::temp_dir().join(format!("wasmpool-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&base).unwrap();
     let pool = builder()
         .workers(1)
@@ -441,6 +442,12 @@ fn deep_and_crowded_out_trees_are_bounded_and_never_left_behind() {
         .build()
         .unwrap();
     let tree = pool.load_file(c_program("tree")).unwrap();
+    (pool, tree, base)
+}
+
+#[test]
+fn deep_and_crowded_out_trees_are_bounded_and_never_left_behind() {
+    let (pool, tree, base) = tree_pool_in("tree-test");
     let run = |args: &[&str]| {
         let task = pool.run_command(
             &tree,
@@ -487,14 +494,7 @@ fn deep_and_crowded_out_trees_are_bounded_and_never_left_behind() {
 
 #[test]
 fn a_worker_whose_task_files_were_not_all_removed_is_replaced() {
-    let base = std::env::temp_dir().join(format!("wasmpool-retire-test-{}", std::process::id()));
-    std::fs::create_dir_all(&base).unwrap();
-    let pool = builder()
-        .workers(1)
-        .scratch_dir(base.clone())
-        .build()
-        .unwrap();
-    let tree = pool.load_file(c_program("tree")).unwrap();
+    let (pool, tree, base) = tree_pool_in("retire-test");
     let run = || {
         let task = pool.run_command(&tree, CommandSpec::new().args(["wide", "3"]).output_dir());
         assert_eq!(task.wait().unwrap().files.len(), 3);

@@ -1,6 +1,6 @@
 //! The sandbox: everything wasmtime. The host's [`Compiler`] validates and compiles modules;
 //! a worker's [`Sandbox`] runs each task in a fresh store and instance under its limits and
-//! turns every way a guest can fail into a [`TaskError`](crate::TaskError).
+//! turns every way a guest can fail into a [`TaskError`].
 
 mod batch;
 mod call;

@@ -31,7 +31,7 @@ impl WorkerUser {
         }
     }
 
-    /// Parses [`to_arg`](Self::to_arg)'s form.
+    /// Parses the form `to_arg` writes.
     pub fn from_arg(arg: &str) -> io::Result<Option<WorkerUser>> {
         if arg == "-" {
             return Ok(None);

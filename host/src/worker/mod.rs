@@ -2,7 +2,7 @@
 //! worker side ([`serve`]) is the loop that runs inside each one; [`compile`] runs untrusted
 //! compilation in a process of its own; [`harden`] raises the OS walls at each process's
 //! start, with [`seccomp`] and [`landlock`] among them; [`scratch`] keeps the directories
-//! where command tasks' files live; [`reaper`] ends processes and removes their directories
+//! where command tasks' files live; `reaper` ends processes and removes their directories
 //! off the dispatcher's thread; [`locate`] finds the program to start; [`probe`] tests the
 //! walls from inside a process that raised them.
 

@@ -1,5 +1,5 @@
 //! The host's handle on one worker process: spawning it with a clean environment, its
-//! request pipe ([`Outbox`]), the thread reading its replies (`replies`), and killing and
+//! request pipe (`Outbox`), the thread reading its replies (`replies`), and killing and
 //! reaping it (the blocking part on the `reaper`'s threads, never the dispatcher's).
 
 use std::os::fd::{AsRawFd, OwnedFd};

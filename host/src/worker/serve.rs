@@ -204,7 +204,7 @@ fn read_cancels(interrupter: Arc<Interrupter>) -> std::io::Result<()> {
 }
 
 /// Reads this process's resident memory for the host's `max_worker_rss`, at most every
-/// [`RSS_EVERY`] (a read is a system call; tasks can be much shorter).
+/// `RSS_EVERY` (a read is a system call; tasks can be much shorter).
 pub struct RssProbe {
     /// `/proc/self/statm`, opened before the seccomp filter forbids opening files.
     statm: std::fs::File,

@@ -18,9 +18,9 @@ use crate::worker::{harden, landlock, seccomp};
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
 const FLUSH_EVERY: Duration = Duration::from_micros(200);
 
-/// The walls a worker raises while it is still one thread, in order: no inherited fds, no
-/// privileges (`user` when the host is root), die with the host, no new privileges,
-/// rlimits, its own `/proc` files opened, not dumpable, Landlock. Returns where command
+/// The walls a worker raises while it is still one thread, in order: no inherited fds, its
+/// own `/proc` files opened, no privileges (`user` when the host is root), die with the
+/// host, no new privileges, rlimits, not dumpable, Landlock. Returns where command
 /// files may live and the resident-memory probe. (The seccomp filter comes later, once the
 /// runtime is set up: [`seccomp::install`] with `files` when the scratch is a directory.)
 pub fn raise_walls(
@@ -28,18 +28,20 @@ pub fn raise_walls(
     scratch: Option<PathBuf>,
 ) -> std::io::Result<(Scratch, RssProbe)> {
     harden::close_inherited_fds(&[protocol::CANCEL_FD])?;
+    // Its own /proc files first: a change of user makes the kernel mark the process
+    // non-dumpable, and a non-dumpable process's /proc files belong to root —
+    // `/proc/self/pagemap` (kept by wasmtime for its slot resets; checks that the kernel has
+    // PAGEMAP_SCAN) could no longer be opened, and every slot reset would fall back to
+    // clearing memory (3.5× the cost of a small task, measured).
+    let rss = RssProbe::open()?;
+    let _ = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
     // Before the parent-death signal, which a change of credentials clears.
     harden::drop_privileges(user)?;
     harden::die_with_parent();
     harden::no_new_privs()?;
     harden::limit_resources(None)?;
     harden::ignore_file_size_signal();
-    let rss = RssProbe::open()?;
-    // Opens `/proc/self/pagemap` (kept by wasmtime for its slot resets) while files may
-    // still be opened, and checks that the kernel has PAGEMAP_SCAN.
-    let _ = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
-    // After pagemap: a non-dumpable process's /proc files belong to root, and pagemap is
-    // readable by its owner only.
+    // Whatever the user: no process of the same user may trace it or read its memory.
     harden::not_dumpable()?;
     // Still one thread: the Landlock ruleset binds every thread started from here on.
     let scratch = match (landlock::confine(scratch.as_deref()), scratch) {

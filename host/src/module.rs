@@ -231,6 +231,17 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
     }
 }
 
+/// The first bytes of a file, as text when they are printable (`"hell"`), else in hex
+/// (`7f 45 4c 46`).
+fn describe_start(start: &[u8]) -> String {
+    let hex: Vec<String> = start.iter().map(|b| format!("{b:02x}")).collect();
+    if start.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?} ({})", String::from_utf8_lossy(start), hex.join(" "))
+    } else {
+        hex.join(" ")
+    }
+}
+
 /// Says why `bytes` cannot be a module at all, before handing them to the compiler (which
 /// would otherwise report a WAT syntax error for any non-binary input).
 pub(crate) fn not_wasm(bytes: &[u8]) -> Option<String> {
@@ -244,8 +255,8 @@ pub(crate) fn not_wasm(bytes: &[u8]) -> Option<String> {
     match std::str::from_utf8(bytes) {
         Ok(text) if text.trim_start().starts_with('(') || text.trim_start().starts_with(";;") => None,
         _ => Some(format!(
-            "not a WebAssembly module: it starts with {:02x?} instead of the magic bytes \\0asm, and is not WAT text",
-            &bytes[..bytes.len().min(4)]
+            "not a WebAssembly module: it starts with {} instead of the magic bytes \\0asm, and is not WAT text",
+            describe_start(&bytes[..bytes.len().min(4)])
         )),
     }
 }
@@ -301,8 +312,16 @@ mod tests {
     #[test]
     fn non_modules_are_named_as_such() {
         assert!(not_wasm(b"").unwrap().contains("empty"));
-        assert!(not_wasm(b"hello world").unwrap().contains("magic bytes"));
-        assert!(not_wasm(b"\x7fELF\x02").unwrap().contains("7f, 45, 4c, 46"));
+        let text = not_wasm(b"hello world").unwrap();
+        assert!(text.contains("magic bytes"), "{text}");
+        // Printable bytes are shown as the text they are (they were `[68, 65, 6c, 6c]`).
+        assert!(
+            text.contains(r#"starts with "hell" (68 65 6c 6c)"#),
+            "{text}"
+        );
+        assert!(not_wasm(b"\x7fELF\x02")
+            .unwrap()
+            .contains("starts with 7f 45 4c 46 "));
         assert_eq!(not_wasm(b"\0asm\x01\0\0\0"), None);
         assert_eq!(not_wasm(b"  (module)"), None);
     }

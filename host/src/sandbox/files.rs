@@ -21,9 +21,10 @@ use crate::worker::scratch::remove_tree;
 /// capped by `Limits::max_output`).
 const MAX_OUT_ENTRIES: usize = 10_000;
 
-/// Longest path of a file under `/out` (Linux's `PATH_MAX`): a guest can nest directories
-/// deeper than any path can name, and every path goes back to the host.
-const MAX_OUT_PATH: usize = 4096;
+/// Longest path of a file under `/out`: a guest can nest directories deeper than any path
+/// can name, and every path goes back to the host, which accepts no longer one (the same
+/// limit, declared once where the host checks it).
+const MAX_OUT_PATH: usize = crate::command::MAX_OUTPUT_PATH;
 
 /// Where the worker may keep command files, or why it may not.
 pub enum Scratch {

@@ -397,7 +397,7 @@ fn streamed_output_arrives_in_order_and_is_not_kept() {
     let (task, output) = pool
         .command(&transform)
         .submit_streaming(CommandSpec::new().args(["/in/missing", "/out/x"]));
-    let chunks: Vec<OutputChunk> = output.iter().collect();
+    let chunks: Vec<OutputChunk> = output.collect();
     let out = task.wait().unwrap();
     assert_eq!(out.exit_code, 2);
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
@@ -424,7 +424,7 @@ fn streamed_output_arrives_in_order_and_is_not_kept() {
         .command(&exitcode)
         .limits(limits)
         .submit_streaming(CommandSpec::new().arg("1"));
-    let streamed: Vec<OutputChunk> = output.iter().collect();
+    let streamed: Vec<OutputChunk> = output.collect();
     assert_eq!(streamed, [OutputChunk::Stdout(b"exit".to_vec())]);
     let out = task.wait().unwrap();
     assert!(out.output_truncated);

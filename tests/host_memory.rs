@@ -136,10 +136,10 @@ fn streamed_output_holds_the_program_when_the_reader_falls_behind() {
         .submit_streaming(CommandSpec::new());
     // A bounded wait for something that must *not* happen: the task cannot finish.
     assert!(task.wait_timeout(Duration::from_secs(2)).is_none());
-    assert!(output.len() <= wasmpool::command::STREAM_CHUNKS);
+    assert!(output.buffered() <= wasmpool::command::STREAM_CHUNKS);
     // Reading unblocks it: every byte arrives, in chunks no larger than the bound.
     let mut total = 0;
-    for chunk in output.iter() {
+    for chunk in output {
         match chunk {
             OutputChunk::Stdout(b) => {
                 assert!(b.len() <= wasmpool::command::STREAM_CHUNK_BYTES);

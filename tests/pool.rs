@@ -185,11 +185,14 @@ fn dropping_a_queued_task_removes_it_before_it_runs() {
     while !spin.is_running() {
         assert_eq!(spin.wait_timeout(Duration::from_millis(5)), None);
     }
-    let (queued, output) = pool.command(&program).submit_streaming(CommandSpec::new());
+    let (queued, mut output) = pool.command(&program).submit_streaming(CommandSpec::new());
     drop(queued);
+    // The stream's end, read on a thread of its own so that the wait is bounded.
+    let (ended_tx, ended) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || ended_tx.send(output.next()));
     assert_eq!(
-        output.recv_timeout(FREED_WITHIN),
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected),
+        ended.recv_timeout(FREED_WITHIN),
+        Ok(None),
         "the dropped command was not cancelled while queued (or it ran)"
     );
     spin.cancel();

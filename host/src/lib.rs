@@ -48,7 +48,9 @@ pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChun
 pub use error::{LoadError, PoolError, TaskError};
 pub use limits::{LimitError, Limits};
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};
-pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, ReusingCall, Task};
+pub use pool::{
+    AsCompleted, Call, Imap, OutputStream, Pool, PoolBuilder, QueueFull, ReusingCall, Task,
+};
 pub use protocol::TaskStats;
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};
 pub use worker::harden::WorkerUser;

@@ -385,6 +385,7 @@ impl Dispatcher {
                 .map(|(i, _)| i);
             let Some(i) = best else { break };
             let job = self.queue.pop_front().expect("queue is not empty");
+            job.completion.leave_queue();
             self.slots[i].send(job, Instant::now());
         }
         for slot in &mut self.slots {
@@ -520,7 +521,7 @@ mod tests {
             .map(|j| j.completion.clone())
             .collect();
         d.queue.extend(jobs);
-        drop(Imap::new(tasks));
+        drop(Imap::new(tasks.into(), None));
         // A linear search per cancel costs AHEAD × IMAP steps (minutes); an index or a lazy
         // skip, well under a second. The bound is very generous for a loaded machine.
         let started = Instant::now();

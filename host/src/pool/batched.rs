@@ -202,11 +202,16 @@ pub(super) fn map<T: FromOutput>(
         .map(|start| start..(start + chunk.max(1)).min(range.end))
         .collect();
     let mut tasks = Vec::with_capacity(ranges.len());
-    let mut jobs = Vec::with_capacity(ranges.len());
+    let mut out = super::Outbox::new(call);
     for r in &ranges {
-        let (task, job) = call.job_for::<Output>(Ok(calls.batch(r.clone(), instances)), None, None);
+        let (task, job) = match out.admit(r.len()) {
+            Ok(admission) => {
+                call.job_for::<Output>(Ok(calls.batch(r.clone(), instances)), None, None, admission)
+            }
+            Err(closed) => call.job_for::<Output>(Err(closed), None, None, None),
+        };
         tasks.push(task);
-        jobs.extend(job.map(|mut job| {
+        out.push(job.map(|mut job| {
             // A fresh batch is never re-run whole: its calls are, one task each.
             if instances == Instances::Fresh {
                 job.retries = 0;
@@ -214,9 +219,7 @@ pub(super) fn map<T: FromOutput>(
             job
         }));
     }
-    if !jobs.is_empty() {
-        call.send(jobs);
-    }
+    drop(out);
     let mut results = Vec::with_capacity(range.len());
     for (task, r) in tasks.into_iter().zip(ranges) {
         match task.wait() {

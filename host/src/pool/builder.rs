@@ -27,6 +27,7 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 /// | `max_tasks_per_worker` | unlimited |
 /// | `max_worker_rss` | unlimited |
 /// | `max_retries` | 0 (a task whose worker dies fails with `WorkerLost`) |
+/// | `max_queued` | unbounded |
 /// | `max_module_size` | 64 MiB |
 /// | `compile_timeout` | 60 s per module |
 /// | `compile_memory` | 4 GiB address space per compile |
@@ -59,6 +60,7 @@ pub struct PoolBuilder {
     scratch_dir: Option<PathBuf>,
     worker_user: Option<WorkerUser>,
     worker_program: Option<PathBuf>,
+    max_queued: Option<usize>,
 }
 
 impl Default for PoolBuilder {
@@ -78,6 +80,7 @@ impl Default for PoolBuilder {
             scratch_dir: Some(std::env::temp_dir()),
             worker_user: Some(WorkerUser::NOBODY),
             worker_program: None,
+            max_queued: None,
         }
     }
 }
@@ -134,6 +137,19 @@ impl PoolBuilder {
     /// [`Call::retries`](crate::Call::retries)).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// Bounds the calls waiting in the pool (submitted, not yet taken by a worker; running
+    /// calls do not count, each call of a batch does); `None` (the default) leaves it
+    /// unbounded. At the bound, [`Call::submit`](crate::Call::submit) blocks until there is
+    /// room (like a bounded channel's `send`), [`Call::submit_async`](crate::Call::submit_async)
+    /// waits without blocking a thread, and [`Call::try_submit`](crate::Call::try_submit)
+    /// returns [`QueueFull`](crate::QueueFull) at once; `imap` and `map_unordered` submit
+    /// lazily as their results are taken, so an endless input iterator runs in bounded
+    /// memory. Valid: at least 1.
+    pub fn max_queued(mut self, calls: impl Into<Option<usize>>) -> Self {
+        self.max_queued = calls.into();
         self
     }
 
@@ -216,6 +232,11 @@ impl PoolBuilder {
                 "max_tasks_per_worker must be at least 1".into(),
             ));
         }
+        if self.max_queued == Some(0) {
+            return Err(PoolError::Config(
+                "max_queued must be at least 1 (None leaves the queue unbounded)".into(),
+            ));
+        }
         self.limits
             .validate()
             .map_err(|e| PoolError::Config(format!("default {e}")))?;
@@ -233,6 +254,7 @@ impl PoolBuilder {
             max_worker_rss: self.max_worker_rss,
             max_retries: self.max_retries,
             max_module_size: self.max_module_size,
+            max_queued: self.max_queued,
             scratch_dir: self.scratch_dir,
             user: self
                 .worker_user

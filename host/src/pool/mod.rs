@@ -4,6 +4,8 @@
 
 mod batched;
 pub mod builder;
+mod feed;
+mod gate;
 pub mod task;
 
 use std::collections::HashMap;
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Sender};
+use crossbeam_channel::Sender;
 
 use crate::command::{self, CommandOutput, CommandSpec, OutputChunk, STREAM_CHUNKS};
 use crate::dispatch::{self, Dispatcher, Event, Job};
@@ -27,12 +29,15 @@ use crate::worker::compile::{self, CompileLimits};
 use crate::worker::harden::WorkerUser;
 use crate::worker::scratch::ScratchRoot;
 use crate::worker::Launch;
+use feed::Feed;
 
 /// Most jobs of one `map` sent to the dispatcher in one event.
 const MAX_SUBMIT_BATCH: usize = 4096;
 
 pub use builder::PoolBuilder;
-pub use task::{AsCompleted, Imap, Task};
+pub use task::{AsCompleted, Imap, OutputStream, Task};
+
+use gate::{Admission, Gate, Refused};
 
 pub(crate) struct Settings {
     pub program: PathBuf,
@@ -44,6 +49,7 @@ pub(crate) struct Settings {
     pub limits: Limits,
     pub max_tasks_per_worker: Option<u64>,
     pub max_module_size: usize,
+    pub max_queued: Option<usize>,
     pub scratch_dir: Option<PathBuf>,
     pub user: Option<WorkerUser>,
 }
@@ -62,7 +68,20 @@ pub(crate) struct Settings {
 /// pool.shutdown();
 /// # Ok(()) }
 /// ```
+///
+/// A `Pool` is a cheap handle (`Clone`, `Send`, `Sync`, `'static`): clones share the workers,
+/// the loaded modules and the queue, so a service keeps one pool and moves clones into its
+/// threads and tasks. [`Pool::shutdown`] or [`Pool::terminate`] through any clone closes the
+/// pool for all of them (like closing a channel: later submissions fail with
+/// [`TaskError::Cancelled`]); dropping the last clone terminates it. The handles it gives
+/// out ([`Call`], [`Task`], [`Imap`], [`AsCompleted`], [`OutputStream`]) own what they need.
+#[derive(Clone)]
 pub struct Pool {
+    inner: Arc<Shared>,
+}
+
+/// What the clones of a [`Pool`] share.
+struct Shared {
     events: Sender<Event>,
     limits: Limits,
     workers: usize,
@@ -77,14 +96,19 @@ pub struct Pool {
     disk_cache: Option<ModuleCache>,
     modules: Mutex<HashMap<ModuleId, Module>>,
     next_id: AtomicU64,
-    dispatcher: Option<JoinHandle<()>>,
+    /// The bound on waiting calls (`PoolBuilder::max_queued`), if any.
+    gate: Option<Gate>,
+    /// Set when a shutdown or terminate begins.
+    closed: std::sync::atomic::AtomicBool,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("workers", &self.workers)
-            .field("limits", &self.limits)
+            .field("workers", &self.inner.workers)
+            .field("limits", &self.inner.limits)
+            .field("max_queued", &self.inner.gate.as_ref().map(Gate::limit))
             .finish()
     }
 }
@@ -101,7 +125,7 @@ impl Pool {
     }
 
     pub(crate) fn start(s: Settings) -> Result<Pool, PoolError> {
-        let (events, inbox) = unbounded();
+        let (events, inbox) = crossbeam_channel::unbounded();
         let scratch =
             match &s.scratch_dir {
                 Some(base) => Some(ScratchRoot::create(base, s.user).map_err(|source| {
@@ -125,32 +149,36 @@ impl Pool {
         };
         let dispatcher = Dispatcher::start(config, inbox, events.clone())?;
         Ok(Pool {
-            events,
-            limits: s.limits,
-            workers: s.workers,
-            max_module_size: s.max_module_size,
-            max_retries: s.max_retries,
-            max_tasks_per_worker: s.max_tasks_per_worker,
-            program: s.program,
-            user: s.user,
-            compile: s.compile,
-            disk_cache: s.disk_cache.as_deref().and_then(ModuleCache::open),
-            modules: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            dispatcher: Some(dispatcher),
+            inner: Arc::new(Shared {
+                events,
+                limits: s.limits,
+                workers: s.workers,
+                max_module_size: s.max_module_size,
+                max_retries: s.max_retries,
+                max_tasks_per_worker: s.max_tasks_per_worker,
+                program: s.program,
+                user: s.user,
+                compile: s.compile,
+                disk_cache: s.disk_cache.as_deref().and_then(ModuleCache::open),
+                modules: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                gate: s.max_queued.map(Gate::new),
+                closed: std::sync::atomic::AtomicBool::new(false),
+                dispatcher: Mutex::new(Some(dispatcher)),
+            }),
         })
     }
 
     /// Number of worker processes.
     pub fn workers(&self) -> usize {
-        self.workers
+        self.inner.workers
     }
 
     /// Process ids of the worker processes running now (they change as workers are
     /// replaced).
     pub fn worker_pids(&self) -> Vec<u32> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.events.send(Event::Pids(tx)).is_err() {
+        if self.inner.events.send(Event::Pids(tx)).is_err() {
             return Vec::new();
         }
         rx.recv().unwrap_or_default()
@@ -158,7 +186,7 @@ impl Pool {
 
     /// The default limits of calls.
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.inner.limits
     }
 
     /// Validates and compiles a module (binary or text format) once; loading the same bytes
@@ -168,14 +196,15 @@ impl Pool {
     /// [`PoolBuilder::compile_cache`]), so the next pool loads it without compiling.
     pub fn load(&self, bytes: impl AsRef<[u8]>) -> Result<Module, LoadError> {
         let bytes = bytes.as_ref();
-        if bytes.len() > self.max_module_size {
+        if bytes.len() > self.inner.max_module_size {
             return Err(LoadError::TooLarge {
                 size: bytes.len(),
-                limit: self.max_module_size,
+                limit: self.inner.max_module_size,
             });
         }
         let id = ModuleId::of(bytes);
         if let Some(m) = self
+            .inner
             .modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -187,10 +216,11 @@ impl Pool {
             return Err(LoadError::Invalid { message });
         }
         // The code for the pool's default limits now; the other variant when a call needs it.
-        let metering = Metering::of(&self.limits);
+        let metering = Metering::of(&self.inner.limits);
         let (entry, origin) = self.compile(bytes, id, metering)?;
         let module = Module::new(bytes, metering, entry.artifact, entry.exports, origin);
-        self.modules
+        self.inner
+            .modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, module.clone());
@@ -206,13 +236,23 @@ impl Pool {
         metering: Metering,
     ) -> Result<(module_cache::Entry, Origin), LoadError> {
         let started = std::time::Instant::now();
-        if let Some(hit) = self.disk_cache.as_ref().and_then(|c| c.get(id, metering)) {
+        if let Some(hit) = self
+            .inner
+            .disk_cache
+            .as_ref()
+            .and_then(|c| c.get(id, metering))
+        {
             return Ok((hit, Origin::DiskCache(started.elapsed())));
         }
-        let (artifact, exports) =
-            compile::compile(&self.program, self.user, bytes, metering, self.compile)?;
+        let (artifact, exports) = compile::compile(
+            &self.inner.program,
+            self.inner.user,
+            bytes,
+            metering,
+            self.inner.compile,
+        )?;
         let entry = module_cache::Entry { artifact, exports };
-        if let Some(cache) = &self.disk_cache {
+        if let Some(cache) = &self.inner.disk_cache {
             cache.put(id, metering, &entry);
         }
         Ok((entry, Origin::Compiled(started.elapsed())))
@@ -252,14 +292,64 @@ impl Pool {
         self.load(bytes)
     }
 
+    /// [`Pool::load`] without blocking the caller: the compile (or the read of the disk
+    /// cache) runs on a thread of its own, and the future resolves when it is done, so an
+    /// async service never blocks its executor on a compile. The future owns what it needs
+    /// and works with any executor. A module already loaded resolves at once.
+    ///
+    /// ```no_run
+    /// # async fn f(pool: wasmpool::Pool, bytes: Vec<u8>) -> Result<(), wasmpool::LoadError> {
+    /// let module = pool.load_async(bytes).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_async(
+        &self,
+        bytes: impl Into<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Result<Module, LoadError>> + Send + 'static {
+        let bytes = bytes.into();
+        let loaded = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ModuleId::of(&bytes))
+            .cloned();
+        let (tx, rx) = async_channel::bounded(1);
+        let started = match loaded {
+            Some(m) => {
+                let _ = tx.try_send(Ok(m));
+                Ok(())
+            }
+            None => {
+                let pool = self.clone();
+                std::thread::Builder::new()
+                    .name("wasmpool-load".into())
+                    .spawn(move || {
+                        let _ = tx.send_blocking(pool.load(bytes));
+                    })
+                    .map(drop)
+            }
+        };
+        async move {
+            started.map_err(|e| LoadError::CompileFailed {
+                message: format!("cannot start a thread to load the module: {e}"),
+            })?;
+            rx.recv().await.unwrap_or_else(|_| {
+                Err(LoadError::CompileFailed {
+                    message: "the thread loading the module ended without an answer".into(),
+                })
+            })
+        }
+    }
+
     /// Starts a call of `export` with the pool's default limits, to adjust before submitting.
-    pub fn call(&self, module: &Module, export: &str) -> Call<'_> {
+    pub fn call(&self, module: &Module, export: &str) -> Call {
         Call {
-            pool: self,
+            pool: self.clone(),
             module: module.clone(),
             export: Arc::from(export),
-            limits: self.limits,
-            retries: self.max_retries,
+            limits: self.inner.limits,
+            retries: self.inner.max_retries,
         }
     }
 
@@ -289,28 +379,33 @@ impl Pool {
     }
 
     /// Results as they finish; see [`Call::map_unordered`].
-    pub fn map_unordered<T: FromOutput, A: Args>(
+    pub fn map_unordered<T: FromOutput, I>(
         &self,
         module: &Module,
         export: &str,
-        inputs: impl IntoIterator<Item = A>,
-    ) -> AsCompleted<T> {
+        inputs: I,
+    ) -> AsCompleted<T>
+    where
+        I: IntoIterator,
+        I::Item: Args,
+        I::IntoIter: Send + 'static,
+    {
         self.call(module, export).map_unordered(inputs)
     }
 
     /// Results in input order, lazily; see [`Call::imap`].
-    pub fn imap<T: FromOutput, A: Args>(
-        &self,
-        module: &Module,
-        export: &str,
-        inputs: impl IntoIterator<Item = A>,
-    ) -> Imap<T> {
+    pub fn imap<T: FromOutput, I>(&self, module: &Module, export: &str, inputs: I) -> Imap<T>
+    where
+        I: IntoIterator,
+        I::Item: Args,
+        I::IntoIter: Send + 'static,
+    {
         self.call(module, export).imap(inputs)
     }
 
     /// Starts runs of the WASI command `module` (its `_start`) with the pool's default
     /// limits, to adjust before submitting [`CommandSpec`]s: `pool.command(&m).timeout(t).map(specs)`.
-    pub fn command(&self, module: &Module) -> Call<'_> {
+    pub fn command(&self, module: &Module) -> Call {
         self.call(module, command::ENTRY)
     }
 
@@ -332,33 +427,53 @@ impl Pool {
 
     /// Waits for every submitted task to finish, then stops the workers. (A task whose
     /// [`Task`] was dropped unfinished was cancelled then; [`Task::detach`] keeps it.)
-    pub fn shutdown(mut self) {
-        self.stop(true);
+    ///
+    /// Through any clone, this closes the pool for all of them: calls submitted afterwards
+    /// fail with [`TaskError::Cancelled`], and a submission waiting for room in a bounded
+    /// queue gives up the same way. It returns once the pool has stopped, also when another
+    /// clone is shutting it down at the same time.
+    pub fn shutdown(&self) {
+        self.inner.stop(true);
     }
 
     /// Cancels queued tasks, stops running ones (they fail with `Cancelled`) and stops the
-    /// workers at once. Dropping a pool does the same.
-    pub fn terminate(mut self) {
-        self.stop(false);
+    /// workers at once, for every clone. Dropping the last clone of a pool does the same.
+    pub fn terminate(&self) {
+        self.inner.stop(false);
     }
 
-    fn stop(&mut self, drain: bool) {
-        let Some(handle) = self.dispatcher.take() else {
+    /// Whether the pool was shut down or terminated (through any clone), or is shutting
+    /// down.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Relaxed)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    fn stop(&self, drain: bool) {
+        // Held to the end: a second `shutdown` waits for the first to finish.
+        let mut dispatcher = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(handle) = dispatcher.take() else {
             return;
         };
+        self.closed.store(true, Ordering::Relaxed);
+        if let Some(gate) = &self.gate {
+            gate.close();
+        }
         let (done, finished) = crossbeam_channel::bounded(1);
         if self.events.send(Event::Shutdown { drain, done }).is_ok() {
             let _ = finished.recv();
         }
         let _ = handle.join();
     }
-
-    fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
-impl Drop for Pool {
+impl Drop for Shared {
+    /// The last clone of the pool is gone: nobody can wait for its tasks.
     fn drop(&mut self) {
         self.stop(false);
     }
@@ -380,16 +495,19 @@ impl Drop for Pool {
 /// assert_eq!(n, 78_498);
 /// # Ok(()) }
 /// ```
+///
+/// A `Call` owns what it needs (a clone of the pool among them): keep it, clone it, move it
+/// into threads and tasks.
 #[derive(Clone)]
-pub struct Call<'p> {
-    pool: &'p Pool,
+pub struct Call {
+    pool: Pool,
     module: Module,
     export: Arc<str>,
     limits: Limits,
     retries: u32,
 }
 
-impl<'p> Call<'p> {
+impl Call {
     /// How many times to re-run a task whose worker process dies under it (a crash, an OOM
     /// kill); 0 (the default) reports `WorkerLost` at once. A task that times out, traps or
     /// is cancelled is never retried.
@@ -427,18 +545,90 @@ impl<'p> Call<'p> {
         self
     }
 
-    /// Submits one call. Never blocks; a call that cannot run (unknown export, wrong
-    /// arguments) gives a task already failed with [`TaskError::BadInput`].
+    /// Submits one call; a call that cannot run (unknown export, wrong arguments) gives a
+    /// task already failed with [`TaskError::BadInput`]. Never blocks unless the pool's queue
+    /// is bounded ([`PoolBuilder::max_queued`]) and full: then it waits for room, like a
+    /// bounded channel's `send` (see [`Call::try_submit`] and [`Call::submit_async`]).
     pub fn submit<T: FromOutput>(&self, args: impl Args) -> Task<T> {
-        let (task, job) = self.job(args, None, None);
-        if let Some(job) = job {
-            self.send(vec![job]);
-        }
-        task
+        let input = self.checked(args);
+        let admission = match (&input, &self.pool.inner.gate) {
+            (Ok(_), Some(gate)) => match gate.admit(1) {
+                Some(a) => Some(a),
+                None => return self.closed_task(),
+            },
+            _ => None,
+        };
+        self.submit_one(input, admission, None)
     }
 
-    /// Submits one task per input at once (one message to the dispatcher); the tasks in
-    /// input order. Like any [`Task`], each is cancelled if dropped unfinished.
+    /// Submits one call if the pool's queue has room now; [`QueueFull`] if it is at its
+    /// bound ([`PoolBuilder::max_queued`]). Never blocks. Otherwise like [`Call::submit`].
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = wasmpool::Pool::builder().max_queued(1000).build()?;
+    /// let m = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+    /// match pool.call(&m, "square").try_submit::<i64>(7i64) {
+    ///     Ok(task) => assert_eq!(task.wait()?, 49),
+    ///     Err(full) => eprintln!("busy, try later: {full}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_submit<T: FromOutput>(&self, args: impl Args) -> Result<Task<T>, QueueFull> {
+        let input = self.checked(args);
+        let admission = match (&input, &self.pool.inner.gate) {
+            (Ok(_), Some(gate)) => match gate.try_admit(1) {
+                Ok(a) => Some(a),
+                Err(Refused::Full) => {
+                    return Err(QueueFull {
+                        limit: gate.limit(),
+                    })
+                }
+                Err(Refused::Closed) => return Ok(self.closed_task()),
+            },
+            _ => None,
+        };
+        Ok(self.submit_one(input, admission, None))
+    }
+
+    /// [`Call::submit`] for async code: waits for room in a full queue without blocking a
+    /// thread, then gives the task (itself a future of the result). The arguments are
+    /// checked before it returns; the future owns what it needs (`Send + 'static`), so it
+    /// can be spawned.
+    ///
+    /// ```no_run
+    /// # async fn f(call: wasmpool::Call) -> Result<(), wasmpool::TaskError> {
+    /// let square: i64 = call.submit_async(7i64).await.await?;
+    /// # Ok(()) }
+    /// ```
+    // The future gives the task, itself a future of the result: the caller keeps a handle
+    // (to cancel, detach or poll) once the call is queued.
+    #[allow(clippy::async_yields_async)]
+    pub fn submit_async<T: FromOutput>(
+        &self,
+        args: impl Args,
+    ) -> impl std::future::Future<Output = Task<T>> + Send + 'static {
+        let input = self.checked(args);
+        let call = self.clone();
+        let waiting = match (&input, &self.pool.inner.gate) {
+            (Ok(_), Some(gate)) => Some(gate.admit_async(1)),
+            _ => None,
+        };
+        async move {
+            let admission = match waiting {
+                Some(waiting) => match waiting.await {
+                    Some(a) => Some(a),
+                    None => return call.closed_task(),
+                },
+                None => None,
+            };
+            call.submit_one(input, admission, None)
+        }
+    }
+
+    /// Submits one task per input at once; the tasks in input order. Like any [`Task`],
+    /// each is cancelled if dropped unfinished. With a bounded queue, this waits for room
+    /// as [`Call::submit`] does.
     #[must_use = "dropping the tasks cancels them; wait for them, or detach each"]
     pub fn submit_many<T: FromOutput, A: Args>(
         &self,
@@ -452,20 +642,32 @@ impl<'p> Call<'p> {
     /// Each call runs in a fresh store and instance, as a task of its own would. When there
     /// are many, calls travel to the workers in batches (one message and one answer for up
     /// to 64 calls), which doubles the throughput of tiny calls; a batch whose worker dies
-    /// has its calls run again one task each, so only the call that killed it fails.
+    /// has its calls run again one task each, so only the call that killed it fails. With a
+    /// bounded queue, batches wait for room as [`Call::submit`] does (each call of a batch
+    /// counts).
     pub fn map<T: FromOutput, A: Args>(
         &self,
         inputs: impl IntoIterator<Item = A>,
     ) -> Vec<Result<T, TaskError>> {
         let calls = batched::check(self, inputs, false);
         let n = calls.len();
-        let workers = self.pool.workers;
+        let workers = self.pool.inner.workers;
         // Enough batches for every worker to get several, so none idles at the end.
-        let most = (n / (workers * 16)).min(batched::MAX_FRESH_BATCH).min(
-            self.pool
-                .max_tasks_per_worker
-                .map_or(usize::MAX, |n| n as usize),
-        );
+        let most = (n / (workers * 16))
+            .min(batched::MAX_FRESH_BATCH)
+            .min(
+                self.pool
+                    .inner
+                    .max_tasks_per_worker
+                    .map_or(usize::MAX, |n| n as usize),
+            )
+            .min(
+                self.pool
+                    .inner
+                    .gate
+                    .as_ref()
+                    .map_or(usize::MAX, Gate::limit),
+            );
         if most < 2 || calls.has_commands() {
             let tasks: Vec<Task<T>> = batched::singles(self, &calls, 0..n);
             return calls.merge(tasks.iter().map(Task::wait));
@@ -474,7 +676,7 @@ impl<'p> Call<'p> {
         // sets the batch size for the rest, so a batch holds about `BATCH_WORK` of work
         // (long calls are not batched at all: batching saves nothing there, and a batch
         // is only as fast as its worker).
-        let probes: Vec<Task<T>> = batched::singles(self, &calls, 0..workers);
+        let probes: Vec<Task<T>> = batched::singles(self, &calls, 0..workers.min(n));
         let took = probes.first().and_then(|t| {
             t.wait().ok()?;
             Some(t.stats()?.duration)
@@ -484,62 +686,121 @@ impl<'p> Call<'p> {
             (fits as usize).clamp(1, most)
         });
         let rest = if chunk >= 2 {
-            batched::map(self, &calls, workers..n, chunk, Instances::Fresh)
+            batched::map(self, &calls, workers.min(n)..n, chunk, Instances::Fresh)
         } else {
-            let tasks: Vec<Task<T>> = batched::singles(self, &calls, workers..n);
+            let tasks: Vec<Task<T>> = batched::singles(self, &calls, workers.min(n)..n);
             tasks.iter().map(Task::wait).collect()
         };
         let probed: Vec<_> = probes.iter().map(Task::wait).collect();
         calls.merge(probed.into_iter().chain(rest))
     }
 
-    /// Like [`Call::map`], yielding each result as soon as it and those before it are done.
-    pub fn imap<T: FromOutput, A: Args>(&self, inputs: impl IntoIterator<Item = A>) -> Imap<T> {
-        Imap::new(self.submit_all(inputs, None))
+    /// Like [`Call::map`], yielding each result as soon as it and those before it are done;
+    /// an [`Iterator`] and a [`Stream`](futures_core::Stream). In a pool with an unbounded
+    /// queue every input is submitted at once; with a bounded one
+    /// ([`PoolBuilder::max_queued`]) inputs are taken from the iterator as there is room, so
+    /// an endless iterator runs in bounded memory.
+    pub fn imap<T: FromOutput, I>(&self, inputs: I) -> Imap<T>
+    where
+        I: IntoIterator,
+        I::Item: Args,
+        I::IntoIter: Send + 'static,
+    {
+        let mut feed = self.feed(inputs, false);
+        let mut tasks = std::collections::VecDeque::new();
+        if self.pool.inner.gate.is_none() {
+            tasks.extend(feed.drain::<T>().into_iter().map(|(_, t)| t));
+            return Imap::new(tasks, None);
+        }
+        Imap::new(tasks, Some(feed))
     }
 
-    /// Runs the export once per input; yields `(input index, result)` as tasks finish.
-    pub fn map_unordered<T: FromOutput, A: Args>(
-        &self,
-        inputs: impl IntoIterator<Item = A>,
-    ) -> AsCompleted<T> {
-        let (tx, rx) = unbounded();
-        AsCompleted::new(self.submit_all(inputs, Some(tx)), rx)
+    /// Runs the export once per input; yields `(input index, result)` as tasks finish; an
+    /// [`Iterator`] and a [`Stream`](futures_core::Stream). Inputs are submitted as by
+    /// [`Call::imap`].
+    pub fn map_unordered<T: FromOutput, I>(&self, inputs: I) -> AsCompleted<T>
+    where
+        I: IntoIterator,
+        I::Item: Args,
+        I::IntoIter: Send + 'static,
+    {
+        let (tx, rx) = async_channel::unbounded();
+        let mut feed = self.feed(inputs, false);
+        feed.notify = Some(tx);
+        if self.pool.inner.gate.is_none() {
+            let tasks = feed.drain::<T>();
+            return AsCompleted::new(tasks, rx, None);
+        }
+        AsCompleted::new(Vec::new(), rx, Some(feed))
+    }
+
+    /// A feed of this call's inputs, checked one by one as they are taken.
+    fn feed<I>(&self, inputs: I, _streaming: bool) -> Feed
+    where
+        I: IntoIterator,
+        I::Item: Args,
+        I::IntoIter: Send + 'static,
+    {
+        let call = self.clone();
+        let checked = inputs.into_iter().map(move |a| call.checked(a));
+        Feed::new(self.clone(), Box::new(checked))
     }
 
     fn submit_all<T: FromOutput, A: Args>(
         &self,
         inputs: impl IntoIterator<Item = A>,
-        notify: Option<Sender<usize>>,
+        notify: Option<NotifySender>,
     ) -> Vec<Task<T>> {
         self.submit_inputs(inputs.into_iter().map(|a| self.checked(a)), notify)
     }
 
-    /// One task per input (already checked, or its error).
+    /// One task per input (already checked, or its error), sent to the dispatcher in
+    /// growing groups while the rest are made, so the workers start at once (making 100k
+    /// jobs takes tens of milliseconds) and the dispatcher still wakes only a few times.
+    /// Under a queue bound each is admitted first (see [`Outbox`]).
     fn submit_inputs<T: FromOutput>(
         &self,
         inputs: impl IntoIterator<Item = Result<Input, TaskError>>,
-        notify: Option<Sender<usize>>,
+        notify: Option<NotifySender>,
     ) -> Vec<Task<T>> {
         let mut tasks = Vec::new();
-        let mut jobs = Vec::new();
-        // Jobs go out in growing batches while the rest are made, so the workers start at
-        // once (making 100k jobs takes tens of milliseconds) and the dispatcher still
-        // wakes only a few times.
-        let mut batch = 16;
+        let mut out = Outbox::new(self);
         for (i, input) in inputs.into_iter().enumerate() {
-            let (task, job) = self.job_for(input, notify.clone().map(|tx| (tx, i)), None);
+            let notify = notify.clone().map(|tx| (tx, i));
+            let task = match input {
+                Ok(input) => match out.admit(1) {
+                    Ok(admission) => {
+                        let (task, job) = self.job_for(Ok(input), notify, None, admission);
+                        out.push(job);
+                        task
+                    }
+                    Err(closed) => self.job_for(Err(closed), notify, None, None).0,
+                },
+                Err(e) => self.job_for(Err(e), notify, None, None).0,
+            };
             tasks.push(task);
-            jobs.extend(job);
-            if jobs.len() >= batch {
-                self.send(std::mem::take(&mut jobs));
-                batch = (batch * 2).min(MAX_SUBMIT_BATCH);
-            }
         }
-        if !jobs.is_empty() {
-            self.send(jobs);
-        }
+        out.flush();
         tasks
+    }
+
+    /// A task already failed because the pool is closed.
+    fn closed_task<T: FromOutput>(&self) -> Task<T> {
+        self.job_for(Err(closed_error()), None, None, None).0
+    }
+
+    /// Makes and sends the task of one checked input.
+    fn submit_one<T: FromOutput>(
+        &self,
+        input: Result<Input, TaskError>,
+        admission: Option<Admission>,
+        stream: Option<async_channel::Sender<OutputChunk>>,
+    ) -> Task<T> {
+        let (task, job) = self.job_for(input, None, stream, admission);
+        if let Some(job) = job {
+            self.send(vec![job]);
+        }
+        task
     }
 
     /// Runs a command like [`Call::submit`], but sends its stdout and stderr to the returned
@@ -569,19 +830,26 @@ impl<'p> Call<'p> {
     /// # Ok(()) }
     /// ```
     #[must_use = "dropping the task cancels the run; keep it while reading, or detach it"]
-    pub fn submit_streaming(
-        &self,
-        spec: CommandSpec,
-    ) -> (
-        Task<CommandOutput>,
-        crossbeam_channel::Receiver<OutputChunk>,
-    ) {
-        let (tx, rx) = crossbeam_channel::bounded(STREAM_CHUNKS);
-        let (task, job) = self.job(spec, None, Some(tx));
-        if let Some(job) = job {
-            self.send(vec![job]);
-        }
-        (task, rx)
+    pub fn submit_streaming(&self, spec: CommandSpec) -> (Task<CommandOutput>, OutputStream) {
+        let (tx, rx) = async_channel::bounded(STREAM_CHUNKS);
+        let input = self.checked(spec).map(|input| match input {
+            Input::Command(mut c) => {
+                c.stream = true;
+                Input::Command(c)
+            }
+            other => other,
+        });
+        let admission = match (&input, &self.pool.inner.gate) {
+            (Ok(_), Some(gate)) => match gate.admit(1) {
+                Some(a) => Some(a),
+                None => return (self.closed_task(), OutputStream::new(rx)),
+            },
+            _ => None,
+        };
+        (
+            self.submit_one(input, admission, Some(tx)),
+            OutputStream::new(rx),
+        )
     }
 
     /// Runs the calls of a `map` in chunks of `chunk` per instance instead of a fresh
@@ -600,25 +868,8 @@ impl<'p> Call<'p> {
     /// assert_eq!(squares[999_999], Ok(999_998_000_001));
     /// # Ok(()) }
     /// ```
-    pub fn reuse_instance(self, chunk: usize) -> ReusingCall<'p> {
+    pub fn reuse_instance(self, chunk: usize) -> ReusingCall {
         ReusingCall { call: self, chunk }
-    }
-
-    fn job<T: FromOutput>(
-        &self,
-        args: impl Args,
-        notify: Option<(Sender<usize>, usize)>,
-        stream: Option<Sender<OutputChunk>>,
-    ) -> (Task<T>, Option<Job>) {
-        let streaming = stream.is_some();
-        let input = self.checked(args).map(|input| match input {
-            Input::Command(mut c) => {
-                c.stream = streaming;
-                Input::Command(c)
-            }
-            other => other,
-        });
-        self.job_for(input, notify, stream)
     }
 
     /// One call's input, ready to send: the code its limits need compiled, the input
@@ -636,21 +887,26 @@ impl<'p> Call<'p> {
             .and_then(|input| self.check_size(input))
     }
 
-    /// A task for an input already validated (or already failed).
+    /// A task for an input already validated (or already failed), holding its room in the
+    /// queue (if the queue is bounded) until a worker takes it.
     fn job_for<T: FromOutput>(
         &self,
         input: Result<Input, TaskError>,
-        notify: Option<(Sender<usize>, usize)>,
-        stream: Option<Sender<OutputChunk>>,
+        notify: Option<(NotifySender, usize)>,
+        stream: Option<async_channel::Sender<OutputChunk>>,
+        admission: Option<Admission>,
     ) -> (Task<T>, Option<Job>) {
         let id = self.pool.next_id();
         let completion = task::Completion::new(notify);
-        let task = Task::new(id, completion.clone(), self.pool.events.clone());
+        let task = Task::new(id, completion.clone(), self.pool.inner.events.clone());
         if let Some(tx) = stream {
             completion.set_stream(tx);
         }
         match input {
             Ok(input) => {
+                if let Some(a) = admission {
+                    completion.hold(a);
+                }
                 let job = Job {
                     id,
                     module: self.module.clone(),
@@ -671,11 +927,10 @@ impl<'p> Call<'p> {
 
     fn send(&self, jobs: Vec<Job>) {
         if let Err(crossbeam_channel::SendError(Event::Submit(jobs))) =
-            self.pool.events.send(Event::Submit(jobs))
+            self.pool.inner.events.send(Event::Submit(jobs))
         {
             for job in jobs {
-                job.completion
-                    .fail(TaskError::cancelled("the pool is shut down"));
+                job.completion.fail(closed_error());
             }
         }
     }
@@ -785,12 +1040,13 @@ impl<'p> Call<'p> {
 
 /// A [`Call`] whose `map` reuses one instance per chunk of calls; made by
 /// [`Call::reuse_instance`], which explains the weaker isolation.
-pub struct ReusingCall<'p> {
-    call: Call<'p>,
+#[derive(Clone)]
+pub struct ReusingCall {
+    call: Call,
     chunk: usize,
 }
 
-impl ReusingCall<'_> {
+impl ReusingCall {
     /// Runs the export once per input, `chunk` calls per instance, chunks spread over the
     /// workers; results in input order.
     pub fn map<T: FromOutput, A: Args>(
@@ -801,10 +1057,83 @@ impl ReusingCall<'_> {
         let calls = batched::check(call, inputs, true);
         let n = calls.len();
         let chunk = match self.chunk {
-            0 => (n / (call.pool.workers * 8)).clamp(1, 4096),
+            0 => (n / (call.pool.inner.workers * 8)).clamp(1, 4096),
             c => c,
         };
         let results = batched::map(call, &calls, 0..n, chunk, Instances::Shared);
         calls.merge(results)
+    }
+}
+
+/// Where a task tells [`AsCompleted`] that it finished (with its input's index).
+pub(crate) type NotifySender = async_channel::Sender<usize>;
+
+fn closed_error() -> TaskError {
+    TaskError::cancelled("the pool is shut down")
+}
+
+/// The pool's queue is at its bound ([`PoolBuilder::max_queued`]): what
+/// [`Call::try_submit`] says instead of waiting for room.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the pool's queue is full ({limit} calls waiting, its max_queued bound); try again when tasks have started")]
+#[non_exhaustive]
+pub struct QueueFull {
+    /// The bound.
+    pub limit: usize,
+}
+
+/// Jobs on their way to the dispatcher, sent in growing groups (up to
+/// [`MAX_SUBMIT_BATCH`]). Under a queue bound, each is admitted before it joins; when there
+/// is no room, what is held is sent before waiting, so the wait never holds back jobs whose
+/// start would make the room.
+struct Outbox<'c> {
+    call: &'c Call,
+    jobs: Vec<Job>,
+    next: usize,
+}
+
+impl<'c> Outbox<'c> {
+    fn new(call: &'c Call) -> Self {
+        Outbox {
+            call,
+            jobs: Vec::new(),
+            next: 16,
+        }
+    }
+
+    /// Room for `calls` more calls (waiting for it if the queue is full); `Ok(None)` in an
+    /// unbounded pool; the error when the pool is closed.
+    fn admit(&mut self, calls: usize) -> Result<Option<Admission>, TaskError> {
+        let Some(gate) = &self.call.pool.inner.gate else {
+            return Ok(None);
+        };
+        match gate.try_admit(calls) {
+            Ok(a) => Ok(Some(a)),
+            Err(Refused::Closed) => Err(closed_error()),
+            Err(Refused::Full) => {
+                self.flush();
+                gate.admit(calls).map(Some).ok_or_else(closed_error)
+            }
+        }
+    }
+
+    fn push(&mut self, job: Option<Job>) {
+        self.jobs.extend(job);
+        if self.jobs.len() >= self.next {
+            self.flush();
+            self.next = (self.next * 2).min(MAX_SUBMIT_BATCH);
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.jobs.is_empty() {
+            self.call.send(std::mem::take(&mut self.jobs));
+        }
+    }
+}
+
+impl Drop for Outbox<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }

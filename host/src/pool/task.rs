@@ -15,13 +15,17 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use crate::command::OutputChunk;
 use crate::dispatch::Event;
 use crate::error::TaskError;
 use crate::protocol::{TaskId, TaskStats};
 use crate::value::{FromOutput, Output};
+
+use super::feed::Feed;
+use super::gate::Admission;
+use super::NotifySender;
 
 /// Where a task's outcome lands; filled once, by the dispatcher (or at submission for
 /// inputs rejected up front).
@@ -35,6 +39,8 @@ pub(crate) struct Completion {
     done: Condvar,
     /// Set when the task is the one its worker runs now (or is about to).
     running: AtomicBool,
+    /// Set when the task holds room in a bounded queue (in its slot).
+    holds_room: AtomicBool,
 }
 
 #[derive(Default)]
@@ -42,24 +48,17 @@ struct Slot {
     outcome: Option<(Result<Output, TaskError>, TaskStats)>,
     waker: Option<Waker>,
     /// `(channel, index)` told when the task finishes, for [`AsCompleted`].
-    notify: Option<(Sender<usize>, usize)>,
+    notify: Option<(NotifySender, usize)>,
     /// Threads blocked in `wait_until` (no wake-up call is made when there are none).
     waiters: u32,
-    /// Where a streaming command's output goes; dropped when the task finishes.
-    stream: Option<Stream>,
-}
-
-/// A streaming command's output channel, and a channel that disconnects when the task
-/// ends (its only sender is dropped with the slot's `Stream`), so that a send blocked on a
-/// full channel gives up then.
-struct Stream {
-    tx: Sender<OutputChunk>,
-    ended: crossbeam_channel::Receiver<()>,
-    _end: Sender<()>,
+    /// Where a streaming command's output goes; closed when the task finishes.
+    stream: Option<async_channel::Sender<OutputChunk>>,
+    /// The task's room in a bounded queue, until a worker takes it or it finishes.
+    room: Option<Admission>,
 }
 
 impl Completion {
-    pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Self> {
+    pub(crate) fn new(notify: Option<(NotifySender, usize)>) -> Arc<Self> {
         Arc::new(Completion {
             done_flag: AtomicBool::new(false),
             slot: Mutex::new(Slot {
@@ -68,6 +67,7 @@ impl Completion {
             }),
             done: Condvar::new(),
             running: AtomicBool::new(false),
+            holds_room: AtomicBool::new(false),
         })
     }
 
@@ -82,12 +82,17 @@ impl Completion {
             return;
         }
         slot.outcome = Some((outcome, stats));
-        slot.stream = None;
+        if let Some(stream) = slot.stream.take() {
+            // What was sent stays readable; a send blocked on a full channel gives up.
+            stream.close();
+        }
         self.done_flag.store(true, Ordering::Release);
         let waker = slot.waker.take();
         let notify = slot.notify.take();
+        let room = slot.room.take();
         let waiters = slot.waiters;
         drop(slot);
+        drop(room);
         if waiters > 0 {
             self.done.notify_all();
         }
@@ -95,37 +100,39 @@ impl Completion {
             w.wake();
         }
         if let Some((tx, index)) = notify {
-            let _ = tx.send(index);
+            let _ = tx.try_send(index);
         }
     }
 
     /// Sends streamed output to whoever reads it. The channel is bounded: while it is full
     /// this blocks (the caller is the worker's reply reader, so the worker blocks in its
     /// write, and the task's wall clock runs on) until the reader takes a chunk, drops the
-    /// receiver, or the task ends in another way (killed at its deadline, cancelled).
+    /// stream, or the task ends in another way (killed at its deadline, cancelled), which
+    /// closes the channel.
     pub(crate) fn stream(&self, chunk: OutputChunk) {
-        // Clones of the two receiving ends only: the sender of `ended` stays in the slot.
-        let Some((tx, ended)) = self
-            .lock()
-            .stream
-            .as_ref()
-            .map(|s| (s.tx.clone(), s.ended.clone()))
-        else {
+        let Some(tx) = self.lock().stream.clone() else {
             return;
         };
-        crossbeam_channel::select! {
-            send(tx, chunk) -> _ => {}
-            recv(ended) -> _ => {}
-        }
+        let _ = tx.send_blocking(chunk);
     }
 
-    pub(crate) fn set_stream(&self, tx: Sender<OutputChunk>) {
-        let (end, ended) = crossbeam_channel::bounded(0);
-        self.lock().stream = Some(Stream {
-            tx,
-            ended,
-            _end: end,
-        });
+    pub(crate) fn set_stream(&self, tx: async_channel::Sender<OutputChunk>) {
+        self.lock().stream = Some(tx);
+    }
+
+    /// Keeps the task's room in a bounded queue until [`Completion::leave_queue`] or the
+    /// outcome.
+    pub(crate) fn hold(&self, room: Admission) {
+        self.lock().room = Some(room);
+        self.holds_room.store(true, Ordering::Relaxed);
+    }
+
+    /// The task left the queue for a worker: its room is free for another call.
+    pub(crate) fn leave_queue(&self) {
+        if self.holds_room.swap(false, Ordering::Relaxed) {
+            let room = self.lock().room.take();
+            drop(room);
+        }
     }
 
     pub(crate) fn mark_running(&self) {
@@ -277,6 +284,8 @@ impl<T> Task<T> {
         if let Some(events) = &self.events {
             // The one check a finished task pays (when it is dropped, too).
             if !self.completion.is_done() {
+                // A cancelled task will not run: its room in a bounded queue is free now.
+                self.completion.leave_queue();
                 // A pool already gone has stopped the task itself.
                 let _ = events.send(Event::Cancel(self.id, self.completion.clone()));
             }
@@ -321,31 +330,52 @@ impl<T: FromOutput> Future for Task<T> {
 }
 
 /// Results in the order tasks finish, each with its input's index, like
-/// `concurrent.futures.as_completed` / `Pool.imap_unordered`.
+/// `concurrent.futures.as_completed` / `Pool.imap_unordered`: an [`Iterator`] (blocking) and a
+/// [`Stream`](futures_core::Stream) (async). Made by [`Call::map_unordered`](crate::Call::map_unordered).
 ///
 /// It owns the tasks it has not yielded yet: dropping it (say, after taking the first few
 /// results) cancels those that have not finished, like dropping each [`Task`]; queued ones
-/// never run and running ones are stopped.
+/// never run and running ones are stopped. In a pool with a bounded queue it also holds the
+/// inputs not submitted yet, and submits them as there is room.
 #[must_use = "the tasks are submitted already; dropping this cancels those not finished"]
 pub struct AsCompleted<T> {
-    tasks: Vec<Option<Task<T>>>,
-    finished: Receiver<usize>,
-    left: usize,
+    tasks: std::collections::HashMap<usize, Task<T>>,
+    finished: Pin<Box<async_channel::Receiver<usize>>>,
+    feed: Option<Feed>,
 }
 
 impl<T: FromOutput> AsCompleted<T> {
-    pub(crate) fn new(tasks: Vec<Task<T>>, finished: Receiver<usize>) -> Self {
-        let left = tasks.len();
+    pub(crate) fn new(
+        tasks: Vec<(usize, Task<T>)>,
+        finished: async_channel::Receiver<usize>,
+        feed: Option<Feed>,
+    ) -> Self {
         AsCompleted {
-            tasks: tasks.into_iter().map(Some).collect(),
-            finished,
-            left,
+            tasks: tasks.into_iter().collect(),
+            finished: Box::pin(finished),
+            feed,
         }
     }
 
-    /// Cancels every task not yet yielded.
-    pub fn cancel(&self) {
-        self.tasks.iter().flatten().for_each(Task::cancel);
+    /// Cancels every task not yet yielded, and submits no more inputs.
+    pub fn cancel(&mut self) {
+        self.feed = None;
+        self.tasks.values().for_each(Task::cancel);
+    }
+
+    fn top_up(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            let tasks = &mut self.tasks;
+            feed.top_up(tasks.len(), |i, t| {
+                tasks.insert(i, t);
+            });
+        }
+    }
+
+    /// The result of finished task `index`, if it is one of ours.
+    fn take(&mut self, index: usize) -> Option<(usize, Result<T, TaskError>)> {
+        let task = self.tasks.remove(&index)?;
+        Some((index, task.wait()))
     }
 }
 
@@ -353,34 +383,90 @@ impl<T: FromOutput> Iterator for AsCompleted<T> {
     type Item = (usize, Result<T, TaskError>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
+        loop {
+            self.top_up();
+            if self.tasks.is_empty() {
+                match self.feed.as_mut()?.next_blocking() {
+                    Some((i, t)) => {
+                        self.tasks.insert(i, t);
+                    }
+                    None => {
+                        self.feed = None;
+                        return None;
+                    }
+                }
+            }
+            let index = self.finished.recv_blocking().ok()?;
+            if let Some(item) = self.take(index) {
+                return Some(item);
+            }
         }
-        let index = self.finished.recv().ok()?;
-        let task = self.tasks.get_mut(index)?.take()?;
-        self.left -= 1;
-        Some((index, task.wait()))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        let held = self.tasks.len();
+        (held, self.feed.is_none().then_some(held))
     }
 }
 
-/// Results in input order, yielded as soon as each next one is ready (like `Pool.imap`).
+impl<T: FromOutput> futures_core::Stream for AsCompleted<T> {
+    type Item = (usize, Result<T, TaskError>);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            this.top_up();
+            if this.tasks.is_empty() {
+                let Some(feed) = this.feed.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                match feed.poll_next_task(cx) {
+                    Poll::Ready(Some((i, t))) => {
+                        this.tasks.insert(i, t);
+                    }
+                    Poll::Ready(None) => {
+                        this.feed = None;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match this.finished.as_mut().poll_next(cx) {
+                Poll::Ready(Some(index)) => {
+                    if let Some(item) = this.take(index) {
+                        return Poll::Ready(Some(item));
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Results in input order, yielded as soon as each next one is ready (like `Pool.imap`):
+/// an [`Iterator`] (blocking) and a [`Stream`](futures_core::Stream) (async). Made by
+/// [`Call::imap`](crate::Call::imap).
 ///
 /// It owns the tasks it has not yielded yet: dropping it (say, after an error cut the loop
 /// short) cancels those that have not finished, like dropping each [`Task`]; queued ones never
-/// run and running ones are stopped.
+/// run and running ones are stopped. In a pool with a bounded queue it also holds the inputs
+/// not submitted yet, and submits them as there is room.
 #[must_use = "the tasks are submitted already; dropping this cancels those not finished"]
 pub struct Imap<T> {
     tasks: std::collections::VecDeque<Task<T>>,
+    feed: Option<Feed>,
 }
 
 impl<T: FromOutput> Imap<T> {
-    pub(crate) fn new(tasks: Vec<Task<T>>) -> Self {
-        Imap {
-            tasks: tasks.into(),
+    pub(crate) fn new(tasks: std::collections::VecDeque<Task<T>>, feed: Option<Feed>) -> Self {
+        Imap { tasks, feed }
+    }
+
+    fn top_up(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            let tasks = &mut self.tasks;
+            feed.top_up(tasks.len(), |_, t| tasks.push_back(t));
         }
     }
 }
@@ -389,11 +475,105 @@ impl<T: FromOutput> Iterator for Imap<T> {
     type Item = Result<T, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.tasks.pop_front().map(|t| t.wait())
+        self.top_up();
+        if let Some(task) = self.tasks.pop_front() {
+            return Some(task.wait());
+        }
+        match self.feed.as_mut()?.next_blocking() {
+            Some((_, task)) => Some(task.wait()),
+            None => {
+                self.feed = None;
+                None
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.tasks.len(), Some(self.tasks.len()))
+        let held = self.tasks.len();
+        (held, self.feed.is_none().then_some(held))
+    }
+}
+
+impl<T: FromOutput> futures_core::Stream for Imap<T> {
+    type Item = Result<T, TaskError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.top_up();
+        if this.tasks.is_empty() {
+            let Some(feed) = this.feed.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match feed.poll_next_task(cx) {
+                Poll::Ready(Some((_, t))) => this.tasks.push_back(t),
+                Poll::Ready(None) => {
+                    this.feed = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let Some(front) = this.tasks.front_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(front).poll(cx) {
+            Poll::Ready(result) => {
+                this.tasks.pop_front();
+                Poll::Ready(Some(result))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A streaming command's output as the program writes it: an [`Iterator`] (blocking) and a
+/// [`Stream`](futures_core::Stream) (async) of [`OutputChunk`]s, ending when the task does.
+/// Made by [`Call::submit_streaming`](crate::Call::submit_streaming), which explains the
+/// bounded buffer (a reader that falls behind holds the program up in its write).
+/// Dropping it discards the rest of the output; the program runs on.
+pub struct OutputStream {
+    rx: Pin<Box<async_channel::Receiver<OutputChunk>>>,
+}
+
+impl std::fmt::Debug for OutputStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputStream")
+            .field("buffered", &self.rx.len())
+            .finish()
+    }
+}
+
+impl OutputStream {
+    pub(crate) fn new(rx: async_channel::Receiver<OutputChunk>) -> Self {
+        OutputStream { rx: Box::pin(rx) }
+    }
+
+    /// How many chunks are written and not read yet (at most
+    /// [`STREAM_CHUNKS`](crate::command::STREAM_CHUNKS)).
+    pub fn buffered(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// The next chunk if one is ready now; `Err(true)` when the output has ended,
+    /// `Err(false)` when nothing is ready yet.
+    pub fn try_next(&self) -> Result<OutputChunk, bool> {
+        self.rx.try_recv().map_err(|e| e.is_closed())
+    }
+}
+
+impl Iterator for OutputStream {
+    type Item = OutputChunk;
+
+    fn next(&mut self) -> Option<OutputChunk> {
+        self.rx.recv_blocking().ok()
+    }
+}
+
+impl futures_core::Stream for OutputStream {
+    type Item = OutputChunk;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<OutputChunk>> {
+        self.get_mut().rx.as_mut().poll_next(cx)
     }
 }
 
@@ -402,7 +582,13 @@ mod tests {
     use super::*;
 
     /// A task on a fake pool: the receiver gets what the task sends the dispatcher.
-    fn task(id: TaskId) -> (Task<i64>, Arc<Completion>, Receiver<Event>) {
+    fn task(
+        id: TaskId,
+    ) -> (
+        Task<i64>,
+        Arc<Completion>,
+        crossbeam_channel::Receiver<Event>,
+    ) {
         let (events, inbox) = crossbeam_channel::unbounded();
         let completion = Completion::new(None);
         (Task::new(id, completion.clone(), events), completion, inbox)

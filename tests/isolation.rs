@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{builder, guest};
-use wasmpool::{Module, Pool, TaskError};
+use wasmpool::{Module, Pool, TaskError, TrapCode};
 
 fn hostile_pool() -> (Pool, Module, Module) {
     let pool = builder().build().unwrap();
@@ -121,19 +121,38 @@ fn traps_are_typed_with_the_guests_message() {
             None => call.submit::<i64>(()).wait(),
         };
         match r {
-            Err(TaskError::Trap { message }) => message,
+            Err(TaskError::Trap { message, code }) => (message, code),
             other => panic!("{export}: expected a trap, got {other:?}"),
         }
     };
-    assert!(trap("unreachable", None).contains("unreachable"));
-    assert!(trap("stack_overflow", Some(1)).contains("call stack exhausted"));
+    let (message, code) = trap("unreachable", None);
+    assert!(message.contains("unreachable"));
+    assert_eq!(code, Some(TrapCode::UnreachableCodeReached));
+    let (message, code) = trap("stack_overflow", Some(1));
+    assert!(message.contains("call stack exhausted"));
+    assert_eq!(code, Some(TrapCode::StackOverflow));
+    let (message, code) = trap("panic", None);
     assert!(
-        trap("panic", None).contains("guest panicked on purpose"),
+        message.contains("guest panicked on purpose"),
         "the panic message comes from stderr"
     );
+    assert_eq!(code, Some(TrapCode::UnreachableCodeReached));
+    // Rust checks the divisor itself and panics: an `unreachable` trap, explained by stderr.
     match pool.submit::<i32>(&math, "div", (1, 0)).wait() {
-        Err(TaskError::Trap { message }) => {
-            assert!(message.contains("divide by zero"), "{message}")
+        Err(TaskError::Trap { message, code }) => {
+            assert!(message.contains("divide by zero"), "{message}");
+            assert_eq!(code, Some(TrapCode::UnreachableCodeReached));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The instruction itself traps with its own code.
+    let div = pool
+        .load(r#"(module (func (export "div") (param i32 i32) (result i32)
+            local.get 0 local.get 1 i32.div_s))"#)
+        .unwrap();
+    match pool.submit::<i32>(&div, "div", (1, 0)).wait() {
+        Err(TaskError::Trap { code, .. }) => {
+            assert_eq!(code, Some(TrapCode::IntegerDivisionByZero))
         }
         other => panic!("{other:?}"),
     }

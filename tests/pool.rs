@@ -538,7 +538,7 @@ fn a_task_whose_worker_dies_is_retried_when_asked() {
     let hostile = pool.load_file(guest("hostile")).unwrap();
     let task = pool
         .call(&hostile, "sleep_ms")
-        .retries(1)
+        .max_retries(1)
         .submit::<i64>(300i64);
     while !task.is_running() {
         assert_eq!(task.wait_timeout(Duration::from_millis(5)), None);

@@ -25,8 +25,13 @@ pub enum TaskError {
     #[error("task tried to grow its memory past the limit of {}", bytesize::ByteSize(*.limit))]
     MemoryLimit { limit: u64 },
     /// The guest trapped: unreachable, division by zero, stack overflow, out-of-bounds access…
+    /// `code` says which, as data (`None` for a failure wasmtime gives no trap code, such as
+    /// a host call's error); `message` is wasmtime's text with the function it happened in.
     #[error("guest trapped: {message}")]
-    Trap { message: String },
+    Trap {
+        message: String,
+        code: Option<TrapCode>,
+    },
     /// The guest returned an error through the SDK.
     #[error("guest returned an error: {message}")]
     Guest { message: String },
@@ -45,6 +50,71 @@ pub enum TaskError {
     /// The guest's output does not convert to the type the caller asked for.
     #[error("bad output: {message}")]
     BadOutput { message: String },
+}
+
+/// Which trap ended a guest: [`TaskError::Trap`]'s `code`.
+///
+/// ```
+/// use wasmpool::TrapCode;
+/// assert_eq!(TrapCode::StackOverflow.name(), "stack_overflow");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TrapCode {
+    /// The call stack grew past its limit (deep or endless recursion).
+    StackOverflow,
+    /// A memory access outside the linear memory.
+    MemoryOutOfBounds,
+    /// A misaligned atomic access.
+    HeapMisaligned,
+    /// A table access outside the table.
+    TableOutOfBounds,
+    /// An indirect call through a null table entry.
+    IndirectCallToNull,
+    /// An indirect call whose signature does not match.
+    BadSignature,
+    /// An integer operation overflowed (e.g. `i32.div_s` of `MIN / -1`).
+    IntegerOverflow,
+    /// An integer division by zero.
+    IntegerDivisionByZero,
+    /// A float that does not convert to the integer type.
+    BadConversionToInteger,
+    /// An `unreachable` instruction (a Rust guest's `panic!` ends here).
+    UnreachableCodeReached,
+    /// A null reference was used.
+    NullReference,
+    /// An array access outside the array (GC proposal).
+    ArrayOutOfBounds,
+    /// An allocation larger than allowed (GC proposal).
+    AllocationTooLarge,
+    /// A failed cast (GC proposal).
+    CastFailure,
+    /// Any other trap code (wasmtime's list grows); the message names it.
+    Other,
+}
+
+impl TrapCode {
+    /// A short stable name (`snake_case`), as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrapCode::StackOverflow => "stack_overflow",
+            TrapCode::MemoryOutOfBounds => "memory_out_of_bounds",
+            TrapCode::HeapMisaligned => "heap_misaligned",
+            TrapCode::TableOutOfBounds => "table_out_of_bounds",
+            TrapCode::IndirectCallToNull => "indirect_call_to_null",
+            TrapCode::BadSignature => "bad_signature",
+            TrapCode::IntegerOverflow => "integer_overflow",
+            TrapCode::IntegerDivisionByZero => "integer_division_by_zero",
+            TrapCode::BadConversionToInteger => "bad_conversion_to_integer",
+            TrapCode::UnreachableCodeReached => "unreachable_code_reached",
+            TrapCode::NullReference => "null_reference",
+            TrapCode::ArrayOutOfBounds => "array_out_of_bounds",
+            TrapCode::AllocationTooLarge => "allocation_too_large",
+            TrapCode::CastFailure => "cast_failure",
+            TrapCode::Other => "other",
+        }
+    }
 }
 
 impl TaskError {
@@ -124,6 +194,27 @@ pub enum LoadError {
     /// The module is larger than the pool accepts.
     #[error("module is {size} bytes, over the pool's limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+}
+
+impl LoadError {
+    /// A short stable name for the error kind, like [`TaskError::kind`].
+    ///
+    /// ```
+    /// let e = wasmpool::LoadError::Invalid { message: "magic header not detected".into() };
+    /// assert_eq!(e.kind(), "invalid_module");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::Io { .. } => "io",
+            LoadError::Invalid { .. } => "invalid_module",
+            LoadError::OverLimit { .. } => "over_limit",
+            LoadError::UnsupportedImport { .. } => "unsupported_import",
+            LoadError::CompileTimeout { .. } => "compile_timeout",
+            LoadError::CompileMemory { .. } => "compile_memory",
+            LoadError::CompileFailed { .. } => "compile_failed",
+            LoadError::TooLarge { .. } => "too_large",
+        }
+    }
 }
 
 /// Why a pool could not be started.

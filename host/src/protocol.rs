@@ -405,6 +405,7 @@ mod fuzz {
                     Ok(Output::Numbers(vec![Value::I32(1)])),
                     Err(TaskError::Trap {
                         message: "unreachable".into(),
+                        code: Some(crate::error::TrapCode::UnreachableCodeReached),
                     }),
                 ])),
                 stats: stats.clone(),

@@ -403,7 +403,7 @@ impl Expect {
             | (Expect::Timeout, Err(E::Timeout { .. }))
             | (Expect::FuelExhausted, Err(E::FuelExhausted { .. }))
             | (Expect::MemoryLimit, Err(E::MemoryLimit { .. })) => true,
-            (Expect::Trap(text), Err(E::Trap { message }))
+            (Expect::Trap(text), Err(E::Trap { message, .. }))
             | (Expect::WorkerLost(text), Err(E::WorkerLost { message })) => message.contains(text),
             (Expect::Exit(want), Err(E::Exit { code })) => want == *code,
             (Expect::Returns(want), Ok(got)) => want == *got,
@@ -452,7 +452,7 @@ impl Outcome {
                 TaskError::MemoryLimit { limit } => {
                     format!("MemoryLimit (limit {})", ByteSize(*limit))
                 }
-                TaskError::Trap { message } => format!("Trap: {message}"),
+                TaskError::Trap { message, .. } => format!("Trap: {message}"),
                 TaskError::Exit { code } => format!("Exit {{ code: {code} }}"),
                 TaskError::WorkerLost { message } => format!("WorkerLost: {message}"),
                 other => format!("{}: {other}", other.kind()),
@@ -610,7 +610,7 @@ impl Audit {
         let victim: Task<i64> = pool
             .call(&hostile, "spin")
             .limits(limits)
-            .retries(0)
+            .max_retries(0)
             .submit(());
         while !victim.is_running() {
             if victim.is_done() || started.elapsed() > PATIENCE {
@@ -1041,6 +1041,7 @@ mod tests {
         assert!(Expect::Timeout.check(&fuel, fast, &limits).is_err());
         let trap = task(Err(TaskError::Trap {
             message: "integer divide by zero in `f`".into(),
+            code: Some(wasmpool::TrapCode::IntegerDivisionByZero),
         }));
         assert!(Expect::Trap("divide by zero")
             .check(&trap, fast, &limits)

@@ -134,7 +134,7 @@ impl PoolBuilder {
     }
 
     /// Default number of re-runs of a task whose worker process dies under it (see
-    /// [`Call::retries`](crate::Call::retries)).
+    /// [`Call::max_retries`](crate::Call::max_retries)).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
         self

@@ -509,11 +509,17 @@ pub struct Call {
 
 impl Call {
     /// How many times to re-run a task whose worker process dies under it (a crash, an OOM
-    /// kill); 0 (the default) reports `WorkerLost` at once. A task that times out, traps or
-    /// is cancelled is never retried.
-    pub fn retries(mut self, n: u32) -> Self {
+    /// kill); the default is the pool's [`PoolBuilder::max_retries`] (0: `WorkerLost` at
+    /// once). A task that times out, traps or is cancelled is never retried.
+    pub fn max_retries(mut self, n: u32) -> Self {
         self.retries = n;
         self
+    }
+
+    /// The old name of [`Call::max_retries`].
+    #[deprecated(note = "named `max_retries`, like the builder's setting")]
+    pub fn retries(self, n: u32) -> Self {
+        self.max_retries(n)
     }
 
     /// Fuel for this call; `None` for unlimited. Limits out of their valid range (see

@@ -12,7 +12,7 @@ use super::interrupt::{Interrupter, Stop};
 use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
 use crate::command::CommandOutput;
-use crate::error::TaskError;
+use crate::error::{TaskError, TrapCode};
 use crate::limits::Limits;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output, Value};
@@ -300,6 +300,7 @@ pub(super) fn call_task(
                 "`{}` returned {ptr:#x}, which has no room for {len} bytes in memory",
                 wasmpool_abi::ALLOC_EXPORT
             ),
+            code: Some(TrapCode::MemoryOutOfBounds),
         }));
     }
     let packed = task.call(&mut *store, (ptr, len))?;
@@ -388,11 +389,36 @@ pub(super) fn classify(
             if let Some(line) = last_line(stderr) {
                 message.push_str(&format!(" (guest stderr: {line})"));
             }
-            TaskError::Trap { message }
+            TaskError::Trap {
+                message,
+                code: Some(trap_code(*trap)),
+            }
         }
         None => TaskError::Trap {
             message: format!("{err:#}"),
+            code: None,
         },
+    }
+}
+
+/// wasmtime's trap code as ours.
+fn trap_code(trap: Trap) -> TrapCode {
+    match trap {
+        Trap::StackOverflow => TrapCode::StackOverflow,
+        Trap::MemoryOutOfBounds => TrapCode::MemoryOutOfBounds,
+        Trap::HeapMisaligned => TrapCode::HeapMisaligned,
+        Trap::TableOutOfBounds => TrapCode::TableOutOfBounds,
+        Trap::IndirectCallToNull => TrapCode::IndirectCallToNull,
+        Trap::BadSignature => TrapCode::BadSignature,
+        Trap::IntegerOverflow => TrapCode::IntegerOverflow,
+        Trap::IntegerDivisionByZero => TrapCode::IntegerDivisionByZero,
+        Trap::BadConversionToInteger => TrapCode::BadConversionToInteger,
+        Trap::UnreachableCodeReached => TrapCode::UnreachableCodeReached,
+        Trap::NullReference => TrapCode::NullReference,
+        Trap::ArrayOutOfBounds => TrapCode::ArrayOutOfBounds,
+        Trap::AllocationTooLarge => TrapCode::AllocationTooLarge,
+        Trap::CastFailure => TrapCode::CastFailure,
+        _ => TrapCode::Other,
     }
 }
 

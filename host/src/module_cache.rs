@@ -1,7 +1,10 @@
 //! The on-disk cache of compiled modules: a module compiled once is not compiled again by
 //! the next pool, the next run, or the next process. Entries are keyed by the module's
-//! content hash, this build's wire/engine version and the code's metering, and sealed with a checksum so a torn or
-//! damaged file is recompiled, never loaded.
+//! content hash and the compiling engine's
+//! [`fingerprint`](crate::sandbox::engine::fingerprint) for the code's metering (wasmtime's
+//! own compatibility hash, our instance-slot limits, the metering variant): a new wasmtime or
+//! engine configuration misses, a rebuild that changes neither (a doc edit) hits. Entries
+//! are sealed with a checksum so a torn or damaged file is recompiled, never loaded.
 //!
 //! Loading a compiled artifact runs its machine code in the workers, so the directory must be
 //! writable by this user only: it is created `0700`, and one that other users can write to
@@ -11,12 +14,12 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::module::{Export, ModuleId};
-use crate::protocol;
-use crate::sandbox::Metering;
+use crate::sandbox::{engine, Metering};
 
 /// One cached compilation.
 #[derive(Serialize, Deserialize)]
@@ -57,18 +60,20 @@ impl ModuleCache {
         })
     }
 
-    fn path(&self, id: ModuleId, metering: Metering) -> PathBuf {
-        let key: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!(
-            "{key}-{:016x}-{}.cwasm",
-            protocol::VERSION,
-            metering.tag()
-        ))
+    /// Where the compilation of `id` for `metering` lives: `MODULE-METERING-ENGINE.cwasm`
+    /// (`None` when this process cannot make the engine to fingerprint).
+    fn path(&self, id: ModuleId, metering: Metering) -> Option<PathBuf> {
+        let module: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
+        let engine = engine_key(metering)?;
+        Some(
+            self.dir
+                .join(format!("{module}-{}-{engine}.cwasm", metering.tag())),
+        )
     }
 
     /// The cached compilation of `id`, if present and intact.
     pub(crate) fn get(&self, id: ModuleId, metering: Metering) -> Option<Entry> {
-        let bytes = fs::read(self.path(id, metering)).ok()?;
+        let bytes = fs::read(self.path(id, metering)?).ok()?;
         let (sum, body) = bytes.split_first_chunk::<32>()?;
         if blake3::hash(body).as_bytes() != sum {
             return None;
@@ -81,7 +86,9 @@ impl ModuleCache {
         let Ok(body) = postcard::to_stdvec(entry) else {
             return;
         };
-        let path = self.path(id, metering);
+        let Some(path) = self.path(id, metering) else {
+            return;
+        };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()
@@ -98,6 +105,18 @@ impl ModuleCache {
             let _ = fs::remove_file(&tmp);
         }
     }
+}
+
+/// The engine part of an entry's name for `metering`, in hex: the first half of its
+/// [`engine::fingerprint`], computed once per process.
+fn engine_key(metering: Metering) -> Option<&'static str> {
+    static KEYS: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    KEYS[metering.index()]
+        .get_or_init(|| {
+            let f = engine::fingerprint(metering).ok()?;
+            Some(f[..16].iter().map(|b| format!("{b:02x}")).collect())
+        })
+        .as_deref()
 }
 
 #[cfg(test)]
@@ -126,7 +145,7 @@ mod tests {
             (back.artifact, back.exports),
             (entry.artifact, entry.exports)
         );
-        let path = cache.path(id, m);
+        let path = cache.path(id, m).unwrap();
         let mut bytes = fs::read(&path).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         fs::write(&path, bytes).unwrap();

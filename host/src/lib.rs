@@ -51,4 +51,5 @@ pub use module::{Export, ExportKind, Module, ModuleId, Origin};
 pub use pool::{AsCompleted, Call, Imap, Pool, PoolBuilder, ReusingCall, Task};
 pub use protocol::TaskStats;
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};
+pub use worker::entry::worker_main;
 pub use worker::harden::WorkerUser;

@@ -32,6 +32,7 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 /// | `compile_memory` | 4 GiB address space per compile |
 /// | `compile_cache` | `$XDG_CACHE_HOME/wasmpool` or `~/.cache/wasmpool` |
 /// | `scratch_dir` | the system's temporary directory (`$TMPDIR` or `/tmp`) |
+/// | `worker_program` | `$WASMPOOL_WORKER`, else this executable if it called [`worker_main`](crate::worker_main), else `wasmpool` beside it or on `PATH` |
 /// | `worker_user` | `nobody` (65534:65534), when the host runs as root |
 ///
 /// ```no_run
@@ -196,7 +197,10 @@ impl PoolBuilder {
         self
     }
 
-    /// The worker program (the `wasmpool` binary). By default it is found as described in
+    /// The worker program: a `wasmpool` binary, or any program that calls
+    /// [`worker_main`](crate::worker_main) first, of this library's build (`build` checks
+    /// its handshake). It takes precedence over `$WASMPOOL_WORKER` and the host's own
+    /// executable; without it the program is found as described in
     /// [`worker_program`](crate::worker::locate::worker_program).
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_program = Some(path.into());
@@ -223,6 +227,7 @@ impl PoolBuilder {
             Some(p) => p,
             None => crate::worker::locate::worker_program()?,
         };
+        crate::worker::locate::check(&program)?;
         Pool::start(super::Settings {
             program,
             compile: self.compile,

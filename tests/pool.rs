@@ -975,3 +975,12 @@ fn waiting_longer_than_the_clock_can_count_is_waiting_without_a_deadline() {
     let task = pool.submit::<i64>(&math, "square", 6i64);
     assert_eq!(task.wait_timeout(Duration::MAX), Some(Ok(36)));
 }
+
+#[test]
+fn a_compile_cache_bound_of_zero_is_a_configuration_error() {
+    let err = builder().compile_cache_limit(0).build().unwrap_err();
+    assert!(
+        matches!(&err, wasmpool::PoolError::Config(m) if m.contains("compile_cache_limit")),
+        "{err}"
+    );
+}

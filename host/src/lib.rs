@@ -37,7 +37,7 @@ mod dispatch;
 pub mod error;
 pub mod limits;
 pub mod module;
-mod module_cache;
+pub mod module_cache;
 pub mod pool;
 pub mod protocol;
 pub mod sandbox;

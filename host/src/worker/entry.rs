@@ -35,7 +35,9 @@ static SELF_EXE: OnceLock<OwnedFd> = OnceLock::new();
 ///   `$WASMPOOL_WORKER` names another program (see
 ///   [`locate::worker_program`](crate::worker::locate::worker_program)). Since it is held
 ///   open, replacing or deleting the executable on disk (a deploy) does not stop the
-///   running process from starting workers, which run the same code as their host.
+///   running process from starting workers, which run the same code as their host. (Where
+///   `/proc/self/exe` cannot be opened, pools look for a worker program as if it had not
+///   been called.)
 /// - **When a pool started this process** as a worker or compile process (hidden first
 ///   argument `__worker`, `__compile`; also `__handshake` and the test probes) it runs that
 ///   role and exits: it never returns.

@@ -756,3 +756,48 @@ fn many_more_workers_than_cpus_are_warned_about_not_refused() {
     let stderr = String::from_utf8_lossy(&wasmpool(&args, "").stderr).into_owned();
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn cache_shows_where_the_compile_cache_is_what_it_holds_and_clears_it() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("wasmpool");
+    let cache = |args: &[&str], limit: Option<&str>| {
+        let mut c = Command::new(common::WORKER);
+        c.arg("cache").args(args).env("XDG_CACHE_HOME", home.path());
+        match limit {
+            Some(l) => c.env("WASMPOOL_CACHE_LIMIT", l),
+            None => c.env_remove("WASMPOOL_CACHE_LIMIT"),
+        };
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, empty, _) = cache(&[], None);
+    assert_eq!(code, Some(0));
+    assert!(
+        empty.contains(&format!("location: {}", dir.display()))
+            && empty.contains("entries:  0 (0 B)")
+            && empty.contains("limit:    2.0 GiB (the default"),
+        "{empty}"
+    );
+    let pool = common::builder()
+        .compile_cache(dir.clone())
+        .build()
+        .unwrap();
+    pool.load_file(guest("math")).unwrap();
+    pool.shutdown();
+    let (code, info, _) = cache(&["info"], Some("500MiB"));
+    assert_eq!(code, Some(0));
+    assert!(
+        info.contains("entries:  1 (") && info.contains("500.0 MiB (from $WASMPOOL_CACHE_LIMIT)"),
+        "{info}"
+    );
+    let (code, cleared, _) = cache(&["clear"], None);
+    assert_eq!(code, Some(0));
+    assert!(cleared.starts_with("removed 1 entries ("), "{cleared}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let (code, _, stderr) = cache(&[], Some("2048"));
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("needs a unit"), "{stderr}");
+}

@@ -499,7 +499,7 @@ fn garbage_worker() -> std::path::PathBuf {
         &script,
         format!(
             "#!/bin/sh\n\
-             if [ \"$1\" = __compile ]; then exec '{}' \"$@\"; fi\n\
+             case \"$1\" in __compile|__handshake) exec '{}' \"$@\";; esac\n\
              /bin/cat '{}'\n\
              /bin/dd bs=1 count=1 of=/dev/null 2>/dev/null\n\
              printf '\\004\\000\\000\\000\\377\\377\\377\\377'\n\

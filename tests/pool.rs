@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{builder, guest, guest_wat, pool_with};
+use wasmpool::protocol::Handshake;
 use wasmpool::{CommandSpec, Json, LoadError, OutputChunk, TaskError, Value};
 
 #[test]
@@ -711,20 +712,39 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 
 #[test]
 fn a_worker_of_another_build_refuses_to_run() {
+    let ours = Handshake::ours().unwrap();
+    let other_engine = Handshake {
+        engine: "0".repeat(32),
+        ..ours.clone()
+    };
+    let other_version = Handshake {
+        version: "0.0.0-other".into(),
+        ..ours.clone()
+    };
     for mode in ["__worker", "__compile"] {
-        let out = std::process::Command::new(common::WORKER)
-            .args([mode, "12345"])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(wasmpool::protocol::EXIT_VERSION_MISMATCH),
-            "{mode}"
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("another build"),
-            "{mode}"
-        );
+        for (host, said) in [
+            ("12345".to_string(), "\"12345\""),
+            (other_version.arg(), "wasmpool 0.0.0-other"),
+            (other_engine.arg(), "engine 0000"),
+        ] {
+            let out = std::process::Command::new(common::WORKER)
+                .args([mode, &host, "-", "1000000", "epochs"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(wasmpool::protocol::EXIT_VERSION_MISMATCH),
+                "{mode} {host}: {stderr}"
+            );
+            assert!(
+                stderr.contains("another build")
+                    && stderr.contains(said)
+                    && stderr.contains(&format!("engine {}", ours.engine))
+                    && stderr.contains("worker_main()"),
+                "{mode} {host}: {stderr}"
+            );
+        }
     }
 }
 
@@ -957,4 +977,13 @@ fn waiting_longer_than_the_clock_can_count_is_waiting_without_a_deadline() {
     let (pool, math) = pool_with("math");
     let task = pool.submit::<i64>(&math, "square", 6i64);
     assert_eq!(task.wait_timeout(Duration::MAX), Some(Ok(36)));
+}
+
+#[test]
+fn a_compile_cache_bound_of_zero_is_a_configuration_error() {
+    let err = builder().compile_cache_limit(0).build().unwrap_err();
+    assert!(
+        matches!(&err, wasmpool::PoolError::Config(m) if m.contains("compile_cache_limit")),
+        "{err}"
+    );
 }

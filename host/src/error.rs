@@ -220,9 +220,19 @@ impl LoadError {
 /// Why a pool could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// The worker program (the `wasmpool` binary) was not found.
-    #[error("cannot find the wasmpool worker program; searched: {searched}. Build it with `cargo build --release` or set WASMPOOL_WORKER=/path/to/wasmpool")]
+    /// The worker program was not found (see `worker::locate::worker_program`).
+    #[error("cannot find the wasmpool worker program; searched: {searched}. Call wasmpool::worker_main() first in main (the pool then runs this executable as its workers), or set $WASMPOOL_WORKER or PoolBuilder::worker_program to a `wasmpool` binary")]
     WorkerNotFound { searched: String },
+    /// The worker program is of another build than this library: its
+    /// [`Handshake`](crate::protocol::Handshake) differs.
+    #[error("the worker program {program} is of another build than this library (worker: {worker}; library: {host}); {hint}", hint = crate::protocol::MISMATCH_HINT)]
+    WorkerMismatch {
+        program: std::path::PathBuf,
+        /// The program's handshake, or why it gave none.
+        worker: String,
+        /// This library's handshake.
+        host: String,
+    },
     /// A worker process could not be started.
     #[error("cannot start worker process {program}: {source}")]
     Spawn {

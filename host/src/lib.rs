@@ -37,7 +37,7 @@ mod dispatch;
 pub mod error;
 pub mod limits;
 pub mod module;
-mod module_cache;
+pub mod module_cache;
 pub mod pool;
 pub mod protocol;
 pub mod sandbox;
@@ -53,4 +53,5 @@ pub use pool::{
 };
 pub use protocol::TaskStats;
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};
+pub use worker::entry::worker_main;
 pub use worker::harden::WorkerUser;

@@ -1,22 +1,30 @@
 //! The on-disk cache of compiled modules: a module compiled once is not compiled again by
 //! the next pool, the next run, or the next process. Entries are keyed by the module's
-//! content hash, this build's wire/engine version and the code's metering, and sealed with a checksum so a torn or
-//! damaged file is recompiled, never loaded.
+//! content hash and the compiling engine's
+//! [`fingerprint`](crate::sandbox::engine::fingerprint) for the code's metering (wasmtime's
+//! own compatibility hash, our instance-slot limits, the metering variant): a new wasmtime or
+//! engine configuration misses, a rebuild that changes neither (a doc edit) hits. Entries
+//! are sealed with a checksum so a torn or damaged file is recompiled, never loaded.
+//!
+//! The cache is bounded ([`DEFAULT_LIMIT`], `PoolBuilder::compile_cache_limit`,
+//! `$WASMPOOL_CACHE_LIMIT`): an entry's modification time is its last use (a hit sets it),
+//! and a store that takes the entries' total over the bound removes the least recently used
+//! until it fits again (never the one just stored). `wasmpool cache` shows and clears it.
 //!
 //! Loading a compiled artifact runs its machine code in the workers, so the directory must be
 //! writable by this user only: it is created `0700`, and one that other users can write to
 //! is not used.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::module::{Export, ModuleId};
-use crate::protocol;
-use crate::sandbox::Metering;
+use crate::sandbox::{engine, Metering};
 
 /// One cached compilation.
 #[derive(Serialize, Deserialize)]
@@ -29,6 +37,125 @@ pub(crate) struct Entry {
 #[derive(Clone, Debug)]
 pub(crate) struct ModuleCache {
     dir: PathBuf,
+    /// Most bytes its entries may take together.
+    limit: u64,
+}
+
+/// Where a pool keeps its cache and how large it may grow.
+#[derive(Clone, Debug)]
+pub(crate) struct CacheSettings {
+    pub dir: PathBuf,
+    pub limit: u64,
+}
+
+/// The default bound on the cache's entries together: 2 GiB (an interpreter compiled to
+/// wasm takes some 300 MB per metering variant).
+pub const DEFAULT_LIMIT: u64 = 2 << 30;
+
+/// Environment variable bounding the cache, with a unit (`500MiB`, `4GiB`); the builder's
+/// `compile_cache_limit` takes precedence.
+pub const LIMIT_ENV: &str = "WASMPOOL_CACHE_LIMIT";
+
+/// The bound in [`LIMIT_ENV`], if set; an error saying why if it is not a size with a unit
+/// or is zero.
+pub fn limit_from_env() -> Result<Option<u64>, String> {
+    let Some(value) = std::env::var_os(LIMIT_ENV) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    parse_limit(&text)
+        .map(Some)
+        .map_err(|why| format!("${LIMIT_ENV}={text:?}: {why}"))
+}
+
+/// A cache bound: a size with a unit (`500MiB`, `2GiB`, `1.5 GB`), more than zero.
+fn parse_limit(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.chars().all(|c| c.is_ascii_digit()) {
+        return Err("a size needs a unit, e.g. 500MiB or 2GiB".into());
+    }
+    let bytes = text
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| format!("not a size (e.g. 500MiB or 2GiB): {e}"))?
+        .as_u64();
+    if bytes == 0 {
+        return Err("must be more than zero (to keep no cache, set no cache directory)".into());
+    }
+    Ok(bytes)
+}
+
+/// What a cache directory holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Compiled modules (one per module and metering variant).
+    pub entries: u64,
+    /// Their size together.
+    pub bytes: u64,
+}
+
+/// What `dir` holds (nothing if it does not exist).
+pub fn usage(dir: &Path) -> std::io::Result<Usage> {
+    let mut usage = Usage::default();
+    for (_, len, _) in entries(dir)? {
+        usage.entries += 1;
+        usage.bytes += len;
+    }
+    Ok(usage)
+}
+
+/// Removes every entry of `dir` (and files left by interrupted stores); returns what was
+/// removed.
+pub fn clear(dir: &Path) -> std::io::Result<Usage> {
+    let mut removed = Usage::default();
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for item in listing {
+        let item = item?;
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        let entry = name.ends_with(".cwasm");
+        if !entry && !name.contains(".tmp") {
+            continue;
+        }
+        let len = item.metadata()?.len();
+        match fs::remove_file(item.path()) {
+            Ok(()) if entry => {
+                removed.entries += 1;
+                removed.bytes += len;
+            }
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// Every entry of `dir`: path, size, last use.
+fn entries(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64, std::time::SystemTime)>> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for item in listing.flatten() {
+        let path = item.path();
+        if path.extension().is_none_or(|e| e != "cwasm") {
+            continue;
+        }
+        // An entry removed meanwhile (another process evicting) is skipped.
+        if let Ok(meta) = item.metadata() {
+            if meta.is_file() {
+                let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                found.push((path, meta.len(), used));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/wasmpool`, else `$HOME/.cache/wasmpool`.
@@ -43,7 +170,8 @@ pub fn default_dir() -> Option<PathBuf> {
 impl ModuleCache {
     /// Opens (creating if needed) a private cache directory; `None` if it cannot be used
     /// safely (then the pool just compiles every module).
-    pub(crate) fn open(dir: &Path) -> Option<Self> {
+    pub(crate) fn open(settings: &CacheSettings) -> Option<Self> {
+        let dir = settings.dir.as_path();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -54,26 +182,33 @@ impl ModuleCache {
             && meta.permissions().mode() & 0o022 == 0;
         private.then(|| ModuleCache {
             dir: dir.to_path_buf(),
+            limit: settings.limit,
         })
     }
 
-    fn path(&self, id: ModuleId, metering: Metering) -> PathBuf {
-        let key: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!(
-            "{key}-{:016x}-{}.cwasm",
-            protocol::VERSION,
-            metering.tag()
-        ))
+    /// Where the compilation of `id` for `metering` lives: `MODULE-METERING-ENGINE.cwasm`
+    /// (`None` when this process cannot make the engine to fingerprint).
+    fn path(&self, id: ModuleId, metering: Metering) -> Option<PathBuf> {
+        let module: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
+        let engine = engine_key(metering)?;
+        Some(
+            self.dir
+                .join(format!("{module}-{}-{engine}.cwasm", metering.tag())),
+        )
     }
 
-    /// The cached compilation of `id`, if present and intact.
+    /// The cached compilation of `id`, if present and intact; a hit marks it used now.
     pub(crate) fn get(&self, id: ModuleId, metering: Metering) -> Option<Entry> {
-        let bytes = fs::read(self.path(id, metering)).ok()?;
+        let mut file = fs::File::open(self.path(id, metering)?).ok()?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
         let (sum, body) = bytes.split_first_chunk::<32>()?;
         if blake3::hash(body).as_bytes() != sum {
             return None;
         }
-        postcard::from_bytes(body).ok()
+        let entry = postcard::from_bytes(body).ok()?;
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Some(entry)
     }
 
     /// Stores a compilation (atomically: readers see the old state or the whole new file).
@@ -81,7 +216,9 @@ impl ModuleCache {
         let Ok(body) = postcard::to_stdvec(entry) else {
             return;
         };
-        let path = self.path(id, metering);
+        let Some(path) = self.path(id, metering) else {
+            return;
+        };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = fs::OpenOptions::new()
@@ -96,8 +233,40 @@ impl ModuleCache {
         };
         if write().is_err() {
             let _ = fs::remove_file(&tmp);
+            return;
+        }
+        self.evict(&path);
+    }
+
+    /// Removes the least recently used entries (never `keep`) while the entries together
+    /// are over the bound.
+    fn evict(&self, keep: &Path) {
+        let Ok(mut found) = entries(&self.dir) else {
+            return;
+        };
+        let mut total: u64 = found.iter().map(|(_, len, _)| len).sum();
+        found.sort_by_key(|(_, _, used)| *used);
+        for (path, len, _) in found {
+            if total <= self.limit {
+                break;
+            }
+            if path != keep && fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
         }
     }
+}
+
+/// The engine part of an entry's name for `metering`, in hex: the first half of its
+/// [`engine::fingerprint`], computed once per process.
+fn engine_key(metering: Metering) -> Option<&'static str> {
+    static KEYS: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    KEYS[metering.index()]
+        .get_or_init(|| {
+            let f = engine::fingerprint(metering).ok()?;
+            Some(f[..16].iter().map(|b| format!("{b:02x}")).collect())
+        })
+        .as_deref()
 }
 
 #[cfg(test)]
@@ -108,7 +277,11 @@ mod tests {
     #[test]
     fn entries_round_trip_and_damage_is_detected() {
         let dir = std::env::temp_dir().join(format!("wasmpool-cache-test-{}", std::process::id()));
-        let cache = ModuleCache::open(&dir).expect("a private temp dir");
+        let cache = ModuleCache::open(&CacheSettings {
+            dir: dir.clone(),
+            limit: DEFAULT_LIMIT,
+        })
+        .expect("a private temp dir");
         let id = ModuleId::of(b"module");
         let m = Metering::Epochs;
         assert!(cache.get(id, m).is_none());
@@ -126,7 +299,7 @@ mod tests {
             (back.artifact, back.exports),
             (entry.artifact, entry.exports)
         );
-        let path = cache.path(id, m);
+        let path = cache.path(id, m).unwrap();
         let mut bytes = fs::read(&path).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         fs::write(&path, bytes).unwrap();
@@ -139,7 +312,68 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wasmpool-cache-open-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(ModuleCache::open(&dir).is_none());
+        assert!(ModuleCache::open(&CacheSettings {
+            dir: dir.clone(),
+            limit: DEFAULT_LIMIT
+        })
+        .is_none());
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn entry(size: usize) -> Entry {
+        Entry {
+            artifact: vec![7; size],
+            exports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_when_a_store_overflows_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metering::Epochs;
+        let [a, b, c] = [b"a", b"b", b"c"].map(|x| ModuleId::of(x));
+        // Room for two entries of 1000 bytes (each a little more on disk), not three.
+        let cache = ModuleCache::open(&CacheSettings {
+            dir: dir.path().into(),
+            limit: 2500,
+        })
+        .unwrap();
+        cache.put(a, m, &entry(1000));
+        cache.put(b, m, &entry(1000));
+        // `a` was stored first, but used last.
+        let now = std::time::SystemTime::now();
+        let set_used = |id, ago: u64| {
+            fs::File::open(cache.path(id, m).unwrap())
+                .unwrap()
+                .set_modified(now - std::time::Duration::from_secs(ago))
+                .unwrap()
+        };
+        set_used(a, 20);
+        set_used(b, 10);
+        assert!(cache.get(a, m).is_some());
+        assert_eq!(usage(dir.path()).unwrap().entries, 2);
+        cache.put(c, m, &entry(1000));
+        assert!(
+            cache.get(b, m).is_none(),
+            "the least recently used is evicted"
+        );
+        assert!(cache.get(a, m).is_some() && cache.get(c, m).is_some());
+        // One entry over the bound alone stays: it is the one just stored.
+        cache.put(b, m, &entry(5000));
+        assert!(cache.get(b, m).is_some());
+        assert_eq!(usage(dir.path()).unwrap().entries, 1);
+        let removed = clear(dir.path()).unwrap();
+        assert_eq!(removed.entries, 1);
+        assert!(removed.bytes > 5000);
+        assert_eq!(usage(dir.path()).unwrap(), Usage::default());
+    }
+
+    #[test]
+    fn a_bound_needs_a_unit_and_more_than_zero() {
+        assert_eq!(parse_limit("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_limit(" 500 MiB "), Ok(500 << 20));
+        for bad in ["2048", "0GiB", "lots", ""] {
+            assert!(parse_limit(bad).is_err(), "{bad}");
+        }
     }
 }

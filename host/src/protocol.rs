@@ -19,21 +19,131 @@ use crate::module::{Export, ModuleId};
 use crate::sandbox::Metering;
 use crate::value::{Input, Output};
 
-/// Identifies this build's wire format and engine: a hash of the sources of every type that
-/// crosses the pipe, of the engine configuration and of the dependency lock file (so the
-/// wasmtime version). Host and worker must agree; a worker started by a host of another
-/// build (a library user's stale `wasmpool` binary) refuses to run instead of misreading
-/// frames. It also keys the on-disk compile cache, with the module's hash.
-pub const VERSION: u64 = fnv1a(&[
-    include_bytes!("protocol.rs"),
-    include_bytes!("sandbox/engine.rs"),
-    include_bytes!("../../Cargo.lock"),
-    include_bytes!("command.rs"),
-    include_bytes!("value.rs"),
-    include_bytes!("limits.rs"),
-    include_bytes!("error.rs"),
-    include_bytes!("module.rs"),
-]);
+/// The wire format's number. Bump it whenever the encoding of anything that crosses a
+/// pipe between a host and the processes it starts changes: [`Request`], [`Reply`],
+/// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
+/// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
+/// order, so adding, removing or reordering a field or a variant is such a change.)
+pub const PROTOCOL: u32 = 1;
+
+/// What a host and a worker or compile process must agree on before a byte of protocol
+/// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
+/// [`fingerprint`](crate::sandbox::engine::fingerprint) of both metering variants (the
+/// wasmtime version, target and configuration: a worker must load the artifacts the host
+/// had compiled and cached). The host passes its own as the argument after the mode; a
+/// process of another build refuses to run ([`EXIT_VERSION_MISMATCH`]), and
+/// `program __handshake` prints a program's own, which a pool checks when it is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    /// [`PROTOCOL`].
+    pub protocol: u32,
+    /// The crate's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// [`crate::sandbox::engine::digest`] in hex.
+    pub engine: String,
+}
+
+/// The hidden argument that makes a worker program print its [`Handshake`] and exit.
+pub const HANDSHAKE_ARG: &str = "__handshake";
+
+impl Handshake {
+    /// This build's handshake (its engine part computed once per process).
+    pub fn ours() -> Result<&'static Handshake, String> {
+        static OURS: std::sync::OnceLock<Result<Handshake, String>> = std::sync::OnceLock::new();
+        OURS.get_or_init(|| {
+            let engine = crate::sandbox::engine::digest()
+                .map_err(|e| format!("cannot create the wasmtime engine: {e:#}"))?;
+            Ok(Handshake::with_engine(engine))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+
+    /// This build's protocol and version with `engine`.
+    pub fn with_engine(engine: String) -> Handshake {
+        Handshake {
+            protocol: PROTOCOL,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            engine,
+        }
+    }
+
+    /// Its form on a command line: `PROTOCOL:VERSION:ENGINE`.
+    pub fn arg(&self) -> String {
+        format!("{}:{}:{}", self.protocol, self.version, self.engine)
+    }
+
+    /// Reads [`Self::arg`]'s form; `None` if `arg` is not one.
+    pub fn parse(arg: &str) -> Option<Handshake> {
+        let mut parts = arg.trim().splitn(3, ':');
+        let protocol = parts.next()?.parse().ok()?;
+        let version = parts.next()?.to_string();
+        let engine = parts.next()?.to_string();
+        Some(Handshake {
+            protocol,
+            version,
+            engine,
+        })
+    }
+
+    /// Whether a process of this build may serve a host that sent `theirs`, as far as it
+    /// can tell before it has made its engines (see [`Self::check_engine`]).
+    pub fn check_build(theirs: Option<&str>) -> Result<Handshake, String> {
+        let parsed = theirs.and_then(Handshake::parse);
+        match parsed {
+            Some(h) if h.protocol == PROTOCOL && h.version == env!("CARGO_PKG_VERSION") => Ok(h),
+            _ => Err(mismatch(
+                &Handshake::ours().map_or_else(
+                    |e| {
+                        format!(
+                            "protocol {PROTOCOL}, wasmpool {}, no engine: {e}",
+                            env!("CARGO_PKG_VERSION")
+                        )
+                    },
+                    |h| h.to_string(),
+                ),
+                &parsed.map_or_else(
+                    || format!("{theirs:?}, not a handshake of this form"),
+                    |h| h.to_string(),
+                ),
+            )),
+        }
+    }
+
+    /// Whether this process's engines (`ours`, their [`crate::sandbox::engine::digest`])
+    /// are those of the host that sent `self`.
+    pub fn check_engine(&self, ours: &str) -> Result<(), String> {
+        if self.engine == ours {
+            return Ok(());
+        }
+        Err(mismatch(
+            &Handshake::with_engine(ours.to_string()).to_string(),
+            &self.to_string(),
+        ))
+    }
+}
+
+impl std::fmt::Display for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "protocol {}, wasmpool {}, engine {}",
+            self.protocol, self.version, self.engine
+        )
+    }
+}
+
+/// What a process of another build than its host says before it exits with
+/// [`EXIT_VERSION_MISMATCH`].
+fn mismatch(ours: &str, host: &str) -> String {
+    format!(
+        "wasmpool: this worker program is of another build than its host (worker: {ours}; host: {host}); {}",
+        MISMATCH_HINT
+    )
+}
+
+/// What to do about a worker program of another build.
+pub const MISMATCH_HINT: &str = "use one built from the same wasmpool and wasmtime as the host: call wasmpool::worker_main() first in main (the pool then runs the host's own executable), or point $WASMPOOL_WORKER or PoolBuilder::worker_program at a matching `wasmpool` binary";
 
 /// Exit status of a worker or compile process started by a host of another build.
 pub const EXIT_VERSION_MISMATCH: i32 = 65;
@@ -43,30 +153,10 @@ pub const EXIT_VERSION_MISMATCH: i32 = 65;
 /// know the deadline of each call of a batch).
 pub const EXIT_STUCK: i32 = 66;
 
-const fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut p = 0;
-    while p < parts.len() {
-        let mut i = 0;
-        while i < parts[p].len() {
-            hash ^= parts[p][i] as u64;
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-            i += 1;
-        }
-        p += 1;
-    }
-    hash
-}
-
-/// Exits with [`EXIT_VERSION_MISMATCH`] unless `arg` is this build's [`VERSION`].
-pub fn check_version(arg: Option<&str>) {
-    if arg != Some(VERSION.to_string().as_str()) {
-        eprintln!(
-            "wasmpool: this worker program is of another build than its host (protocol {VERSION:x}, host sent {arg:?}); rebuild both, e.g. `cargo build --release`"
-        );
-        std::process::exit(EXIT_VERSION_MISMATCH);
-    }
-}
+/// Exit status of a process started as a worker (or compile process) whose
+/// [`worker_main`](crate::worker_main) found other threads already running: its walls
+/// bind one thread, so it refuses to run.
+pub const EXIT_STARTED_LATE: i32 = 67;
 
 /// The file descriptor on which a worker reads [`Request::Cancel`] frames.
 pub const CANCEL_FD: i32 = 3;
@@ -492,5 +582,29 @@ mod fuzz {
             payload.extend_from_slice(&[3, 1]); // Input::Batch with one item:
         }
         assert!(read::<_, Request>(&mut &framed(&payload)[..], &mut scratch).is_err());
+    }
+}
+
+#[cfg(test)]
+mod handshake_tests {
+    use super::*;
+
+    #[test]
+    fn a_handshake_reads_back_and_refuses_another_build() {
+        let ours = Handshake::ours().unwrap();
+        assert_eq!(Handshake::parse(&ours.arg()).as_ref(), Some(ours));
+        assert_eq!(Handshake::check_build(Some(&ours.arg())).as_ref(), Ok(ours));
+        ours.check_engine(&ours.engine).unwrap();
+        for theirs in [
+            None,
+            Some("12345".to_string()),
+            Some(format!("{}:{}:{}", PROTOCOL + 1, ours.version, ours.engine)),
+            Some(format!("{PROTOCOL}:0.0.0-other:{}", ours.engine)),
+        ] {
+            let message = Handshake::check_build(theirs.as_deref()).unwrap_err();
+            assert!(message.contains(&ours.to_string()), "{message}");
+        }
+        let other = Handshake::with_engine("0".repeat(32));
+        assert!(other.check_engine(&ours.engine).is_err());
     }
 }

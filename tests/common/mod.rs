@@ -112,3 +112,21 @@ pub fn wasmpool(args: &[&str], stdin: &str) -> Output {
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
+
+/// The example binary `examples/<name>.rs` as cargo built it for this test run
+/// (`target/<profile>/examples/<name>`, beside this test's `deps` directory). `cargo test`
+/// builds the examples; a run of one test target alone may not: then this says how.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo test --release` (which builds the examples) or `cargo build --release --example {name}`",
+        path.display()
+    );
+    path
+}

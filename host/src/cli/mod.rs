@@ -1,7 +1,8 @@
-//! The command line: `run`, `exec`, `inspect`, `demo`, `audit`. `anyhow` lives here, at the
+//! The command line: `run`, `exec`, `inspect`, `demo`, `audit`, `cache`. `anyhow` lives here, at the
 //! binary's edge.
 
 mod audit;
+mod cache;
 mod demo;
 mod exec;
 mod inspect;
@@ -55,6 +56,8 @@ enum Command {
     /// Run a built-in battery of hostile guests against the configured sandbox and report
     /// whether each was contained as expected (exit 1 if any was not).
     Audit(audit::AuditArgs),
+    /// Show the on-disk compile cache (location, entries, size, bound) or clear it.
+    Cache(cache::CacheArgs),
 }
 
 /// Limits and pool settings shared by the commands that run tasks.
@@ -249,6 +252,7 @@ pub fn main() -> i32 {
         Command::Inspect { module } => inspect::inspect(&module),
         Command::Demo { workers } => demo::demo(workers),
         Command::Audit(args) => audit::audit(args),
+        Command::Cache(args) => cache::cache(args),
     };
     match result {
         Ok(code) => code,

@@ -32,7 +32,9 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 /// | `compile_timeout` | 60 s per module |
 /// | `compile_memory` | 4 GiB address space per compile |
 /// | `compile_cache` | `$XDG_CACHE_HOME/wasmpool` or `~/.cache/wasmpool` |
+/// | `compile_cache_limit` | `$WASMPOOL_CACHE_LIMIT`, else 2 GiB (least recently used entries evicted past it) |
 /// | `scratch_dir` | the system's temporary directory (`$TMPDIR` or `/tmp`) |
+/// | `worker_program` | `$WASMPOOL_WORKER`, else this executable if it called [`worker_main`](crate::worker_main), else `wasmpool` beside it or on `PATH` |
 /// | `worker_user` | `nobody` (65534:65534), when the host runs as root |
 ///
 /// ```no_run
@@ -57,6 +59,7 @@ pub struct PoolBuilder {
     max_module_size: usize,
     compile: CompileLimits,
     compile_cache: Option<PathBuf>,
+    compile_cache_limit: Option<u64>,
     scratch_dir: Option<PathBuf>,
     worker_user: Option<WorkerUser>,
     worker_program: Option<PathBuf>,
@@ -77,6 +80,7 @@ impl Default for PoolBuilder {
                 memory: DEFAULT_COMPILE_MEMORY,
             },
             compile_cache: crate::module_cache::default_dir(),
+            compile_cache_limit: None,
             scratch_dir: Some(std::env::temp_dir()),
             worker_user: Some(WorkerUser::NOBODY),
             worker_program: None,
@@ -179,6 +183,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Most bytes the compile cache's entries may take together; past it, storing a new
+    /// compilation evicts the least recently used ones. Without it, `$WASMPOOL_CACHE_LIMIT`
+    /// (a size with a unit, e.g. `4GiB`) if set, else 2 GiB. Zero is refused (set no
+    /// [`compile_cache`](Self::compile_cache) to keep none).
+    pub fn compile_cache_limit(mut self, bytes: u64) -> Self {
+        self.compile_cache_limit = Some(bytes);
+        self
+    }
+
     /// Where the pool makes its private scratch directory (removed when the pool ends), in
     /// which command tasks' input files and `/out` live while they run; `None` runs
     /// commands without files (specs with input files or `/out` then fail with `BadInput`).
@@ -212,7 +225,10 @@ impl PoolBuilder {
         self
     }
 
-    /// The worker program (the `wasmpool` binary). By default it is found as described in
+    /// The worker program: a `wasmpool` binary, or any program that calls
+    /// [`worker_main`](crate::worker_main) first, of this library's build (`build` checks
+    /// its handshake). It takes precedence over `$WASMPOOL_WORKER` and the host's own
+    /// executable; without it the program is found as described in
     /// [`worker_program`](crate::worker::locate::worker_program).
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_program = Some(path.into());
@@ -240,14 +256,31 @@ impl PoolBuilder {
         self.limits
             .validate()
             .map_err(|e| PoolError::Config(format!("default {e}")))?;
+        let cache_limit = match self.compile_cache_limit {
+            Some(0) => {
+                return Err(PoolError::Config(
+                    "compile_cache_limit must be more than zero (set compile_cache(None) to keep no cache)".into(),
+                ))
+            }
+            Some(n) => n,
+            None => crate::module_cache::limit_from_env()
+                .map_err(PoolError::Config)?
+                .unwrap_or(crate::module_cache::DEFAULT_LIMIT),
+        };
         let program = match self.worker_program {
             Some(p) => p,
             None => crate::worker::locate::worker_program()?,
         };
+        crate::worker::locate::check(&program)?;
         Pool::start(super::Settings {
             program,
             compile: self.compile,
-            disk_cache: self.compile_cache,
+            disk_cache: self
+                .compile_cache
+                .map(|dir| crate::module_cache::CacheSettings {
+                    dir,
+                    limit: cache_limit,
+                }),
             workers,
             limits: self.limits,
             max_tasks_per_worker: self.max_tasks_per_worker,

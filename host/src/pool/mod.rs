@@ -41,7 +41,7 @@ use gate::{Admission, Gate, Refused};
 
 pub(crate) struct Settings {
     pub program: PathBuf,
-    pub disk_cache: Option<PathBuf>,
+    pub disk_cache: Option<module_cache::CacheSettings>,
     pub max_retries: u32,
     pub max_worker_rss: Option<u64>,
     pub compile: CompileLimits,
@@ -159,7 +159,7 @@ impl Pool {
                 program: s.program,
                 user: s.user,
                 compile: s.compile,
-                disk_cache: s.disk_cache.as_deref().and_then(ModuleCache::open),
+                disk_cache: s.disk_cache.as_ref().and_then(ModuleCache::open),
                 modules: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 gate: s.max_queued.map(Gate::new),

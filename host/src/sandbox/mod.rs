@@ -185,6 +185,16 @@ impl Sandbox {
         })
     }
 
+    /// The [`engine::digest`] of this sandbox's engines, for the worker handshake.
+    pub fn engine_digest(&self) -> String {
+        engine::digest_of(
+            self.engines
+                .iter()
+                .zip(Metering::ALL)
+                .map(|((e, _), m)| engine::fingerprint_of(e, m)),
+        )
+    }
+
     /// The interrupter, for the thread that reads cancellations.
     pub fn interrupter(&self) -> Arc<Interrupter> {
         self.interrupter.clone()

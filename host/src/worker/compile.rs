@@ -1,5 +1,5 @@
 //! Compiling untrusted bytes outside the host: a short-lived compile process
-//! (`wasmpool __compile VERSION USER MEMORY METERING`) per module load and code variant, with its own wall-clock and memory limit.
+//! (`wasmpool __compile HANDSHAKE USER MEMORY METERING`) per module load and code variant, with its own wall-clock and memory limit.
 //! Cranelift cannot be interrupted and a crafted module can make it run long or allocate
 //! much; here that costs one killed process and a `LoadError`, never the host or a worker.
 
@@ -41,6 +41,7 @@ pub(crate) fn compile(
 ) -> Result<(Vec<u8>, Vec<Export>), LoadError> {
     let failed = |message: String| LoadError::CompileFailed { message };
     let mut child = child_command(program, COMPILE_ARG, user)
+        .map_err(|e| failed(format!("cannot start the compile process: {e}")))?
         .arg(limits.memory.to_string())
         .arg(metering.tag())
         .stderr(Stdio::piped())
@@ -114,7 +115,10 @@ pub(crate) fn compile(
 }
 
 /// The compile process: reads a module on stdin, answers one [`CompileReply`] on stdout.
+/// `host` is the host's handshake, its protocol and version already checked (the engine part
+/// is checked here).
 pub fn serve_compile(
+    host: &protocol::Handshake,
     user: Option<harden::WorkerUser>,
     memory: &str,
     metering: &str,
@@ -125,6 +129,12 @@ pub fn serve_compile(
     harden::die_with_parent();
     harden::not_dumpable()?;
     harden::no_new_privs()?;
+    let ours = crate::sandbox::engine::digest()
+        .map_err(|e| std::io::Error::other(format!("cannot create the engine: {e:#}")))?;
+    if let Err(message) = host.check_engine(&ours) {
+        eprintln!("{message}");
+        std::process::exit(protocol::EXIT_VERSION_MISMATCH);
+    }
     let memory: u64 = memory.parse().map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

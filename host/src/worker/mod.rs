@@ -3,10 +3,12 @@
 //! compilation in a process of its own; [`harden`] raises the OS walls at each process's
 //! start, with [`seccomp`] and [`landlock`] among them; [`scratch`] keeps the directories
 //! where command tasks' files live; `reaper` ends processes and removes their directories
-//! off the dispatcher's thread; [`locate`] finds the program to start; [`probe`] tests the
+//! off the dispatcher's thread; [`locate`] finds the program to start; [`entry`] is where
+//! that program becomes a worker or compile process (`worker_main`); [`probe`] tests the
 //! walls from inside a process that raised them.
 
 pub mod compile;
+pub mod entry;
 pub mod harden;
 pub mod landlock;
 pub mod locate;

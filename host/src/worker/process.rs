@@ -55,7 +55,7 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts `program __worker VERSION USER [SCRATCH]` for `who`; its replies arrive on `events`.
+    /// Starts `program __worker HANDSHAKE USER [SCRATCH]` for `who`; its replies arrive on `events`.
     pub(crate) fn spawn(
         launch: &Launch,
         who: WorkerRef,
@@ -67,12 +67,12 @@ impl WorkerProcess {
             .scratch
             .as_ref()
             .and_then(|root| root.worker_dir(who).ok());
-        let mut command = child_command(program, WORKER_ARG, launch.user);
-        command.args(&scratch);
         let spawn_err = |source| PoolError::Spawn {
             program: program.to_path_buf(),
             source,
         };
+        let mut command = child_command(program, WORKER_ARG, launch.user).map_err(spawn_err)?;
+        command.args(&scratch);
         let (cancel_read, cancels) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_err(e.into()))?;
         rustix::fs::fcntl_setfl(&cancels, rustix::fs::OFlags::NONBLOCK)
@@ -202,21 +202,27 @@ impl WorkerProcess {
     }
 }
 
-/// How every child of the host (worker or compile process) starts: `program MODE VERSION
-/// USER` (`UID:GID` to become, or `-`), an empty environment, piped stdin and stdout (the
-/// protocol), and a process group of its own, so a terminal's Ctrl-C reaches the host,
-/// which then stops its children in order.
-pub(crate) fn child_command(program: &Path, mode: &str, user: Option<WorkerUser>) -> Command {
+/// How every child of the host (worker or compile process) starts: `program MODE HANDSHAKE
+/// USER` (the host's [`protocol::Handshake`]; `UID:GID` to become, or `-`), an empty
+/// environment, piped stdin and stdout (the protocol), and a process group of its own, so a
+/// terminal's Ctrl-C reaches the host, which then stops its children in order. Fails only
+/// when the host cannot make its own engine (for the handshake).
+pub(crate) fn child_command(
+    program: &Path,
+    mode: &str,
+    user: Option<WorkerUser>,
+) -> std::io::Result<Command> {
+    let handshake = protocol::Handshake::ours().map_err(std::io::Error::other)?;
     let mut command = Command::new(program);
     command
         .arg(mode)
-        .arg(protocol::VERSION.to_string())
+        .arg(handshake.arg())
         .arg(WorkerUser::to_arg(user))
         .env_clear()
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
-    command
+    Ok(command)
 }
 
 /// Blocks SIGPIPE in the calling thread, which writes to children's pipes: a write to a
@@ -244,8 +250,14 @@ pub fn describe_exit(what: &str, pid: u32, status: Option<ExitStatus>) -> String
                 signal_name(sig)
             ),
             (Some(protocol::EXIT_VERSION_MISMATCH), _) => format!(
-                "{what} {pid} is a wasmpool program of another build than this library (exit status {}); rebuild it (`cargo build --release`) or point WASMPOOL_WORKER at a matching one",
-                protocol::EXIT_VERSION_MISMATCH
+                "{what} {pid} is a wasmpool program of another build than this library ({}), and refused to run (exit status {}; it printed its own on stderr); {}",
+                protocol::Handshake::ours().map_or_else(|e| e, |h| h.to_string()),
+                protocol::EXIT_VERSION_MISMATCH,
+                protocol::MISMATCH_HINT
+            ),
+            (Some(protocol::EXIT_STARTED_LATE), _) => format!(
+                "{what} {pid} refused to run: its program called wasmpool::worker_main() after starting threads (exit status {}); call it first thing in a plain `fn main`, before any thread or async runtime starts",
+                protocol::EXIT_STARTED_LATE
             ),
             (Some(protocol::EXIT_STUCK), _) => format!(
                 "{what} {pid} stopped itself: a call of a batch was stuck in a host call past its time limit"
@@ -268,5 +280,27 @@ fn signal_name(sig: i32) -> &'static str {
         15 => "SIGTERM",
         31 => "SIGSYS",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_refusing_worker_is_described_with_the_cause_and_the_cure() {
+        let exit = |code: i32| Some(ExitStatus::from_raw(code << 8));
+        let mismatch = describe_exit("worker", 7, exit(protocol::EXIT_VERSION_MISMATCH));
+        let ours = protocol::Handshake::ours().unwrap().to_string();
+        assert!(
+            mismatch.contains(&ours) && mismatch.contains("worker_main()"),
+            "{mismatch}"
+        );
+        let late = describe_exit("worker", 7, exit(protocol::EXIT_STARTED_LATE));
+        assert!(
+            late.contains("after starting threads") && late.contains("fn main"),
+            "{late}"
+        );
     }
 }

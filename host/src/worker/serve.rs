@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{self, Reply, Request};
+use crate::protocol::{self, Handshake, Reply, Request};
 use crate::sandbox::{BeforeHostCall, Forward, HostLink, Interrupter, Sandbox, Scratch};
 use crate::worker::{harden, landlock, seccomp};
 
@@ -52,10 +52,15 @@ pub fn raise_walls(
     Ok((scratch, rss))
 }
 
-/// Runs the worker until the host closes its stdin (or dies). `user` is who to become when
-/// the host is root; `scratch` is the directory the host made for this worker's command
-/// files.
-pub fn serve(user: Option<harden::WorkerUser>, scratch: Option<PathBuf>) -> std::io::Result<()> {
+/// Runs the worker until the host closes its stdin (or dies). `host` is the host's
+/// handshake (its protocol and version already checked: the engine part is checked here,
+/// once the engines exist); `user` is who to become when the host is root; `scratch` is the
+/// directory the host made for this worker's command files.
+pub fn serve(
+    host: &Handshake,
+    user: Option<harden::WorkerUser>,
+    scratch: Option<PathBuf>,
+) -> std::io::Result<()> {
     let (scratch, mut rss) = raise_walls(user, scratch)?;
     let files = matches!(scratch, Scratch::Dir(_));
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory, or
@@ -73,6 +78,10 @@ pub fn serve(user: Option<harden::WorkerUser>, scratch: Option<PathBuf>) -> std:
     };
     let mut sandbox = Sandbox::new(scratch, link)
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
+    if let Err(message) = host.check_engine(&sandbox.engine_digest()) {
+        eprintln!("{message}");
+        std::process::exit(protocol::EXIT_VERSION_MISMATCH);
+    }
     read_cancels(sandbox.interrupter())?;
     let mut requests = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
     let mut buf = Vec::new();

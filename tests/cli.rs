@@ -140,14 +140,14 @@ fn run_passes_json_to_sdk_tasks() {
 }
 
 #[test]
-fn usage_and_module_errors_exit_2() {
+fn usage_and_module_errors_exit_125_in_every_command() {
     let this_file = file!();
     let out = wasmpool(&["run", this_file, "square"], "1\n");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid module"));
 
     let out = wasmpool(&["run", &path("math"), "nope"], "1\n");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("no export `nope`") && err.contains("square(i64) -> (i64)"),
@@ -158,14 +158,121 @@ fn usage_and_module_errors_exit_2() {
         &["run", &path("math"), "square", "--timeout", "soon"],
         "1\n",
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     let out = wasmpool(
         &["run", &path("math"), "square", "--inputs", "/nonexistent"],
         "",
     );
-    assert_eq!(out.status.code(), Some(2));
-    let out = wasmpool(&["inspect", "/nonexistent.wasm"], "");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
+
+    // The same code for a usage error (a flag no command has) and a module error (a file that
+    // is not wasm, or a module without what the command needs) in each command.
+    let math = path("math");
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["run", &math, "square", "--no-such-flag"],
+            "--no-such-flag",
+        ),
+        (&["exec", &math, "--no-such-flag"], "--no-such-flag"),
+        (&["inspect", &math, "--no-such-flag"], "--no-such-flag"),
+        (&["audit", "--no-such-flag"], "--no-such-flag"),
+        (&["run", this_file, "square"], "invalid module"),
+        (&["exec", this_file], "invalid module"),
+        (&["inspect", this_file], "invalid module"),
+        (&["exec", &math], "no `_start` export"),
+        (
+            &[
+                "exec",
+                "--input",
+                "/nonexistent/missing.txt",
+                &program("wc"),
+            ],
+            "missing.txt",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = wasmpool(args, "1\n");
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
+    }
+    // --help is not an error, and says what each exit status means.
+    for command in ["run", "exec", "inspect", "audit"] {
+        let out = wasmpool(&[command, "--help"], "");
+        assert_eq!(out.status.code(), Some(0), "{command}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Exit status") && help.contains("125"),
+            "{command}: {help}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_named_once_with_its_cause_once() {
+    let missing = "/nonexistent/missing.wasm";
+    for args in [
+        vec!["run", missing, "square"],
+        vec!["exec", missing],
+        vec!["inspect", missing],
+        vec!["exec", "--input", "/nonexistent/missing.txt", missing],
+    ] {
+        let out = wasmpool(&args, "");
+        let err = stderr(&out);
+        assert_eq!(err.matches(missing).count(), 1, "{args:?}: {err}");
+        assert_eq!(
+            err.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+    }
+    let out = wasmpool(
+        &[
+            "exec",
+            "--input",
+            "/nonexistent/missing.txt",
+            &program("wc"),
+        ],
+        "",
+    );
+    let err = stderr(&out);
+    assert_eq!(err.matches("missing.txt").count(), 2, "{err}"); // the /in name and the path
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert_eq!(out.status.code(), Some(125), "{err}");
+}
+
+#[test]
+fn exec_says_program_arguments_go_after_dashes() {
+    let wc = program("wc");
+    let out = wasmpool(&["exec", &wc, "data.txt"], "");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!("go after `--`: wasmpool exec {wc} -- data.txt")),
+        "{err}"
+    );
+    // Flags of ours stay before `--` (with their values), the program's move after it, in
+    // order, before those already there.
+    let out = wasmpool(
+        &["exec", &wc, "--timeout", "5s", "a b", "-n", "--", "c"],
+        "",
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("wasmpool exec {wc} --timeout 5s -- 'a b' -n c")),
+        "{err}"
+    );
+    // The suggested command works.
+    let out = wasmpool(
+        &["exec", &wc, "--timeout", "5s", "--", "data.txt"],
+        "one two\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A misspelt flag of ours is not taken for the program's.
+    let out = wasmpool(&["exec", &wc, "--inptu", "x"], "");
+    assert!(!stderr(&out).contains("go after"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--input"), "{}", stderr(&out));
 }
 
 #[test]
@@ -521,7 +628,7 @@ fn exec_never_follows_a_link_planted_in_the_out_dir() {
         ],
         "",
     );
-    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
 
@@ -704,7 +811,7 @@ fn limit_flags_out_of_range_or_without_a_unit_are_usage_errors_in_every_command(
                 .collect();
             let out = wasmpool(&args, "3\n");
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
             assert!(stderr.contains(says), "{args:?}: {stderr}");
             assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
         }

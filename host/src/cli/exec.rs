@@ -17,12 +17,11 @@ use serde_json::json;
 use wasmpool::command::read_host_file;
 use wasmpool::{CommandOutput, CommandSpec, Limits, Origin, OutputChunk, Task, TaskError};
 
-use super::{open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
+use super::{
+    load_module, open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_SANDBOX, EXIT_TASK_FAILED,
+    EXIT_TIMEOUT, EXIT_USAGE,
+};
 
-/// Exit status of a single run that ended in a sandbox error rather than an exit code
-/// (timeout: 124, like `timeout(1)`; any other: 125).
-const EXIT_TIMEOUT: i32 = 124;
-const EXIT_SANDBOX_ERROR: i32 = 125;
 /// Exit status of a single run whose program exited with a status outside 0–255, which a
 /// process exit status cannot carry (it would be cut to its low byte: 256 would read as 0).
 const EXIT_STATUS_OUT_OF_RANGE: i32 = 1;
@@ -30,12 +29,15 @@ const EXIT_STATUS_OUT_OF_RANGE: i32 = 1;
 const EXIT_STATUS_HELP: &str =
     "Exit status of a single run: the program's own exit status when it is 0-255; \
 1 when it is outside 0-255 (e.g. proc_exit(256)); 124 when wasmpool stopped it at --timeout \
-(or stdin did not end within it); 125 for any other sandbox error (bad input, a trap, \
-its /out files not saved); 2 for a usage error or a module that does not load. Whenever the \
-status is wasmpool's rather than the program's (every case but the first), a line starting \
-`wasmpool:` on stderr says why; with -v a program that exited by itself gets a \
-`wasmpool: exit code N` line. With --each or --specs: 0 when every run exited 0, else 1; \
-each JSON line carries the program's true status in `exit_code`.";
+(or stdin did not end within it); 125 for a usage error, a bad configuration, a module that \
+does not load or has no `_start`, or an input (--input, stdin) that cannot be read: nothing \
+ran; 126 when the sandbox stopped the program otherwise (a trap, out of fuel, over its memory \
+limit, its worker lost) or its /out files could not be saved. Whenever the status is \
+wasmpool's rather than the program's (every case but the first), a line starting `wasmpool:` \
+on stderr says why; with -v a program that exited by itself gets a `wasmpool: exit code N` \
+line. With --each or --specs: 0 when every run exited 0, else 1 (each JSON line carries the \
+program's true status in `exit_code`), 125 as above. The program's own arguments go after \
+`--`: wasmpool exec prog.wasm --timeout 5s -- data.txt";
 
 #[derive(clap::Args)]
 #[command(after_help = EXIT_STATUS_HELP)]
@@ -117,7 +119,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             }
             Err(StdinError::Failed(e)) => {
                 eprintln!("wasmpool: cannot read stdin: {e}");
-                return Ok(EXIT_SANDBOX_ERROR);
+                return Ok(EXIT_USAGE);
             }
         }
     };
@@ -154,19 +156,114 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             if let Some(dir) = &args.out_dir {
                 if let Err(e) = save_files(dir, None, &out) {
                     eprintln!("wasmpool: {e:#}");
-                    return Ok(EXIT_SANDBOX_ERROR);
+                    return Ok(EXIT_SANDBOX);
                 }
             }
             Ok(exit_status(out.exit_code))
         }
         Err(e) => {
             eprintln!("wasmpool: {e}");
-            Ok(if matches!(e, TaskError::Timeout { .. }) {
-                EXIT_TIMEOUT
-            } else {
-                EXIT_SANDBOX_ERROR
+            Ok(match e {
+                TaskError::Timeout { .. } => EXIT_TIMEOUT,
+                // The command line's own fault (an input file, the module): nothing ran.
+                TaskError::BadInput { .. } => EXIT_USAGE,
+                _ => EXIT_SANDBOX,
             })
         }
+    }
+}
+
+/// Adds to clap's "unexpected argument" error for `exec` (`wasmpool exec prog.wasm data.txt`,
+/// or a flag of the program's own) that the program's arguments go after `--`, with the
+/// command line that puts them there. `argv` is the whole command line; `exec` the
+/// subcommand's definition (built, so that it knows `--help`).
+pub fn suggest_dashes(e: &mut clap::Error, argv: &[String], exec: &clap::Command) {
+    use clap::error::{ContextKind, ContextValue};
+    // A misspelt flag of ours ("did you mean --input?") is not the program's argument.
+    if e.get(ContextKind::SuggestedArg).is_some() {
+        return;
+    }
+    let Some(corrected) = dashed_command(argv, exec) else {
+        return;
+    };
+    let tip = format!("the program's own arguments go after `--`: {corrected}");
+    let mut tips = match e.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) => tips.clone(),
+        _ => Vec::new(),
+    };
+    tips.push(tip.into());
+    e.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+}
+
+/// `argv` (`… exec ARGS`) as `wasmpool exec …`, with the arguments `exec` does not take (a
+/// positional one after the module, a flag it does not know) moved after `--`, in order and
+/// before any already there; `None` when it is not `exec`, has no module or nothing to move.
+fn dashed_command(argv: &[String], exec: &clap::Command) -> Option<String> {
+    if argv.get(1).map(String::as_str) != Some("exec") {
+        return None;
+    }
+    let takes_value = |arg: &clap::Arg| arg.get_action().takes_values();
+    let (mut kept, mut moved, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    let mut module = false;
+    let mut rest = argv[2..].iter();
+    while let Some(a) = rest.next() {
+        let known = if a == "--" {
+            after.extend(rest.by_ref());
+            break;
+        } else if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((name, _)) => (name, true),
+                None => (long, false),
+            };
+            exec.get_arguments()
+                .find(|arg| arg.get_long() == Some(name))
+                .map(|arg| takes_value(arg) && !inline)
+        } else if let Some(short) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let mut chars = short.chars();
+            match (chars.next(), chars.next()) {
+                (c @ Some(_), None) => exec
+                    .get_arguments()
+                    .find(|arg| arg.get_short() == c)
+                    .map(takes_value),
+                _ => None,
+            }
+        } else if !module {
+            module = true;
+            Some(false)
+        } else {
+            None
+        };
+        match known {
+            Some(with_value) => {
+                kept.push(a);
+                if with_value {
+                    kept.extend(rest.next());
+                }
+            }
+            None => moved.push(a),
+        }
+    }
+    if !module || moved.is_empty() {
+        return None;
+    }
+    let words: Vec<String> = ["wasmpool", "exec"]
+        .into_iter()
+        .map(String::from)
+        .chain(kept.into_iter().map(|a| shell_word(a)))
+        .chain(std::iter::once("--".to_string()))
+        .chain(moved.into_iter().chain(after).map(|a| shell_word(a)))
+        .collect();
+    Some(words.join(" "))
+}
+
+/// `word` as a shell would need it typed: as it is when it has only safe characters, else in
+/// single quotes.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -224,9 +321,7 @@ fn read_stdin(limit: usize, timeout: Option<Duration>) -> Result<Vec<u8>, StdinE
 
 /// Loads the module, reporting how with `--verbose`.
 fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Module> {
-    let module = pool
-        .load_file(&args.module)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
+    let module = load_module(pool, &args.module)?;
     if args.verbose {
         let how = match module.origin() {
             Origin::Compiled(t) => format!("compiled in {t:.2?}"),

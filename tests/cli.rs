@@ -137,6 +137,19 @@ fn run_passes_json_to_sdk_tasks() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(lines(&out)[0]["error"]["kind"], "guest");
+    // JSON of the wrong shape for the task: the SDK says so, and it is the input's fault.
+    let out = wasmpool(
+        &["run", &path("wordcount"), "divide"],
+        "{\"a\": 1, \"b\": 2}\n{\"a\": \"one\", \"b\": 2}\n\"just text\"\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let got = lines(&out);
+    assert_eq!(got[0]["ok"], 0);
+    for line in &got[1..] {
+        assert_eq!(line["error"]["kind"], "bad_input", "{line}");
+        let message = line["error"]["message"].as_str().unwrap();
+        assert!(message.contains("cannot decode its input"), "{message}");
+    }
 }
 
 #[test]

@@ -256,6 +256,45 @@ fn a_missing_file_is_named_once_with_its_cause_once() {
 }
 
 #[test]
+fn exec_says_what_the_sandbox_has_when_a_host_path_is_refused() {
+    let hint = "only /in/<name> for each --input PATH";
+    let transform = program("transform");
+    let out = wasmpool(&["exec", &transform, "--", "/etc/passwd", "/out/x"], "");
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the program's own status: {err}"
+    );
+    assert!(
+        err.contains("Capabilities insufficient") && err.contains(hint),
+        "{err}"
+    );
+    // Not for a program that fails otherwise.
+    let out = wasmpool(&["exec", &transform], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(hint), "{}", stderr(&out));
+    // In a batch, with -v, counted.
+    let dir = scratch("refused");
+    let specs = dir.join("specs.jsonl");
+    std::fs::write(
+        &specs,
+        "{\"args\": [\"/etc/passwd\", \"/out/x\"]}\n{\"args\": [\"/etc/hosts\", \"/out/x\"]}\n",
+    )
+    .unwrap();
+    let specs = specs.to_str().unwrap();
+    let out = wasmpool(&["exec", &transform, "--specs", specs, "-v"], "");
+    assert!(
+        stderr(&out).contains("2 runs were refused a path"),
+        "{}",
+        stderr(&out)
+    );
+    let out = wasmpool(&["exec", &transform, "--specs", specs], "");
+    assert!(!stderr(&out).contains(hint), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn exec_says_program_arguments_go_after_dashes() {
     let wc = program("wc");
     let out = wasmpool(&["exec", &wc, "data.txt"], "");

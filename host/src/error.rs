@@ -214,3 +214,44 @@ impl fmt::Display for Chain<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fn main() -> Result<(), PoolError>` prints `Debug`: it must say what to do.
+    #[test]
+    fn worker_not_found_shows_its_hint_in_debug_too() {
+        let e = PoolError::WorkerNotFound {
+            searched: "$WASMPOOL_WORKER (unset), /x/wasmpool".into(),
+        };
+        let debug = format!("{e:?}");
+        assert!(debug.starts_with("WorkerNotFound"), "{debug}");
+        assert!(debug.contains(&e.to_string()), "{debug}");
+        assert!(debug.contains("/x/wasmpool"), "{debug}");
+    }
+
+    /// A cause is in the chain once: not in `Display` as well as in `source()`.
+    #[test]
+    fn wrapped_causes_appear_once_in_the_chain() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let errors: [Box<dyn std::error::Error>; 3] = [
+            Box::new(LoadError::Io {
+                path: "m.wasm".into(),
+                source: io(),
+            }),
+            Box::new(PoolError::Spawn {
+                program: "/bin/wasmpool".into(),
+                source: io(),
+            }),
+            Box::new(PoolError::Scratch {
+                path: "/tmp/s".into(),
+                source: io(),
+            }),
+        ];
+        for e in &errors {
+            let chain = Chain(e.as_ref()).to_string();
+            assert_eq!(chain.matches("entity not found").count(), 1, "{chain}");
+        }
+    }
+}

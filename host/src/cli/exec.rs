@@ -84,7 +84,9 @@ pub struct ExecArgs {
     #[arg(long, default_value = "-")]
     output: String,
     /// Report on stderr how the module was loaded (compiled, or read from the compile
-    /// cache, and how long it took) and, for a single run, its duration and fuel.
+    /// cache, and how long it took) and, for a single run, its duration and fuel; with
+    /// --each or --specs, how many runs failed after the sandbox refused them a host path
+    /// (a single run says so always).
     #[arg(long, short)]
     verbose: bool,
     #[command(flatten)]
@@ -131,6 +133,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         ..limits
     };
     let (task, output) = pool.command(&module).limits(limits).submit_streaming(spec);
+    let mut refusals = Refusals::default();
     for chunk in output {
         match chunk {
             OutputChunk::Stdout(bytes) => {
@@ -138,11 +141,17 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
                 stdout.write_all(&bytes)?;
                 stdout.flush()?;
             }
-            OutputChunk::Stderr(bytes) => std::io::stderr().write_all(&bytes)?,
+            OutputChunk::Stderr(bytes) => {
+                refusals.scan(&bytes);
+                std::io::stderr().write_all(&bytes)?
+            }
         }
     }
     match task.wait() {
         Ok(out) => {
+            if out.exit_code != 0 && refusals.seen {
+                eprintln!("wasmpool: {}", no_host_files(1));
+            }
             if args.verbose {
                 let fuel = match out.fuel_used {
                     0 => "no fuel limit".to_string(),
@@ -267,6 +276,49 @@ fn shell_word(word: &str) -> String {
     }
 }
 
+/// What wasi-libc's `strerror` says for `ENOTCAPABLE`, the error of opening a path the
+/// sandbox does not have (any host path).
+const NOT_CAPABLE: &[u8] = b"Capabilities insufficient";
+
+/// Whether a program's streamed stderr said [`NOT_CAPABLE`], however it was cut into chunks.
+#[derive(Default)]
+struct Refusals {
+    seen: bool,
+    /// The end of the stderr so far, as long as the text minus one byte.
+    tail: Vec<u8>,
+}
+
+impl Refusals {
+    fn scan(&mut self, chunk: &[u8]) {
+        if self.seen {
+            return;
+        }
+        self.tail.extend_from_slice(chunk);
+        self.seen = Self::in_text(&self.tail);
+        let keep = NOT_CAPABLE.len() - 1;
+        if self.tail.len() > keep {
+            self.tail.drain(..self.tail.len() - keep);
+        }
+    }
+
+    fn in_text(stderr: &[u8]) -> bool {
+        stderr.windows(NOT_CAPABLE.len()).any(|w| w == NOT_CAPABLE)
+    }
+}
+
+/// The hint after `runs` run(s) failed having been refused a path: what the sandbox has.
+fn no_host_files(runs: usize) -> String {
+    let who = match runs {
+        1 => "the program was".to_string(),
+        n => format!("{n} runs were"),
+    };
+    format!(
+        "{who} refused a path (\"Capabilities insufficient\"): the sandbox shows no host \
+         files, only /in/<name> for each --input PATH (read-only) and a writable /out with \
+         --out-dir DIR (saved to DIR)"
+    )
+}
+
 /// Our exit status for a program's exit status: itself when a process exit status can carry
 /// it (0–255), else [`EXIT_STATUS_OUT_OF_RANGE`], said on stderr.
 fn exit_status(code: i32) -> i32 {
@@ -386,6 +438,8 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let progress = progress_bar(jobs.len() as u64, "runs");
     let mut summary: BTreeMap<String, usize> = BTreeMap::new();
     let mut all_ok = true;
+    // Runs that failed after the sandbox refused them a path, for -v's hint.
+    let mut refused = 0usize;
     let width = jobs.len().to_string().len();
     for (i, (job, task)) in jobs.iter().zip(tasks).enumerate() {
         let (result, stats) = match task {
@@ -415,6 +469,9 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
                 }
                 let mut outcome = format!("exit {}", run.exit_code);
                 all_ok &= run.success();
+                if !run.success() && Refusals::in_text(&run.stderr) {
+                    refused += 1;
+                }
                 if let Some(dir) = &args.out_dir {
                     let name = run_dir_name(&args, job, i, width);
                     obj.insert(
@@ -462,6 +519,9 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let elapsed = started.elapsed();
     pool.shutdown();
     print_summary(jobs.len(), elapsed, &summary);
+    if args.verbose && refused > 0 {
+        eprintln!("wasmpool: {}", no_host_files(refused));
+    }
     Ok(if all_ok { EXIT_OK } else { EXIT_TASK_FAILED })
 }
 
@@ -709,6 +769,24 @@ mod tests {
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("novalue").is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_seen_however_stderr_is_cut() {
+        let text = b"transform: /etc/passwd: Capabilities insufficient\n";
+        for cut in 0..text.len() {
+            for second in cut..text.len() {
+                let mut r = Refusals::default();
+                for chunk in [&text[..cut], &text[cut..second], &text[second..]] {
+                    r.scan(chunk);
+                }
+                assert!(r.seen, "cut at {cut} and {second}");
+            }
+        }
+        let mut r = Refusals::default();
+        r.scan(b"Capabilities ");
+        r.scan(b"sufficient");
+        assert!(!r.seen);
     }
 
     #[test]

@@ -69,8 +69,9 @@ enum Command {
         /// The module (.wasm or .wat).
         module: PathBuf,
     },
-    /// Run the built-in demo guest: counting(8M) and counting(7M) in parallel, a map of
-    /// squares, and a runaway task stopped by its limits.
+    /// A few seconds' tour: CPU-bound and tiny tasks in parallel, timed beside the same work
+    /// in Python's multiprocessing.Pool (when python3 is installed), then a crashing task and
+    /// two endless loops stopped while the pool goes on.
     Demo {
         /// Number of worker processes (default: CPU count).
         #[arg(long, value_parser = parse_workers)]

@@ -321,6 +321,15 @@ fn exec_says_program_arguments_go_after_dashes() {
         "one two\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // An argument that is not UTF-8 is shown as best it can be, without a panic.
+    let out = Command::new(common::WORKER)
+        .args(["exec", &wc])
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"x\xff"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     // A misspelt flag of ours is not taken for the program's.
     let out = wasmpool(&["exec", &wc, "--inptu", "x"], "");
     assert!(!stderr(&out).contains("go after"), "{}", stderr(&out));

@@ -288,7 +288,11 @@ pub fn main() -> i32 {
                 let mut cli = Cli::command();
                 cli.build();
                 if let Some(exec) = cli.find_subcommand("exec") {
-                    exec::suggest_dashes(&mut e, &std::env::args().collect::<Vec<_>>(), exec);
+                    // (Not `env::args`, which panics on an argument that is not UTF-8.)
+                    let argv: Vec<String> = std::env::args_os()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect();
+                    exec::suggest_dashes(&mut e, &argv, exec);
                 }
             }
             let _ = e.print();

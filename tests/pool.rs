@@ -364,13 +364,32 @@ fn bad_input_is_reported_per_call_without_running_anything() {
             other => panic!("expected BadInput containing {want:?}, got {other:?}"),
         }
     }
-    // Undecodable input reaches the guest SDK, which says so.
-    let undecodable = pool
-        .submit::<Json<i64>>(&wc, "divide", Json("not an object"))
+    // JSON of the wrong shape reaches the guest SDK, which says the input did not decode:
+    // bad input, the caller's fault, not the task's error. In a batch (`map`) too.
+    let wrong_shape = [
+        pool.submit::<Json<i64>>(&wc, "divide", Json("not an object"))
+            .wait(),
+        pool.map::<Json<i64>, _>(&wc, "divide", [Json(serde_json::json!({"a": 1}))])
+            .remove(0),
+    ];
+    for (undecodable, says) in wrong_shape
+        .into_iter()
+        .zip(["invalid type", "missing field `b`"])
+    {
+        match undecodable {
+            Err(TaskError::BadInput { message }) => assert!(
+                message.contains("SDK task `divide` cannot decode its input")
+                    && message.contains(says),
+                "{message}"
+            ),
+            other => panic!("expected BadInput, got {other:?}"),
+        }
+    }
+    // The guest's own `Err` is still `Guest`.
+    let own = pool
+        .submit::<Json<i64>>(&wc, "divide", Json(serde_json::json!({"a": 1, "b": 0})))
         .wait();
-    assert!(
-        matches!(undecodable, Err(TaskError::Guest { message }) if message.contains("cannot decode input"))
-    );
+    assert!(matches!(own, Err(TaskError::Guest { .. })), "{own:?}");
     // Asking for the wrong output type is a typed error too.
     let wrong = pool.submit::<Json<String>>(&math, "square", 2i64).wait();
     assert!(

@@ -1,5 +1,23 @@
 //! The typed errors of the library: what a task, a module load or a pool start can fail with.
+//!
+//! An error that wraps another (an `std::io::Error`) says what failed in its `Display` and
+//! returns the cause from `source()`, never both: print the whole chain with
+//! [`Chain`] (or anyhow's `{:#}`), and each cause appears once.
+//!
+//! ```
+//! use std::error::Error;
+//! let e = wasmpool::PoolError::Scratch {
+//!     path: "/nonexistent".into(),
+//!     source: std::io::Error::from(std::io::ErrorKind::NotFound),
+//! };
+//! assert!(e.source().is_some());
+//! assert_eq!(
+//!     wasmpool::error::Chain(&e).to_string(),
+//!     "cannot create a scratch directory under /nonexistent (see PoolBuilder::scratch_dir): entity not found"
+//! );
+//! ```
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -165,7 +183,7 @@ impl TaskError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The module file could not be read.
-    #[error("cannot read module {path}: {source}")]
+    #[error("cannot read module {}", .path.display())]
     Io {
         path: std::path::PathBuf,
         #[source]
@@ -218,7 +236,10 @@ impl LoadError {
 }
 
 /// Why a pool could not be started.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` form carries the `Display` message for [`PoolError::WorkerNotFound`], so that
+/// `fn main() -> Result<(), PoolError>` (which prints `Debug`) shows what to do.
+#[derive(thiserror::Error)]
 pub enum PoolError {
     /// The worker program was not found (see `worker::locate::worker_program`).
     #[error("cannot find the wasmpool worker program; searched: {searched}. Call wasmpool::worker_main() first in main (the pool then runs this executable as its workers), or set $WASMPOOL_WORKER or PoolBuilder::worker_program to a `wasmpool` binary")]
@@ -234,7 +255,7 @@ pub enum PoolError {
         host: String,
     },
     /// A worker process could not be started.
-    #[error("cannot start worker process {program}: {source}")]
+    #[error("cannot start worker process {}", .program.display())]
     Spawn {
         program: std::path::PathBuf,
         #[source]
@@ -242,7 +263,8 @@ pub enum PoolError {
     },
     /// The pool's scratch directory (for command tasks' files) could not be created.
     #[error(
-        "cannot create a scratch directory under {path} (see PoolBuilder::scratch_dir): {source}"
+        "cannot create a scratch directory under {} (see PoolBuilder::scratch_dir)",
+        .path.display()
     )]
     Scratch {
         path: std::path::PathBuf,
@@ -255,4 +277,82 @@ pub enum PoolError {
     /// The wasmtime engine could not be created.
     #[error("cannot create the wasmtime engine: {0}")]
     Engine(String),
+}
+
+impl fmt::Debug for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::WorkerNotFound { .. } => write!(f, "WorkerNotFound: {self}"),
+            PoolError::Spawn { program, source } => f
+                .debug_struct("Spawn")
+                .field("program", program)
+                .field("source", source)
+                .finish(),
+            PoolError::Scratch { path, source } => f
+                .debug_struct("Scratch")
+                .field("path", path)
+                .field("source", source)
+                .finish(),
+            PoolError::Config(message) => f.debug_tuple("Config").field(message).finish(),
+            PoolError::Engine(message) => f.debug_tuple("Engine").field(message).finish(),
+        }
+    }
+}
+
+/// An error and its causes on one line, `Display` of each joined by `: ` (what anyhow's
+/// `{:#}` prints): how the CLI, the dispatcher and `audit` print a [`LoadError`] or
+/// [`PoolError`], whose `Display` leaves the cause to `source()`.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fn main() -> Result<(), PoolError>` prints `Debug`: it must say what to do.
+    #[test]
+    fn worker_not_found_shows_its_hint_in_debug_too() {
+        let e = PoolError::WorkerNotFound {
+            searched: "$WASMPOOL_WORKER (unset), /x/wasmpool".into(),
+        };
+        let debug = format!("{e:?}");
+        assert!(debug.starts_with("WorkerNotFound"), "{debug}");
+        assert!(debug.contains(&e.to_string()), "{debug}");
+        assert!(debug.contains("/x/wasmpool"), "{debug}");
+    }
+
+    /// A cause is in the chain once: not in `Display` as well as in `source()`.
+    #[test]
+    fn wrapped_causes_appear_once_in_the_chain() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let errors: [Box<dyn std::error::Error>; 3] = [
+            Box::new(LoadError::Io {
+                path: "m.wasm".into(),
+                source: io(),
+            }),
+            Box::new(PoolError::Spawn {
+                program: "/bin/wasmpool".into(),
+                source: io(),
+            }),
+            Box::new(PoolError::Scratch {
+                path: "/tmp/s".into(),
+                source: io(),
+            }),
+        ];
+        for e in &errors {
+            let chain = Chain(e.as_ref()).to_string();
+            assert_eq!(chain.matches("entity not found").count(), 1, "{chain}");
+        }
+    }
 }

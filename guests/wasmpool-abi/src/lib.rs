@@ -9,9 +9,9 @@
 //! 2. the host calls the task export, named [`TASK_EXPORT_PREFIX`]` + name`, with
 //!    `(ptr: i32, len: i32) -> i64`;
 //! 3. the returned `i64` packs the pointer and length of the guest's reply
-//!    ([`pack`] / [`unpack`]); the reply's first byte is a status tag ([`STATUS_OK`] or
-//!    [`STATUS_ERR`]) and the rest is the payload: a JSON value for `STATUS_OK`, a UTF-8
-//!    error message for `STATUS_ERR`.
+//!    ([`pack`] / [`unpack`]); the reply's first byte is a status tag ([`STATUS_OK`],
+//!    [`STATUS_ERR`] or [`STATUS_BAD_INPUT`]) and the rest is the payload: a JSON value for
+//!    `STATUS_OK`, a UTF-8 error message for the other two.
 //!
 //! ```
 //! let packed = wasmpool_abi::pack(0x1000, 17);
@@ -42,6 +42,13 @@ pub const STATUS_OK: u8 = 0;
 
 /// First byte of a reply: the task returned an error, the payload is its UTF-8 message.
 pub const STATUS_ERR: u8 = 1;
+
+/// First byte of a reply: the input did not decode into what the task takes, so the task
+/// did not run; the payload is a UTF-8 message saying why. The host reports it as bad input
+/// (the caller's fault), not as the task's error. Added to version 1 without changing it:
+/// a guest that sends [`STATUS_ERR`] for such input still works (its callers see a task
+/// error), and only a host older than this status would find it unknown.
+pub const STATUS_BAD_INPUT: u8 = 2;
 
 /// The export name under which an SDK task called `name` is exported.
 pub fn task_export_name(name: &str) -> String {

@@ -55,7 +55,9 @@
 //! calls your function, and replies with a status byte followed by the JSON output
 //! ([`STATUS_OK`](wasmpool_abi::STATUS_OK)) or an error message
 //! ([`STATUS_ERR`](wasmpool_abi::STATUS_ERR)). Input that does not decode into the
-//! function's input type is a task error too.
+//! function's input type is not passed to it: the reply is
+//! [`STATUS_BAD_INPUT`](wasmpool_abi::STATUS_BAD_INPUT) with the decoder's message, which
+//! the host reports as bad input (`TaskError::BadInput`), not as the task's error.
 //!
 //! Memory is never freed: the host runs every call in a fresh instance, so leaking
 //! is both correct and the cheapest allocator strategy. A panic aborts the instance
@@ -67,7 +69,7 @@ use std::fmt::Display;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use wasmpool_abi::{STATUS_ERR, STATUS_OK};
+use wasmpool_abi::{STATUS_BAD_INPUT, STATUS_ERR, STATUS_OK};
 
 pub use serde;
 pub use serde_json;
@@ -120,7 +122,8 @@ impl<O, E: Display> IntoTaskResult<O> for Result<O, E> {
 
 /// The body of every `#[task]` export (not a public API): decodes the `len` input
 /// bytes at `ptr` as JSON, calls `f`, and returns the packed pointer and length of
-/// the reply (status byte + JSON output or error message), which is never freed.
+/// the reply (status byte + JSON output or error message), which is never freed. Input
+/// that does not decode is a [`STATUS_BAD_INPUT`] reply, and `f` is not called.
 ///
 /// `ptr` and `len` must describe readable guest memory, as the host guarantees for
 /// memory it got from [`wasmpool_alloc`]; this function is only meant to be called
@@ -134,7 +137,7 @@ where
 {
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
     let reply = if len != 0 && ptr == 0 {
-        error_reply("wasmpool-guest: the input pointer is null")
+        error_reply(STATUS_ERR, "wasmpool-guest: the input pointer is null")
     } else {
         let input: &[u8] = if len == 0 {
             &[]
@@ -145,18 +148,19 @@ where
             unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }
         };
         match serde_json::from_slice::<I>(input) {
-            Err(e) => error_reply(format_args!("wasmpool-guest: cannot decode input: {e}")),
+            Err(e) => error_reply(STATUS_BAD_INPUT, e),
             Ok(input) => match f(input).into_task_result() {
                 Ok(output) => {
                     let mut reply = vec![STATUS_OK];
                     match serde_json::to_writer(&mut reply, &output) {
                         Ok(()) => reply,
-                        Err(e) => {
-                            error_reply(format_args!("wasmpool-guest: cannot encode output: {e}"))
-                        }
+                        Err(e) => error_reply(
+                            STATUS_ERR,
+                            format_args!("wasmpool-guest: cannot encode output: {e}"),
+                        ),
                     }
                 }
-                Err(message) => error_reply(message),
+                Err(message) => error_reply(STATUS_ERR, message),
             },
         }
     };
@@ -164,10 +168,10 @@ where
     wasmpool_abi::pack(reply.as_ptr() as usize as u32, reply.len() as u32)
 }
 
-/// A [`STATUS_ERR`] reply carrying `message`.
-fn error_reply(message: impl Display) -> Vec<u8> {
+/// A reply of `status` ([`STATUS_ERR`] or [`STATUS_BAD_INPUT`]) carrying `message`.
+fn error_reply(status: u8, message: impl Display) -> Vec<u8> {
     use std::io::Write;
-    let mut reply = vec![STATUS_ERR];
+    let mut reply = vec![status];
     // Writing into a Vec fails only if a Display impl reports an error; the message
     // is then whatever it wrote so far.
     let _ = write!(reply, "{message}");

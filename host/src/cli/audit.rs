@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytesize::ByteSize;
+use wasmpool::error::Chain;
 use wasmpool::{Limits, LoadError, Module, Pool, Task, TaskError, TaskStats};
 
 use super::{Limit, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
@@ -461,7 +462,7 @@ impl Outcome {
             Outcome::Load(Err(e)) => {
                 let debug = format!("{e:?}");
                 let variant = debug.split(|c: char| !c.is_alphanumeric()).next();
-                format!("LoadError::{}: {e}", variant.unwrap_or_default())
+                format!("LoadError::{}: {}", variant.unwrap_or_default(), Chain(e))
             }
             Outcome::Files { result, left } => {
                 let got = match result {
@@ -532,7 +533,7 @@ impl Audit {
                         settle(&task, started, patience(&limits))
                     }
                     Err(e) => (
-                        Outcome::Broken(format!("cannot load the guest: {e}")),
+                        Outcome::Broken(format!("cannot load the guest: {}", Chain(&e))),
                         Duration::ZERO,
                     ),
                 })
@@ -595,11 +596,13 @@ impl Audit {
         };
         let pool = match self.settings.builder().workers(1).build() {
             Ok(pool) => pool,
-            Err(e) => return broken(format!("cannot start a one-worker pool: {e}")),
+            Err(e) => return broken(format!("cannot start a one-worker pool: {}", Chain(&e))),
         };
         let (hostile, square) = match (pool.load(HOSTILE_WAT), pool.load(WELL_BEHAVED_WAT)) {
             (Ok(h), Ok(s)) => (h, s),
-            (Err(e), _) | (_, Err(e)) => return broken(format!("cannot load the guests: {e}")),
+            (Err(e), _) | (_, Err(e)) => {
+                return broken(format!("cannot load the guests: {}", Chain(&e)))
+            }
         };
         // Warm up: the worker is ready and has the guests before the victim is sent.
         if let Err(e) = still_serves(&pool, &square) {
@@ -664,10 +667,12 @@ impl Audit {
                 .workers(1)
                 .scratch_dir(base.clone())
                 .build()
-                .map_err(|e| format!("cannot start a one-worker pool: {e}"))?;
+                .map_err(|e| format!("cannot start a one-worker pool: {}", Chain(&e)))?;
             let (deep, square) = match (pool.load(DEEP_OUT_WAT), pool.load(WELL_BEHAVED_WAT)) {
                 (Ok(d), Ok(s)) => (d, s),
-                (Err(e), _) | (_, Err(e)) => return Err(format!("cannot load the guests: {e}")),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(format!("cannot load the guests: {}", Chain(&e)))
+                }
             };
             let before = pool.worker_pids();
             let started = Instant::now();

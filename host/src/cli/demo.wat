@@ -1,4 +1,4 @@
-;; The built-in guest of `wasmpool demo`: the seed's classic tasks as plain numeric exports.
+;; The built-in guest of `wasmpool demo`: small tasks as plain numeric exports.
 (module
   ;; square(x) = x * x
   (func (export "square") (param $x i64) (result i64)
@@ -16,4 +16,8 @@
   ;; spin(): never returns; the sandbox has to stop it.
   (func (export "spin") (result i64)
     (loop $forever (br $forever))
-    (i64.const 0)))
+    (i64.const 0))
+
+  ;; crash(x) = 1 / x: with x = 0, an integer division by zero, which traps.
+  (func (export "crash") (param $x i64) (result i64)
+    (i64.div_s (i64.const 1) (local.get $x))))

@@ -17,12 +17,11 @@ use serde_json::json;
 use wasmpool::command::read_host_file;
 use wasmpool::{CommandOutput, CommandSpec, Limits, Origin, OutputChunk, Task, TaskError};
 
-use super::{open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
+use super::{
+    load_module, open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_SANDBOX, EXIT_TASK_FAILED,
+    EXIT_TIMEOUT, EXIT_USAGE,
+};
 
-/// Exit status of a single run that ended in a sandbox error rather than an exit code
-/// (timeout: 124, like `timeout(1)`; any other: 125).
-const EXIT_TIMEOUT: i32 = 124;
-const EXIT_SANDBOX_ERROR: i32 = 125;
 /// Exit status of a single run whose program exited with a status outside 0–255, which a
 /// process exit status cannot carry (it would be cut to its low byte: 256 would read as 0).
 const EXIT_STATUS_OUT_OF_RANGE: i32 = 1;
@@ -30,12 +29,15 @@ const EXIT_STATUS_OUT_OF_RANGE: i32 = 1;
 const EXIT_STATUS_HELP: &str =
     "Exit status of a single run: the program's own exit status when it is 0-255; \
 1 when it is outside 0-255 (e.g. proc_exit(256)); 124 when wasmpool stopped it at --timeout \
-(or stdin did not end within it); 125 for any other sandbox error (bad input, a trap, \
-its /out files not saved); 2 for a usage error or a module that does not load. Whenever the \
-status is wasmpool's rather than the program's (every case but the first), a line starting \
-`wasmpool:` on stderr says why; with -v a program that exited by itself gets a \
-`wasmpool: exit code N` line. With --each or --specs: 0 when every run exited 0, else 1; \
-each JSON line carries the program's true status in `exit_code`.";
+(or stdin did not end within it); 125 for a usage error, a bad configuration, a module that \
+does not load or has no `_start`, or an input (--input, stdin) that cannot be read: nothing \
+ran; 126 when the sandbox stopped the program otherwise (a trap, out of fuel, over its memory \
+limit, its worker lost) or its /out files could not be saved. Whenever the status is \
+wasmpool's rather than the program's (every case but the first), a line starting `wasmpool:` \
+on stderr says why; with -v a program that exited by itself gets a `wasmpool: exit code N` \
+line. With --each or --specs: 0 when every run exited 0, else 1 (each JSON line carries the \
+program's true status in `exit_code`), 125 as above. The program's own arguments go after \
+`--`: wasmpool exec prog.wasm --timeout 5s -- data.txt";
 
 #[derive(clap::Args)]
 #[command(after_help = EXIT_STATUS_HELP)]
@@ -82,7 +84,9 @@ pub struct ExecArgs {
     #[arg(long, default_value = "-")]
     output: String,
     /// Report on stderr how the module was loaded (compiled, or read from the compile
-    /// cache, and how long it took) and, for a single run, its duration and fuel.
+    /// cache, and how long it took) and, for a single run, its duration and fuel; with
+    /// --each or --specs, how many runs failed after the sandbox refused them a host path
+    /// (a single run says so always).
     #[arg(long, short)]
     verbose: bool,
     #[command(flatten)]
@@ -117,7 +121,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             }
             Err(StdinError::Failed(e)) => {
                 eprintln!("wasmpool: cannot read stdin: {e}");
-                return Ok(EXIT_SANDBOX_ERROR);
+                return Ok(EXIT_USAGE);
             }
         }
     };
@@ -129,6 +133,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         ..limits
     };
     let (task, output) = pool.command(&module).limits(limits).submit_streaming(spec);
+    let mut refusals = Refusals::default();
     for chunk in output {
         match chunk {
             OutputChunk::Stdout(bytes) => {
@@ -136,11 +141,17 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
                 stdout.write_all(&bytes)?;
                 stdout.flush()?;
             }
-            OutputChunk::Stderr(bytes) => std::io::stderr().write_all(&bytes)?,
+            OutputChunk::Stderr(bytes) => {
+                refusals.scan(&bytes);
+                std::io::stderr().write_all(&bytes)?
+            }
         }
     }
     match task.wait() {
         Ok(out) => {
+            if out.exit_code != 0 && refusals.seen {
+                eprintln!("wasmpool: {}", no_host_files(1));
+            }
             if args.verbose {
                 let fuel = match out.fuel_used {
                     0 => "no fuel limit".to_string(),
@@ -154,20 +165,158 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             if let Some(dir) = &args.out_dir {
                 if let Err(e) = save_files(dir, None, &out) {
                     eprintln!("wasmpool: {e:#}");
-                    return Ok(EXIT_SANDBOX_ERROR);
+                    return Ok(EXIT_SANDBOX);
                 }
             }
             Ok(exit_status(out.exit_code))
         }
         Err(e) => {
             eprintln!("wasmpool: {e}");
-            Ok(if matches!(e, TaskError::Timeout { .. }) {
-                EXIT_TIMEOUT
-            } else {
-                EXIT_SANDBOX_ERROR
+            Ok(match e {
+                TaskError::Timeout { .. } => EXIT_TIMEOUT,
+                // The command line's own fault (an input file, the module): nothing ran.
+                TaskError::BadInput { .. } => EXIT_USAGE,
+                _ => EXIT_SANDBOX,
             })
         }
     }
+}
+
+/// Adds to clap's "unexpected argument" error for `exec` (`wasmpool exec prog.wasm data.txt`,
+/// or a flag of the program's own) that the program's arguments go after `--`, with the
+/// command line that puts them there. `argv` is the whole command line; `exec` the
+/// subcommand's definition (built, so that it knows `--help`).
+pub fn suggest_dashes(e: &mut clap::Error, argv: &[String], exec: &clap::Command) {
+    use clap::error::{ContextKind, ContextValue};
+    // A misspelt flag of ours ("did you mean --input?") is not the program's argument.
+    if e.get(ContextKind::SuggestedArg).is_some() {
+        return;
+    }
+    let Some(corrected) = dashed_command(argv, exec) else {
+        return;
+    };
+    let tip = format!("the program's own arguments go after `--`: {corrected}");
+    let mut tips = match e.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) => tips.clone(),
+        _ => Vec::new(),
+    };
+    tips.push(tip.into());
+    e.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+}
+
+/// `argv` (`… exec ARGS`) as `wasmpool exec …`, with the arguments `exec` does not take (a
+/// positional one after the module, a flag it does not know) moved after `--`, in order and
+/// before any already there; `None` when it is not `exec`, has no module or nothing to move.
+fn dashed_command(argv: &[String], exec: &clap::Command) -> Option<String> {
+    if argv.get(1).map(String::as_str) != Some("exec") {
+        return None;
+    }
+    let takes_value = |arg: &clap::Arg| arg.get_action().takes_values();
+    let (mut kept, mut moved, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    let mut module = false;
+    let mut rest = argv[2..].iter();
+    while let Some(a) = rest.next() {
+        let known = if a == "--" {
+            after.extend(rest.by_ref());
+            break;
+        } else if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((name, _)) => (name, true),
+                None => (long, false),
+            };
+            exec.get_arguments()
+                .find(|arg| arg.get_long() == Some(name))
+                .map(|arg| takes_value(arg) && !inline)
+        } else if let Some(short) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let mut chars = short.chars();
+            match (chars.next(), chars.next()) {
+                (c @ Some(_), None) => exec
+                    .get_arguments()
+                    .find(|arg| arg.get_short() == c)
+                    .map(takes_value),
+                _ => None,
+            }
+        } else if !module {
+            module = true;
+            Some(false)
+        } else {
+            None
+        };
+        match known {
+            Some(with_value) => {
+                kept.push(a);
+                if with_value {
+                    kept.extend(rest.next());
+                }
+            }
+            None => moved.push(a),
+        }
+    }
+    if !module || moved.is_empty() {
+        return None;
+    }
+    let words: Vec<String> = ["wasmpool", "exec"]
+        .into_iter()
+        .map(String::from)
+        .chain(kept.into_iter().map(|a| shell_word(a)))
+        .chain(std::iter::once("--".to_string()))
+        .chain(moved.into_iter().chain(after).map(|a| shell_word(a)))
+        .collect();
+    Some(words.join(" "))
+}
+
+/// `word` as a shell would need it typed: as it is when it has only safe characters, else in
+/// single quotes.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// What wasi-libc's `strerror` says for `ENOTCAPABLE`, the error of opening a path the
+/// sandbox does not have (any host path).
+const NOT_CAPABLE: &[u8] = b"Capabilities insufficient";
+
+/// Whether a program's streamed stderr said [`NOT_CAPABLE`], however it was cut into chunks.
+#[derive(Default)]
+struct Refusals {
+    seen: bool,
+    /// The end of the stderr so far, as long as the text minus one byte.
+    tail: Vec<u8>,
+}
+
+impl Refusals {
+    fn scan(&mut self, chunk: &[u8]) {
+        if self.seen {
+            return;
+        }
+        self.tail.extend_from_slice(chunk);
+        self.seen = Self::in_text(&self.tail);
+        let keep = NOT_CAPABLE.len() - 1;
+        if self.tail.len() > keep {
+            self.tail.drain(..self.tail.len() - keep);
+        }
+    }
+
+    fn in_text(stderr: &[u8]) -> bool {
+        stderr.windows(NOT_CAPABLE.len()).any(|w| w == NOT_CAPABLE)
+    }
+}
+
+/// The hint after `runs` run(s) failed having been refused a path: what the sandbox has.
+fn no_host_files(runs: usize) -> String {
+    let who = match runs {
+        1 => "the program was".to_string(),
+        n => format!("{n} runs were"),
+    };
+    format!(
+        "{who} refused a path (\"Capabilities insufficient\"): the sandbox shows no host \
+         files, only /in/<name> for each --input PATH (read-only) and a writable /out with \
+         --out-dir DIR (saved to DIR)"
+    )
 }
 
 /// Our exit status for a program's exit status: itself when a process exit status can carry
@@ -224,9 +373,7 @@ fn read_stdin(limit: usize, timeout: Option<Duration>) -> Result<Vec<u8>, StdinE
 
 /// Loads the module, reporting how with `--verbose`.
 fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Module> {
-    let module = pool
-        .load_file(&args.module)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
+    let module = load_module(pool, &args.module)?;
     if args.verbose {
         let how = match module.origin() {
             Origin::Compiled(t) => format!("compiled in {t:.2?}"),
@@ -291,6 +438,8 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let progress = progress_bar(jobs.len() as u64, "runs");
     let mut summary: BTreeMap<String, usize> = BTreeMap::new();
     let mut all_ok = true;
+    // Runs that failed after the sandbox refused them a path, for -v's hint.
+    let mut refused = 0usize;
     let width = jobs.len().to_string().len();
     for (i, (job, task)) in jobs.iter().zip(tasks).enumerate() {
         let (result, stats) = match task {
@@ -320,6 +469,9 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
                 }
                 let mut outcome = format!("exit {}", run.exit_code);
                 all_ok &= run.success();
+                if !run.success() && Refusals::in_text(&run.stderr) {
+                    refused += 1;
+                }
                 if let Some(dir) = &args.out_dir {
                     let name = run_dir_name(&args, job, i, width);
                     obj.insert(
@@ -367,6 +519,9 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let elapsed = started.elapsed();
     pool.shutdown();
     print_summary(jobs.len(), elapsed, &summary);
+    if args.verbose && refused > 0 {
+        eprintln!("wasmpool: {}", no_host_files(refused));
+    }
     Ok(if all_ok { EXIT_OK } else { EXIT_TASK_FAILED })
 }
 
@@ -614,6 +769,24 @@ mod tests {
         assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(parse_env("=x").is_err());
         assert!(parse_env("novalue").is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_seen_however_stderr_is_cut() {
+        let text = b"transform: /etc/passwd: Capabilities insufficient\n";
+        for cut in 0..text.len() {
+            for second in cut..text.len() {
+                let mut r = Refusals::default();
+                for chunk in [&text[..cut], &text[cut..second], &text[second..]] {
+                    r.scan(chunk);
+                }
+                assert!(r.seen, "cut at {cut} and {second}");
+            }
+        }
+        let mut r = Refusals::default();
+        r.scan(b"Capabilities ");
+        r.scan(b"sufficient");
+        assert!(!r.seen);
     }
 
     #[test]

@@ -2,15 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-
-use super::EXIT_OK;
+use super::{load_module, EXIT_OK};
 
 pub fn inspect(path: &Path) -> anyhow::Result<i32> {
     let pool = wasmpool::Pool::builder().workers(1).build()?;
-    let module = pool
-        .load_file(path)
-        .with_context(|| format!("cannot load {}", path.display()))?;
+    let module = load_module(&pool, path)?;
     println!(
         "module {}  ({} bytes, id {})",
         path.display(),

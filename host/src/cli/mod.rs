@@ -9,18 +9,40 @@ mod inspect;
 mod run;
 
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use wasmpool::Limits;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use wasmpool::{Limits, LoadError};
+
+// Exit statuses, the same in every subcommand. A single `exec` run exits with the program's
+// own status instead, except for the codes below from 124 on, which are wasmpool's (as with
+// `timeout(1)` and `env(1)`: 124 timed out, 125 the tool itself failed).
 
 /// Exit status: every task succeeded.
 pub const EXIT_OK: i32 = 0;
-/// Exit status: at least one task failed.
+/// Exit status: at least one task failed (or, in `audit`, was not contained).
 pub const EXIT_TASK_FAILED: i32 = 1;
-/// Exit status: a usage or module error; nothing ran.
-pub const EXIT_USAGE: i32 = 2;
+/// Exit status of a single `exec` run stopped at its wall-clock limit.
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit status: a usage error, a bad configuration, or a module that does not load or lacks
+/// what the command needs; nothing ran. The one code for these in every subcommand, clap's
+/// own errors included.
+pub const EXIT_USAGE: i32 = 125;
+/// Exit status of a single `exec` run that the sandbox stopped otherwise (trap, fuel, memory,
+/// worker lost) or whose `/out` files could not be saved.
+pub const EXIT_SANDBOX: i32 = 126;
+
+/// `run --help`'s words on the exit status.
+const RUN_EXIT_HELP: &str = "Exit status: 0 when every task succeeded; 1 when at least one \
+failed (its JSON line says why); 125 for a usage error, a bad configuration or a module that \
+does not load or lacks the export (nothing ran; a `wasmpool:` line on stderr says why).";
+/// `inspect --help`'s words on the exit status.
+const INSPECT_EXIT_HELP: &str = "Exit status: 0; 125 for a usage error or a module that does \
+not load (a `wasmpool:` line on stderr says why).";
+/// `audit --help`'s words on the exit status.
+const AUDIT_EXIT_HELP: &str = "Exit status: 0 when every hostile guest was contained as \
+expected; 1 when one was not; 125 for a usage error or a bad configuration (nothing ran).";
 
 #[derive(Parser)]
 #[command(
@@ -36,18 +58,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Call an export of MODULE once per input line; print JSON lines in input order.
+    #[command(after_help = RUN_EXIT_HELP)]
     Run(run::RunArgs),
     /// Run a WASI command (a whole program with `_start`) in the sandbox: once, with our
     /// stdin, stdout, stderr and its exit code; or once per file (`--each`) or spec line
     /// (`--specs`), in parallel, printing JSON lines in input order.
     Exec(exec::ExecArgs),
     /// List a module's callable exports with their signatures.
+    #[command(after_help = INSPECT_EXIT_HELP)]
     Inspect {
         /// The module (.wasm or .wat).
         module: PathBuf,
     },
-    /// Run the built-in demo guest: counting(8M) and counting(7M) in parallel, a map of
-    /// squares, and a runaway task stopped by its limits.
+    /// A few seconds' tour: CPU-bound and tiny tasks in parallel, timed beside the same work
+    /// in Python's multiprocessing.Pool (when python3 is installed), then a crashing task and
+    /// two endless loops stopped while the pool goes on.
     Demo {
         /// Number of worker processes (default: CPU count).
         #[arg(long, value_parser = parse_workers)]
@@ -55,6 +80,7 @@ enum Command {
     },
     /// Run a built-in battery of hostile guests against the configured sandbox and report
     /// whether each was contained as expected (exit 1 if any was not).
+    #[command(after_help = AUDIT_EXIT_HELP)]
     Audit(audit::AuditArgs),
     /// Show the on-disk compile cache (location, entries, size, bound) or clear it.
     Cache(cache::CacheArgs),
@@ -243,9 +269,39 @@ fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// Loads the module file at `path`; its errors name the file (a read error names it already).
+fn load_module(pool: &wasmpool::Pool, path: &Path) -> anyhow::Result<wasmpool::Module> {
+    pool.load_file(path).map_err(|e| match e {
+        e @ LoadError::Io { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("cannot load {}", path.display())),
+    })
+}
+
 /// Runs the CLI; returns the process exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(mut e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return EXIT_OK;
+            }
+            if e.kind() == ErrorKind::UnknownArgument {
+                let mut cli = Cli::command();
+                cli.build();
+                if let Some(exec) = cli.find_subcommand("exec") {
+                    // (Not `env::args`, which panics on an argument that is not UTF-8.)
+                    let argv: Vec<String> = std::env::args_os()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect();
+                    exec::suggest_dashes(&mut e, &argv, exec);
+                }
+            }
+            let _ = e.print();
+            return EXIT_USAGE;
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Exec(args) => exec::exec(args),

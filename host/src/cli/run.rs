@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value as JsonValue};
 use wasmpool::{ExportKind, Input, Output, Task, TaskError, TaskStats, Value};
 
-use super::{open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
+use super::{load_module, open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -32,9 +32,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let max_line = wasmpool::Limits::default().max_input as usize;
     let lines = read_lines(&args.inputs, max_line)?;
     let pool = args.pool.builder().build()?;
-    let module = pool
-        .load_file(&args.module)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
+    let module = load_module(&pool, &args.module)?;
     let Some(export) = module.export(&args.export) else {
         let names: Vec<String> = module.exports().iter().map(|e| e.to_string()).collect();
         bail!(

@@ -306,7 +306,7 @@ impl Dispatcher {
             stopped.before_ready,
             &why,
         ) {
-            eprintln!("wasmpool: {e}");
+            eprintln!("wasmpool: {}", crate::error::Chain(&e));
         }
         if self.slots.iter().all(Slot::is_dead) {
             let err = self.no_workers_error();
@@ -408,7 +408,7 @@ impl Dispatcher {
             || slot.worn_out();
         if used_up && slot.in_flight() == 0 && self.shutdown.is_none() {
             if let Err(e) = slot.retire_and_respawn(&self.config.launch, &self.sender) {
-                eprintln!("wasmpool: {e}");
+                eprintln!("wasmpool: {}", crate::error::Chain(&e));
             }
         }
     }

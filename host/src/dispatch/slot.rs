@@ -499,7 +499,7 @@ impl Slot {
             }
         }
         self.replace_process(launch, events).inspect_err(|e| {
-            self.dead = Some(e.to_string());
+            self.dead = Some(crate::error::Chain(e).to_string());
         })
     }
 
@@ -520,7 +520,7 @@ impl Slot {
             ));
         }
         self.replace_process(launch, events).inspect_err(|e| {
-            self.dead = Some(e.to_string());
+            self.dead = Some(crate::error::Chain(e).to_string());
         })
     }
 

@@ -326,6 +326,10 @@ pub(super) fn call_task(
         wasmpool_abi::STATUS_ERR => Err(TaskError::Guest {
             message: String::from_utf8_lossy(payload).into_owned(),
         }),
+        wasmpool_abi::STATUS_BAD_INPUT => Err(TaskError::bad_input(format!(
+            "SDK task `{name}` cannot decode its input: {}",
+            String::from_utf8_lossy(payload)
+        ))),
         other => Err(TaskError::BadOutput {
             message: format!("the guest's reply has unknown status byte {other}"),
         }),

@@ -756,3 +756,21 @@ fn many_more_workers_than_cpus_are_warned_about_not_refused() {
     let stderr = String::from_utf8_lossy(&wasmpool(&args, "").stderr).into_owned();
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn verbose_logs_worker_life_to_stderr() {
+    let quiet = wasmpool(&["run", &path("math"), "square", "--workers", "1"], "3\n");
+    assert!(quiet.status.success());
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("worker spawned"),
+        "only warnings and errors without -v"
+    );
+    let args = ["run", "-v", &path("math"), "square", "--workers", "1"];
+    let verbose = wasmpool(&args[..], "3\n4\n");
+    assert!(verbose.status.success());
+    assert_eq!(String::from_utf8_lossy(&verbose.stdout).lines().count(), 2);
+    let log = String::from_utf8_lossy(&verbose.stderr);
+    assert!(log.contains("worker spawned"), "{log}");
+    assert!(log.contains("slot=0"), "{log}");
+    assert!(!log.contains("\u{1b}["), "no colours into a pipe: {log}");
+}

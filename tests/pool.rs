@@ -1000,3 +1000,23 @@ fn stats_count_calls_by_outcome_and_worker_restarts() {
     assert_eq!(stats.worker_rss[0].0, new_pid);
     assert!(stats.worker_rss_total() > 1 << 20, "{stats:?}");
 }
+
+#[test]
+fn a_tasks_stats_carry_its_peak_memory() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let small = pool.submit::<i64>(&hostile, "alloc_mb", 0i64);
+    let big = pool.submit::<i64>(&hostile, "alloc_mb", 16i64);
+    assert!(small.wait().is_ok() && big.wait().is_ok());
+    let small = small.stats().unwrap().peak_memory;
+    let big = big.stats().unwrap().peak_memory;
+    assert!(small > 0 && small.is_multiple_of(65536), "whole wasm pages: {small}");
+    assert!(
+        big >= small + (16 << 20) && big < small + (64 << 20),
+        "{small} then {big}"
+    );
+    // A fresh instance each time: the next task starts from the initial size again.
+    let again = pool.submit::<i64>(&hostile, "alloc_mb", 0i64);
+    assert!(again.wait().is_ok());
+    assert_eq!(again.stats().unwrap().peak_memory, small);
+}

@@ -765,7 +765,7 @@ fn verbose_logs_worker_life_to_stderr() {
         !String::from_utf8_lossy(&quiet.stderr).contains("worker spawned"),
         "only warnings and errors without -v"
     );
-    let args = ["run", "-v", &path("math"), "square", "--workers", "1"];
+    let args = ["-v", "run", &path("math"), "square", "--workers", "1"];
     let verbose = wasmpool(&args[..], "3\n4\n");
     assert!(verbose.status.success());
     assert_eq!(String::from_utf8_lossy(&verbose.stdout).lines().count(), 2);
@@ -773,4 +773,8 @@ fn verbose_logs_worker_life_to_stderr() {
     assert!(log.contains("worker spawned"), "{log}");
     assert!(log.contains("slot=0"), "{log}");
     assert!(!log.contains("\u{1b}["), "no colours into a pipe: {log}");
+    // `exec` keeps its own `-v`.
+    let exec = wasmpool(&["exec", "-v", &program("exitcode"), "--", "0"], "");
+    let err = String::from_utf8_lossy(&exec.stderr);
+    assert!(exec.status.success(), "{err}");
 }

@@ -1010,7 +1010,10 @@ fn a_tasks_stats_carry_its_peak_memory() {
     assert!(small.wait().is_ok() && big.wait().is_ok());
     let small = small.stats().unwrap().peak_memory;
     let big = big.stats().unwrap().peak_memory;
-    assert!(small > 0 && small.is_multiple_of(65536), "whole wasm pages: {small}");
+    assert!(
+        small > 0 && small.is_multiple_of(65536),
+        "whole wasm pages: {small}"
+    );
     assert!(
         big >= small + (16 << 20) && big < small + (64 << 20),
         "{small} then {big}"

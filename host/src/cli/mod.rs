@@ -31,8 +31,9 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log the pool's worker events to stderr (-v: spawns, retires, kills; -vv: more;
-    /// -vvv: every task). `RUST_LOG` overrides. Warnings and errors are always shown.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// -vvv: every task); given before the command (`exec` has a `-v` of its own).
+    /// `RUST_LOG` overrides. Warnings and errors are always shown.
+    #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
 

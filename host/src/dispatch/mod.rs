@@ -466,7 +466,8 @@ impl<W: Workers> Dispatcher<W> {
                 slot = i,
                 pid = slot.pid(),
                 task = slot.running_task(),
-                limit = %error,
+                why = error.kind(),
+                error = %error,
                 "worker killed at a deadline"
             );
             let stopped = slot.kill_now(&mut self.workers, &mut self.counts, |_| error.clone());

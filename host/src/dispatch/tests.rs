@@ -26,6 +26,7 @@
 //! | a slow scratch removal holds up no deadline (real processes) | `a_slow_scratch_removal_does_not_hold_up_another_workers_deadline` |
 //! | dropping an `Imap` behind other work costs O(n) | `dropping_an_imap_behind_other_work_does_not_scan_the_queue_per_task` |
 //! | the counts of `Pool::stats` | `stats_count_calls_by_outcome` |
+//! | worker life reaches `tracing` | `worker_life_is_traced` |
 
 use std::cell::RefCell;
 use std::os::unix::process::ExitStatusExt;
@@ -805,6 +806,54 @@ fn stats_count_calls_by_outcome() {
     assert_eq!(s.workers_restarted, 1);
     assert_eq!(s.worker_rss.len(), 2);
     assert_eq!(s.worker_rss_total(), 7 << 20, "the new worker reported 0");
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn worker_life_is_traced() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut sim = Sim::new(1);
+        sim.ready(0);
+        sim.submit_timed(7, Duration::from_secs(1), 0);
+        sim.advance(Duration::from_millis(1500));
+        sim.ready(0);
+        sim.submit([8]);
+        sim.d.workers.spawn_fails = true;
+        sim.dies(0, signal(9));
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for expected in [
+        "worker spawned slot=0 generation=0 pid=1000",
+        "worker ready slot=0 pid=1000",
+        "task started task=7",
+        "worker killed at a deadline slot=0 pid=1000 task=7 why=\"timeout\" error=task exceeded its wall-clock limit of 1s",
+        "worker spawned slot=0 generation=1 pid=1001",
+        "worker died slot=0 pid=1001 cause=worker 1001 was killed by signal 9 (SIGKILL)",
+        "cannot start a worker slot=0",
+        "worker slot given up slot=0",
+    ] {
+        assert!(log.contains(expected), "{expected:?} not in:\n{log}");
+    }
 }
 
 #[test]

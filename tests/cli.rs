@@ -997,6 +997,28 @@ fn cache_shows_where_the_compile_cache_is_what_it_holds_and_clears_it() {
     assert!(cleared.starts_with("removed 1 entries ("), "{cleared}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     let (code, _, stderr) = cache(&[], Some("2048"));
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(125));
     assert!(stderr.contains("needs a unit"), "{stderr}");
+}
+
+#[test]
+fn verbose_logs_worker_life_to_stderr() {
+    let quiet = wasmpool(&["run", &path("math"), "square", "--workers", "1"], "3\n");
+    assert!(quiet.status.success());
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("worker spawned"),
+        "only warnings and errors without -v"
+    );
+    let args = ["-v", "run", &path("math"), "square", "--workers", "1"];
+    let verbose = wasmpool(&args[..], "3\n4\n");
+    assert!(verbose.status.success());
+    assert_eq!(String::from_utf8_lossy(&verbose.stdout).lines().count(), 2);
+    let log = String::from_utf8_lossy(&verbose.stderr);
+    assert!(log.contains("worker spawned"), "{log}");
+    assert!(log.contains("slot=0"), "{log}");
+    assert!(!log.contains("\u{1b}["), "no colours into a pipe: {log}");
+    // `exec` keeps its own `-v`.
+    let exec = wasmpool(&["exec", "-v", &program("exitcode"), "--", "0"], "");
+    let err = String::from_utf8_lossy(&exec.stderr);
+    assert!(exec.status.success(), "{err}");
 }

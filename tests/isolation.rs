@@ -147,8 +147,10 @@ fn traps_are_typed_with_the_guests_message() {
     }
     // The instruction itself traps with its own code.
     let div = pool
-        .load(r#"(module (func (export "div") (param i32 i32) (result i32)
-            local.get 0 local.get 1 i32.div_s))"#)
+        .load(
+            r#"(module (func (export "div") (param i32 i32) (result i32)
+            local.get 0 local.get 1 i32.div_s))"#,
+        )
         .unwrap();
     match pool.submit::<i32>(&div, "div", (1, 0)).wait() {
         Err(TaskError::Trap { code, .. }) => {

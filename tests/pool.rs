@@ -1006,3 +1006,71 @@ fn a_compile_cache_bound_of_zero_is_a_configuration_error() {
         "{err}"
     );
 }
+
+#[test]
+fn stats_count_calls_by_outcome_and_worker_restarts() {
+    let pool = builder().workers(1).build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let squares = pool.map::<i64, _>(&math, "square", 0..100i64);
+    assert!(squares.iter().all(Result::is_ok));
+    let quotients = pool.starmap::<i32, _>(&math, "div", vec![(6, 3), (1, 0), (4, 2)]);
+    assert_eq!(quotients[1].as_ref().unwrap_err().kind(), "trap");
+    let spin = pool.call(&math, "spin").fuel(10_000).submit::<i64>(());
+    assert_eq!(spin.wait().unwrap_err().kind(), "fuel_exhausted");
+    let crashed = pool.call(&hostile, "sleep_ms").submit::<i64>(60_000i64);
+    while !crashed.is_running() {
+        assert_eq!(crashed.wait_timeout(Duration::from_millis(5)), None);
+    }
+    let pid = pool.worker_pids()[0];
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert_eq!(crashed.wait().unwrap_err().kind(), "worker_lost");
+    assert_eq!(pool.submit::<i64>(&math, "square", 3i64).wait(), Ok(9));
+    // A call is counted once the dispatcher hears of it, a moment after its waiter does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = pool.stats();
+        if stats.done + stats.failed_total() >= 106 || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(stats.done, 100 + 2 + 1, "{stats:?}");
+    assert_eq!(stats.failed_total(), 3, "{stats:?}");
+    for kind in ["trap", "fuel_exhausted", "worker_lost"] {
+        assert_eq!(stats.failed.get(kind), Some(&1), "{kind}: {stats:?}");
+    }
+    assert_eq!((stats.queued, stats.running), (0, 0));
+    assert_eq!((stats.workers_live, stats.workers_restarted), (1, 1));
+    let new_pid = pool.worker_pids()[0];
+    assert_eq!(stats.worker_rss.len(), 1);
+    assert_eq!(stats.worker_rss[0].0, new_pid);
+    assert!(stats.worker_rss_total() > 1 << 20, "{stats:?}");
+}
+
+#[test]
+fn a_tasks_stats_carry_its_peak_memory() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let small = pool.submit::<i64>(&hostile, "alloc_mb", 0i64);
+    let big = pool.submit::<i64>(&hostile, "alloc_mb", 16i64);
+    assert!(small.wait().is_ok() && big.wait().is_ok());
+    let small = small.stats().unwrap().peak_memory;
+    let big = big.stats().unwrap().peak_memory;
+    assert!(
+        small > 0 && small.is_multiple_of(65536),
+        "whole wasm pages: {small}"
+    );
+    assert!(
+        big >= small + (16 << 20) && big < small + (64 << 20),
+        "{small} then {big}"
+    );
+    // A fresh instance each time: the next task starts from the initial size again.
+    let again = pool.submit::<i64>(&hostile, "alloc_mb", 0i64);
+    assert!(again.wait().is_ok());
+    assert_eq!(again.stats().unwrap().peak_memory, small);
+}

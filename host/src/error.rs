@@ -237,7 +237,8 @@ impl LoadError {
 
 /// Why a pool could not be started.
 ///
-/// Its `Debug` form carries the `Display` message for [`PoolError::WorkerNotFound`], so that
+/// Its `Debug` form carries the `Display` message for [`PoolError::WorkerNotFound`] and
+/// [`PoolError::WorkerMismatch`], so that
 /// `fn main() -> Result<(), PoolError>` (which prints `Debug`) shows what to do.
 #[derive(thiserror::Error)]
 pub enum PoolError {
@@ -283,6 +284,7 @@ impl fmt::Debug for PoolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PoolError::WorkerNotFound { .. } => write!(f, "WorkerNotFound: {self}"),
+            PoolError::WorkerMismatch { .. } => write!(f, "WorkerMismatch: {self}"),
             PoolError::Spawn { program, source } => f
                 .debug_struct("Spawn")
                 .field("program", program)

@@ -45,6 +45,7 @@ pub mod value;
 pub mod worker;
 
 pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChunk, OutputFile};
+pub use dispatch::PoolStats;
 pub use error::{LoadError, PoolError, TaskError, TrapCode};
 pub use limits::{LimitError, Limits};
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};

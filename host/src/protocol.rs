@@ -268,6 +268,10 @@ pub struct TaskStats {
     pub fuel_used: u64,
     /// Time from the start of instantiation to the end of the call, in the worker.
     pub duration: Duration,
+    /// The largest size the task's linear memory reached, in bytes (its initial size at
+    /// least; 0 if it had none or never started). For a batch of calls (`map` sends them),
+    /// the largest of its calls'.
+    pub peak_memory: u64,
     /// What the guest wrote to stdout, up to the limit's cap.
     #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,

@@ -53,6 +53,11 @@ expected; 1 when one was not; 125 for a usage error or a bad configuration (noth
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log the pool's worker events to stderr (-v: spawns, retires, kills; -vv: more;
+    /// -vvv: every task); given before the command (`exec` has a `-v` of its own).
+    /// `RUST_LOG` overrides. Warnings and errors are always shown.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -302,6 +307,16 @@ pub fn main() -> i32 {
             return EXIT_USAGE;
         }
     };
+    let level = ["warn", "info", "debug", "trace"][usize::from(cli.verbose.min(3))];
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,wasmpool={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .try_init();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Exec(args) => exec::exec(args),

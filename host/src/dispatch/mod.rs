@@ -12,6 +12,13 @@
 //! [`Reaper`]'s threads, never here.
 
 mod slot;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod workers;
+
+pub use stats::PoolStats;
+pub(crate) use stats::Tally;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -25,11 +32,13 @@ use crate::module::Module;
 use crate::pool::task::Completion;
 use crate::protocol::TaskId;
 use crate::value::Input;
-use crate::worker::reaper::{Reaper, RemoveDir};
+use crate::worker::reaper::RemoveDir;
 use crate::worker::replies::Heard;
 use crate::worker::{Launch, WorkerRef};
 
 use slot::{Slot, Stopped};
+use stats::Counts;
+use workers::{Processes, Workers};
 
 /// Everything the dispatcher reacts to.
 pub(crate) enum Event {
@@ -47,6 +56,8 @@ pub(crate) enum Event {
     Reaped(WorkerRef, Option<std::process::ExitStatus>),
     /// Report the process ids of the live workers.
     Pids(Sender<Vec<u32>>),
+    /// Report the pool's counts.
+    Stats(Sender<PoolStats>),
     /// Stop: `drain` finishes queued work first; otherwise it is cancelled.
     Shutdown { drain: bool, done: Sender<()> },
 }
@@ -75,7 +86,7 @@ impl Drop for Job {
     }
 }
 
-/// Settings the dispatcher runs with.
+/// How the pool starts the dispatcher.
 pub(crate) struct Config {
     pub launch: Launch,
     pub workers: usize,
@@ -97,21 +108,33 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a cancelled running task may take to stop before its worker is killed.
 const CANCEL_GRACE: Duration = Duration::from_millis(100);
 
-pub(crate) struct Dispatcher {
-    config: Config,
+/// The dispatcher's own settings.
+struct Settings {
+    workers: usize,
+    max_tasks_per_worker: Option<u64>,
+    max_worker_rss: Option<u64>,
+}
+
+/// The dispatcher's state, over its workers `W` ([`Processes`] in production; the tests'
+/// fake workers and clock in the tests, which call [`Self::handle`],
+/// [`Self::enforce_deadlines`] and [`Self::pump`] by hand).
+pub(crate) struct Dispatcher<W: Workers = Processes> {
+    config: Settings,
     events: Receiver<Event>,
-    sender: Sender<Event>,
-    slots: Vec<Slot>,
-    reaper: Reaper,
+    slots: Vec<Slot<W::Worker>>,
+    /// Starts and ends the workers; tells the time.
+    workers: W,
     /// Tasks not sent yet, in order. Cancelled ones stay until they reach the front (or a
     /// compaction), answered already: a cancel never searches the queue.
     queue: VecDeque<Job>,
     /// Roughly how many jobs in `queue` are cancelled (for compaction).
     cancelled_queued: usize,
     shutdown: Option<(bool, Sender<()>)>,
+    /// How the calls answered so far ended.
+    counts: Counts,
 }
 
-impl Dispatcher {
+impl Dispatcher<Processes> {
     /// Starts the dispatcher thread and its workers; returns once every worker is spawned.
     pub(crate) fn start(
         config: Config,
@@ -125,34 +148,29 @@ impl Dispatcher {
                 // Workers are spawned from this thread: their parent-death signal follows
                 // it, and it lives exactly as long as the pool. It writes their pipes.
                 crate::worker::process::block_sigpipe();
-                let mut d = Dispatcher {
-                    slots: Vec::with_capacity(config.workers),
-                    reaper: Reaper::new(sender.clone(), config.remove_dir.clone()),
-                    config,
-                    events,
-                    sender,
-                    queue: VecDeque::new(),
-                    cancelled_queued: 0,
-                    shutdown: None,
+                let Config {
+                    launch,
+                    workers,
+                    max_tasks_per_worker,
+                    max_worker_rss,
+                    remove_dir,
+                } = config;
+                let processes = Processes::new(launch, sender.clone(), remove_dir);
+                let settings = Settings {
+                    workers,
+                    max_tasks_per_worker,
+                    max_worker_rss,
                 };
-                for i in 0..d.config.workers {
-                    match Slot::spawn(&d.config.launch, i, 0, &d.sender) {
-                        Ok(slot) => d.slots.push(slot),
-                        Err(e) => {
-                            for slot in d.slots.drain(..) {
-                                slot.kill(&mut d.reaper);
-                            }
-                            d.reaper.finish();
-                            let _ = started_tx.send(Err(e));
-                            return;
-                        }
-                    }
+                let mut d = Dispatcher::new(settings, processes, events);
+                if let Err(e) = d.spawn_all() {
+                    let _ = started_tx.send(Err(e));
+                    return;
                 }
                 let _ = started_tx.send(Ok(()));
                 d.run();
                 // Every worker ended and its directory removed before the pool's directory
-                // goes (with `d.config`).
-                d.reaper.finish();
+                // goes (with `d.workers`).
+                d.workers.finish();
             })
             .map_err(|e| PoolError::Spawn {
                 program: PathBuf::from("wasmpool-dispatch thread"),
@@ -189,39 +207,90 @@ impl Dispatcher {
             while let Ok(e) = self.events.try_recv() {
                 self.handle(e);
             }
-            self.enforce_deadlines(Instant::now());
-            if self.finish_shutdown() {
+            if self.step() {
                 return;
             }
-            self.pump();
         }
+    }
+}
+
+impl<W: Workers> Dispatcher<W> {
+    fn new(config: Settings, workers: W, events: Receiver<Event>) -> Self {
+        Dispatcher {
+            slots: Vec::with_capacity(config.workers),
+            config,
+            workers,
+            events,
+            queue: VecDeque::new(),
+            cancelled_queued: 0,
+            shutdown: None,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Spawns every worker; on a failure, kills those spawned and waits for them.
+    fn spawn_all(&mut self) -> Result<(), PoolError> {
+        for i in 0..self.config.workers {
+            match Slot::spawn(&mut self.workers, i, 0) {
+                Ok(slot) => self.slots.push(slot),
+                Err(e) => {
+                    for slot in self.slots.drain(..) {
+                        slot.kill(&mut self.workers);
+                    }
+                    self.workers.finish();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the loop does after handling the events at hand: kills the workers past a
+    /// deadline, completes a shutdown, sends queued tasks. Returns whether the loop ends.
+    fn step(&mut self) -> bool {
+        self.enforce_deadlines(self.workers.now());
+        if self.finish_shutdown() {
+            return true;
+        }
+        self.pump();
+        false
     }
 
     fn handle(&mut self, event: Event) {
         match event {
             Event::Submit(jobs) => {
+                tracing::trace!(tasks = jobs.len(), "tasks submitted");
                 if self.shutdown.is_some() {
-                    jobs.iter().for_each(|j| {
-                        j.completion
-                            .fail(TaskError::cancelled("the pool is shutting down"))
-                    });
+                    for job in &jobs {
+                        let error = TaskError::cancelled("the pool is shutting down");
+                        self.counts.fail_queued(job, error);
+                    }
                 } else if self.slots.iter().all(Slot::is_dead) {
-                    jobs.iter()
-                        .for_each(|j| j.completion.fail(self.no_workers_error()));
+                    let error = self.no_workers_error();
+                    for job in &jobs {
+                        self.counts.fail_queued(job, error.clone());
+                    }
                 } else {
                     self.queue.extend(jobs);
                 }
             }
             Event::Cancel(task, completion) => self.cancel(task, &completion),
             Event::Replies(who, replies) => {
-                let now = Instant::now();
+                let now = self.workers.now();
                 for reply in replies {
+                    // Counted first: an outcome a worker delivered counts even when the
+                    // worker was given up on since.
+                    if let Heard::Done { tally, .. } = &reply {
+                        self.counts.add(tally);
+                    }
                     let Some(slot) = self.slot_of(who) else {
-                        return;
+                        continue;
                     };
                     match reply {
                         Heard::Ready => slot.on_ready(now),
-                        Heard::Done { task, took, rss } => {
+                        Heard::Done {
+                            task, took, rss, ..
+                        } => {
                             slot.on_done(task, took, rss, now);
                             self.maybe_retire(who.slot);
                         }
@@ -234,11 +303,11 @@ impl Dispatcher {
             }
             Event::Exited(who, malformed) => {
                 if let Some(i) = self.slots.iter().position(|s| s.retired_owns(who)) {
-                    self.slots[i].reap_retired(who, &mut self.reaper, malformed.is_some());
+                    self.slots[i].reap_retired(who, &mut self.workers, malformed.is_some());
                     return;
                 }
                 if let Some(slot) = self.slots.get_mut(who.slot).filter(|s| s.is(who)) {
-                    slot.stream_ended(&mut self.reaper, malformed);
+                    slot.stream_ended(&mut self.workers, malformed);
                 }
             }
             Event::Reaped(who, status) => {
@@ -249,26 +318,33 @@ impl Dispatcher {
                     return;
                 }
                 let message = slot.died_message(status);
-                let stopped = slot.take_stopped(|_| TaskError::worker_lost(message.clone()));
+                tracing::warn!(slot = who.slot, pid = slot.pid(), cause = %message, "worker died");
+                let stopped = slot.take_stopped(&mut self.counts, |_| {
+                    TaskError::worker_lost(message.clone())
+                });
                 self.after_stop(who.slot, stopped, message);
             }
             Event::Pids(reply) => {
                 let _ = reply.send(self.slots.iter().filter_map(Slot::live_pid).collect());
             }
+            Event::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
             Event::Shutdown { drain, done } => {
+                tracing::debug!(drain, "pool shutting down");
                 self.shutdown = Some((drain, done));
                 if !drain {
                     for job in self.queue.drain(..) {
-                        job.completion
-                            .fail(TaskError::cancelled("the pool was terminated"));
+                        let error = TaskError::cancelled("the pool was terminated");
+                        self.counts.fail_queued(&job, error);
                     }
                     for slot in &mut self.slots {
-                        let stopped = slot.kill_now(&mut self.reaper, |_| {
+                        let stopped = slot.kill_now(&mut self.workers, &mut self.counts, |_| {
                             TaskError::cancelled("the pool was terminated while the task ran")
                         });
                         for job in stopped.requeue {
-                            job.completion
-                                .fail(TaskError::cancelled("the pool was terminated"));
+                            let error = TaskError::cancelled("the pool was terminated");
+                            self.counts.fail_queued(&job, error);
                         }
                     }
                 }
@@ -276,7 +352,7 @@ impl Dispatcher {
         }
     }
 
-    fn slot_of(&mut self, who: WorkerRef) -> Option<&mut Slot> {
+    fn slot_of(&mut self, who: WorkerRef) -> Option<&mut Slot<W::Worker>> {
         self.slots.get_mut(who.slot).filter(|s| s.is(who))
     }
 
@@ -300,18 +376,16 @@ impl Dispatcher {
             return;
         }
         let slot = &mut self.slots[index];
-        if let Err(e) = slot.respawn(
-            &self.config.launch,
-            &self.sender,
-            stopped.before_ready,
-            &why,
-        ) {
-            eprintln!("wasmpool: {}", crate::error::Chain(&e));
+        if let Err(e) = slot.respawn(&mut self.workers, stopped.before_ready, &why) {
+            tracing::error!(slot = index, error = %crate::error::Chain(&e), "cannot start a worker");
+        }
+        if let Some(reason) = slot.dead_reason() {
+            tracing::error!(slot = index, reason, "worker slot given up");
         }
         if self.slots.iter().all(Slot::is_dead) {
             let err = self.no_workers_error();
             for job in self.queue.drain(..) {
-                job.completion.fail(err.clone());
+                self.counts.fail_queued(&job, err.clone());
             }
         }
     }
@@ -320,7 +394,7 @@ impl Dispatcher {
         if completion.is_done() {
             return;
         }
-        let now = Instant::now();
+        let now = self.workers.now();
         for slot in &mut self.slots {
             if slot.cancel(task, now) {
                 return;
@@ -332,7 +406,14 @@ impl Dispatcher {
         completion.fail(TaskError::cancelled("cancelled before it started"));
         self.cancelled_queued += 1;
         if self.cancelled_queued * 2 > self.queue.len() {
-            self.queue.retain(|j| !j.completion.is_done());
+            let counts = &mut self.counts;
+            self.queue.retain(|j| {
+                let cancelled = j.completion.is_done();
+                if cancelled {
+                    counts.cancelled_in_queue(j);
+                }
+                !cancelled
+            });
             self.cancelled_queued = 0;
         }
     }
@@ -340,9 +421,38 @@ impl Dispatcher {
     /// Lets go of the cancelled jobs at the front of the queue.
     fn drop_cancelled_front(&mut self) {
         while self.queue.front().is_some_and(|j| j.completion.is_done()) {
-            self.queue.pop_front();
+            if let Some(job) = self.queue.pop_front() {
+                self.counts.cancelled_in_queue(&job);
+            }
             self.cancelled_queued = self.cancelled_queued.saturating_sub(1);
         }
+    }
+
+    /// The pool's counts now.
+    fn stats(&self) -> PoolStats {
+        let mut stats = PoolStats {
+            done: self.counts.done,
+            failed: self.counts.failed.clone(),
+            ..PoolStats::default()
+        };
+        for job in &self.queue {
+            let calls = job.input.calls() as u64;
+            if job.completion.is_done() {
+                // Cancelled while queued, not let go yet.
+                *stats.failed.entry("cancelled").or_default() += calls;
+            } else {
+                stats.queued += calls;
+            }
+        }
+        for slot in &self.slots {
+            stats.running += slot.calls_in_flight();
+            stats.workers_restarted += slot.restarts();
+            if let Some(pid) = slot.live_pid() {
+                stats.workers_live += 1;
+                stats.worker_rss.push((pid, slot.rss()));
+            }
+        }
+        stats
     }
 
     fn enforce_deadlines(&mut self, now: Instant) {
@@ -352,7 +462,15 @@ impl Dispatcher {
                 continue;
             };
             let why = format!("{} (worker {} killed)", error, slot.pid());
-            let stopped = slot.kill_now(&mut self.reaper, |_| error.clone());
+            tracing::info!(
+                slot = i,
+                pid = slot.pid(),
+                task = slot.running_task(),
+                why = error.kind(),
+                error = %error,
+                "worker killed at a deadline"
+            );
+            let stopped = slot.kill_now(&mut self.workers, &mut self.counts, |_| error.clone());
             self.after_stop(i, stopped, why);
         }
     }
@@ -369,6 +487,7 @@ impl Dispatcher {
         if self.shutdown.as_ref().is_some_and(|(drain, _)| !drain) {
             return;
         }
+        let now = self.workers.now();
         loop {
             self.drop_cancelled_front();
             if self.queue.is_empty() {
@@ -386,7 +505,7 @@ impl Dispatcher {
             let Some(i) = best else { break };
             let job = self.queue.pop_front().expect("queue is not empty");
             job.completion.leave_queue();
-            self.slots[i].send(job, Instant::now());
+            self.slots[i].send(job, now, &mut self.counts);
         }
         for slot in &mut self.slots {
             slot.flush();
@@ -407,8 +526,20 @@ impl Dispatcher {
                 .is_some_and(|max| slot.rss() > max)
             || slot.worn_out();
         if used_up && slot.in_flight() == 0 && self.shutdown.is_none() {
-            if let Err(e) = slot.retire_and_respawn(&self.config.launch, &self.sender) {
-                eprintln!("wasmpool: {}", crate::error::Chain(&e));
+            let reason = if slot.worn_out() {
+                "worn out"
+            } else if self
+                .config
+                .max_tasks_per_worker
+                .is_some_and(|max| slot.tasks_sent() >= max)
+            {
+                "max tasks per worker"
+            } else {
+                "max worker rss"
+            };
+            tracing::info!(slot = index, pid = slot.pid(), reason, "worker retired");
+            if let Err(e) = slot.retire_and_respawn(&mut self.workers) {
+                tracing::error!(slot = index, error = %crate::error::Chain(&e), "cannot start a worker");
             }
         }
     }
@@ -426,213 +557,15 @@ impl Dispatcher {
             }
             let err = self.no_workers_error();
             for job in self.queue.drain(..) {
-                job.completion.fail(err.clone());
+                self.counts.fail_queued(&job, err.clone());
             }
         }
         for slot in self.slots.drain(..) {
-            slot.close_and_reap(&mut self.reaper);
+            slot.close_and_reap(&mut self.workers);
         }
         if let Some((_, done)) = self.shutdown.take() {
             let _ = done.send(());
         }
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::module::Origin;
-    use crate::pool::task::{Imap, Task};
-
-    fn module() -> Module {
-        Module::new(
-            b"m",
-            crate::sandbox::Metering::Epochs,
-            Vec::new(),
-            Vec::new(),
-            Origin::Compiled(Duration::ZERO),
-        )
-    }
-
-    fn job(id: TaskId, module: &Module) -> Job {
-        Job {
-            id,
-            module: module.clone(),
-            export: "f".into(),
-            input: Input::Numbers(Vec::new()),
-            limits: Limits::default(),
-            retries: 0,
-            completion: Completion::new(None),
-        }
-    }
-
-    /// A dispatcher with no workers, driven by hand.
-    fn idle_dispatcher() -> Dispatcher {
-        let (sender, events) = crossbeam_channel::unbounded();
-        let remove_dir: RemoveDir = std::sync::Arc::new(crate::worker::scratch::remove_worker_dir);
-        Dispatcher {
-            config: Config {
-                launch: Launch {
-                    program: PathBuf::from("/nonexistent"),
-                    user: None,
-                    scratch: None,
-                },
-                workers: 0,
-                max_tasks_per_worker: None,
-                max_worker_rss: None,
-                remove_dir: remove_dir.clone(),
-            },
-            reaper: Reaper::new(sender.clone(), remove_dir),
-            events,
-            sender,
-            slots: Vec::new(),
-            queue: VecDeque::new(),
-            cancelled_queued: 0,
-            shutdown: None,
-        }
-    }
-
-    #[test]
-    fn a_job_dropped_unanswered_fails_its_task() {
-        let job = job(1, &module());
-        let completion = job.completion.clone();
-        drop(job);
-        assert!(completion.is_done());
-    }
-
-    #[test]
-    fn dropping_an_imap_behind_other_work_does_not_scan_the_queue_per_task() {
-        const AHEAD: u64 = 50_000;
-        const IMAP: u64 = 150_000;
-        let mut d = idle_dispatcher();
-        let module = module();
-        let jobs: Vec<Job> = (1..=AHEAD + IMAP).map(|id| job(id, &module)).collect();
-        let tasks: Vec<Task<i64>> = jobs[AHEAD as usize..]
-            .iter()
-            .map(|j| Task::new(j.id, j.completion.clone(), d.sender.clone()))
-            .collect();
-        let ahead: Vec<_> = jobs[..AHEAD as usize]
-            .iter()
-            .map(|j| j.completion.clone())
-            .collect();
-        let completions: Vec<_> = jobs[AHEAD as usize..]
-            .iter()
-            .map(|j| j.completion.clone())
-            .collect();
-        d.queue.extend(jobs);
-        drop(Imap::new(tasks.into(), None));
-        // A linear search per cancel costs AHEAD × IMAP steps (minutes); an index or a lazy
-        // skip, well under a second. The bound is very generous for a loaded machine.
-        let started = Instant::now();
-        while let Ok(event) = d.events.try_recv() {
-            d.handle(event);
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "cancelling queued tasks is too slow"
-            );
-        }
-        d.pump();
-        for (id, c) in (AHEAD + 1..).zip(&completions) {
-            let task = Task::<i64>::new(id, c.clone(), d.sender.clone());
-            let outcome = task.wait_timeout(Duration::ZERO);
-            assert!(
-                matches!(outcome, Some(Err(TaskError::Cancelled { .. }))),
-                "{outcome:?}"
-            );
-        }
-        assert!(ahead.iter().all(|c| !c.is_done()), "others stay queued");
-        assert!(
-            d.queue.len() <= 2 * AHEAD as usize,
-            "cancelled jobs are let go"
-        );
-    }
-
-    /// A fake worker program in `dir`: it says `Ready`, then sleeps without reading a request
-    /// or answering (the dispatcher kills it at its task's deadline).
-    fn silent_worker(dir: &std::path::Path) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let ready = dir.join("ready");
-        let mut frame = Vec::new();
-        crate::protocol::encode(&crate::protocol::Reply::Ready { pid: 0 }, &mut frame).unwrap();
-        std::fs::write(&ready, frame).unwrap();
-        let script = dir.join("worker");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\n/bin/cat '{}'\nexec /bin/sleep 60\n",
-                ready.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
-        script
-    }
-
-    #[test]
-    fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
-        let dir = std::env::temp_dir().join(format!("wasmpool-slow-rm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let root = crate::worker::scratch::ScratchRoot::create(&dir, None).unwrap();
-        let root_path = root.path().to_path_buf();
-        // Removing a worker's directory blocks until the test lets it go (like removing a
-        // `/out` that a guest filled with a million files).
-        let (removing_tx, removing) = crossbeam_channel::unbounded::<()>();
-        let (release, released) = crossbeam_channel::unbounded::<()>();
-        let remove_dir: RemoveDir = std::sync::Arc::new(move |path: &std::path::Path| {
-            let _ = removing_tx.send(());
-            let _ = released.recv();
-            crate::worker::scratch::remove_worker_dir(path);
-        });
-        let (sender, events) = crossbeam_channel::unbounded();
-        let config = Config {
-            launch: Launch {
-                program: silent_worker(&dir),
-                user: None,
-                scratch: Some(root),
-            },
-            workers: 2,
-            max_tasks_per_worker: None,
-            max_worker_rss: None,
-            remove_dir,
-        };
-        let dispatcher = Dispatcher::start(config, events, sender.clone()).unwrap();
-        let module = Module::new(
-            b"m",
-            crate::sandbox::Metering::Epochs,
-            vec![0; 16],
-            Vec::new(),
-            Origin::Compiled(Duration::ZERO),
-        );
-        let mut short = job(1, &module);
-        short.limits.timeout = Some(Duration::from_millis(50));
-        let mut neighbour = job(2, &module);
-        neighbour.limits.timeout = Some(Duration::from_millis(300));
-        let task = Task::<i64>::new(2, neighbour.completion.clone(), sender.clone());
-        let submitted = Instant::now();
-        sender.send(Event::Submit(vec![short, neighbour])).unwrap();
-        // The short task's worker is killed at its deadline; its directory's removal starts
-        // and hangs.
-        removing
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the killed worker's directory is removed");
-        // The neighbour's deadline (300 ms + 150 ms grace from its start) still holds:
-        // well within 2 s of its submission, while the removal still hangs.
-        let outcome = task.wait_timeout(Duration::from_secs(2).saturating_sub(submitted.elapsed()));
-        assert!(
-            matches!(outcome, Some(Err(TaskError::Timeout { .. }))),
-            "after {:?}: {outcome:?}",
-            submitted.elapsed()
-        );
-        drop(release);
-        let (done, finished) = crossbeam_channel::bounded(1);
-        sender.send(Event::Shutdown { drain: false, done }).unwrap();
-        finished.recv_timeout(Duration::from_secs(10)).unwrap();
-        dispatcher.join().unwrap();
-        assert!(
-            !root_path.exists(),
-            "the pool's directory is removed when it ends"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

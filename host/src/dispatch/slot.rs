@@ -4,17 +4,16 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
-use super::{Event, Job, CANCEL_GRACE, MAX_START_FAILURES, MAX_START_KILLS};
+use super::stats::Counts;
+use super::workers::{Worker, Workers};
+use super::{Job, CANCEL_GRACE, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::ModuleId;
 use crate::protocol::{self, RequestRef, TaskId};
 use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
-use crate::worker::reaper::Reaper;
-use crate::worker::{Launch, WorkerProcess, WorkerRef};
+use crate::worker::WorkerRef;
 
 /// Queue this much estimated work on a worker ahead of time (pipelining short tasks).
 const PIPELINE_WORK: Duration = Duration::from_millis(2);
@@ -47,10 +46,10 @@ enum Ending {
     Malformed(String),
 }
 
-pub(crate) struct Slot {
+pub(crate) struct Slot<P> {
     index: usize,
     generation: u64,
-    process: Option<WorkerProcess>,
+    process: Option<P>,
     /// Set when the process's stream ended and it was handed to the reaper: its tasks wait
     /// for [`Event::Reaped`] to learn how it ended.
     ending: Option<Ending>,
@@ -74,7 +73,9 @@ pub(crate) struct Slot {
     killed_from_outside: bool,
     dead: Option<String>,
     /// Replaced workers finishing their exit.
-    retired: Vec<(WorkerRef, WorkerProcess)>,
+    retired: Vec<(WorkerRef, P)>,
+    /// How many times a new process replaced an earlier one in this slot.
+    restarts: u64,
     /// The wire id of the next task sent to this process.
     next_wire: TaskId,
     /// Frames encoded but not yet handed to the writer (sent in one batch by `flush`).
@@ -87,22 +88,23 @@ pub(crate) struct Slot {
     worn_out: bool,
 }
 
-impl Slot {
-    pub(crate) fn spawn(
-        launch: &Launch,
+impl<P: Worker> Slot<P> {
+    pub(crate) fn spawn<W: Workers<Worker = P>>(
+        workers: &mut W,
         index: usize,
         generation: u64,
-        events: &Sender<Event>,
-    ) -> Result<Slot, PoolError> {
-        let process = WorkerProcess::spawn(
-            launch,
-            WorkerRef {
-                slot: index,
-                generation,
-            },
-            events.clone(),
-        )?;
-        let now = Instant::now();
+    ) -> Result<Slot<P>, PoolError> {
+        let process = workers.spawn(WorkerRef {
+            slot: index,
+            generation,
+        })?;
+        tracing::info!(
+            slot = index,
+            generation,
+            pid = process.pid(),
+            "worker spawned"
+        );
+        let now = workers.now();
         Ok(Slot {
             index,
             generation,
@@ -122,6 +124,7 @@ impl Slot {
             killed_from_outside: false,
             dead: None,
             retired: Vec::new(),
+            restarts: 0,
             next_wire: 1,
             pending: Vec::new(),
             refilling: true,
@@ -129,16 +132,16 @@ impl Slot {
         })
     }
 
-    fn replace_process(
+    fn replace_process<W: Workers<Worker = P>>(
         &mut self,
-        launch: &Launch,
-        events: &Sender<Event>,
+        workers: &mut W,
     ) -> Result<(), PoolError> {
-        let (failures, kills) = (self.start_failures, self.start_kills);
+        let (failures, kills, restarts) = (self.start_failures, self.start_kills, self.restarts);
         let retired = std::mem::take(&mut self.retired);
-        *self = Slot::spawn(launch, self.index, self.generation + 1, events)?;
+        *self = Slot::spawn(workers, self.index, self.generation + 1)?;
         self.start_failures = failures;
         self.start_kills = kills;
+        self.restarts = restarts + 1;
         self.retired = retired;
         Ok(())
     }
@@ -172,7 +175,26 @@ impl Slot {
         self.tasks_sent
     }
 
+    /// The calls sent to this worker and not finished.
+    pub(crate) fn calls_in_flight(&self) -> u64 {
+        self.inflight
+            .iter()
+            .map(|f| f.job.input.calls() as u64)
+            .sum()
+    }
+
+    /// How many times a new process replaced an earlier one in this slot.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// The id of the task the worker runs (or is about to).
+    pub(crate) fn running_task(&self) -> Option<TaskId> {
+        self.inflight.front().map(|f| f.job.id)
+    }
+
     pub(crate) fn on_ready(&mut self, now: Instant) {
+        tracing::debug!(slot = self.index, pid = self.pid, "worker ready");
         self.ready = true;
         self.start_failures = 0;
         self.start_kills = 0;
@@ -182,6 +204,7 @@ impl Slot {
 
     fn mark_head_running(&self) {
         if let (true, Some(head)) = (self.ready, self.inflight.front()) {
+            tracing::trace!(task = head.job.id, pid = self.pid, "task started");
             head.job.completion.mark_running();
         }
     }
@@ -193,7 +216,9 @@ impl Slot {
             return;
         };
         // Dropped here: the job was answered (or given up on) before.
-        self.inflight.remove(pos);
+        if let Some(f) = self.inflight.remove(pos) {
+            tracing::trace!(task = f.job.id, pid = self.pid, ?took, "task finished");
+        }
         self.avg_task = Some(match self.avg_task {
             None => took,
             Some(avg) => (avg * 4 + took) / 5,
@@ -239,7 +264,7 @@ impl Slot {
     }
 
     /// Queues `job` for this worker; [`Self::flush`] sends what was queued.
-    pub(crate) fn send(&mut self, job: Job, now: Instant) {
+    pub(crate) fn send(&mut self, job: Job, now: Instant, counts: &mut Counts) {
         let Some(process) = &self.process else {
             return;
         };
@@ -269,14 +294,17 @@ impl Slot {
         if let Err(e) = protocol::encode(&run, frame) {
             frame.truncate(rollback);
             self.loaded.remove(&(module.id(), metering));
-            job.completion
-                .fail(TaskError::bad_input(format!("cannot send the task: {e}")));
+            counts.fail(
+                &job,
+                TaskError::bad_input(format!("cannot send the task: {e}")),
+            );
             return;
         }
         self.next_wire += 1;
-        process.expect(wire, job.completion.clone());
         // Each call of a batch counts (for `max_tasks_per_worker`).
-        self.tasks_sent += job.input.calls() as u64;
+        let calls = job.input.calls() as u64;
+        process.expect(wire, job.completion.clone(), calls);
+        self.tasks_sent += calls;
         if self.inflight.is_empty() {
             self.head_since = now;
         }
@@ -370,18 +398,19 @@ impl Slot {
 
     /// Splits the work of a stopped process: the running task fails (cancelled ones say so),
     /// tasks behind it go back to the queue, cancelled ones fail as cancelled.
-    fn stopped(&mut self, head_error: TaskError) -> Stopped {
+    fn stopped(&mut self, counts: &mut Counts, head_error: TaskError) -> Stopped {
         let before_ready = !self.ready;
         let mut requeue = Vec::new();
         self.refilling = true;
         for (i, f) in std::mem::take(&mut self.inflight).into_iter().enumerate() {
             let started = i == 0 && self.ready;
             if f.cancelled_at.is_some() {
-                f.job.completion.fail(TaskError::cancelled(if started {
+                let error = TaskError::cancelled(if started {
                     "stopped while running"
                 } else {
                     "cancelled before it started"
-                }));
+                });
+                counts.fail(&f.job, error);
             } else if started
                 && f.job.retries > 0
                 && matches!(head_error, TaskError::WorkerLost { .. })
@@ -391,7 +420,7 @@ impl Slot {
                 job.completion.mark_queued();
                 requeue.push(job);
             } else if started {
-                f.job.completion.fail(head_error.clone());
+                counts.fail(&f.job, head_error.clone());
             } else {
                 requeue.push(f.job);
             }
@@ -404,23 +433,28 @@ impl Slot {
     }
 
     /// Kills the worker now (the reaper reaps it); its running task fails with `head_error`.
-    pub(crate) fn kill_now(
+    pub(crate) fn kill_now<W: Workers<Worker = P>>(
         &mut self,
-        reaper: &mut Reaper,
+        workers: &mut W,
+        counts: &mut Counts,
         head_error: impl FnOnce(&Job) -> TaskError,
     ) -> Stopped {
         if let Some(mut p) = self.process.take() {
             p.kill();
-            reaper.reap(p, None);
+            workers.reap(p, None);
         }
         self.killed_from_outside = false;
-        self.take_stopped(head_error)
+        self.take_stopped(counts, head_error)
     }
 
     /// The worker's reply stream ended (`malformed`: on a frame that did not decode, and the
     /// worker is killed): the reaper reaps it and reports how it ended ([`Event::Reaped`]);
     /// its tasks stay until then.
-    pub(crate) fn stream_ended(&mut self, reaper: &mut Reaper, malformed: Option<String>) {
+    pub(crate) fn stream_ended<W: Workers<Worker = P>>(
+        &mut self,
+        workers: &mut W,
+        malformed: Option<String>,
+    ) {
         let Some(mut p) = self.process.take() else {
             return;
         };
@@ -431,7 +465,7 @@ impl Slot {
             }
             None => Ending::Closed,
         });
-        reaper.reap(
+        workers.reap(
             p,
             Some(WorkerRef {
                 slot: self.index,
@@ -465,20 +499,23 @@ impl Slot {
 
     /// Once the process is gone (killed, or reaped after [`Self::stream_ended`]): the running
     /// task fails with `head_error`.
-    pub(crate) fn take_stopped(&mut self, head_error: impl FnOnce(&Job) -> TaskError) -> Stopped {
+    pub(crate) fn take_stopped(
+        &mut self,
+        counts: &mut Counts,
+        head_error: impl FnOnce(&Job) -> TaskError,
+    ) -> Stopped {
         let error = match self.inflight.front() {
             Some(f) => head_error(&f.job),
             None => TaskError::worker_lost("worker stopped"),
         };
-        self.stopped(error)
+        self.stopped(counts, error)
     }
 
     /// Starts a new process in this slot after the old one stopped, unless it keeps failing
     /// to start (then the slot is given up, with `why`).
-    pub(crate) fn respawn(
+    pub(crate) fn respawn<W: Workers<Worker = P>>(
         &mut self,
-        launch: &Launch,
-        events: &Sender<Event>,
+        workers: &mut W,
         before_ready: bool,
         why: &str,
     ) -> Result<(), PoolError> {
@@ -498,16 +535,15 @@ impl Slot {
                 return Ok(());
             }
         }
-        self.replace_process(launch, events).inspect_err(|e| {
+        self.replace_process(workers).inspect_err(|e| {
             self.dead = Some(crate::error::Chain(e).to_string());
         })
     }
 
     /// Lets the current process exit after its work and starts a fresh one.
-    pub(crate) fn retire_and_respawn(
+    pub(crate) fn retire_and_respawn<W: Workers<Worker = P>>(
         &mut self,
-        launch: &Launch,
-        events: &Sender<Event>,
+        workers: &mut W,
     ) -> Result<(), PoolError> {
         if let Some(mut p) = self.process.take() {
             p.close();
@@ -519,7 +555,7 @@ impl Slot {
                 p,
             ));
         }
-        self.replace_process(launch, events).inspect_err(|e| {
+        self.replace_process(workers).inspect_err(|e| {
             self.dead = Some(crate::error::Chain(e).to_string());
         })
     }
@@ -529,32 +565,38 @@ impl Slot {
     }
 
     /// A retired worker's stream ended: the reaper reaps it (killed first if `malformed`).
-    pub(crate) fn reap_retired(&mut self, who: WorkerRef, reaper: &mut Reaper, malformed: bool) {
+    pub(crate) fn reap_retired<W: Workers<Worker = P>>(
+        &mut self,
+        who: WorkerRef,
+        workers: &mut W,
+        malformed: bool,
+    ) {
         if let Some(pos) = self.retired.iter().position(|(r, _)| *r == who) {
             let (_, mut p) = self.retired.swap_remove(pos);
             if malformed {
                 p.kill();
             }
-            reaper.reap(p, None);
+            workers.reap(p, None);
         }
     }
 
     /// Ends the slot: the live worker is asked to exit, and the reaper reaps it and the
     /// retired ones (killing any that linger).
-    pub(crate) fn close_and_reap(mut self, reaper: &mut Reaper) {
-        if let Some(p) = self.process.take() {
-            reaper.reap(p, None);
+    pub(crate) fn close_and_reap<W: Workers<Worker = P>>(mut self, workers: &mut W) {
+        if let Some(mut p) = self.process.take() {
+            p.close();
+            workers.reap(p, None);
         }
         for (_, p) in self.retired.drain(..) {
-            reaper.reap(p, None);
+            workers.reap(p, None);
         }
     }
 
     /// Kills everything at once (a failed pool start).
-    pub(crate) fn kill(mut self, reaper: &mut Reaper) {
+    pub(crate) fn kill<W: Workers<Worker = P>>(mut self, workers: &mut W) {
         if let Some(mut p) = self.process.take() {
             p.kill();
-            reaper.reap(p, None);
+            workers.reap(p, None);
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::command::{self, CommandOutput, CommandSpec, OutputChunk, STREAM_CHUNKS};
-use crate::dispatch::{self, Dispatcher, Event, Job};
+use crate::dispatch::{self, Dispatcher, Event, Job, PoolStats};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId, Origin};
@@ -180,6 +180,16 @@ impl Pool {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.inner.events.send(Event::Pids(tx)).is_err() {
             return Vec::new();
+        }
+        rx.recv().unwrap_or_default()
+    }
+
+    /// A snapshot of the pool's work and workers: calls queued, running, done and failed
+    /// (by kind), workers live and restarted, and their memory.
+    pub fn stats(&self) -> PoolStats {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.inner.events.send(Event::Stats(tx)).is_err() {
+            return PoolStats::default();
         }
         rx.recv().unwrap_or_default()
     }

@@ -75,11 +75,12 @@ impl Completion {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records the outcome; later calls are ignored (the first outcome stands).
-    pub(crate) fn complete(&self, outcome: Result<Output, TaskError>, stats: TaskStats) {
+    /// Records the outcome; later calls are ignored (the first outcome stands). Returns
+    /// whether this one stood.
+    pub(crate) fn complete(&self, outcome: Result<Output, TaskError>, stats: TaskStats) -> bool {
         let mut slot = self.lock();
         if slot.outcome.is_some() {
-            return;
+            return false;
         }
         slot.outcome = Some((outcome, stats));
         if let Some(stream) = slot.stream.take() {
@@ -102,6 +103,7 @@ impl Completion {
         if let Some((tx, index)) = notify {
             let _ = tx.try_send(index);
         }
+        true
     }
 
     /// Sends streamed output to whoever reads it. The channel is bounded: while it is full
@@ -143,8 +145,10 @@ impl Completion {
         self.running.store(false, Ordering::Relaxed);
     }
 
-    pub(crate) fn fail(&self, error: TaskError) {
-        self.complete(Err(error), TaskStats::default());
+    /// Fails the task with `error`, unless it has an outcome already; returns whether it
+    /// had none.
+    pub(crate) fn fail(&self, error: TaskError) -> bool {
+        self.complete(Err(error), TaskStats::default())
     }
 
     pub(crate) fn is_done(&self) -> bool {

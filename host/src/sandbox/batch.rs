@@ -111,6 +111,7 @@ pub(super) fn run(
     };
     let started = Instant::now();
     let mut fuel_used = 0u64;
+    let mut peak_memory = 0u64;
     let mut live: Option<Live> = None;
     for i in 0..calls {
         let l = live.get_or_insert_with(fresh);
@@ -159,6 +160,7 @@ pub(super) fn run(
         if let Some(fuel) = limits.fuel {
             fuel_used += fuel - l.store.get_fuel().unwrap_or(0);
         }
+        peak_memory = peak_memory.max(l.store.data().limiter.peak);
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => sink.fail(i, e),
@@ -173,7 +175,8 @@ pub(super) fn run(
             live = None;
         }
     }
-    let stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
+    let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
+    stats.peak_memory = peak_memory;
     (Ok(sink.into_output()), stats)
 }
 

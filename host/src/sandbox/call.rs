@@ -96,6 +96,7 @@ pub(super) fn run(
         _ => 0,
     };
     let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
+    stats.peak_memory = store.data().limiter.peak;
     let outcome = match result {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(task_error)) => Err(task_error),

@@ -11,12 +11,19 @@ pub struct MemoryLimiter {
     limit: Option<u64>,
     /// Set when the guest asked for more than `limit`.
     pub hit: bool,
+    /// The largest size a linear memory of the store was given, in bytes (its initial size
+    /// included: wasmtime asks the limiter when it creates a memory too).
+    pub peak: u64,
 }
 
 impl MemoryLimiter {
     /// A limiter allowing `limit` bytes of linear memory (`None`: the wasm32 maximum).
     pub fn new(limit: Option<u64>) -> Self {
-        MemoryLimiter { limit, hit: false }
+        MemoryLimiter {
+            limit,
+            hit: false,
+            peak: 0,
+        }
     }
 }
 
@@ -44,7 +51,10 @@ impl ResourceLimiter for MemoryLimiter {
                 }
                 .into())
             }
-            _ => Ok(true),
+            _ => {
+                self.peak = self.peak.max(desired as u64);
+                Ok(true)
+            }
         }
     }
 
@@ -55,5 +65,21 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_is_the_largest_growth_allowed() {
+        let mut limiter = MemoryLimiter::new(Some(10 << 20));
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(limiter.memory_growing(1 << 20, 4 << 20, None).unwrap());
+        assert!(limiter.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(limiter.memory_growing(4 << 20, 20 << 20, None).is_err());
+        assert_eq!(limiter.peak, 4 << 20, "refused growth is not a peak");
+        assert!(limiter.hit);
     }
 }

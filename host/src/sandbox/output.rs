@@ -110,6 +110,7 @@ impl CappedPipe {
         TaskStats {
             worker: 0,
             worker_rss: 0,
+            peak_memory: 0,
             fuel_used,
             duration,
             stdout,

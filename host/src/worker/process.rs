@@ -122,8 +122,8 @@ impl WorkerProcess {
     }
 
     /// Registers a task about to be sent, so its reply reaches `completion` directly.
-    pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>) {
-        self.answers.expect(task, completion);
+    pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>, calls: u64) {
+        self.answers.expect(task, completion, calls);
     }
 
     /// Sends encoded frames to the worker's stdin. (A dead worker's pipe takes nothing; its

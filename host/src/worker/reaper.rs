@@ -86,7 +86,7 @@ impl Reaper {
         match spawned {
             Ok(thread) => self.threads.push(thread),
             Err(e) => {
-                eprintln!("wasmpool: cannot start a reaper thread ({e}); ending the worker here");
+                tracing::error!(error = %e, "cannot start a reaper thread; ending the worker here");
                 if let Ok(ending) = rx.try_recv() {
                     ending.run();
                 }

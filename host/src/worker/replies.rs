@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use crate::dispatch::Event;
+use crate::dispatch::{Event, Tally};
 use crate::pool::task::Completion;
 use crate::protocol::{self, Reply, TaskId};
 use crate::worker::WorkerRef;
@@ -20,7 +20,8 @@ use crate::worker::WorkerRef;
 #[derive(Clone, Default)]
 pub(crate) struct Answers(Arc<Mutex<Waiting>>);
 
-type Waiting = VecDeque<(TaskId, Arc<Completion>)>;
+/// Each task's wire id, where its outcome goes, and how many calls it makes.
+type Waiting = VecDeque<(TaskId, Arc<Completion>, u64)>;
 
 impl Answers {
     fn lock(&self) -> MutexGuard<'_, Waiting> {
@@ -28,22 +29,22 @@ impl Answers {
     }
 
     /// Registers `task` before its request is written, so its reply finds its waiter.
-    pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>) {
-        self.lock().push_back((task, completion));
+    pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>, calls: u64) {
+        self.lock().push_back((task, completion, calls));
     }
 
-    fn take(&self, task: TaskId) -> Option<Arc<Completion>> {
+    fn take(&self, task: TaskId) -> Option<(Arc<Completion>, u64)> {
         let mut waiting = self.lock();
-        let pos = waiting.iter().position(|(t, _)| *t == task)?;
-        waiting.remove(pos).map(|(_, c)| c)
+        let pos = waiting.iter().position(|(t, _, _)| *t == task)?;
+        waiting.remove(pos).map(|(_, c, calls)| (c, calls))
     }
 
     fn get(&self, task: TaskId) -> Option<Arc<Completion>> {
         let waiting = self.lock();
         waiting
             .iter()
-            .find(|(t, _)| *t == task)
-            .map(|(_, c)| c.clone())
+            .find(|(t, _, _)| *t == task)
+            .map(|(_, c, _)| c.clone())
     }
 }
 
@@ -51,12 +52,13 @@ impl Answers {
 pub(crate) enum Heard {
     /// The worker has started.
     Ready,
-    /// A task finished (its outcome is delivered already): how long it ran, and the
-    /// worker's resident memory.
+    /// A task finished (its outcome is delivered already): how long it ran, the worker's
+    /// resident memory, and how its calls ended (nothing if an earlier outcome stood).
     Done {
         task: TaskId,
         took: Duration,
         rss: u64,
+        tally: Tally,
     },
     /// The worker asks to be replaced once its tasks are done.
     Retire,
@@ -100,7 +102,7 @@ pub(crate) fn read_replies(
 }
 
 /// Delivers what a reply carries for its task; returns what the dispatcher must hear.
-fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
+pub(crate) fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
     match reply {
         Reply::Ready { .. } => Some(Heard::Ready),
         Reply::Output { task, chunk } => {
@@ -115,12 +117,22 @@ fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
             stats,
         } => {
             let (took, rss) = (stats.duration, stats.worker_rss);
+            let mut tally = Tally::default();
             // The first outcome stands: a task the dispatcher gave up on stays failed.
-            if let Some(c) = answers.take(task) {
+            if let Some((c, calls)) = answers.take(task) {
                 // What a worker says about files is checked before anyone sees it.
-                c.complete(crate::command::check_reply(outcome), stats);
+                let outcome = crate::command::check_reply(outcome);
+                let counted = Tally::of(&outcome, calls);
+                if c.complete(outcome, stats) {
+                    tally = counted;
+                }
             }
-            Some(Heard::Done { task, took, rss })
+            Some(Heard::Done {
+                task,
+                took,
+                rss,
+                tally,
+            })
         }
         Reply::Retire => Some(Heard::Retire),
     }
@@ -156,7 +168,7 @@ mod tests {
         protocol::encode(&reply, &mut wire).unwrap();
         let answers = Answers::default();
         let completion = Completion::new(None);
-        answers.expect(1, completion.clone());
+        answers.expect(1, completion.clone(), 1);
         let (tx, _rx) = crossbeam_channel::unbounded();
         let who = WorkerRef {
             slot: 0,

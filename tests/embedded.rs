@@ -18,13 +18,18 @@ const OUTPUT: &str = "squares: [1, 4, 9, 16]\ncubes: [1, 8, 27, 64]\n";
 /// A copy of the example in a directory of its own (`DIR/bin/embedded`: nothing beside it or
 /// in its parent), and an empty directory to serve as `PATH`.
 fn lone_copy() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    lone_copy_of("embedded")
+}
+
+/// [`lone_copy`] of the example `name`.
+fn lone_copy_of(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&bin).unwrap();
     std::fs::create_dir(&empty).unwrap();
-    let copy = bin.join("embedded");
-    std::fs::copy(common::example("embedded"), &copy).unwrap();
+    let copy = bin.join(name);
+    std::fs::copy(common::example(name), &copy).unwrap();
     (dir, copy, empty)
 }
 
@@ -46,6 +51,33 @@ fn an_embedding_binary_is_its_own_worker_program() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}: {stderr}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout), OUTPUT, "{stderr}");
+}
+
+#[test]
+fn a_tokio_service_holds_one_pool_meets_its_bound_and_shuts_down_alone() {
+    // `examples/tokio_service.rs` checks its own results and exits 1 on a wrong one; it
+    // runs here where its own executable is the only worker program there is.
+    let (_dir, copy, empty) = lone_copy_of("tokio_service");
+    let mut child = alone(&copy, &empty).spawn().unwrap();
+    let watchdog = kill_after(child.id(), Duration::from_secs(120));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stdout}{stderr}", out.status);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(
+        lines[0],
+        "4000 calls from 16 tasks: sum of squares 21325334000"
+    );
+    assert!(
+        lines[1].starts_with("try_submit refused: the pool's queue is full (64 calls waiting")
+            && lines[1].contains("(queued: 64,"),
+        "{stdout}"
+    );
+    assert!(lines[3].starts_with("shut down cleanly: "), "{stdout}");
 }
 
 #[test]

@@ -328,6 +328,9 @@ impl<W: Workers> Dispatcher<W> {
                 let _ = reply.send(self.slots.iter().filter_map(Slot::live_pid).collect());
             }
             Event::Stats(reply) => {
+                // Settled first: what a worker with room can take is not "queued" (and a
+                // bounded queue's room comes back as those calls leave).
+                self.pump();
                 let _ = reply.send(self.stats());
             }
             Event::Shutdown { drain, done } => {

@@ -762,6 +762,21 @@ fn wire_ids_rise_in_send_order() {
 }
 
 #[test]
+fn stats_are_answered_once_workers_with_room_took_what_is_queued() {
+    let mut sim = Sim::new(1);
+    sim.ready(0);
+    // A submission and a stats request handled in one wake-up, before the loop sends.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let j = job(1, &sim.module);
+    sim.tasks.push((j.id, j.completion.clone()));
+    sim.d.handle(Event::Submit(vec![j]));
+    sim.d.handle(Event::Stats(tx));
+    let s = rx.try_recv().unwrap();
+    assert_eq!((s.queued, s.running), (0, 1), "{s:?}");
+    assert_eq!(sim.sent(0), vec![1]);
+}
+
+#[test]
 fn stats_count_calls_by_outcome() {
     let mut sim = Sim::new(2);
     sim.ready(0);

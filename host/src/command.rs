@@ -174,6 +174,7 @@ impl CommandSpec {
 
 /// A command as it travels to the worker: validated, input files read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[doc(hidden)]
 pub struct CommandInput {
     /// The whole argv, `argv[0]` included.
     pub argv: Vec<String>,
@@ -232,6 +233,7 @@ fn carried(argv: &[String], env: &[(String, String)], stdin: &[u8]) -> usize {
 /// checked before reading and the read stops after `limit + 1` bytes, so a file over the
 /// limit, or one that grows past it meanwhile, is refused
 /// ([`io::ErrorKind::FileTooLarge`]) without being read whole.
+#[doc(hidden)]
 pub fn read_host_file(path: &Path, follow_symlinks: bool, limit: usize) -> io::Result<Vec<u8>> {
     let not_regular = |t: std::fs::FileType| {
         let what = if t.is_dir() {
@@ -359,6 +361,7 @@ fn read_input(path: &str, host: &Path, follow: bool, left: usize) -> Result<Vec<
 
 /// Checks that `path` names a place under a directory: relative, no `..`, not empty.
 /// Returns it normalized (`./a//b` → `a/b`).
+#[doc(hidden)]
 pub fn relative_path(path: &str) -> Result<String, &'static str> {
     if path.contains('\0') {
         return Err("the path contains a NUL byte");
@@ -460,10 +463,12 @@ fn check_output_files(files: &[OutputFile]) -> Result<(), TaskError> {
 /// spec asked for [`CommandSpec::check`]).
 ///
 /// ```
-/// let out = wasmpool::CommandOutput { exit_code: 3, ..Default::default() };
+/// let mut out = wasmpool::CommandOutput::default();
+/// out.exit_code = 3;
 /// assert!(!out.success());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CommandOutput {
     /// The program's exit code: its `proc_exit` argument, or 0 when `_start` returned.
     pub exit_code: i32,

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(e.to_string(), "guest called proc_exit(3)");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
 pub enum TaskError {
     /// The task ran past its wall-clock limit and was stopped.
     #[error("task exceeded its wall-clock limit of {}", humantime::format_duration(*.limit))]
@@ -181,6 +182,7 @@ impl TaskError {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The module file could not be read.
     #[error("cannot read module {}", .path.display())]
@@ -241,6 +243,7 @@ impl LoadError {
 /// [`PoolError::WorkerMismatch`], so that
 /// `fn main() -> Result<(), PoolError>` (which prints `Debug`) shows what to do.
 #[derive(thiserror::Error)]
+#[non_exhaustive]
 pub enum PoolError {
     /// The worker program was not found (see `worker::locate::worker_program`).
     #[error("cannot find the wasmpool worker program; searched: {searched}. Call wasmpool::worker_main() first in main (the pool then runs this executable as its workers), or set $WASMPOOL_WORKER or PoolBuilder::worker_program to a `wasmpool` binary")]

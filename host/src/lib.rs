@@ -36,12 +36,20 @@ pub mod command;
 mod dispatch;
 pub mod error;
 pub mod limits;
-pub mod module;
-pub mod module_cache;
+mod module;
 pub mod pool;
+mod value;
+
+// Internals the `wasmpool` binary, the tests and the benchmark reach into: the wire types,
+// the sandbox, the worker's side and the compile cache. Not part of the API (hidden from the
+// docs, no stability promise); a library user needs none of them.
+#[doc(hidden)]
+pub mod module_cache;
+#[doc(hidden)]
 pub mod protocol;
+#[doc(hidden)]
 pub mod sandbox;
-pub mod value;
+#[doc(hidden)]
 pub mod worker;
 
 pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChunk, OutputFile};

@@ -39,6 +39,7 @@ impl fmt::Display for ModuleId {
 
 /// How an export is called.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ExportKind {
     /// A plain function over numbers.
     Numeric {
@@ -113,6 +114,7 @@ pub(crate) struct ModuleInner {
 
 /// Where a loaded module's compiled code came from, and what it cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Origin {
     /// Compiled by a compile process in this long.
     Compiled(std::time::Duration),

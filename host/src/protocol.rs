@@ -258,6 +258,7 @@ pub enum CompileReply {
 /// assert!(stats.stdout.is_empty());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskStats {
     /// Process id of the worker that ran the task (0 if none did).
     pub worker: u32,

@@ -23,6 +23,7 @@ pub enum Value {
 
 /// The type of a [`Value`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ValType {
     I32,
     I64,

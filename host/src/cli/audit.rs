@@ -1063,14 +1063,10 @@ mod tests {
         assert!(Expect::Returns(0)
             .check(&Outcome::Hung(PATIENCE), PATIENCE, &limits)
             .is_err());
-        let capped = Outcome::Task(
-            Ok(1),
-            TaskStats {
-                stdout: vec![b'A'; limits.stdout_cap as usize],
-                output_truncated: true,
-                ..TaskStats::default()
-            },
-        );
+        let mut stats = TaskStats::default();
+        stats.stdout = vec![b'A'; limits.stdout_cap as usize];
+        stats.output_truncated = true;
+        let capped = Outcome::Task(Ok(1), stats);
         assert!(Expect::StdoutCapped.check(&capped, fast, &limits).is_ok());
         assert!(Expect::StdoutCapped
             .check(&task(Ok(1)), fast, &limits)

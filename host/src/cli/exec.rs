@@ -378,6 +378,7 @@ fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Modu
         let how = match module.origin() {
             Origin::Compiled(t) => format!("compiled in {t:.2?}"),
             Origin::DiskCache(t) => format!("read from the compile cache in {t:.2?}"),
+            other => format!("{other:?}"),
         };
         eprintln!(
             "wasmpool: {} ({} bytes): {how}",
@@ -804,16 +805,15 @@ mod tests {
     }
 
     fn output(files: &[(&str, &str)]) -> CommandOutput {
-        CommandOutput {
-            files: files
-                .iter()
-                .map(|(path, data)| wasmpool::OutputFile {
-                    path: path.to_string(),
-                    data: data.as_bytes().to_vec(),
-                })
-                .collect(),
-            ..CommandOutput::default()
-        }
+        let mut out = CommandOutput::default();
+        out.files = files
+            .iter()
+            .map(|(path, data)| wasmpool::OutputFile {
+                path: path.to_string(),
+                data: data.as_bytes().to_vec(),
+            })
+            .collect();
+        out
     }
 
     #[test]

@@ -204,6 +204,9 @@ fn to_input(kind: &ExportKind, line: String) -> Result<Input, String> {
         ExportKind::Unsupported { signature } => Err(format!(
             "the export's signature {signature} is not callable"
         )),
+        other => Err(format!(
+            "`run` cannot call an export of this kind ({other:?})"
+        )),
     }
 }
 
@@ -427,11 +430,9 @@ mod tests {
 
     #[test]
     fn result_lines_copy_guest_json_onto_one_line() {
-        let stats = TaskStats {
-            fuel_used: 3,
-            stdout: b"hi".to_vec(),
-            ..TaskStats::default()
-        };
+        let mut stats = TaskStats::default();
+        stats.fuel_used = 3;
+        stats.stdout = b"hi".to_vec();
         let mut out = Vec::new();
         let pretty = b"{\n  \"b\": [1,\n 2],\r\n  \"a\": \"x\\ny\"\n}".to_vec();
         write_result_line(&mut out, Ok(Output::Json(pretty)), &stats).unwrap();

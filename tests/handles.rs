@@ -297,7 +297,10 @@ async fn iterators_and_output_are_streams_too() {
     }
     task.cancel();
     let outcome = task.await;
-    assert!(matches!(outcome, Err(TaskError::Cancelled { .. })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(TaskError::Cancelled { .. })),
+        "{outcome:?}"
+    );
 }
 
 #[test]

@@ -1022,3 +1022,51 @@ fn verbose_logs_worker_life_to_stderr() {
     let err = String::from_utf8_lossy(&exec.stderr);
     assert!(exec.status.success(), "{err}");
 }
+
+#[test]
+fn exec_spec_lines_carry_their_own_limits_in_units_and_bad_ones_fail_alone() {
+    let dir = std::env::temp_dir().join(format!("wasmpool-spec-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let specs = dir.join("specs.jsonl");
+    std::fs::write(
+        &specs,
+        concat!(
+            "{\"timeout_ms\": 50}\n",
+            "{\"fuel\": 1000000}\n",
+            "{\"timeout_ms\": 0}\n",
+            "{\"memory_bytes\": 5000000000}\n",
+            "{\"timeout\": 50}\n",
+        ),
+    )
+    .unwrap();
+    // The pool's default timeout is long: only the first line's own 50 ms can stop it soon.
+    let out = wasmpool(
+        &[
+            "exec",
+            &program("spin"),
+            "--timeout",
+            "60s",
+            "--specs",
+            specs.to_str().unwrap(),
+        ],
+        "",
+    );
+    let got = lines(&out);
+    assert_eq!(got.len(), 5, "{out:?}");
+    assert_eq!(got[0]["error"]["kind"], "timeout", "{}", got[0]);
+    // Its neighbour has the default timeout and its own fuel.
+    assert_eq!(got[1]["error"]["kind"], "fuel_exhausted", "{}", got[1]);
+    for (i, limit) in [
+        (2, "timeout"),
+        (3, "memory"),
+        (4, "unknown field `timeout`"),
+    ] {
+        assert_eq!(got[i]["error"]["kind"], "bad_input", "{}", got[i]);
+        let message = got[i]["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("spec line {}", i + 1)) && message.contains(limit),
+            "{message}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -14,7 +14,7 @@ fn a_program_reads_stdin_and_prints() {
     let out = pool
         .command(&wc)
         .fuel(1_000_000_000)
-        .submit::<CommandOutput>(CommandSpec::new().stdin("to be or not\nto be\n"))
+        .submit(CommandSpec::new().stdin("to be or not\nto be\n"))
         .wait()
         .unwrap();
     assert_eq!(out.stdout_text(), "2 6 19\n");
@@ -118,7 +118,7 @@ fn host_files_over_the_input_cap_are_refused_before_they_are_read() {
             max_input: 1 << 20,
             ..pool.limits()
         })
-        .submit::<CommandOutput>(CommandSpec::new().input_file("huge", &host))
+        .submit(CommandSpec::new().input_file("huge", &host))
         .wait()
         .unwrap_err();
     std::fs::remove_file(&host).unwrap();
@@ -137,14 +137,14 @@ fn arguments_and_environment_count_against_the_input_cap() {
         max_input: 1000,
         ..pool.limits()
     });
-    let small = call.submit::<CommandOutput>(CommandSpec::new().arg("5"));
+    let small = call.submit(CommandSpec::new().arg("5"));
     assert_eq!(small.wait().unwrap().exit_code, 5);
     for big in [
         CommandSpec::new().arg("5").arg("x".repeat(1000)),
         CommandSpec::new().env("K", "v".repeat(1000)),
         CommandSpec::new().args(vec![String::new(); 1000]),
     ] {
-        let err = call.submit::<CommandOutput>(big).wait().unwrap_err();
+        let err = call.submit(big).wait().unwrap_err();
         assert_eq!(err.kind(), "bad_input");
         assert!(err.to_string().contains("Limits::max_input"), "{err}");
     }
@@ -227,7 +227,7 @@ fn runaway_programs_meet_the_same_limits_as_exports() {
     let err = pool
         .command(&spin)
         .timeout(limit)
-        .submit::<CommandOutput>(CommandSpec::new())
+        .submit(CommandSpec::new())
         .wait()
         .unwrap_err();
     assert_eq!(err, TaskError::Timeout { limit });
@@ -239,7 +239,7 @@ fn runaway_programs_meet_the_same_limits_as_exports() {
     let err = pool
         .command(&spin)
         .fuel(10_000_000)
-        .submit::<CommandOutput>(CommandSpec::new())
+        .submit(CommandSpec::new())
         .wait()
         .unwrap_err();
     assert_eq!(err.kind(), "fuel_exhausted");
@@ -269,7 +269,7 @@ fn output_files_are_capped() {
     let out = pool
         .command(&transform)
         .limits(limits)
-        .submit::<CommandOutput>(spec(1000))
+        .submit(spec(1000))
         .wait()
         .unwrap();
     assert_eq!(out.file("y").map(<[u8]>::len), Some(1000));
@@ -278,7 +278,7 @@ fn output_files_are_capped() {
     let out = pool
         .command(&transform)
         .limits(limits)
-        .submit::<CommandOutput>(spec(5000))
+        .submit(spec(5000))
         .wait()
         .unwrap();
     assert_eq!(out.exit_code, 2);
@@ -300,9 +300,10 @@ fn many_runs_map_in_order() {
         assert_eq!(out.exit_code, (i % 7) as i32);
         assert_eq!(out.stdout_text(), format!("exiting with {}\n", i % 7));
     }
-    // A program's run is never a call of a shared instance.
+    // A program's run is never a call of a shared instance (`CommandCall` has no
+    // `reuse_instance`; through a plain `Call` of `_start` it is refused).
     let batched = pool
-        .command(&exitcode)
+        .call(&exitcode, "_start")
         .reuse_instance(4)
         .map::<CommandOutput, _>((0..3).map(|_| CommandSpec::new()));
     for r in batched {

@@ -359,7 +359,7 @@ fn overhead(
     let w = "wasmpool";
     let call = pool.command(exitcode);
     let one = || -> anyhow::Result<CommandOutput> {
-        let out = call.submit::<CommandOutput>(CommandSpec::new()).wait()?;
+        let out = call.submit(CommandSpec::new()).wait()?;
         ensure!(
             out.exit_code == 0 && out.stdout_text() == "exiting with 0\n",
             "exitcode gave {out:?}"

@@ -185,7 +185,7 @@ pub struct CommandInput {
     pub output_dir: bool,
     pub check: bool,
     /// Whether stdout and stderr are sent to the host as they are written (see
-    /// [`Call::submit_streaming`](crate::Call::submit_streaming)) instead of kept.
+    /// [`CommandCall::submit_streaming`](crate::CommandCall::submit_streaming)) instead of kept.
     pub stream: bool,
 }
 
@@ -198,7 +198,7 @@ pub enum OutputChunk {
 }
 
 /// Chunks a streaming command's output channel holds before the program blocks in its
-/// write (see [`Call::submit_streaming`](crate::Call::submit_streaming)).
+/// write (see [`CommandCall::submit_streaming`](crate::CommandCall::submit_streaming)).
 pub const STREAM_CHUNKS: usize = 16;
 
 /// Largest [`OutputChunk`]: with [`STREAM_CHUNKS`], what a streaming task's unread output

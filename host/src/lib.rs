@@ -58,7 +58,8 @@ pub use error::{LoadError, PoolError, TaskError, TrapCode};
 pub use limits::{LimitError, Limits};
 pub use module::{Export, ExportKind, Module, ModuleId, Origin};
 pub use pool::{
-    AsCompleted, Call, Imap, OutputStream, Pool, PoolBuilder, QueueFull, ReusingCall, Task,
+    AsCompleted, Call, CommandCall, Imap, OutputStream, Pool, PoolBuilder, QueueFull, ReusingCall,
+    Task,
 };
 pub use protocol::TaskStats;
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};

@@ -37,7 +37,21 @@ pub struct LimitError {
 ///     .with_fuel(Some(10_000_000));
 /// assert_eq!(limits.memory, Some(256 << 20));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Limits have two serde forms. A human-readable format (JSON) gets explicit units in every
+/// name, and refuses unknown fields:
+/// `{"fuel": n|null, "timeout_ms": n|null, "memory_bytes": n|null, "stdout_cap_bytes": n,
+/// "stderr_cap_bytes": n, "max_input_bytes": n, "max_output_bytes": n}` (a timeout that is
+/// not a whole number of milliseconds is rounded up to the next one, so it never becomes 0).
+/// A binary format (postcard, the wire between host and workers) gets the fields as they
+/// are, losslessly.
+///
+/// ```
+/// let json = serde_json::to_value(wasmpool::Limits::default()).unwrap();
+/// assert_eq!(json["timeout_ms"], 60_000);
+/// assert_eq!(json["memory_bytes"], 256 << 20);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Fuel (deterministic instruction budget) per task. Default: unlimited, and then the
     /// task runs code compiled without fuel metering (up to 3× faster on tight loops); only
@@ -211,9 +225,139 @@ impl Limits {
     }
 }
 
+/// [`Limits`] in a binary format: the fields as they are (what the wire carries).
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Limits")]
+struct WireLimits {
+    fuel: Option<u64>,
+    timeout: Option<Duration>,
+    memory: Option<u64>,
+    stdout_cap: u32,
+    stderr_cap: u32,
+    max_input: u32,
+    max_output: u32,
+}
+
+/// [`Limits`] in a human-readable format: a unit in every name.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Limits", deny_unknown_fields)]
+struct JsonLimits {
+    fuel: Option<u64>,
+    timeout_ms: Option<u64>,
+    memory_bytes: Option<u64>,
+    stdout_cap_bytes: u32,
+    stderr_cap_bytes: u32,
+    max_input_bytes: u32,
+    max_output_bytes: u32,
+}
+
+/// `t` in whole milliseconds, rounded up (a nonzero timeout never becomes 0).
+fn ceil_millis(t: Duration) -> u64 {
+    let ms = t.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+impl Serialize for Limits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let l = *self;
+        if s.is_human_readable() {
+            JsonLimits {
+                fuel: l.fuel,
+                timeout_ms: l.timeout.map(ceil_millis),
+                memory_bytes: l.memory,
+                stdout_cap_bytes: l.stdout_cap,
+                stderr_cap_bytes: l.stderr_cap,
+                max_input_bytes: l.max_input,
+                max_output_bytes: l.max_output,
+            }
+            .serialize(s)
+        } else {
+            WireLimits {
+                fuel: l.fuel,
+                timeout: l.timeout,
+                memory: l.memory,
+                stdout_cap: l.stdout_cap,
+                stderr_cap: l.stderr_cap,
+                max_input: l.max_input,
+                max_output: l.max_output,
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let j = JsonLimits::deserialize(d)?;
+            Ok(Limits {
+                fuel: j.fuel,
+                timeout: j.timeout_ms.map(Duration::from_millis),
+                memory: j.memory_bytes,
+                stdout_cap: j.stdout_cap_bytes,
+                stderr_cap: j.stderr_cap_bytes,
+                max_input: j.max_input_bytes,
+                max_output: j.max_output_bytes,
+            })
+        } else {
+            let w = WireLimits::deserialize(d)?;
+            Ok(Limits {
+                fuel: w.fuel,
+                timeout: w.timeout,
+                memory: w.memory,
+                stdout_cap: w.stdout_cap,
+                stderr_cap: w.stderr_cap,
+                max_input: w.max_input,
+                max_output: w.max_output,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_form_has_a_unit_in_every_name_and_round_trips() {
+        let limits = Limits {
+            fuel: Some(7),
+            timeout: Some(Duration::from_millis(1500)),
+            memory: None,
+            stdout_cap: 1,
+            stderr_cap: 2,
+            max_input: 3,
+            max_output: 4,
+        };
+        let json = serde_json::to_value(limits).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "fuel": 7, "timeout_ms": 1500, "memory_bytes": null,
+                "stdout_cap_bytes": 1, "stderr_cap_bytes": 2,
+                "max_input_bytes": 3, "max_output_bytes": 4,
+            })
+        );
+        assert_eq!(serde_json::from_value::<Limits>(json).unwrap(), limits);
+        // Below a millisecond rounds up: a timeout never turns into none or zero.
+        let tiny = limits.with_timeout(Some(Duration::from_nanos(1)));
+        assert_eq!(serde_json::to_value(tiny).unwrap()["timeout_ms"], 1);
+    }
+
+    #[test]
+    fn json_form_refuses_unknown_fields_and_names_without_units() {
+        let mut json = serde_json::to_value(Limits::default()).unwrap();
+        json["timeout"] = 5.into();
+        let err = serde_json::from_value::<Limits>(json).unwrap_err();
+        assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+    }
+
+    #[test]
+    fn wire_form_is_lossless() {
+        let limits = Limits::default().with_timeout(Some(Duration::new(3, 123_456_789)));
+        let bytes = postcard::to_stdvec(&limits).unwrap();
+        assert_eq!(postcard::from_bytes::<Limits>(&bytes).unwrap(), limits);
+    }
 
     fn refused(limits: Limits) -> &'static str {
         limits.validate().expect_err("refused").limit

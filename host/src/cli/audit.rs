@@ -679,7 +679,7 @@ impl Audit {
             let task = pool
                 .command(&deep)
                 .limits(limits)
-                .submit::<wasmpool::CommandOutput>(wasmpool::CommandSpec::new().output_dir());
+                .submit(wasmpool::CommandSpec::new().output_dir());
             let result = match task.wait_timeout(patience(&limits)) {
                 // How deep the file came back from.
                 Some(r) => r.map(|out| {

@@ -63,7 +63,10 @@ pub struct ExecArgs {
     #[arg(long, requires = "each")]
     follow_symlinks: bool,
     /// Run once per line of this JSONL file of specs: {"args": [..], "stdin": "..",
-    /// "env": {"K": "V"}, "inputs": {"name": "host/path"}, "output_dir": true, "check": false}.
+    /// "env": {"K": "V"}, "inputs": {"name": "host/path"}, "output_dir": true, "check": false},
+    /// and optionally the run's own limits: "fuel", "timeout_ms", "memory_bytes" (null:
+    /// unlimited), "stdout_cap_bytes", "stderr_cap_bytes", "max_input_bytes",
+    /// "max_output_bytes"; left out: the flags' (or default) limits.
     #[arg(long, value_name = "FILE")]
     specs: Option<PathBuf>,
     /// Set an environment variable for the program (repeatable); the environment is
@@ -413,13 +416,15 @@ fn base_spec(args: &ExecArgs) -> CommandSpec {
 struct Job {
     label: String,
     spec: Result<CommandSpec, String>,
+    /// This run's own limits (a `--specs` line's), else the pool's.
+    limits: Option<Limits>,
 }
 
 fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let pool = args.pool.builder().build()?;
     let jobs = match (&args.each, &args.specs) {
         (Some(pattern), _) => each_jobs(&args, pattern, pool.limits().max_input as usize)?,
-        (None, Some(path)) => spec_jobs(&args, path)?,
+        (None, Some(path)) => spec_jobs(&args, path, pool.limits())?,
         (None, None) => bail!("exec_many needs --each or --specs"),
     };
     let module = load(&pool, &args)?;
@@ -428,7 +433,10 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let tasks: Vec<Result<Task<CommandOutput>, TaskError>> = jobs
         .iter()
         .map(|job| match &job.spec {
-            Ok(spec) => Ok(call.submit(spec.clone())),
+            Ok(spec) => Ok(match job.limits {
+                Some(limits) => call.clone().limits(limits).submit(spec.clone()),
+                None => call.submit(spec.clone()),
+            }),
             Err(message) => Err(TaskError::BadInput {
                 message: message.clone(),
             }),
@@ -578,7 +586,11 @@ fn each_jobs(args: &ExecArgs, pattern: &str, max_input: usize) -> anyhow::Result
                     .map(|bytes| base.clone().stdin(bytes))
                     .map_err(|e| format!("cannot read {label}: {e}"))
             };
-            Job { label, spec }
+            Job {
+                label,
+                spec,
+                limits: None,
+            }
         })
         .collect())
 }
@@ -620,11 +632,54 @@ struct SpecLine {
     inputs: BTreeMap<String, PathBuf>,
     output_dir: bool,
     check: bool,
+    /// This run's limits, in the JSON form of `Limits` (a unit in every name); a field
+    /// left out is the pool's; `null` is unlimited where `Limits` allows `None`.
+    #[serde(deserialize_with = "present")]
+    fuel: Option<Option<u64>>,
+    #[serde(deserialize_with = "present")]
+    timeout_ms: Option<Option<u64>>,
+    #[serde(deserialize_with = "present")]
+    memory_bytes: Option<Option<u64>>,
+    stdout_cap_bytes: Option<u32>,
+    stderr_cap_bytes: Option<u32>,
+    max_input_bytes: Option<u32>,
+    max_output_bytes: Option<u32>,
+}
+
+/// A field that is present (`Some`, holding `None` for `null`), as opposed to left out.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl SpecLine {
+    /// `defaults` with this line's limits over them, or `None` when it sets none.
+    fn limits(&self, defaults: Limits) -> Option<Limits> {
+        let set = self.fuel.is_some()
+            || self.timeout_ms.is_some()
+            || self.memory_bytes.is_some()
+            || self.stdout_cap_bytes.is_some()
+            || self.stderr_cap_bytes.is_some()
+            || self.max_input_bytes.is_some()
+            || self.max_output_bytes.is_some();
+        set.then(|| Limits {
+            fuel: self.fuel.unwrap_or(defaults.fuel),
+            timeout: self
+                .timeout_ms
+                .map_or(defaults.timeout, |t| t.map(Duration::from_millis)),
+            memory: self.memory_bytes.unwrap_or(defaults.memory),
+            stdout_cap: self.stdout_cap_bytes.unwrap_or(defaults.stdout_cap),
+            stderr_cap: self.stderr_cap_bytes.unwrap_or(defaults.stderr_cap),
+            max_input: self.max_input_bytes.unwrap_or(defaults.max_input),
+            max_output: self.max_output_bytes.unwrap_or(defaults.max_output),
+        })
+    }
 }
 
 /// One job per non-blank line of the JSONL file at `path`; a bad line is that run's
 /// `bad_input` error, not the batch's.
-fn spec_jobs(args: &ExecArgs, path: &Path) -> anyhow::Result<Vec<Job>> {
+fn spec_jobs(args: &ExecArgs, path: &Path, defaults: Limits) -> anyhow::Result<Vec<Job>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read specs file {}", path.display()))?;
     let base = base_spec(args);
@@ -632,17 +687,35 @@ fn spec_jobs(args: &ExecArgs, path: &Path) -> anyhow::Result<Vec<Job>> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| Job {
-            label: format!("{}:{}", path.display(), i + 1),
-            spec: spec_line(&base, i + 1, l),
+        .map(|(i, l)| {
+            let (spec, limits) = match spec_line(&base, defaults, i + 1, l) {
+                Ok((spec, limits)) => (Ok(spec), limits),
+                Err(e) => (Err(e), None),
+            };
+            Job {
+                label: format!("{}:{}", path.display(), i + 1),
+                spec,
+                limits,
+            }
         })
         .collect())
 }
 
-/// The spec of line `number` of a `--specs` file, `text`, on top of `base`.
-fn spec_line(base: &CommandSpec, number: usize, text: &str) -> Result<CommandSpec, String> {
+/// The spec of line `number` of a `--specs` file, `text`, on top of `base`, and its own
+/// limits over `defaults` (checked here: out of range, the line fails naming the limit).
+fn spec_line(
+    base: &CommandSpec,
+    defaults: Limits,
+    number: usize,
+    text: &str,
+) -> Result<(CommandSpec, Option<Limits>), String> {
     let line: SpecLine =
         serde_json::from_str(text).map_err(|e| format!("spec line {number}: {e}"))?;
+    let limits = line.limits(defaults);
+    if let Some(l) = &limits {
+        l.validate()
+            .map_err(|e| format!("spec line {number}: {e}"))?;
+    }
     let mut spec = base.clone().args(line.args).stdin(line.stdin);
     if let Some(argv0) = line.argv0 {
         spec.argv0 = Some(argv0);
@@ -653,7 +726,7 @@ fn spec_line(base: &CommandSpec, number: usize, text: &str) -> Result<CommandSpe
     }
     spec.output_dir |= line.output_dir;
     spec.check = line.check;
-    Ok(spec)
+    Ok((spec, limits))
 }
 
 /// The sub-directory of `--out-dir` for run `index` (of a batch whose run count has `width`
@@ -928,7 +1001,7 @@ mod tests {
         #[test]
         fn spec_lines_of_any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let text = String::from_utf8_lossy(&bytes);
-            let _ = spec_line(&CommandSpec::new(), 1, &text);
+            let _ = spec_line(&CommandSpec::new(), Limits::default(), 1, &text);
         }
 
         /// Any spec-shaped JSON: parsed or refused, and a parsed spec becomes a wire input or
@@ -936,7 +1009,7 @@ mod tests {
         #[test]
         fn spec_shaped_lines_never_panic(line in spec_json(), cut in any::<prop::sample::Index>()) {
             let text = line.to_string();
-            if let Ok(spec) = spec_line(&CommandSpec::new(), 1, &text) {
+            if let Ok((spec, _)) = spec_line(&CommandSpec::new(), Limits::default(), 1, &text) {
                 if let Err(e) = wasmpool::Args::into_input_within(spec, 1 << 20) {
                     prop_assert_eq!(e.kind(), "bad_input");
                 }
@@ -944,7 +1017,7 @@ mod tests {
             // The same line cut anywhere (a torn write) is still only an error.
             let cut = cut.index(text.len() + 1);
             if text.is_char_boundary(cut) {
-                let _ = spec_line(&CommandSpec::new(), 1, &text[..cut]);
+                let _ = spec_line(&CommandSpec::new(), Limits::default(), 1, &text[..cut]);
             }
         }
     }

@@ -4,6 +4,7 @@
 
 mod batched;
 pub mod builder;
+mod command_call;
 mod feed;
 mod gate;
 pub mod task;
@@ -35,6 +36,7 @@ use feed::Feed;
 const MAX_SUBMIT_BATCH: usize = 4096;
 
 pub use builder::PoolBuilder;
+pub use command_call::CommandCall;
 pub use task::{AsCompleted, Imap, OutputStream, Task};
 
 use gate::{Admission, Gate, Refused};
@@ -74,7 +76,7 @@ pub(crate) struct Settings {
 /// threads and tasks. [`Pool::shutdown`] or [`Pool::terminate`] through any clone closes the
 /// pool for all of them (like closing a channel: later submissions fail with
 /// [`TaskError::Cancelled`]); dropping the last clone terminates it. The handles it gives
-/// out ([`Call`], [`Task`], [`Imap`], [`AsCompleted`], [`OutputStream`]) own what they need.
+/// out ([`Call`], [`CommandCall`], [`Task`], [`Imap`], [`AsCompleted`], [`OutputStream`]) own what they need.
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Shared>,
@@ -415,8 +417,8 @@ impl Pool {
 
     /// Starts runs of the WASI command `module` (its `_start`) with the pool's default
     /// limits, to adjust before submitting [`CommandSpec`]s: `pool.command(&m).timeout(t).map(specs)`.
-    pub fn command(&self, module: &Module) -> Call {
-        self.call(module, command::ENTRY)
+    pub fn command(&self, module: &Module) -> CommandCall {
+        CommandCall::new(self.call(module, command::ENTRY))
     }
 
     /// Runs the WASI command `module` once, like `subprocess.run` in a sandbox; see
@@ -819,34 +821,13 @@ impl Call {
         task
     }
 
-    /// Runs a command like [`Call::submit`], but sends its stdout and stderr to the returned
-    /// channel as the program writes them (up to `Limits::stdout_cap`/`stderr_cap` each),
-    /// instead of keeping them in [`CommandOutput`]. The channel ends when the task does.
-    ///
-    /// The channel holds at most [`STREAM_CHUNKS`] chunks of up to
-    /// [`STREAM_CHUNK_BYTES`](crate::command::STREAM_CHUNK_BYTES):
-    /// when the reader falls behind, the program blocks in its write (its wall clock runs
-    /// on), like a process writing to a full pipe. So read the channel while the task runs:
-    /// waiting for the task first can only end at its timeout once the program has written
-    /// more than the channel holds. Keep the task while you read (or [`Task::detach`] it):
-    /// dropping it unfinished cancels the run, and the channel ends there.
-    ///
-    /// ```no_run
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use wasmpool::{CommandSpec, OutputChunk, Pool};
-    /// let pool = Pool::builder().build()?;
-    /// let wc = pool.load_file("target/wasi-c/wc.wasm")?;
-    /// let (task, output) = pool.command(&wc).submit_streaming(CommandSpec::new().stdin("a b"));
-    /// for chunk in output {
-    ///     if let OutputChunk::Stdout(bytes) = chunk {
-    ///         print!("{}", String::from_utf8_lossy(&bytes));
-    ///     }
-    /// }
-    /// assert_eq!(task.wait()?.exit_code, 0);
-    /// # Ok(()) }
-    /// ```
+    /// [`CommandCall::submit_streaming`]: a command run whose stdout and stderr go to the
+    /// returned channel as the program writes them.
     #[must_use = "dropping the task cancels the run; keep it while reading, or detach it"]
-    pub fn submit_streaming(&self, spec: CommandSpec) -> (Task<CommandOutput>, OutputStream) {
+    pub(super) fn submit_streaming(
+        &self,
+        spec: CommandSpec,
+    ) -> (Task<CommandOutput>, OutputStream) {
         let (tx, rx) = async_channel::bounded(STREAM_CHUNKS);
         let input = self.checked(spec).map(|input| match input {
             Input::Command(mut c) => {

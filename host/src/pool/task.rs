@@ -532,7 +532,7 @@ impl<T: FromOutput> futures_core::Stream for Imap<T> {
 
 /// A streaming command's output as the program writes it: an [`Iterator`] (blocking) and a
 /// [`Stream`](futures_core::Stream) (async) of [`OutputChunk`]s, ending when the task does.
-/// Made by [`Call::submit_streaming`](crate::Call::submit_streaming), which explains the
+/// Made by [`CommandCall::submit_streaming`](crate::CommandCall::submit_streaming), which explains the
 /// bounded buffer (a reader that falls behind holds the program up in its write).
 /// Dropping it discards the rest of the output; the program runs on.
 pub struct OutputStream {

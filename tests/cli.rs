@@ -1070,3 +1070,22 @@ fn exec_spec_lines_carry_their_own_limits_in_units_and_bad_ones_fail_alone() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn run_sets_the_guests_environment_with_env() {
+    let probe = format!("{}/tests/guests/env_probe.wat", env!("CARGO_MANIFEST_DIR"));
+    let out = wasmpool(
+        &["run", &probe, "bytes", "--env", "A=1", "--env", "B=22"],
+        "null\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["ok"], 9, "A=1\\0B=22\\0");
+    let bad = wasmpool(&["run", &probe, "bytes", "--env", "NOEQUALS"], "null\n");
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not KEY=VALUE"));
+}

@@ -1074,3 +1074,28 @@ fn a_tasks_stats_carry_its_peak_memory() {
     assert!(again.wait().is_ok());
     assert_eq!(again.stats().unwrap().peak_memory, small);
 }
+
+#[test]
+fn a_calls_environment_reaches_its_guest_and_nothing_else_does() {
+    let pool = builder().build().unwrap();
+    let probe = pool.load_file(guest_wat("env_probe.wat")).unwrap();
+    let call = pool.call(&probe, "bytes").env("A", "1").env("B", "22");
+    // `A=1\0B=22\0`, in a plain call and in each call of a batch.
+    assert_eq!(call.submit::<i32>(()).wait(), Ok(9));
+    let batch = call.map::<i32, _>(vec![(); 200]);
+    assert!(batch.iter().all(|r| *r == Ok(9)), "{:?}", &batch[..3]);
+    // Without `env`, deny-by-default: no variable at all.
+    assert_eq!(pool.submit::<i32>(&probe, "count", ()).wait(), Ok(0));
+    // The environment counts toward max_input.
+    let big = pool
+        .call(&probe, "count")
+        .limits(wasmpool::Limits {
+            max_input: 64,
+            ..pool.limits()
+        })
+        .env("K", "x".repeat(100));
+    assert!(matches!(
+        big.submit::<i32>(()).wait(),
+        Err(TaskError::BadInput { .. })
+    ));
+}

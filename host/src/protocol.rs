@@ -24,7 +24,7 @@ use crate::value::{Input, Output};
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
@@ -201,6 +201,7 @@ pub(crate) enum RequestRef<'a> {
         export: &'a str,
         input: &'a Input,
         limits: &'a Limits,
+        env: &'a [(String, String)],
     },
 }
 
@@ -212,6 +213,9 @@ pub struct RunRequest {
     pub export: String,
     pub input: Input,
     pub limits: Limits,
+    /// Environment of a plain or SDK call's WASI context (`Call::env`); commands carry
+    /// theirs in their input.
+    pub env: Vec<(String, String)>,
 }
 
 /// A message from a worker to the host.
@@ -362,6 +366,7 @@ mod tests {
             export: "square".into(),
             input: Input::Numbers(vec![Value::I64(9)]),
             limits: Limits::default(),
+            env: Vec::new(),
         });
         encode(&run, &mut buf).unwrap();
         encode(&Request::Cancel { task: 7 }, &mut buf).unwrap();
@@ -398,6 +403,7 @@ mod tests {
             export: "square".into(),
             input: input.clone(),
             limits,
+            env: vec![("K".into(), "V".into())],
         });
         encode(&run, &mut owned).unwrap();
         let run = RequestRef::Run {
@@ -406,6 +412,7 @@ mod tests {
             export: "square",
             input: &input,
             limits: &limits,
+            env: &[("K".into(), "V".into())],
         };
         encode(&run, &mut borrowed).unwrap();
         let load = Request::Load {

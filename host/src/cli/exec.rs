@@ -96,7 +96,7 @@ pub struct ExecArgs {
     pool: PoolArgs,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),

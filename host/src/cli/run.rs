@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// Where to write the JSON lines of results; `-` is stdout.
     #[arg(long, default_value = "-")]
     output: String,
+    /// Set an environment variable for the guest (repeatable; e.g. `RUST_BACKTRACE=1` for a
+    /// Rust guest's panics); the environment is otherwise empty.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::exec::parse_env)]
+    env: Vec<(String, String)>,
     #[command(flatten)]
     pool: PoolArgs,
 }
@@ -55,7 +59,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             });
         entries.push(input.map(|input| inputs.push(input)));
     }
-    let call = pool.call(&module, &args.export);
+    let call = args
+        .env
+        .iter()
+        .fold(pool.call(&module, &args.export), |call, (k, v)| {
+            call.env(k, v)
+        });
     let mut tasks = call.submit_many::<Output, Input>(inputs).into_iter();
 
     let mut out = open_output(&args.output)?;

@@ -69,6 +69,8 @@ pub(crate) struct Job {
     pub export: std::sync::Arc<str>,
     pub input: Input,
     pub limits: Limits,
+    /// Environment of a plain or SDK call (`Call::env`).
+    pub env: std::sync::Arc<[(String, String)]>,
     /// How many more times the task may be re-run if its worker dies under it.
     pub retries: u32,
     pub completion: std::sync::Arc<Completion>,

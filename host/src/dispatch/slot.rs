@@ -290,6 +290,7 @@ impl<P: Worker> Slot<P> {
             export: &job.export,
             input: &job.input,
             limits: &job.limits,
+            env: &job.env,
         };
         if let Err(e) = protocol::encode(&run, frame) {
             frame.truncate(rollback);

@@ -142,6 +142,7 @@ fn module() -> Module {
 
 fn job(id: TaskId, module: &Module) -> Job {
     Job {
+        env: Vec::new().into(),
         id,
         module: module.clone(),
         export: "f".into(),

@@ -49,7 +49,11 @@ pub(super) fn check<A: Args>(
     refuse_commands: bool,
 ) -> Calls {
     let inputs = inputs.into_iter();
-    if let Err(e) = call.pool.prepare(&call.module, &call.limits) {
+    let ready = call
+        .pool
+        .prepare(&call.module, &call.limits)
+        .and_then(|()| call.check_size(Input::Numbers(Vec::new())).map(drop));
+    if let Err(e) = ready {
         return Calls {
             errors: inputs.map(|_| Some(e.clone())).collect(),
             valid: Valid::Each(Vec::new()),

@@ -362,6 +362,7 @@ impl Pool {
             export: Arc::from(export),
             limits: self.inner.limits,
             retries: self.inner.max_retries,
+            env: Arc::from(Vec::new()),
         }
     }
 
@@ -517,6 +518,8 @@ pub struct Call {
     export: Arc<str>,
     limits: Limits,
     retries: u32,
+    /// Environment of the call's WASI context (plain and SDK calls).
+    env: Arc<[(String, String)]>,
 }
 
 impl Call {
@@ -532,6 +535,25 @@ impl Call {
     #[deprecated(note = "named `max_retries`, like the builder's setting")]
     pub fn retries(self, n: u32) -> Self {
         self.max_retries(n)
+    }
+
+    /// Sets an environment variable in the WASI context of this call's tasks (plain and SDK
+    /// calls; a command has its own in [`CommandSpec::env`]). Deny-by-default as everything
+    /// else: without this a guest sees no environment at all. The variables count toward
+    /// [`Limits::max_input`].
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = wasmpool::Pool::builder().build()?;
+    /// let m = pool.load_file("guests/target/wasm32-wasip1/release/wordcount.wasm")?;
+    /// let call = pool.call(&m, "wordcount").env("RUST_BACKTRACE", "1");
+    /// # Ok(()) }
+    /// ```
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let mut env = self.env.to_vec();
+        env.push((key.into(), value.into()));
+        self.env = env.into();
+        self
     }
 
     /// Fuel for this call; `None` for unlimited. Limits out of their valid range (see
@@ -911,6 +933,7 @@ impl Call {
                     input,
                     limits: self.limits,
                     retries: self.retries,
+                    env: self.env.clone(),
                     completion,
                 };
                 (task, Some(job))
@@ -934,11 +957,18 @@ impl Call {
 
     /// Checks the input against the call's size cap.
     fn check_size(&self, input: Input) -> Result<Input, TaskError> {
+        let env: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         match &input {
-            Input::Json(bytes) if bytes.len() > self.limits.max_input as usize => {
+            Input::Json(bytes) if bytes.len() + env > self.limits.max_input as usize => {
                 Err(TaskError::bad_input(format!(
-                    "the input is {} bytes, over the cap of {} bytes (Limits::max_input)",
-                    bytes.len(),
+                    "the input and environment are {} bytes, over the cap of {} bytes (Limits::max_input)",
+                    bytes.len() + env,
+                    self.limits.max_input
+                )))
+            }
+            Input::Numbers(_) if env > self.limits.max_input as usize => {
+                Err(TaskError::bad_input(format!(
+                    "the environment is {env} bytes, over the cap of {} bytes (Limits::max_input)",
                     self.limits.max_input
                 )))
             }

@@ -85,6 +85,7 @@ pub(super) fn run(
         Input::Batch { instances, .. } | Input::NumberBatch { instances, .. } => *instances,
         _ => unreachable!("only batches run here"),
     };
+    let env: std::sync::Arc<[(String, String)]> = req.env.as_slice().into();
     let pipes = || {
         (
             CappedPipe::new(limits.stdout_cap as usize),
@@ -101,6 +102,7 @@ pub(super) fn run(
         let wasi = WasiSetup::OnFirstCall {
             stdout,
             stderr: stderr.clone(),
+            env: env.clone(),
         };
         Live {
             store: new_store(pre, limits, wasi, link),

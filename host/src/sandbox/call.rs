@@ -60,6 +60,7 @@ pub(super) fn run(
             WasiSetup::OnFirstCall {
                 stdout: stdout.clone(),
                 stderr: stderr.clone(),
+                env: req.env.as_slice().into(),
             },
             None,
         ),

@@ -34,10 +34,13 @@ pub struct TaskState {
     /// The task's WASI context, once made.
     wasi: Option<WasiP1Ctx>,
     /// Where a context made on the guest's first WASI call sends stdout and stderr.
-    pending: Option<(CappedPipe, CappedPipe)>,
+    pending: Option<(CappedPipe, CappedPipe, Env)>,
     limiter: limiter::MemoryLimiter,
     before_host_call: Option<BeforeHostCall>,
 }
+
+/// The environment of a plain or SDK call's WASI context (`Call::env`).
+pub(crate) type Env = std::sync::Arc<[(String, String)]>;
 
 /// How a task's WASI context is made. Contexts start deny-by-default: no files, no
 /// environment, no arguments, no network, empty stdin; stdout and stderr captured.
@@ -50,6 +53,7 @@ pub(crate) enum WasiSetup {
     OnFirstCall {
         stdout: CappedPipe,
         stderr: CappedPipe,
+        env: Env,
     },
 }
 
@@ -57,7 +61,11 @@ impl TaskState {
     fn new(memory: Option<u64>, wasi: WasiSetup, before_host_call: Option<BeforeHostCall>) -> Self {
         let (wasi, pending) = match wasi {
             WasiSetup::Now(mut builder) => (Some(builder.build_p1()), None),
-            WasiSetup::OnFirstCall { stdout, stderr } => (None, Some((stdout, stderr))),
+            WasiSetup::OnFirstCall {
+                stdout,
+                stderr,
+                env,
+            } => (None, Some((stdout, stderr, env))),
         };
         TaskState {
             wasi,
@@ -75,8 +83,8 @@ impl TaskState {
         let pending = &mut self.pending;
         self.wasi.get_or_insert_with(|| {
             let mut builder = WasiCtxBuilder::new();
-            if let Some((stdout, stderr)) = pending.take() {
-                builder.stdout(stdout).stderr(stderr);
+            if let Some((stdout, stderr, env)) = pending.take() {
+                builder.stdout(stdout).stderr(stderr).envs(&env);
             }
             builder.build_p1()
         })

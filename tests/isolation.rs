@@ -94,14 +94,43 @@ fn memory_growth_past_the_limit_is_a_memory_limit_error() {
         .memory(limit)
         .submit::<i64>(())
         .wait();
-    assert_eq!(r, Err(TaskError::MemoryLimit { limit }));
+    assert_eq!(
+        r,
+        Err(TaskError::MemoryLimit {
+            limit,
+            initial: None
+        })
+    );
     // The limit is applied to every store: allocating past it fails, under it succeeds.
     let r = pool
         .call(&hostile, "alloc_mb")
         .memory(64 << 20)
         .submit::<i64>(100i64)
         .wait();
-    assert_eq!(r, Err(TaskError::MemoryLimit { limit: 64 << 20 }));
+    assert_eq!(
+        r,
+        Err(TaskError::MemoryLimit {
+            limit: 64 << 20,
+            initial: None
+        })
+    );
+    // A module whose initial memory alone is over the limit is told so.
+    let big = pool
+        .load(r#"(module (memory 32) (func (export "f")))"#)
+        .unwrap();
+    match pool.call(&big, "f").memory(1 << 20).submit::<()>(()).wait() {
+        Err(e @ TaskError::MemoryLimit { .. }) => {
+            assert_eq!(
+                e,
+                TaskError::MemoryLimit {
+                    limit: 1 << 20,
+                    initial: Some(2 << 20)
+                }
+            );
+            assert!(e.to_string().contains("initial memory of 2.0 MiB"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(pool
         .call(&hostile, "alloc_mb")
         .memory(64 << 20)

@@ -40,9 +40,11 @@ pub enum TaskError {
     /// The task used up its fuel (its deterministic instruction budget).
     #[error("task ran out of fuel (limit: {fuel} units)")]
     FuelExhausted { fuel: u64 },
-    /// The task tried to grow its memory (or a table) past its limit.
-    #[error("task tried to grow its memory past the limit of {}", bytesize::ByteSize(*.limit))]
-    MemoryLimit { limit: u64 },
+    /// The task tried to grow its memory (or a table) past its limit; `initial` is the
+    /// module's initial memory size when that alone is over the limit (no task of the
+    /// module can run under it).
+    #[error("{}", memory_limit_message(*.limit, *.initial))]
+    MemoryLimit { limit: u64, initial: Option<u64> },
     /// The guest trapped: unreachable, division by zero, stack overflow, out-of-bounds access…
     /// `code` says which, as data (`None` for a failure wasmtime gives no trap code, such as
     /// a host call's error); `message` is wasmtime's text with the function it happened in.
@@ -69,6 +71,20 @@ pub enum TaskError {
     /// The guest's output does not convert to the type the caller asked for.
     #[error("bad output: {message}")]
     BadOutput { message: String },
+}
+
+fn memory_limit_message(limit: u64, initial: Option<u64>) -> String {
+    match initial {
+        Some(initial) => format!(
+            "the module's initial memory of {} is already over the task's memory limit of {}: raise the limit (--memory, Limits::memory) to run it",
+            bytesize::ByteSize(initial),
+            bytesize::ByteSize(limit)
+        ),
+        None => format!(
+            "task tried to grow its memory past the limit of {}",
+            bytesize::ByteSize(limit)
+        ),
+    }
 }
 
 /// Which trap ended a guest: [`TaskError::Trap`]'s `code`.

@@ -450,7 +450,7 @@ impl Outcome {
                     format!("Timeout (limit {})", humantime::format_duration(*limit))
                 }
                 TaskError::FuelExhausted { fuel } => format!("FuelExhausted ({fuel} fuel)"),
-                TaskError::MemoryLimit { limit } => {
+                TaskError::MemoryLimit { limit, .. } => {
                     format!("MemoryLimit (limit {})", ByteSize(*limit))
                 }
                 TaskError::Trap { message, .. } => format!("Trap: {message}"),

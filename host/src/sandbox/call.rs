@@ -349,6 +349,7 @@ pub(super) fn classify(
     if state.limiter.hit {
         return TaskError::MemoryLimit {
             limit: req.limits.memory.unwrap_or(u64::MAX),
+            initial: state.limiter.initial_over,
         };
     }
     if let Some(exit) = err.downcast_ref::<I32Exit>() {

@@ -14,6 +14,12 @@ pub struct MemoryLimiter {
     /// The largest size a linear memory of the store was given, in bytes (its initial size
     /// included: wasmtime asks the limiter when it creates a memory too).
     pub peak: u64,
+    /// The size of the module's memory when creating it was refused: its initial size alone
+    /// is over the limit.
+    pub initial_over: Option<u64>,
+    /// Set once the store's memory exists (wasmtime asks the limiter when it creates a
+    /// memory too: that first request is the initial size).
+    created: bool,
 }
 
 impl MemoryLimiter {
@@ -23,6 +29,8 @@ impl MemoryLimiter {
             limit,
             hit: false,
             peak: 0,
+            initial_over: None,
+            created: false,
         }
     }
 }
@@ -42,9 +50,13 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        let creating = !std::mem::replace(&mut self.created, true);
         match self.limit {
             Some(limit) if desired as u64 > limit => {
                 self.hit = true;
+                if creating {
+                    self.initial_over = Some(desired as u64);
+                }
                 Err(MemoryLimitReached {
                     limit,
                     desired: desired as u64,

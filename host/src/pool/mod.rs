@@ -591,14 +591,10 @@ impl Call {
     /// bounded channel's `send` (see [`Call::try_submit`] and [`Call::submit_async`]).
     pub fn submit<T: FromOutput>(&self, args: impl Args) -> Task<T> {
         let input = self.checked(args);
-        let admission = match (&input, &self.pool.inner.gate) {
-            (Ok(_), Some(gate)) => match gate.admit(1) {
-                Some(a) => Some(a),
-                None => return self.closed_task(),
-            },
-            _ => None,
-        };
-        self.submit_one(input, admission, None)
+        match self.wait_for_room(&input) {
+            Some(admission) => self.submit_one(input, admission, None),
+            None => self.closed_task(),
+        }
     }
 
     /// Submits one call if the pool's queue has room now; [`QueueFull`] if it is at its
@@ -824,6 +820,16 @@ impl Call {
         tasks
     }
 
+    /// Room in a bounded queue for one checked input, waiting for it (blocking) if the
+    /// queue is full: `Some(None)` when none is needed (no bound, or an input that fails
+    /// anyway), `None` when the pool is closed.
+    fn wait_for_room(&self, input: &Result<Input, TaskError>) -> Option<Option<Admission>> {
+        match (input, &self.pool.inner.gate) {
+            (Ok(_), Some(gate)) => gate.admit(1).map(Some),
+            _ => Some(None),
+        }
+    }
+
     /// A task already failed because the pool is closed.
     fn closed_task<T: FromOutput>(&self) -> Task<T> {
         self.job_for(Err(closed_error()), None, None, None).0
@@ -858,12 +864,8 @@ impl Call {
             }
             other => other,
         });
-        let admission = match (&input, &self.pool.inner.gate) {
-            (Ok(_), Some(gate)) => match gate.admit(1) {
-                Some(a) => Some(a),
-                None => return (self.closed_task(), OutputStream::new(rx)),
-            },
-            _ => None,
+        let Some(admission) = self.wait_for_room(&input) else {
+            return (self.closed_task(), OutputStream::new(rx));
         };
         (
             self.submit_one(input, admission, Some(tx)),

@@ -40,18 +40,24 @@ mod module;
 pub mod pool;
 mod value;
 
-// Internals the `wasmpool` binary, the tests and the benchmark reach into: the wire types,
-// the sandbox, the worker's side and the compile cache. Not part of the API (hidden from the
-// docs, no stability promise); a library user needs none of them.
+// The data path below the pool, as folders: the host's side of worker processes (`worker`),
+// what runs inside them (`child`), the OS walls they raise (`walls`), compilation in a
+// process of its own and its on-disk cache (`compile`), wasmtime (`sandbox`) and the wire
+// between host and child (`protocol`). Not part of the API (hidden from the docs, no
+// stability promise): public only where the `wasmpool` binary, the tests and the benchmark
+// reach into them; a library user needs none of them.
+mod child;
 #[doc(hidden)]
-pub mod module_cache;
+pub mod compile;
 #[doc(hidden)]
 pub mod protocol;
 #[doc(hidden)]
 pub mod sandbox;
+mod walls;
 #[doc(hidden)]
 pub mod worker;
 
+pub use child::entry::worker_main;
 pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChunk, OutputFile};
 pub use dispatch::PoolStats;
 pub use error::{LoadError, PoolError, TaskError, TrapCode};
@@ -63,5 +69,4 @@ pub use pool::{
 };
 pub use protocol::TaskStats;
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};
-pub use worker::entry::worker_main;
-pub use worker::harden::WorkerUser;
+pub use walls::harden::WorkerUser;

@@ -31,10 +31,9 @@ use syn::{
     parse_macro_input, FnArg, GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Type,
 };
 
-/// The prefix of every task export; the same as `wasmpool_abi::TASK_EXPORT_PREFIX`
-/// (a proc-macro crate cannot use the ABI crate's value at expansion time without
-/// depending on it, and the prefix is fixed by ABI version 1).
-const TASK_EXPORT_PREFIX: &str = "wasmpool.task.";
+/// The prefix of every task export, defined once by the ABI crate (a proc-macro crate uses
+/// it like any dependency, at expansion time).
+use wasmpool_abi::TASK_EXPORT_PREFIX;
 
 /// Exports a function as a wasmpool task.
 ///

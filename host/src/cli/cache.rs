@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Context};
 use bytesize::ByteSize;
 use clap::{Args, Subcommand};
-use wasmpool::module_cache::{self, DEFAULT_LIMIT, LIMIT_ENV};
+use wasmpool::compile::cache::{self, DEFAULT_LIMIT, LIMIT_ENV};
 
 #[derive(Args)]
 pub struct CacheArgs {
@@ -21,13 +21,13 @@ enum Action {
 }
 
 pub fn cache(args: CacheArgs) -> anyhow::Result<i32> {
-    let dir = module_cache::default_dir()
+    let dir = cache::default_dir()
         .ok_or_else(|| anyhow!("no cache directory: neither $XDG_CACHE_HOME nor $HOME is set"))?;
     match args.action.unwrap_or(Action::Info) {
         Action::Info => {
-            let usage = module_cache::usage(&dir)
-                .with_context(|| format!("cannot read {}", dir.display()))?;
-            let (limit, from) = match module_cache::limit_from_env().map_err(|e| anyhow!(e))? {
+            let usage =
+                cache::usage(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+            let (limit, from) = match cache::limit_from_env().map_err(|e| anyhow!(e))? {
                 Some(limit) => (limit, format!("from ${LIMIT_ENV}")),
                 None => (
                     DEFAULT_LIMIT,
@@ -42,8 +42,8 @@ pub fn cache(args: CacheArgs) -> anyhow::Result<i32> {
             );
         }
         Action::Clear => {
-            let removed = module_cache::clear(&dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
+            let removed =
+                cache::clear(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
             println!(
                 "removed {} entries ({}) from {}",
                 removed.entries,

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Pool;
+use crate::compile::driver::CompileLimits;
 use crate::error::PoolError;
 use crate::limits::Limits;
-use crate::worker::compile::CompileLimits;
-use crate::worker::harden::WorkerUser;
+use crate::walls::harden::WorkerUser;
 
 /// Largest module a pool loads by default (64 MiB).
 pub const DEFAULT_MAX_MODULE_SIZE: usize = 64 << 20;
@@ -79,7 +79,7 @@ impl Default for PoolBuilder {
                 timeout: DEFAULT_COMPILE_TIMEOUT,
                 memory: DEFAULT_COMPILE_MEMORY,
             },
-            compile_cache: crate::module_cache::default_dir(),
+            compile_cache: crate::compile::cache::default_dir(),
             compile_cache_limit: None,
             scratch_dir: Some(std::env::temp_dir()),
             worker_user: Some(WorkerUser::NOBODY),
@@ -263,9 +263,9 @@ impl PoolBuilder {
                 ))
             }
             Some(n) => n,
-            None => crate::module_cache::limit_from_env()
+            None => crate::compile::cache::limit_from_env()
                 .map_err(PoolError::Config)?
-                .unwrap_or(crate::module_cache::DEFAULT_LIMIT),
+                .unwrap_or(crate::compile::cache::DEFAULT_LIMIT),
         };
         let program = match self.worker_program {
             Some(p) => p,
@@ -277,7 +277,7 @@ impl PoolBuilder {
             compile: self.compile,
             disk_cache: self
                 .compile_cache
-                .map(|dir| crate::module_cache::CacheSettings {
+                .map(|dir| crate::compile::cache::CacheSettings {
                     dir,
                     limit: cache_limit,
                 }),

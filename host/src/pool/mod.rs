@@ -19,15 +19,15 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::command::{self, CommandOutput, CommandSpec, OutputChunk, STREAM_CHUNKS};
+use crate::compile::cache::{self, ModuleCache};
+use crate::compile::driver::{self, CompileLimits};
 use crate::dispatch::{self, Dispatcher, Event, Job, PoolStats};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId, Origin};
-use crate::module_cache::{self, ModuleCache};
 use crate::sandbox::Metering;
 use crate::value::{Args, FromOutput, Input, Instances, ValType, Value};
-use crate::worker::compile::{self, CompileLimits};
-use crate::worker::harden::WorkerUser;
+use crate::walls::harden::WorkerUser;
 use crate::worker::scratch::ScratchRoot;
 use crate::worker::Launch;
 use feed::Feed;
@@ -43,7 +43,7 @@ use gate::{Admission, Gate, Refused};
 
 pub(crate) struct Settings {
     pub program: PathBuf,
-    pub disk_cache: Option<module_cache::CacheSettings>,
+    pub disk_cache: Option<cache::CacheSettings>,
     pub max_retries: u32,
     pub max_worker_rss: Option<u64>,
     pub compile: CompileLimits,
@@ -224,7 +224,7 @@ impl Pool {
         {
             return Ok(m.clone());
         }
-        if let Some(message) = crate::module::not_wasm(bytes) {
+        if let Some(message) = crate::compile::validate::not_wasm(bytes) {
             return Err(LoadError::Invalid { message });
         }
         // The code for the pool's default limits now; the other variant when a call needs it.
@@ -246,7 +246,7 @@ impl Pool {
         bytes: &[u8],
         id: ModuleId,
         metering: Metering,
-    ) -> Result<(module_cache::Entry, Origin), LoadError> {
+    ) -> Result<(cache::Entry, Origin), LoadError> {
         let started = std::time::Instant::now();
         if let Some(hit) = self
             .inner
@@ -256,14 +256,14 @@ impl Pool {
         {
             return Ok((hit, Origin::DiskCache(started.elapsed())));
         }
-        let (artifact, exports) = compile::compile(
+        let (artifact, exports) = driver::compile(
             &self.inner.program,
             self.inner.user,
             bytes,
             metering,
             self.inner.compile,
         )?;
-        let entry = module_cache::Entry { artifact, exports };
+        let entry = cache::Entry { artifact, exports };
         if let Some(cache) = &self.inner.disk_cache {
             cache.put(id, metering, &entry);
         }

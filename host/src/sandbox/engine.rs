@@ -93,7 +93,7 @@ fn pooling_config() -> PoolingAllocationConfig {
         // Linux 6.7+) and copying the originals back over them, up to this much;
         // only beyond it are pages dropped with madvise, a system call that zaps page
         // tables and flushes TLBs (a fifth of a small task's time in the worker).
-        // Without the ioctl, wasmtime would memset this much blindly: `worker::serve`
+        // Without the ioctl, wasmtime would memset this much blindly: `child::serve`
         // opens `/proc/self/pagemap` before the walls, and the filter allows the ioctl.
         .pagemap_scan(Enabled::Auto)
         .linear_memory_keep_resident(KEEP_RESIDENT)

@@ -3,7 +3,7 @@
 //! (size-capped), and removing the task directory afterwards.
 //!
 //! The worker can reach nothing else of the file system (Landlock confines it to its
-//! scratch directory; see `worker::landlock`), and wasmtime-wasi keeps each guest beneath
+//! scratch directory; see `walls::landlock`), and wasmtime-wasi keeps each guest beneath
 //! its preopened directories.
 
 use std::fs;

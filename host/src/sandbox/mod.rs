@@ -1,5 +1,5 @@
-//! The sandbox: everything wasmtime. The host's [`Compiler`] validates and compiles modules;
-//! a worker's [`Sandbox`] runs each task in a fresh store and instance under its limits and
+//! The sandbox: what a guest meets. Its import surface (`linker`, also what the compile
+//! process checks imports against: `compile::validate`); a worker's [`Sandbox`] runs each task in a fresh store and instance under its limits and
 //! turns every way a guest can fail into a [`TaskError`].
 
 mod batch;
@@ -10,10 +10,10 @@ pub mod interrupt;
 mod limiter;
 mod output;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use wasmtime::{Engine, InstancePre, Linker, Store};
+use wasmtime::{Engine, InstancePre, Linker};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -58,7 +58,11 @@ pub(crate) enum WasiSetup {
 }
 
 impl TaskState {
-    fn new(memory: Option<u64>, wasi: WasiSetup, before_host_call: Option<BeforeHostCall>) -> Self {
+    pub(crate) fn new(
+        memory: Option<u64>,
+        wasi: WasiSetup,
+        before_host_call: Option<BeforeHostCall>,
+    ) -> Self {
         let (wasi, pending) = match wasi {
             WasiSetup::Now(mut builder) => (Some(builder.build_p1()), None),
             WasiSetup::OnFirstCall {
@@ -93,7 +97,7 @@ impl TaskState {
 
 /// The host functions every guest can import: WASI preview 1 (and its predecessor,
 /// `wasi_unstable`, which older toolchains emit), and nothing else.
-fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, TaskState::wasi)?;
     wasmtime_wasi::p0::add_to_linker_sync(&mut linker, TaskState::wasi)?;
@@ -107,40 +111,6 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     }
     linker.allow_shadowing(false);
     Ok(linker)
-}
-
-/// The host's compiler: validates, compiles and checks imports (see `Module::compile`).
-pub struct Compiler {
-    pub(crate) engine: Engine,
-    /// The workers' engine (pooling allocator): a compiled module is loaded into it once,
-    /// which checks it against the limits of the workers' instance slots.
-    pub(crate) slots: Engine,
-    pub(crate) linker: Linker<TaskState>,
-    /// `(module, name)` of every function the linker provides.
-    pub(crate) provided: HashSet<(String, String)>,
-}
-
-impl Compiler {
-    /// Creates a compile process's engine for code of `metering` (without the pooling
-    /// allocator: it never instantiates).
-    pub fn new(metering: Metering) -> wasmtime::Result<Self> {
-        let engine = engine::engine(false, metering)?;
-        let linker = linker(&engine)?;
-        let mut store = Store::new(
-            &engine,
-            TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new())), None),
-        );
-        let provided = linker
-            .iter(&mut store)
-            .map(|(m, n, _)| (m.to_string(), n.to_string()))
-            .collect();
-        Ok(Compiler {
-            engine,
-            slots: engine::engine(true, metering)?,
-            linker,
-            provided,
-        })
-    }
 }
 
 /// A worker's sandbox: an engine per [`Metering`], the modules it has loaded (in either), and

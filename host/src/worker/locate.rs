@@ -30,7 +30,7 @@ pub fn worker_program() -> Result<PathBuf, PoolError> {
         }
         searched.push(format!("${WORKER_ENV}={}", p.display()));
     }
-    if let Some(me) = crate::worker::entry::self_program() {
+    if let Some(me) = crate::child::entry::self_program() {
         return Ok(me);
     }
     searched.push("this executable (it did not call wasmpool::worker_main())".into());
@@ -68,7 +68,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// only on stderr. The host's own executable (from [`worker_main`](crate::worker_main)) is
 /// not asked: it is this build.
 pub(crate) fn check(program: &Path) -> Result<(), PoolError> {
-    if crate::worker::entry::self_program().as_deref() == Some(program) {
+    if crate::child::entry::self_program().as_deref() == Some(program) {
         return Ok(());
     }
     let ours = Handshake::ours().map_err(PoolError::Engine)?;

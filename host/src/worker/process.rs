@@ -15,7 +15,7 @@ use crate::dispatch::Event;
 use crate::error::PoolError;
 use crate::pool::task::Completion;
 use crate::protocol::{self, TaskId};
-use crate::worker::harden::WorkerUser;
+use crate::walls::harden::WorkerUser;
 use crate::worker::replies::{read_replies, Answers};
 use crate::worker::requests::Outbox;
 use crate::worker::scratch::ScratchRoot;

@@ -9,8 +9,8 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::harden::WorkerUser;
 use super::WorkerRef;
+use crate::walls::harden::WorkerUser;
 
 /// A pool's scratch directory, removed with everything in it when dropped. It is private
 /// (mode 0700), or, when workers run as another user (`user`), that user may search it but

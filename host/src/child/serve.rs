@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::sandbox::{BeforeHostCall, Forward, HostLink, Interrupter, Sandbox, Scratch};
-use crate::worker::{harden, landlock, seccomp};
+use crate::walls::{harden, landlock, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
 const FLUSH_EVERY: Duration = Duration::from_micros(200);

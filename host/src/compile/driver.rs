@@ -9,10 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::error::LoadError;
-use crate::module::{self, Export};
+use crate::module::Export;
 use crate::protocol::{self, CompileReply};
-use crate::sandbox::{Compiler, Metering};
-use crate::worker::harden;
+use crate::sandbox::Metering;
+use crate::walls::harden;
 use crate::worker::process::{block_sigpipe, child_command, describe_exit};
 
 /// The hidden argument that turns the `wasmpool` binary into a compile process.
@@ -112,53 +112,4 @@ pub(crate) fn compile(
             describe_exit("compile process", pid, status)
         ))),
     }
-}
-
-/// The compile process: reads a module on stdin, answers one [`CompileReply`] on stdout.
-/// `host` is the host's handshake, its protocol and version already checked (the engine part
-/// is checked here).
-pub fn serve_compile(
-    host: &protocol::Handshake,
-    user: Option<harden::WorkerUser>,
-    memory: &str,
-    metering: &str,
-) -> std::io::Result<()> {
-    harden::close_inherited_fds(&[])?;
-    // Before the parent-death signal, which a change of credentials clears.
-    harden::drop_privileges(user)?;
-    harden::die_with_parent();
-    harden::not_dumpable()?;
-    harden::no_new_privs()?;
-    let ours = crate::sandbox::engine::digest()
-        .map_err(|e| std::io::Error::other(format!("cannot create the engine: {e:#}")))?;
-    if let Err(message) = host.check_engine(&ours) {
-        eprintln!("{message}");
-        std::process::exit(protocol::EXIT_VERSION_MISMATCH);
-    }
-    let memory: u64 = memory.parse().map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("bad memory limit {memory:?}: {e}"),
-        )
-    })?;
-    let metering = Metering::from_tag(metering).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("bad metering {metering:?}"),
-        )
-    })?;
-    // The compiler holds the workers' own engine too (pooling allocator), to check that a
-    // module fits their instance slots; its slots reserve address space, which is counted
-    // on top of the limit, not against it.
-    let before = harden::address_space()?;
-    let compiler = Compiler::new(metering).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-    let reserved = harden::address_space()?.saturating_sub(before);
-    harden::limit_resources(Some(memory.saturating_add(reserved)))?;
-    let mut bytes = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut bytes)?;
-    crate::worker::seccomp::install(false)?;
-    let reply = module::compile(&compiler, &bytes);
-    let mut out = std::io::stdout().lock();
-    protocol::write(&mut out, &reply)?;
-    out.flush()
 }

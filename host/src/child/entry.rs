@@ -8,9 +8,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use crate::child::{compile, serve};
+use crate::compile::driver::COMPILE_ARG;
 use crate::protocol::{self, Handshake, HANDSHAKE_ARG};
-use crate::worker::harden::WorkerUser;
-use crate::worker::{compile, probe, seccomp, serve, WORKER_ARG};
+use crate::walls::harden::WorkerUser;
+use crate::walls::{probe, seccomp};
+use crate::worker::WORKER_ARG;
 
 /// The running executable, opened when [`worker_main`] ran in a normal run: pools start it
 /// (as `/proc/self/fd/N`) as their workers and compile processes.
@@ -57,7 +60,7 @@ pub fn worker_main() {
     match mode.as_deref().and_then(OsStr::to_str) {
         Some(
             mode @ (WORKER_ARG
-            | compile::COMPILE_ARG
+            | COMPILE_ARG
             | HANDSHAKE_ARG
             | seccomp::PROBE_ARG
             | probe::WALL_PROBE_ARG),
@@ -105,7 +108,7 @@ fn run_role(mode: &str, args: Vec<OsString>) -> i32 {
     if let Some(threads) = other_threads() {
         eprintln!(
             "wasmpool: this process was started as a {what} but wasmpool::worker_main() found {threads} threads running; a worker's walls (seccomp filter, Landlock, change of user) bind one thread, so it refuses to run. Call wasmpool::worker_main() first thing in a plain `fn main`, before any thread or async runtime starts (not inside #[tokio::main])",
-            what = if mode == compile::COMPILE_ARG {
+            what = if mode == COMPILE_ARG {
                 "compile process"
             } else {
                 "worker"
@@ -128,7 +131,7 @@ fn run_role(mode: &str, args: Vec<OsString>) -> i32 {
                 }
             }
         }
-        WORKER_ARG | compile::COMPILE_ARG => {
+        WORKER_ARG | COMPILE_ARG => {
             let host = match Handshake::check_build(next().as_deref()) {
                 Ok(host) => host,
                 Err(message) => {

@@ -11,8 +11,9 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::worker::harden::WorkerUser;
-use crate::worker::{seccomp, serve};
+use crate::child::serve;
+use crate::walls::harden::WorkerUser;
+use crate::walls::seccomp;
 
 /// The hidden argument that runs [`wall_probe`].
 pub const WALL_PROBE_ARG: &str = "__wallprobe";

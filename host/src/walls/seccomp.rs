@@ -3,7 +3,7 @@
 //! `ptrace`, `kill`, new processes — kills the process (`SIGSYS`), which the host reports as
 //! `WorkerLost` and replaces. File-system calls fail with `EACCES` instead, since library
 //! code probes the file system and copes with a refusal — unless Landlock confines the
-//! process to its scratch directory (`worker::landlock`): then they are allowed, for the
+//! process to its scratch directory (`walls::landlock`): then they are allowed, for the
 //! files of command tasks. Calls that change a file's metadata (mode, owner, times), which
 //! Landlock does not govern, always fail with `EPERM`.
 //!

@@ -1,0 +1,8 @@
+//! Compilation, kept out of the host: the [`driver`] runs a short-lived compile process per
+//! module load and code variant (its own side is `crate::child::compile`), [`validate`] is
+//! what that process does with the bytes, and [`cache`] keeps the artifacts on disk, keyed
+//! by content hash and engine fingerprint.
+
+pub mod cache;
+pub mod driver;
+pub mod validate;

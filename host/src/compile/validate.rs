@@ -1,0 +1,187 @@
+//! Validation and compilation of untrusted bytes, inside a compile process: not wasm at all,
+//! invalid, an import the sandbox does not provide, over the workers' instance-slot limits —
+//! each a [`CompileReply`] the host turns into a `LoadError`; else the artifact and the
+//! module's exports.
+
+use std::collections::HashSet;
+
+use wasmtime::{Engine, ExternType, Linker, Store, ValType as WasmValType};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::module::{Export, ExportKind};
+use crate::protocol::CompileReply;
+use crate::sandbox::{engine, linker, Metering, TaskState, WasiSetup};
+use crate::value::ValType;
+
+/// The host's compiler: validates, compiles and checks imports (see `Module::compile`).
+pub struct Compiler {
+    pub(crate) engine: Engine,
+    /// The workers' engine (pooling allocator): a compiled module is loaded into it once,
+    /// which checks it against the limits of the workers' instance slots.
+    pub(crate) slots: Engine,
+    pub(crate) linker: Linker<TaskState>,
+    /// `(module, name)` of every function the linker provides.
+    pub(crate) provided: HashSet<(String, String)>,
+}
+
+impl Compiler {
+    /// Creates a compile process's engine for code of `metering` (without the pooling
+    /// allocator: it never instantiates).
+    pub fn new(metering: Metering) -> wasmtime::Result<Self> {
+        let engine = engine::engine(false, metering)?;
+        let linker = linker(&engine)?;
+        let mut store = Store::new(
+            &engine,
+            TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new())), None),
+        );
+        let provided = linker
+            .iter(&mut store)
+            .map(|(m, n, _)| (m.to_string(), n.to_string()))
+            .collect();
+        Ok(Compiler {
+            engine,
+            slots: engine::engine(true, metering)?,
+            linker,
+            provided,
+        })
+    }
+}
+
+/// Validates and compiles `bytes` (binary wasm or text format) and checks that every import
+/// is one the sandbox provides. Runs inside a compile process, never in the host.
+pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
+    let invalid = |message: String| CompileReply::Invalid { message };
+    if let Some(message) = not_wasm(bytes) {
+        return invalid(message);
+    }
+    let module = match wasmtime::Module::new(&compiler.engine, bytes) {
+        Ok(m) => m,
+        Err(e) => return invalid(format!("{e:#}")),
+    };
+    for import in module.imports() {
+        let key = (import.module().to_string(), import.name().to_string());
+        if !matches!(import.ty(), ExternType::Func(_)) || !compiler.provided.contains(&key) {
+            return CompileReply::UnsupportedImport {
+                module: key.0,
+                name: key.1,
+            };
+        }
+    }
+    // Names match; this also checks the imports' types.
+    if let Err(e) = compiler.linker.instantiate_pre(&module) {
+        return invalid(format!("{e:#}"));
+    }
+    let artifact = match module.serialize() {
+        Ok(artifact) => artifact,
+        Err(e) => return invalid(format!("cannot serialize the compiled module: {e:#}")),
+    };
+    // Loaded as a worker will load it: wasmtime checks it against the pooling allocator's
+    // limits then, and a module over them must fail here, not in every worker.
+    // SAFETY: `artifact` was serialized just above by this process's compiler, whose engine
+    // configuration differs from `slots`' only in the instance allocator (as in workers).
+    if let Err(e) = unsafe { wasmtime::Module::deserialize(&compiler.slots, &artifact) } {
+        return CompileReply::OverLimit {
+            message: format!("{e:#}"),
+        };
+    }
+    CompileReply::Compiled {
+        artifact,
+        exports: describe_exports(&module),
+    }
+}
+
+/// The first bytes of a file, as text when they are printable (`"hell"`), else in hex
+/// (`7f 45 4c 46`).
+fn describe_start(start: &[u8]) -> String {
+    let hex: Vec<String> = start.iter().map(|b| format!("{b:02x}")).collect();
+    if start.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?} ({})", String::from_utf8_lossy(start), hex.join(" "))
+    } else {
+        hex.join(" ")
+    }
+}
+
+/// Says why `bytes` cannot be a module at all, before handing them to the compiler (which
+/// would otherwise report a WAT syntax error for any non-binary input).
+pub(crate) fn not_wasm(bytes: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\0asm";
+    if bytes.is_empty() {
+        return Some("the module is empty (0 bytes)".into());
+    }
+    if bytes.starts_with(MAGIC) {
+        return None;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.trim_start().starts_with('(') || text.trim_start().starts_with(";;") => None,
+        _ => Some(format!(
+            "not a WebAssembly module: it starts with {} instead of the magic bytes \\0asm, and is not WAT text",
+            describe_start(&bytes[..bytes.len().min(4)])
+        )),
+    }
+}
+
+fn describe_exports(module: &wasmtime::Module) -> Vec<Export> {
+    let mut out = Vec::new();
+    for export in module.exports() {
+        let ExternType::Func(ty) = export.ty() else {
+            continue;
+        };
+        let name = export.name();
+        if name == wasmpool_abi::ALLOC_EXPORT || name == "_initialize" {
+            // The ABI's allocator and the C runtime's reactor hook are not tasks.
+            continue;
+        }
+        if let Some(task) = wasmpool_abi::task_name(name) {
+            out.push(Export {
+                name: task.to_string(),
+                kind: ExportKind::Task,
+            });
+            continue;
+        }
+        let params: Option<Vec<ValType>> = ty.params().map(|t| val_type(&t)).collect();
+        let results: Option<Vec<ValType>> = ty.results().map(|t| val_type(&t)).collect();
+        let kind = match (params, results) {
+            (Some(params), Some(results)) => ExportKind::Numeric { params, results },
+            _ => ExportKind::Unsupported {
+                signature: format!("{ty}"),
+            },
+        };
+        out.push(Export {
+            name: name.to_string(),
+            kind,
+        });
+    }
+    out
+}
+
+fn val_type(t: &WasmValType) -> Option<ValType> {
+    match t {
+        WasmValType::I32 => Some(ValType::I32),
+        WasmValType::I64 => Some(ValType::I64),
+        WasmValType::F32 => Some(ValType::F32),
+        WasmValType::F64 => Some(ValType::F64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_wasm;
+
+    #[test]
+    fn non_modules_are_named_as_such() {
+        assert!(not_wasm(b"").unwrap().contains("empty"));
+        let text = not_wasm(b"hello world").unwrap();
+        assert!(text.contains("magic bytes"), "{text}");
+        // Printable bytes are shown as the text they are (they were `[68, 65, 6c, 6c]`).
+        assert!(
+            text.contains(r#"starts with "hell" (68 65 6c 6c)"#),
+            "{text}"
+        );
+        assert!(not_wasm(b"\x7fELF\x02")
+            .unwrap()
+            .contains("starts with 7f 45 4c 46 "));
+        assert_eq!(not_wasm(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(not_wasm(b"  (module)"), None);
+    }
+}

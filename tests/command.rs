@@ -6,7 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{builder, c_program, guest, pool_with_program};
-use wasmpool::{CommandOutput, CommandSpec, Limits, Module, OutputChunk, Pool, TaskError};
+use wasmpool::{
+    CommandOutput, CommandSpec, Limits, Module, OutputChunk, Pool, TaskError, TaskSpec,
+};
 
 #[test]
 fn a_program_reads_stdin_and_prints() {
@@ -529,4 +531,32 @@ fn a_worker_whose_task_files_were_not_all_removed_is_replaced() {
     assert_ne!(run(), first);
     drop(pool);
     std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn a_task_spec_from_json_runs_with_its_files_and_limits() {
+    let (pool, transform) = pool_with_program("transform");
+    let spec = TaskSpec::from_json(
+        r#"{"args": ["/in/t.txt", "/out/u.txt"], "output_dir": true,
+            "inputs": {"t.txt": {"base64": "aGksIHNwZWMK"}}, "timeout_ms": 5000, "max_retries": 1}"#,
+    )
+    .unwrap();
+    let out = pool.run_spec(&transform, &spec).wait().unwrap();
+    assert_eq!(out.exit_code, 0, "stderr: {}", out.stderr_text());
+    assert_eq!(out.file("u.txt"), Some(&b"HI, SPEC\n"[..]));
+
+    // Its limits are the run's: fuel from the spec stops a spinning program.
+    let spin = pool.load_file(c_program("spin")).unwrap();
+    let spec = TaskSpec::from_json(r#"{"fuel": 10000000}"#).unwrap();
+    let err = pool.run_spec(&spin, &spec).wait().unwrap_err();
+    assert_eq!(err.kind(), "fuel_exhausted");
+    // And a plain call takes a spec's limits too.
+    let math = pool.load_file(guest("math")).unwrap();
+    let err = pool
+        .call(&math, "spin")
+        .spec(&TaskSpec::new().fuel(1_000_000))
+        .submit::<i64>(())
+        .wait()
+        .unwrap_err();
+    assert_eq!(err.kind(), "fuel_exhausted");
 }

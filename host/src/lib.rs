@@ -38,6 +38,7 @@ pub mod error;
 pub mod limits;
 mod module;
 pub mod pool;
+mod spec;
 mod value;
 
 // The data path below the pool, as folders: the host's side of worker processes (`worker`),
@@ -68,5 +69,6 @@ pub use pool::{
     Task,
 };
 pub use protocol::TaskStats;
+pub use spec::{SpecError, TaskSpec};
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};
 pub use walls::harden::WorkerUser;

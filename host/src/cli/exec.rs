@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rustix::fs::{FileType, Mode, OFlags};
-use serde::Deserialize;
 use serde_json::json;
 use wasmpool::command::read_host_file;
-use wasmpool::{CommandOutput, CommandSpec, Limits, Origin, OutputChunk, Task, TaskError};
+use wasmpool::{
+    CommandOutput, CommandSpec, Limits, Origin, OutputChunk, Task, TaskError, TaskSpec,
+};
 
 use super::{
     load_module, open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_SANDBOX, EXIT_TASK_FAILED,
@@ -62,11 +63,12 @@ pub struct ExecArgs {
     /// is opened without following a link put in its place.
     #[arg(long, requires = "each")]
     follow_symlinks: bool,
-    /// Run once per line of this JSONL file of specs: {"args": [..], "stdin": "..",
-    /// "env": {"K": "V"}, "inputs": {"name": "host/path"}, "output_dir": true, "check": false},
-    /// and optionally the run's own limits: "fuel", "timeout_ms", "memory_bytes" (null:
-    /// unlimited), "stdout_cap_bytes", "stderr_cap_bytes", "max_input_bytes",
-    /// "max_output_bytes"; left out: the flags' (or default) limits.
+    /// Run once per line of this JSONL file of task specs (the library's TaskSpec): {"args":
+    /// [..], "stdin": ".." or {"base64": ".."}, "env": {"K": "V"}, "inputs": {"name":
+    /// "host/path" or {"text": ".."} or {"base64": ".."}}, "output_dir": true, "check": false},
+    /// and optionally the run's own limits and retries: "fuel", "timeout_ms", "memory_bytes"
+    /// (null: unlimited), "stdout_cap_bytes", "stderr_cap_bytes", "max_input_bytes",
+    /// "max_output_bytes", "max_retries"; left out: the flags' (or default) ones.
     #[arg(long, value_name = "FILE")]
     specs: Option<PathBuf>,
     /// Set an environment variable for the program (repeatable); the environment is
@@ -418,6 +420,8 @@ struct Job {
     spec: Result<CommandSpec, String>,
     /// This run's own limits (a `--specs` line's), else the pool's.
     limits: Option<Limits>,
+    /// This run's own retries (a `--specs` line's), else the pool's.
+    retries: Option<u32>,
 }
 
 fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
@@ -433,9 +437,18 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let tasks: Vec<Result<Task<CommandOutput>, TaskError>> = jobs
         .iter()
         .map(|job| match &job.spec {
-            Ok(spec) => Ok(match job.limits {
-                Some(limits) => call.clone().limits(limits).submit(spec.clone()),
-                None => call.submit(spec.clone()),
+            Ok(spec) => Ok(match (job.limits, job.retries) {
+                (None, None) => call.submit(spec.clone()),
+                (limits, retries) => {
+                    let mut own = call.clone();
+                    if let Some(limits) = limits {
+                        own = own.limits(limits);
+                    }
+                    if let Some(n) = retries {
+                        own = own.max_retries(n);
+                    }
+                    own.submit(spec.clone())
+                }
             }),
             Err(message) => Err(TaskError::BadInput {
                 message: message.clone(),
@@ -590,6 +603,7 @@ fn each_jobs(args: &ExecArgs, pattern: &str, max_input: usize) -> anyhow::Result
                 label,
                 spec,
                 limits: None,
+                retries: None,
             }
         })
         .collect())
@@ -620,63 +634,6 @@ fn through_link(fixed: &Path, path: &Path) -> bool {
         })
 }
 
-/// One line of a `--specs` file.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct SpecLine {
-    args: Vec<String>,
-    argv0: Option<String>,
-    stdin: String,
-    env: BTreeMap<String, String>,
-    /// `/in/<name>` → host path.
-    inputs: BTreeMap<String, PathBuf>,
-    output_dir: bool,
-    check: bool,
-    /// This run's limits, in the JSON form of `Limits` (a unit in every name); a field
-    /// left out is the pool's; `null` is unlimited where `Limits` allows `None`.
-    #[serde(deserialize_with = "present")]
-    fuel: Option<Option<u64>>,
-    #[serde(deserialize_with = "present")]
-    timeout_ms: Option<Option<u64>>,
-    #[serde(deserialize_with = "present")]
-    memory_bytes: Option<Option<u64>>,
-    stdout_cap_bytes: Option<u32>,
-    stderr_cap_bytes: Option<u32>,
-    max_input_bytes: Option<u32>,
-    max_output_bytes: Option<u32>,
-}
-
-/// A field that is present (`Some`, holding `None` for `null`), as opposed to left out.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-impl SpecLine {
-    /// `defaults` with this line's limits over them, or `None` when it sets none.
-    fn limits(&self, defaults: Limits) -> Option<Limits> {
-        let set = self.fuel.is_some()
-            || self.timeout_ms.is_some()
-            || self.memory_bytes.is_some()
-            || self.stdout_cap_bytes.is_some()
-            || self.stderr_cap_bytes.is_some()
-            || self.max_input_bytes.is_some()
-            || self.max_output_bytes.is_some();
-        set.then(|| Limits {
-            fuel: self.fuel.unwrap_or(defaults.fuel),
-            timeout: self
-                .timeout_ms
-                .map_or(defaults.timeout, |t| t.map(Duration::from_millis)),
-            memory: self.memory_bytes.unwrap_or(defaults.memory),
-            stdout_cap: self.stdout_cap_bytes.unwrap_or(defaults.stdout_cap),
-            stderr_cap: self.stderr_cap_bytes.unwrap_or(defaults.stderr_cap),
-            max_input: self.max_input_bytes.unwrap_or(defaults.max_input),
-            max_output: self.max_output_bytes.unwrap_or(defaults.max_output),
-        })
-    }
-}
-
 /// One job per non-blank line of the JSONL file at `path`; a bad line is that run's
 /// `bad_input` error, not the batch's.
 fn spec_jobs(args: &ExecArgs, path: &Path, defaults: Limits) -> anyhow::Result<Vec<Job>> {
@@ -688,45 +645,47 @@ fn spec_jobs(args: &ExecArgs, path: &Path, defaults: Limits) -> anyhow::Result<V
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let (spec, limits) = match spec_line(&base, defaults, i + 1, l) {
-                Ok((spec, limits)) => (Ok(spec), limits),
-                Err(e) => (Err(e), None),
+            let (spec, limits, retries) = match spec_line(&base, defaults, i + 1, l) {
+                Ok((spec, limits, retries)) => (Ok(spec), limits, retries),
+                Err(e) => (Err(e), None, None),
             };
             Job {
                 label: format!("{}:{}", path.display(), i + 1),
                 spec,
                 limits,
+                retries,
             }
         })
         .collect())
 }
 
-/// The spec of line `number` of a `--specs` file, `text`, on top of `base`, and its own
-/// limits over `defaults` (checked here: out of range, the line fails naming the limit).
+/// The spec of line `number` of a `--specs` file, `text` (a [`TaskSpec`] in its JSON form),
+/// on top of `base`, with its own limits over `defaults` and its retries (checked here: out
+/// of range, the line fails naming the key).
 fn spec_line(
     base: &CommandSpec,
     defaults: Limits,
     number: usize,
     text: &str,
-) -> Result<(CommandSpec, Option<Limits>), String> {
-    let line: SpecLine =
-        serde_json::from_str(text).map_err(|e| format!("spec line {number}: {e}"))?;
-    let limits = line.limits(defaults);
-    if let Some(l) = &limits {
-        l.validate()
-            .map_err(|e| format!("spec line {number}: {e}"))?;
-    }
-    let mut spec = base.clone().args(line.args).stdin(line.stdin);
-    if let Some(argv0) = line.argv0 {
+) -> Result<(CommandSpec, Option<Limits>, Option<u32>), String> {
+    let line = TaskSpec::from_json(text).map_err(|e| format!("spec line {number}: {e}"))?;
+    let limits = match line.sets_limits() {
+        true => Some(
+            line.limits_over(defaults)
+                .map_err(|e| format!("spec line {number}: {e}"))?,
+        ),
+        false => None,
+    };
+    let own = line.command;
+    let mut spec = base.clone().args(own.args).stdin(own.stdin);
+    if let Some(argv0) = own.argv0 {
         spec.argv0 = Some(argv0);
     }
-    spec.env.extend(line.env);
-    for (name, host) in line.inputs {
-        spec = spec.input_file(name, host);
-    }
-    spec.output_dir |= line.output_dir;
-    spec.check = line.check;
-    Ok((spec, limits))
+    spec.env.extend(own.env);
+    spec.inputs.extend(own.inputs);
+    spec.output_dir |= own.output_dir;
+    spec.check = own.check;
+    Ok((spec, limits, line.max_retries))
 }
 
 /// The sub-directory of `--out-dir` for run `index` (of a batch whose run count has `width`
@@ -864,9 +823,26 @@ mod tests {
     }
 
     #[test]
-    fn spec_lines_reject_unknown_fields() {
-        assert!(serde_json::from_str::<SpecLine>(r#"{"args": ["a"], "stdin": "x"}"#).is_ok());
-        assert!(serde_json::from_str::<SpecLine>(r#"{"argz": []}"#).is_err());
+    fn spec_lines_reject_unknown_fields_and_add_to_the_shared_parts() {
+        let base = CommandSpec::new()
+            .argv0("p")
+            .arg("--shared")
+            .input_file("a", "/x");
+        let (spec, limits, retries) = spec_line(
+            &base,
+            Limits::default(),
+            3,
+            r#"{"args": ["a"], "stdin": "x", "inputs": {"b": {"text": "t"}}, "max_retries": 2}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.args, ["--shared", "a"]);
+        assert_eq!(spec.inputs.len(), 2);
+        assert_eq!((limits, retries), (None, Some(2)));
+        let err = spec_line(&base, Limits::default(), 3, r#"{"argz": []}"#).unwrap_err();
+        assert!(
+            err.starts_with("spec line 3: unknown field `argz`"),
+            "{err}"
+        );
     }
 
     /// A fresh empty directory under the system's temporary directory.
@@ -1009,7 +985,7 @@ mod tests {
         #[test]
         fn spec_shaped_lines_never_panic(line in spec_json(), cut in any::<prop::sample::Index>()) {
             let text = line.to_string();
-            if let Ok((spec, _)) = spec_line(&CommandSpec::new(), Limits::default(), 1, &text) {
+            if let Ok((spec, _, _)) = spec_line(&CommandSpec::new(), Limits::default(), 1, &text) {
                 if let Err(e) = wasmpool::Args::into_input_within(spec, 1 << 20) {
                     prop_assert_eq!(e.kind(), "bad_input");
                 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::command::{CommandOutput, CommandSpec};
 use crate::error::TaskError;
 use crate::limits::Limits;
+use crate::spec::TaskSpec;
 
 use super::{AsCompleted, Call, Imap, OutputStream, QueueFull, Task};
 
@@ -67,6 +68,12 @@ impl CommandCall {
     /// Memory limit for each run, in bytes; see [`Call::memory`].
     pub fn memory(self, bytes: impl Into<Option<u64>>) -> Self {
         CommandCall::new(self.call.memory(bytes))
+    }
+
+    /// The limits and retries `spec` sets, over this call's; see [`Call::spec`]. (The
+    /// spec's command parts are what [`submit`](Self::submit) takes: `spec.command`.)
+    pub fn spec(self, spec: &TaskSpec) -> Self {
+        CommandCall::new(self.call.spec(spec))
     }
 
     /// All limits for each run; see [`Call::limits`].

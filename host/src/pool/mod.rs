@@ -26,6 +26,7 @@ use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::{ExportKind, Module, ModuleId, Origin};
 use crate::sandbox::Metering;
+use crate::spec::TaskSpec;
 use crate::value::{Args, FromOutput, Input, Instances, ValType, Value};
 use crate::walls::harden::WorkerUser;
 use crate::worker::scratch::ScratchRoot;
@@ -428,6 +429,22 @@ impl Pool {
         self.command(module).submit(spec)
     }
 
+    /// Runs the WASI command `module` once as `spec` describes it: its limits over the
+    /// pool's, its retries, its argv, stdin, environment and files.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = wasmpool::Pool::builder().build()?;
+    /// let wc = pool.load_file("target/wasi-c/wc.wasm")?;
+    /// let spec = wasmpool::TaskSpec::from_json(r#"{"stdin": "to be or not\n", "timeout_ms": 1000}"#)?;
+    /// let out = pool.run_spec(&wc, &spec).wait()?;
+    /// assert_eq!(out.stdout_text().trim(), "1 4 13");
+    /// # Ok(()) }
+    /// ```
+    pub fn run_spec(&self, module: &Module, spec: &TaskSpec) -> Task<CommandOutput> {
+        self.command(module).spec(spec).submit(spec.command.clone())
+    }
+
     /// Runs the WASI command `module` once per spec, spread over the workers; results in
     /// input order (like `map`).
     pub fn map_commands(
@@ -575,6 +592,26 @@ impl Call {
     /// 4 GiB; else the call's tasks fail with [`TaskError::BadInput`].
     pub fn memory(mut self, bytes: impl Into<Option<u64>>) -> Self {
         self.limits.memory = bytes.into();
+        self
+    }
+
+    /// The limits and retries `spec` sets, over this call's (a limit the spec leaves out
+    /// stays as it is). Its command parts are a command's ([`CommandCall::spec`],
+    /// [`Pool::run_spec`]); a plain or SDK call does not use them.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = wasmpool::Pool::builder().build()?;
+    /// let m = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+    /// let spec = wasmpool::TaskSpec::from_json(r#"{"fuel": 1000000, "timeout_ms": 200}"#)?;
+    /// let n: i64 = pool.call(&m, "square").spec(&spec).submit(7i64).wait()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn spec(mut self, spec: &TaskSpec) -> Self {
+        self.limits = spec.over(self.limits);
+        if let Some(n) = spec.max_retries {
+            self.retries = n;
+        }
         self
     }
 

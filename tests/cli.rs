@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{guest, wasmpool};
@@ -322,7 +322,7 @@ fn exec_says_program_arguments_go_after_dashes() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // An argument that is not UTF-8 is shown as best it can be, without a panic.
-    let out = Command::new(common::WORKER)
+    let out = common::cli()
         .args(["exec", &wc])
         .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"x\xff"))
         .output()
@@ -373,7 +373,7 @@ fn demo_tells_its_story_beside_python_or_says_it_skipped_it() {
         .count();
     assert_eq!(python_lines, 2, "{text}");
     // Without python3, the comparison is skipped, not made up.
-    let out = Command::new(common::WORKER)
+    let out = common::cli()
         .args(["demo", "--workers", "2"])
         .env("PATH", "/nonexistent")
         .output()
@@ -611,7 +611,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 /// Runs `wasmpool` with `args`; its stdin is a pipe we hold open and never write to when
 /// `open_stdin`, else empty. Fails the test if it has not exited within `bound`.
 fn wasmpool_within(args: &[&str], open_stdin: bool, bound: Duration) -> Output {
-    let mut child = Command::new(common::WORKER)
+    let mut child = common::cli()
         .args(args)
         .stdin(if open_stdin {
             Stdio::piped()
@@ -961,7 +961,7 @@ fn cache_shows_where_the_compile_cache_is_what_it_holds_and_clears_it() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("wasmpool");
     let cache = |args: &[&str], limit: Option<&str>| {
-        let mut c = Command::new(common::WORKER);
+        let mut c = common::cli();
         c.arg("cache").args(args).env("XDG_CACHE_HOME", home.path());
         match limit {
             Some(l) => c.env("WASMPOOL_CACHE_LIMIT", l),

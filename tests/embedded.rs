@@ -36,6 +36,7 @@ fn lone_copy_of(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
 /// `program` with no way to find a `wasmpool` binary: no `$WASMPOOL_WORKER`, `PATH` empty.
 fn alone(program: &Path, path: &Path) -> Command {
     let mut c = Command::new(program);
+    c.env("XDG_CACHE_HOME", common::cache_home());
     c.env_remove("WASMPOOL_WORKER")
         .env("PATH", path)
         .stdin(Stdio::null())

@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{builder, guest_wat, WORKER};
+use common::{builder, guest_wat};
 use wasmpool::{CommandSpec, Limits, OutputChunk};
 
 const MIB: u64 = 1 << 20;
@@ -20,7 +20,7 @@ const MIB: u64 = 1 << 20;
 /// the child still shares this process's pages: the tests here hold no large buffer.)
 fn run_measured(args: &[&str], stdin: &Path) -> (tempfile::NamedTempFile, u64) {
     let out = tempfile::NamedTempFile::new().unwrap();
-    let child = Command::new(WORKER)
+    let child = common::cli()
         .args(args)
         .stdin(std::fs::File::open(stdin).unwrap())
         .stdout(out.reopen().unwrap())

@@ -410,10 +410,7 @@ fn workers_run_under_seccomp_and_no_new_privs() {
 fn a_forbidden_syscall_kills_the_worker_process_not_the_host() {
     use std::os::unix::process::ExitStatusExt;
     // The probe installs the worker's filter, then calls socket().
-    let out = std::process::Command::new(common::WORKER)
-        .arg("__seccomp-probe")
-        .output()
-        .unwrap();
+    let out = common::cli().arg("__seccomp-probe").output().unwrap();
     assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{out:?}");
 }
 
@@ -421,7 +418,7 @@ fn a_forbidden_syscall_kills_the_worker_process_not_the_host() {
 fn workers_die_with_a_host_that_is_sigkilled() {
     use std::io::Write;
     // A host process (the CLI) running a task that never ends.
-    let mut host = std::process::Command::new(common::WORKER)
+    let mut host = common::cli()
         .args([
             "run",
             guest("hostile").to_str().unwrap(),
@@ -646,7 +643,7 @@ fn an_escaped_worker_cannot_change_host_files_or_read_other_processes_limits() {
     let before = std::fs::metadata(&target).unwrap();
     // A process with exactly a worker's walls makes the calls itself. It stays the host's
     // user (`-`, as with `worker_user(None)`): owning the file, only the walls can stop it.
-    let out = std::process::Command::new(common::WORKER)
+    let out = common::cli()
         .args(["__wallprobe", "-"])
         .arg(&scratch)
         .arg(&target)

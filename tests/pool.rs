@@ -746,7 +746,7 @@ fn a_worker_of_another_build_refuses_to_run() {
             (other_version.arg(), "wasmpool 0.0.0-other"),
             (other_engine.arg(), "engine 0000"),
         ] {
-            let out = std::process::Command::new(common::WORKER)
+            let out = common::cli()
                 .args([mode, &host, "-", "1000000", "epochs"])
                 .output()
                 .unwrap();

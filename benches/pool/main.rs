@@ -57,6 +57,8 @@ pub struct Sizes {
     pub map: i64,
     /// `square` tasks submitted one `submit` at a time.
     pub stream: i64,
+    /// `square` calls through the CLI, `wasmpool run --inputs` (one JSON line each).
+    pub cli_run: i64,
     /// `square` tasks in one `map` with `reuse_instance`.
     pub reuse: i64,
     /// `submit → wait` round trips.
@@ -87,6 +89,7 @@ impl Sizes {
                 quick,
                 map: 10_000,
                 stream: 2_000,
+                cli_run: 100_000,
                 reuse: 200_000,
                 latency: 200,
                 reps: 3,
@@ -104,6 +107,7 @@ impl Sizes {
                 quick,
                 map: 100_000,
                 stream: 20_000,
+                cli_run: 1_000_000,
                 reuse: 2_000_000,
                 latency: 2_000,
                 reps: 3,
@@ -372,6 +376,21 @@ fn with_wasmpool(ctx: &Ctx, figs: &mut Figures, expected: &[Vec<i64>]) -> anyhow
         format!("{:.0} tasks/s", s.stream as f64 / secs),
     );
 
+    // The CLI: `wasmpool run` over a file of inputs, one JSON line each (issue 11 §2 sets
+    // it against `map`: within 10 %).
+    match ctx.worker_program() {
+        Some(cli) => {
+            let rate = cli_run(ctx, &cli, s.cli_run)?;
+            figs.set(w, "cli_run_square", "tasks_per_s", rate);
+            progress(w, "wasmpool run (CLI)", format!("{rate:.0} tasks/s"));
+        }
+        None => progress(
+            w,
+            "wasmpool run (CLI)",
+            "skipped: no wasmpool binary".into(),
+        ),
+    }
+
     // Latency: submit → wait, one task at a time.
     let mut lat = Vec::with_capacity(s.latency);
     for i in 0..s.latency as i64 {
@@ -418,6 +437,47 @@ fn with_wasmpool(ctx: &Ctx, figs: &mut Figures, expected: &[Vec<i64>]) -> anyhow
     progress(w, "throughput vs task size", "done".into());
     pool.shutdown();
     Ok(())
+}
+
+/// `wasmpool run math.wasm square --inputs FILE` over `n` inputs: calls per second from its
+/// first output line to its last (the pool's start and the first call excluded).
+fn cli_run(ctx: &Ctx, cli: &Path, n: i64) -> anyhow::Result<f64> {
+    use std::io::{BufRead, BufReader, BufWriter, Write};
+    let inputs = tempfile::NamedTempFile::new()?;
+    let mut f = BufWriter::new(inputs.as_file());
+    for i in 0..n {
+        writeln!(f, "{i}")?;
+    }
+    f.flush()?;
+    drop(f);
+    let mut child = std::process::Command::new(cli)
+        .arg("run")
+        .arg(&ctx.wasm)
+        .args(["square", "--inputs"])
+        .arg(inputs.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("start wasmpool run")?;
+    let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let t = Instant::now();
+    let mut lines = 1i64;
+    loop {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            break;
+        }
+        lines += 1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let status = child.wait()?;
+    ensure!(
+        status.success() && lines == n,
+        "wasmpool run gave {lines} of {n} lines ({status})"
+    );
+    Ok((n - 1) as f64 / secs)
 }
 
 /// Builds a pool, loads the math guest and waits for one result; the seconds that took.

@@ -177,6 +177,10 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
             Unit::Rate,
             vec![
                 cmp(
+                    "wasmpool map (issue 11 §2 goal: ≥ 0.8)",
+                    "wasmpool/map_square/tasks_per_s",
+                ),
+                cmp(
                     "mp.Pool map, chunksize=1",
                     &format!("{MP}/map_square_chunksize1/tasks_per_s"),
                 ),
@@ -193,6 +197,18 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
                     "wasmtime-in-process/square_pooling_threads/tasks_per_s",
                 ),
             ],
+        ),
+        row(
+            format!(
+                "wasmpool run ×{} square (CLI, JSON lines, from the first line)",
+                short(s.cli_run)
+            ),
+            "cli_run_square/tasks_per_s",
+            Unit::Rate,
+            vec![cmp(
+                "wasmpool map (issue 11 §2 goal: ≥ 0.9)",
+                "wasmpool/map_square/tasks_per_s",
+            )],
         ),
     ];
     for p in ["p50", "p99"] {

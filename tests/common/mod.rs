@@ -46,9 +46,44 @@ pub fn guest_wat(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A builder using this test run's worker program, 2 workers, a 10 s default timeout.
+/// This test binary's own `$XDG_CACHE_HOME`, so its compile cache (`<it>/wasmpool`) starts
+/// empty and leans on nothing a machine kept (nor on what another build stored there): a
+/// directory under the system's temporary directory named after this process, made on first
+/// use; those of test processes that have ended are removed then.
+pub fn cache_home() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        const PREFIX: &str = "wasmpool-test-cache-";
+        let tmp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+                    continue;
+                };
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("{PREFIX}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the test cache directory");
+        dir
+    })
+}
+
+/// The `wasmpool` binary of this test run, with this test binary's compile cache.
+pub fn cli() -> Command {
+    let mut c = Command::new(WORKER);
+    c.env("XDG_CACHE_HOME", cache_home());
+    c
+}
+
+/// A builder using this test run's worker program, 2 workers, a 10 s default timeout, and
+/// this test binary's own compile cache ([`cache_home`]).
 pub fn builder() -> PoolBuilder {
     Pool::builder()
+        .compile_cache(cache_home().join("wasmpool"))
         .worker_program(WORKER)
         .workers(2)
         .timeout(Duration::from_secs(10))

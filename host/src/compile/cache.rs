@@ -257,22 +257,61 @@ impl ModuleCache {
     }
 }
 
-/// The engine part of an entry's name for `metering`, in hex: the first half of its
-/// [`engine::fingerprint`], computed once per process.
+/// The engine part of an entry's name for `metering`, in hex, computed once per process
+/// ([`key_of`] its [`engine::fingerprint`], the wire format's number and its compiler's
+/// import surface).
 fn engine_key(metering: Metering) -> Option<&'static str> {
     static KEYS: [OnceLock<Option<String>>; 2] = [OnceLock::new(), OnceLock::new()];
     KEYS[metering.index()]
         .get_or_init(|| {
-            let f = engine::fingerprint(metering).ok()?;
-            Some(f[..16].iter().map(|b| format!("{b:02x}")).collect())
+            let engine = engine::engine(false, metering).ok()?;
+            let fingerprint = engine::fingerprint_of(&engine, metering);
+            let surface = crate::compile::validate::import_surface(&engine).ok()?;
+            Some(key_of(fingerprint, crate::protocol::PROTOCOL, surface))
         })
         .as_deref()
+}
+
+/// What an entry's validity depends on beside the module, in 32 hex digits: the engine that
+/// compiled it (its fingerprint), the format the entry is written in (the wire format's
+/// number: an entry holds wire types) and the imports the compiler accepted (its verdict).
+/// Another build that differs in any of them misses this build's entries.
+fn key_of(fingerprint: [u8; 32], protocol: u32, surface: [u8; 32]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(&fingerprint);
+    h.update(&protocol.to_le_bytes());
+    h.update(&surface);
+    h.finalize().as_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::module::ExportKind;
+
+    #[test]
+    fn entry_names_depend_on_the_engine_the_format_and_the_import_surface() {
+        let (f, s) = ([1; 32], [2; 32]);
+        let key = key_of(f, 2, s);
+        assert_eq!(key.len(), 32);
+        assert_eq!(key, key_of(f, 2, s));
+        assert_ne!(key, key_of([9; 32], 2, s), "another engine");
+        assert_ne!(key, key_of(f, 3, s), "another entry format");
+        assert_ne!(
+            key,
+            key_of(f, 2, [9; 32]),
+            "another set of provided imports"
+        );
+        // This build's own key is the same every time it is computed (a rebuild keeps it).
+        let surface = |m| {
+            crate::compile::validate::import_surface(&engine::engine(false, m).unwrap()).unwrap()
+        };
+        assert_eq!(surface(Metering::Fuel), surface(Metering::Fuel));
+        assert!(engine_key(Metering::Fuel).is_some());
+    }
 
     #[test]
     fn entries_round_trip_and_damage_is_detected() {

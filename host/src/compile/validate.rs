@@ -47,6 +47,28 @@ impl Compiler {
     }
 }
 
+/// A digest of what a module compiled by `engine`'s compiler may import: every function the
+/// sandbox provides, by module, name and type, in order. A compilation's verdict depends on
+/// it (an import not in it is refused), so the on-disk cache keys entries by it too: a build
+/// whose sandbox provides other imports never takes this build's entries, nor the reverse.
+pub(crate) fn import_surface(engine: &Engine) -> wasmtime::Result<[u8; 32]> {
+    let linker = linker(engine)?;
+    let mut store = Store::new(
+        engine,
+        TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new())), None),
+    );
+    let items: Vec<(String, String, wasmtime::Extern)> = linker
+        .iter(&mut store)
+        .map(|(m, n, e)| (m.to_string(), n.to_string(), e))
+        .collect();
+    let mut provided: Vec<String> = items
+        .iter()
+        .map(|(m, n, e)| format!("{m}\0{n}\0{:?}\n", e.ty(&store)))
+        .collect();
+    provided.sort();
+    Ok(*blake3::hash(provided.concat().as_bytes()).as_bytes())
+}
+
 /// Validates and compiles `bytes` (binary wasm or text format) and checks that every import
 /// is one the sandbox provides. Runs inside a compile process, never in the host.
 pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {

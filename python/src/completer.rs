@@ -21,6 +21,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 use wasmpool::{Output, Task, TaskError};
 
+/// The completer thread's name: done callbacks run on it.
+pub const THREAD: &str = "wasmpool-completer";
+
 pub enum Msg {
     /// A task and its future.
     Add(u64, Task<Output>, Py<PyAny>),
@@ -71,7 +74,7 @@ impl Completer {
         let (alive, exited) = crossbeam_channel::bounded::<()>(0);
         let wake_tx = tx.clone();
         std::thread::Builder::new()
-            .name("wasmpool-completer".into())
+            .name(THREAD.into())
             .spawn(move || {
                 run(rx, wake_tx, settle);
                 drop(alive);

@@ -350,7 +350,11 @@ impl Core {
             // Until every future is completed.
             let _ = completer.recv();
         });
-        if wait {
+        // From a done callback (which runs on the completer thread), waiting for the
+        // completer to end would wait for itself: the shutdown then finishes in the
+        // background, as with wait=False.
+        let on_completer = std::thread::current().name() == Some(completer::THREAD);
+        if wait && !on_completer {
             wait_exit(py, &stopped)?;
         }
         Ok(())

@@ -176,3 +176,17 @@ def test_context_manager_shuts_down(math):
         assert pool.submit(math.square, 2).result() == 4
     with pytest.raises(RuntimeError):
         pool.submit(math.square, 2)
+
+
+def test_shutdown_from_a_done_callback_does_not_wait_for_itself(math):
+    pool = math.pool
+    finished = threading.Event()
+
+    def callback(f):
+        pool.shutdown(wait=True)  # on the completer thread: must not deadlock
+        finished.set()
+
+    pool.submit(math.square, 2).add_done_callback(callback)
+    assert finished.wait(30)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(math.square, 1)

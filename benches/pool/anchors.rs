@@ -1,6 +1,7 @@
 //! Running the Python anchors and reading their JSON lines into the figures. An anchor that
 //! cannot run (no python3, no venv, a crash, a hang) is skipped with the reason; the bench
-//! goes on.
+//! goes on. wasmpool's own Python rows (`python_rows.py`, the package in `python/`) run the
+//! same way, after the anchors.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -38,9 +39,15 @@ fn anchors(ctx: &Ctx) -> Vec<Anchor> {
     let peer = ctx.anchors.join("wasm_pool_peer.py");
     let venv = ctx.root.join(".venv/bin/python");
     let mut peer_args = vec![peer.clone().into(), ctx.wasm.clone().into()];
+    let rows = ctx.root.join("benches/pool/python_rows.py");
+    let mut rows_args = vec![rows.into(), ctx.wasm.clone().into()];
     if ctx.sizes.quick {
         peer_args.push("--quick".into());
+        rows_args.push("--quick".into());
     }
+    // The venv the Python package is installed in (`.ci/run` makes it).
+    let package_venv = std::env::var_os("WASMPOOL_PYTHON")
+        .map_or_else(|| ctx.target.join("python-venv/bin/python"), PathBuf::from);
     vec![
         Anchor {
             name: "stdlib_pool.py",
@@ -60,6 +67,16 @@ fn anchors(ctx: &Ctx) -> Vec<Anchor> {
                      .venv/bin/pip install -r ../shared/anchors/requirements.txt",
                 ),
             ],
+        },
+        Anchor {
+            name: "python_rows.py (wasmpool from Python)",
+            program: package_venv.clone(),
+            args: rows_args,
+            needs: vec![(
+                package_venv,
+                "the Python package is not installed: python3 -m venv target/python-venv && \
+                 target/python-venv/bin/pip install ./python (or set WASMPOOL_PYTHON)",
+            )],
         },
     ]
 }

@@ -320,6 +320,7 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
         )],
     ));
     rows.extend(command_rows(ctx));
+    rows.extend(python_rows(ctx));
     for (who, what) in [("host", "host RSS"), ("workers", "worker RSS, total")] {
         for (when, label) in [
             ("idle", "idle (module loaded)"),
@@ -334,6 +335,48 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// wasmpool from Python (`python_rows.py`, the package in `python/`): its figures are under
+/// `wasmpool-python/`.
+fn python_rows(ctx: &Ctx) -> Vec<Row> {
+    let n = if ctx.sizes.quick { 10_000 } else { 100_000 };
+    vec![
+        Row {
+            workload: format!("Python: pool.map(mod.square, range({}))", short(n)),
+            key: "wasmpool-python/map_square/tasks_per_s".into(),
+            unit: Unit::Rate,
+            refs: vec![
+                cmp(
+                    "peer: PPE + wasmtime-py, fresh instance",
+                    &format!("{PEER}/wasm_map_square_fresh_instance/tasks_per_s"),
+                ),
+                cmp(
+                    "mp.Pool map, chunksize=1 (no sandbox)",
+                    &format!("{MP}/map_square_chunksize1/tasks_per_s"),
+                ),
+                cmp(
+                    "wasmpool from Rust, map square",
+                    "wasmpool/map_square/tasks_per_s",
+                ),
+            ],
+        },
+        Row {
+            workload: "Python: counting(8M) + counting(7M) as wasm tasks".into(),
+            key: "wasmpool-python/seed_counting/seconds".into(),
+            unit: Unit::Seconds,
+            refs: vec![
+                cmp(
+                    "PPE map, the Python function",
+                    &format!("{PPE}/seed_counting_8M_7M/seconds"),
+                ),
+                cmp(
+                    "mp.Pool, CPython counting",
+                    &format!("{MP}/seed_counting_8M_7M/seconds"),
+                ),
+            ],
+        },
+    ]
 }
 
 /// The WASI command workloads (`commands.rs`): C programs and resvg, set beside the same C

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rustix::fs::{FileType, Mode, OFlags};
-use serde::Deserialize;
 use serde_json::json;
 use wasmpool::command::read_host_file;
 use wasmpool::{CommandOutput, CommandSpec, Limits, Origin, OutputChunk, Task, TaskError};
 
+use super::spec::{HostFiles, SpecLine};
 use super::{
     load_module, open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_SANDBOX, EXIT_TASK_FAILED,
     EXIT_TIMEOUT, EXIT_USAGE,
@@ -62,8 +62,9 @@ pub struct ExecArgs {
     /// is opened without following a link put in its place.
     #[arg(long, requires = "each")]
     follow_symlinks: bool,
-    /// Run once per line of this JSONL file of specs: {"args": [..], "stdin": "..",
-    /// "env": {"K": "V"}, "inputs": {"name": "host/path"}, "output_dir": true, "check": false},
+    /// Run once per line of this JSONL file of specs: {"args": [..], "stdin": ".." (or
+    /// "stdin_base64"), "env": {"K": "V"}, "inputs": {"name": "host/path", "b": {"text": ".."},
+    /// "c": {"base64": ".."}}, "output_dir": true, "check": false},
     /// and optionally the run's own limits: "fuel", "timeout_ms", "memory_bytes" (null:
     /// unlimited), "stdout_cap_bytes", "stderr_cap_bytes", "max_input_bytes",
     /// "max_output_bytes"; left out: the flags' (or default) limits.
@@ -620,63 +621,6 @@ fn through_link(fixed: &Path, path: &Path) -> bool {
         })
 }
 
-/// One line of a `--specs` file.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct SpecLine {
-    args: Vec<String>,
-    argv0: Option<String>,
-    stdin: String,
-    env: BTreeMap<String, String>,
-    /// `/in/<name>` → host path.
-    inputs: BTreeMap<String, PathBuf>,
-    output_dir: bool,
-    check: bool,
-    /// This run's limits, in the JSON form of `Limits` (a unit in every name); a field
-    /// left out is the pool's; `null` is unlimited where `Limits` allows `None`.
-    #[serde(deserialize_with = "present")]
-    fuel: Option<Option<u64>>,
-    #[serde(deserialize_with = "present")]
-    timeout_ms: Option<Option<u64>>,
-    #[serde(deserialize_with = "present")]
-    memory_bytes: Option<Option<u64>>,
-    stdout_cap_bytes: Option<u32>,
-    stderr_cap_bytes: Option<u32>,
-    max_input_bytes: Option<u32>,
-    max_output_bytes: Option<u32>,
-}
-
-/// A field that is present (`Some`, holding `None` for `null`), as opposed to left out.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-impl SpecLine {
-    /// `defaults` with this line's limits over them, or `None` when it sets none.
-    fn limits(&self, defaults: Limits) -> Option<Limits> {
-        let set = self.fuel.is_some()
-            || self.timeout_ms.is_some()
-            || self.memory_bytes.is_some()
-            || self.stdout_cap_bytes.is_some()
-            || self.stderr_cap_bytes.is_some()
-            || self.max_input_bytes.is_some()
-            || self.max_output_bytes.is_some();
-        set.then(|| Limits {
-            fuel: self.fuel.unwrap_or(defaults.fuel),
-            timeout: self
-                .timeout_ms
-                .map_or(defaults.timeout, |t| t.map(Duration::from_millis)),
-            memory: self.memory_bytes.unwrap_or(defaults.memory),
-            stdout_cap: self.stdout_cap_bytes.unwrap_or(defaults.stdout_cap),
-            stderr_cap: self.stderr_cap_bytes.unwrap_or(defaults.stderr_cap),
-            max_input: self.max_input_bytes.unwrap_or(defaults.max_input),
-            max_output: self.max_output_bytes.unwrap_or(defaults.max_output),
-        })
-    }
-}
-
 /// One job per non-blank line of the JSONL file at `path`; a bad line is that run's
 /// `bad_input` error, not the batch's.
 fn spec_jobs(args: &ExecArgs, path: &Path, defaults: Limits) -> anyhow::Result<Vec<Job>> {
@@ -716,16 +660,9 @@ fn spec_line(
         l.validate()
             .map_err(|e| format!("spec line {number}: {e}"))?;
     }
-    let mut spec = base.clone().args(line.args).stdin(line.stdin);
-    if let Some(argv0) = line.argv0 {
-        spec.argv0 = Some(argv0);
-    }
-    spec.env.extend(line.env);
-    for (name, host) in line.inputs {
-        spec = spec.input_file(name, host);
-    }
-    spec.output_dir |= line.output_dir;
-    spec.check = line.check;
+    let spec = line
+        .apply(base.clone(), HostFiles::Allowed)
+        .map_err(|e| format!("spec line {number}: {e}"))?;
     Ok((spec, limits))
 }
 

@@ -651,6 +651,33 @@ fn sigterm_drains_requests_in_flight_and_refuses_new_ones() {
 }
 
 #[test]
+fn a_drain_that_outlasts_drain_timeout_exits_anyway_and_cancels() {
+    let mut s = start(&["--drain-timeout", "500ms", "--workers", "1"]);
+    let id = s.upload(&guest("hostile"));
+    std::thread::scope(|scope| {
+        let slow = scope.spawn(|| {
+            let body = json!({"input": 60000}).to_string();
+            s.agent
+                .post(s.url(&format!("/v1/modules/{id}/call/sleep_ms")))
+                .send(body.as_bytes())
+                .map(|r| r.status().as_u16())
+        });
+        s.wait_for("the call to run", |s| s.metric("wasmpool_running ") >= 1.0);
+        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+        // The call gets no answer: its connection closes when the server exits.
+        assert!(slow.join().unwrap().is_err());
+    });
+    let status = s.terminate();
+    assert_eq!(status.code(), Some(1), "{}", s.stderr.lock().unwrap());
+    assert!(s
+        .stderr
+        .lock()
+        .unwrap()
+        .contains("still in flight at --drain-timeout"));
+}
+
+#[test]
 fn hostile_modules_get_typed_errors_while_well_behaved_calls_all_succeed() {
     let s = start(&[
         "--workers",

@@ -229,7 +229,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let drained = runtime.block_on(run(app, &args))?;
-    // Every request has its answer (or the deadline passed): stop the workers.
+    // Whatever is still in flight (only past --drain-timeout) goes with the runtime: its
+    // tasks are dropped, so cancelled. Then the workers stop.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     if drained {
         pool.shutdown();
         Ok(EXIT_OK)

@@ -797,6 +797,26 @@ fn a_map_of_100k_inputs_streams_both_ways_and_a_client_that_sends_first_complete
     assert_eq!(map.status, 200);
     assert_eq!(map.body.lines().count(), 100_000);
     assert!(map.body.lines().last().unwrap().contains("9999800001"));
+
+    // A client that hangs up in the middle of a streamed answer costs the server nothing
+    // but that answer (a write to its closed socket is an error, not a SIGPIPE).
+    for _ in 0..3 {
+        let mut conn = TcpStream::connect(&s.addr).unwrap();
+        let inputs: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+        write!(
+            conn,
+            "POST /v1/modules/{id}/map/square HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inputs}",
+            inputs.len()
+        )
+        .unwrap();
+        let mut first = [0u8; 4096];
+        conn.read_exact(&mut first).unwrap();
+        drop(conn);
+    }
+    s.wait_for("the abandoned maps to end", |s| {
+        s.metric("wasmpool_running ") == 0.0 && s.metric("wasmpool_queue_depth ") == 0.0
+    });
+    assert_eq!(s.call(&id, "square", json!({"input": 3})).json()["ok"], 9);
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! - [`auth`]: the bearer token, compared in constant time.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
 //! - [`error`]: an HTTP error with a JSON body that says what was wrong.
+//! - [`signals`]: SIGTERM and SIGINT, for the drain.
 
 mod auth;
 mod body;
@@ -18,6 +19,7 @@ mod error;
 mod map;
 mod metrics;
 mod routes;
+mod signals;
 mod store;
 
 use std::net::SocketAddr;
@@ -175,6 +177,7 @@ impl App {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
+    signals::ignore_sigpipe();
     // Checked before anything starts: a public listener without a token is refused.
     let token = match &args.token_file {
         Some(path) => Some(auth::Token::load(path)?),
@@ -243,13 +246,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<i32> {
 
 /// Serves until SIGTERM or SIGINT, then drains; whether the drain finished in time.
 async fn run(app: Arc<App>, args: &ServeArgs) -> anyhow::Result<bool> {
-    use tokio::signal::unix::{signal, SignalKind};
+    let mut stop = signals::termination()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let router = routes::router(app.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -286,8 +287,7 @@ async fn run(app: Arc<App>, args: &ServeArgs) -> anyhow::Result<bool> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = &mut stop => break,
         }
     }
     // Draining: requests still arriving get 503 (the listener stays open for them to be

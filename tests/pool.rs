@@ -520,6 +520,26 @@ fn the_same_bytes_load_once() {
 }
 
 #[test]
+fn an_unloaded_module_is_forgotten_but_its_handles_keep_working() {
+    let pool = builder().workers(1).build().unwrap();
+    let a = pool.load_file(guest("math")).unwrap();
+    assert!(pool.unload(a.id()));
+    assert!(!pool.unload(a.id()), "unloaded once");
+    // The handle held still runs; a new load is a new module (from the disk cache).
+    assert_eq!(pool.submit::<i64>(&a, "square", 4i64).wait(), Ok(16));
+    let b = pool.load_file(guest("math")).unwrap();
+    assert_eq!(a.id(), b.id());
+    assert!(
+        !a.same_artifact(&b),
+        "the pool no longer held the first load"
+    );
+    assert_eq!(b.id().to_hex().len(), 64);
+    assert_eq!(wasmpool::ModuleId::from_hex(&b.id().to_hex()), Some(b.id()));
+    assert_eq!(wasmpool::ModuleId::from_hex(&"g".repeat(64)), None);
+    assert_eq!(wasmpool::ModuleId::from_hex("abc"), None);
+}
+
+#[test]
 fn workers_are_replaced_after_max_tasks_and_nothing_is_lost() {
     let pool = builder()
         .workers(1)

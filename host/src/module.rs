@@ -18,6 +18,36 @@ impl ModuleId {
     pub fn of(bytes: &[u8]) -> Self {
         ModuleId(*blake3::hash(bytes).as_bytes())
     }
+
+    /// The whole hash in lowercase hex (64 characters), where `Display` shows only its
+    /// first 16: a name for the module that a service or a file can use.
+    ///
+    /// ```
+    /// let id = wasmpool::ModuleId::of(b"(module)");
+    /// assert_eq!(id.to_hex().len(), 64);
+    /// assert!(id.to_hex().starts_with(&id.to_string()));
+    /// assert_eq!(wasmpool::ModuleId::from_hex(&id.to_hex()), Some(id));
+    /// ```
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The id written by [`ModuleId::to_hex`]; `None` for anything but 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut id = [0u8; 32];
+        for (out, pair) in id.iter_mut().zip(bytes.chunks_exact(2)) {
+            let digits = std::str::from_utf8(pair).ok()?;
+            if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            *out = u8::from_str_radix(digits, 16).ok()?;
+        }
+        Some(ModuleId(id))
+    }
 }
 
 impl fmt::Debug for ModuleId {

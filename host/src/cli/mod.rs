@@ -1,12 +1,14 @@
-//! The command line: `run`, `exec`, `inspect`, `demo`, `audit`, `cache`. `anyhow` lives here, at the
+//! The command line: `run`, `exec`, `inspect`, `demo`, `audit`, `cache`, `serve`. `anyhow` lives here, at the
 //! binary's edge.
 
 mod audit;
 mod cache;
+mod call_line;
 mod demo;
 mod exec;
 mod inspect;
 mod run;
+mod serve;
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -89,6 +91,9 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Show the on-disk compile cache (location, entries, size, bound) or clear it.
     Cache(cache::CacheArgs),
+    /// Serve the pool over HTTP: upload modules, then call their exports, map over JSON
+    /// lines (streamed) or run WASI commands, under the server's limits.
+    Serve(serve::ServeArgs),
 }
 
 /// Limits and pool settings shared by the commands that run tasks.
@@ -324,6 +329,7 @@ pub fn main() -> i32 {
         Command::Demo { workers } => demo::demo(workers),
         Command::Audit(args) => audit::audit(args),
         Command::Cache(args) => cache::cache(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(code) => code,

@@ -355,6 +355,19 @@ impl Pool {
         }
     }
 
+    /// Forgets the loaded module `id`, so the pool no longer holds its code: a service that
+    /// drops modules calls this to bound its memory. Handles to it held elsewhere (and
+    /// tasks running it) keep working; loading the same bytes again reads the on-disk
+    /// compile cache or compiles anew. Whether the pool held it.
+    pub fn unload(&self, id: ModuleId) -> bool {
+        self.inner
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .is_some()
+    }
+
     /// Starts a call of `export` with the pool's default limits, to adjust before submitting.
     pub fn call(&self, module: &Module, export: &str) -> Call {
         Call {

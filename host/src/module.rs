@@ -112,6 +112,32 @@ pub(crate) struct ModuleInner {
     pub(crate) origin: Origin,
 }
 
+/// What a pool does with a module's function imports that the sandbox does not provide
+/// (`PoolBuilder::unknown_imports`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownImports {
+    /// The module is not loaded: [`LoadError::UnsupportedImport`](crate::LoadError) names
+    /// the first such import. The default.
+    #[default]
+    Refuse,
+    /// Each is linked to a function that traps when called (a `TaskError::Trap` whose
+    /// message names the import), so a module whose optional host hooks go unused loads
+    /// and runs. Imports that are not functions (memories, tables, globals) are refused
+    /// either way.
+    Trap,
+}
+
+impl UnknownImports {
+    /// `refuse` or `trap` (the command line's form).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "refuse" => Ok(UnknownImports::Refuse),
+            "trap" => Ok(UnknownImports::Trap),
+            _ => Err(format!("`{text}` is not `refuse` or `trap`")),
+        }
+    }
+}
+
 /// Where a loaded module's compiled code came from, and what it cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -201,17 +227,31 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
         Ok(m) => m,
         Err(e) => return invalid(format!("{e:#}")),
     };
+    let mut unknown_imports = Vec::new();
     for import in module.imports() {
         let key = (import.module().to_string(), import.name().to_string());
-        if !matches!(import.ty(), ExternType::Func(_)) || !compiler.provided.contains(&key) {
+        if compiler.provided.contains(&key) {
+            continue;
+        }
+        if !matches!(import.ty(), ExternType::Func(_)) {
             return CompileReply::UnsupportedImport {
                 module: key.0,
                 name: key.1,
             };
         }
+        unknown_imports.push(key);
     }
-    // Names match; this also checks the imports' types.
-    if let Err(e) = compiler.linker.instantiate_pre(&module) {
+    // Names match; this also checks the imports' types. Unknown functions are linked as a
+    // worker links them when the pool lets them in: to traps.
+    let linked = if unknown_imports.is_empty() {
+        compiler.linker.instantiate_pre(&module).map(drop)
+    } else {
+        let mut linker = compiler.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&module)
+            .and_then(|()| linker.instantiate_pre(&module).map(drop))
+    };
+    if let Err(e) = linked {
         return invalid(format!("{e:#}"));
     }
     let artifact = match module.serialize() {
@@ -230,6 +270,7 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
     CompileReply::Compiled {
         artifact,
         exports: describe_exports(&module),
+        unknown_imports,
     }
 }
 

@@ -31,6 +31,9 @@ use crate::sandbox::{engine, Metering};
 pub(crate) struct Entry {
     pub artifact: Vec<u8>,
     pub exports: Vec<Export>,
+    /// The module's function imports the sandbox does not provide (see
+    /// `CompileReply::Compiled`): checked against each pool's policy on every load.
+    pub unknown_imports: Vec<(String, String)>,
 }
 
 /// A cache directory.
@@ -211,6 +214,25 @@ impl ModuleCache {
         Some(entry)
     }
 
+    /// Waits until no other process or thread compiles `id` for `metering`, then holds that
+    /// until the returned file is dropped: an exclusive `flock` on `MODULE-METERING-ENGINE.lock`
+    /// beside the entry (on an open file description of its own, so two threads of one
+    /// process exclude each other too). `None` when the lock file cannot be made or locked
+    /// (then loads compile side by side, as without a cache).
+    pub(crate) fn lock(&self, id: ModuleId, metering: Metering) -> Option<fs::File> {
+        let path = self.path(id, metering)?.with_extension("lock");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
+        Some(file)
+    }
+
     /// Stores a compilation (atomically: readers see the old state or the whole new file).
     pub(crate) fn put(&self, id: ModuleId, metering: Metering, entry: &Entry) {
         let Ok(body) = postcard::to_stdvec(entry) else {
@@ -291,6 +313,7 @@ mod tests {
                 name: "f".into(),
                 kind: ExportKind::Task,
             }],
+            unknown_imports: vec![("host".into(), "call".into())],
         };
         cache.put(id, m, &entry);
         assert!(cache.get(id, Metering::Fuel).is_none(), "another variant");
@@ -324,6 +347,7 @@ mod tests {
         Entry {
             artifact: vec![7; size],
             exports: Vec::new(),
+            unknown_imports: Vec::new(),
         }
     }
 

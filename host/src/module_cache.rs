@@ -106,8 +106,9 @@ pub fn usage(dir: &Path) -> std::io::Result<Usage> {
     Ok(usage)
 }
 
-/// Removes every entry of `dir` (and files left by interrupted stores); returns what was
-/// removed.
+/// Removes every entry of `dir` (and files left by interrupted stores, and the entries' lock
+/// files: a compile under way meanwhile may then be done twice, never read half-written);
+/// returns what was removed.
 pub fn clear(dir: &Path) -> std::io::Result<Usage> {
     let mut removed = Usage::default();
     let listing = match fs::read_dir(dir) {
@@ -120,7 +121,7 @@ pub fn clear(dir: &Path) -> std::io::Result<Usage> {
         let name = item.file_name();
         let name = name.to_string_lossy();
         let entry = name.ends_with(".cwasm");
-        if !entry && !name.contains(".tmp") {
+        if !entry && !name.contains(".tmp") && !name.ends_with(".lock") {
             continue;
         }
         let len = item.metadata()?.len();

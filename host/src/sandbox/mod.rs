@@ -172,9 +172,9 @@ pub struct HostLink {
 
 impl Sandbox {
     /// Creates the worker's engine (pooling allocator) and starts its deadline timer;
-    /// command tasks keep their files in `scratch` and see `mounts`; `link` carries streamed
-    /// output and runs before guests' host calls.
-    pub fn new(scratch: Scratch, mounts: Vec<Mount>, link: HostLink) -> wasmtime::Result<Self> {
+    /// command tasks keep their files in `scratch`; `link` carries streamed output and runs
+    /// before guests' host calls.
+    pub fn new(scratch: Scratch, link: HostLink) -> wasmtime::Result<Self> {
         let with_linker = |metering| -> wasmtime::Result<(Engine, Linker<TaskState>)> {
             let engine = engine::engine(true, metering)?;
             let linker = linker(&engine)?;
@@ -191,7 +191,7 @@ impl Sandbox {
             unloadable: HashMap::new(),
             interrupter,
             scratch,
-            mounts,
+            mounts: Vec::new(),
             scratch_spoiled: false,
             link,
         })
@@ -205,6 +205,12 @@ impl Sandbox {
                 .zip(Metering::ALL)
                 .map(|((e, _), m)| engine::fingerprint_of(e, m)),
         )
+    }
+
+    /// The pool's mounts, which every command sees from now on (the worker's Landlock
+    /// ruleset must allow them).
+    pub fn set_mounts(&mut self, mounts: Vec<Mount>) {
+        self.mounts = mounts;
     }
 
     /// The interrupter, for the thread that reads cancellations.

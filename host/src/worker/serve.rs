@@ -62,9 +62,10 @@ pub fn serve(
     host: &Handshake,
     user: Option<harden::WorkerUser>,
     scratch: Option<PathBuf>,
-    mounts: Vec<Mount>,
+    mounts: std::io::Result<Vec<Mount>>,
 ) -> std::io::Result<()> {
-    let (scratch, mut rss) = raise_walls(user, scratch, &mounts)?;
+    // Walls for the mounts if they could be read (none otherwise: it stops below).
+    let (scratch, mut rss) = raise_walls(user, scratch, mounts.as_deref().unwrap_or(&[]))?;
     let files = matches!(scratch, Scratch::Dir(_));
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory, or
     // streamed as `Output` replies). The main loop and streaming pipes share one writer.
@@ -79,12 +80,13 @@ pub fn serve(
         forward: forward_to(out.clone()),
         before_host_call: send_held(out.clone(), held.clone()),
     };
-    let mut sandbox = Sandbox::new(scratch, mounts, link)
+    let mut sandbox = Sandbox::new(scratch, link)
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
     if let Err(message) = host.check_engine(&sandbox.engine_digest()) {
         eprintln!("{message}");
         std::process::exit(protocol::EXIT_VERSION_MISMATCH);
     }
+    sandbox.set_mounts(mounts?);
     read_cancels(sandbox.interrupter())?;
     let mut requests = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
     let mut buf = Vec::new();

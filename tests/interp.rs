@@ -186,9 +186,8 @@ fn python_dir() -> Option<PathBuf> {
 /// Memory for numpy and pandas: above the 256 MiB default.
 const PYTHON_MEMORY: u64 = 1 << 30;
 
-/// One pool with the interpreter loaded, shared by this binary's Python tests; its compile
-/// cache is a temporary directory shared by them, so the 105 MB module is compiled once per
-/// run (or read from `$WASMPOOL_TEST_PYTHON_CACHE`, when set, across runs).
+/// One pool with the interpreter loaded, shared by this binary's Python tests, its compile
+/// cache in [`python_cache_home`].
 fn python() -> Option<&'static (Pool, Module)> {
     static PY: OnceLock<Option<(Pool, Module)>> = OnceLock::new();
     PY.get_or_init(|| {
@@ -219,15 +218,17 @@ fn python() -> Option<&'static (Pool, Module)> {
     .as_ref()
 }
 
-/// The `XDG_CACHE_HOME` whose `wasmpool` directory is the Python tests' compile cache: a
-/// temporary directory per test binary run, or `$WASMPOOL_TEST_PYTHON_CACHE` when set (to
-/// keep the compiled interpreter across runs).
+/// The `XDG_CACHE_HOME` whose `wasmpool` directory is the Python tests' compile cache, shared
+/// by the library's pool and the CLI runs of this binary: `$WASMPOOL_TEST_PYTHON_CACHE` when
+/// set, else `interp-cache` in cargo's temporary directory for tests (`target/tmp`), so the
+/// interpreter is compiled once per variant and kept for later runs, not once per run in a
+/// directory nobody removes (its two variants take some 600 MB).
 fn python_cache_home() -> &'static PathBuf {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
         std::env::var_os("WASMPOOL_TEST_PYTHON_CACHE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| tempfile::tempdir().unwrap().keep())
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("interp-cache"))
     })
 }
 

@@ -734,3 +734,47 @@ fn workers_hold_no_capabilities_and_leave_root_behind() {
         }
     }
 }
+
+#[test]
+fn an_escaped_worker_reads_a_read_only_mount_and_nothing_more() {
+    let base = tempfile::tempdir().unwrap();
+    let (scratch, mount) = (base.path().join("scratch"), base.path().join("mount"));
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::create_dir_all(&mount).unwrap();
+    std::fs::write(mount.join("file"), "shared data").unwrap();
+    let target = base.path().join("target");
+    std::fs::write(&target, "host secret").unwrap();
+    // The host's own user (`-`): file permissions would let it do everything below, so
+    // whatever is refused is refused by the walls (Landlock), not by the file system.
+    let out = std::process::Command::new(common::WORKER)
+        .args(["__wallprobe", "-"])
+        .arg(&scratch)
+        .arg(&target)
+        .arg(&mount)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errno = |call: &str| report[call]["errno"].as_i64().unwrap_or(-1);
+    assert!(
+        report["openat_mount_read"]["ret"].as_i64().unwrap() >= 0,
+        "the mount is readable: {report}"
+    );
+    assert_eq!(
+        errno("openat_mount_create"),
+        libc::EACCES as i64,
+        "{report}"
+    );
+    assert_eq!(errno("openat_target"), libc::EACCES as i64, "{report}");
+    // Hard links out of the mount into the worker's own directory, and from outside into
+    // the mount: Landlock refuses both (no Refer right across its rules; no right to make
+    // files in the mount).
+    for call in ["linkat_mount_to_scratch", "linkat_target_to_mount"] {
+        assert!(
+            [libc::EXDEV, libc::EACCES].contains(&(errno(call) as i32)),
+            "{call}: {report}"
+        );
+    }
+    assert!(!mount.join("new").exists() && !mount.join("target-link").exists());
+    assert!(!scratch.join("linked").exists());
+}

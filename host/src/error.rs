@@ -216,10 +216,10 @@ pub enum LoadError {
     #[error("the module does not fit the sandbox's instance limits (one memory, two tables of up to 2^20 elements, 16 MiB of instance metadata): {message}")]
     OverLimit { message: String },
     /// The module imports something the sandbox does not provide.
-    #[error("module imports `{module}::{name}`, which the sandbox does not provide (only WASI preview 1 and `wasi_unstable` are)")]
+    #[error("module imports `{module}::{name}`, which the sandbox does not provide (only WASI preview 1 and `wasi_unstable` are); an unknown function import can be linked to one that traps when called instead (PoolBuilder::unknown_imports(UnknownImports::Trap), --unknown-imports trap)")]
     UnsupportedImport { module: String, name: String },
     /// Compiling the module took longer than the pool's compile limit.
-    #[error("compiling the module took longer than {}; it was stopped", humantime::format_duration(*.limit))]
+    #[error("compiling the module took longer than {}; it was stopped (raise the limit: PoolBuilder::compile_timeout, --compile-timeout)", humantime::format_duration(*.limit))]
     CompileTimeout { limit: Duration },
     /// Compiling the module needed more memory than the pool's compile limit.
     #[error("compiling the module needed more than {} of memory; it was stopped", bytesize::ByteSize(*.limit))]
@@ -228,7 +228,7 @@ pub enum LoadError {
     #[error("the compile process failed: {message}")]
     CompileFailed { message: String },
     /// The module is larger than the pool accepts.
-    #[error("module is {size} bytes, over the pool's limit of {limit} bytes")]
+    #[error("module is {size} bytes, over the pool's limit of {limit} bytes (raise it: PoolBuilder::max_module_size, --max-module-size)")]
     TooLarge { size: usize, limit: usize },
 }
 

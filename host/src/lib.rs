@@ -37,6 +37,7 @@ mod dispatch;
 pub mod error;
 pub mod limits;
 mod module;
+mod mount;
 pub mod pool;
 mod spec;
 mod value;
@@ -63,7 +64,8 @@ pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChun
 pub use dispatch::PoolStats;
 pub use error::{LoadError, PoolError, TaskError, TrapCode};
 pub use limits::{LimitError, Limits};
-pub use module::{Export, ExportKind, Module, ModuleId, Origin};
+pub use module::{Export, ExportKind, Module, ModuleId, Origin, UnknownImports};
+pub use mount::Mount;
 pub use pool::{
     AsCompleted, Call, CommandCall, Imap, OutputStream, Pool, PoolBuilder, QueueFull, ReusingCall,
     Task,

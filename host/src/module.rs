@@ -140,6 +140,32 @@ pub(crate) struct ModuleInner {
     pub(crate) origin: Origin,
 }
 
+/// What a pool does with a module's function imports that the sandbox does not provide
+/// (`PoolBuilder::unknown_imports`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownImports {
+    /// The module is not loaded: [`LoadError::UnsupportedImport`](crate::LoadError) names
+    /// the first such import. The default.
+    #[default]
+    Refuse,
+    /// Each is linked to a function that traps when called (a `TaskError::Trap` whose
+    /// message names the import), so a module whose optional host hooks go unused loads
+    /// and runs. Imports that are not functions (memories, tables, globals) are refused
+    /// either way.
+    Trap,
+}
+
+impl UnknownImports {
+    /// `refuse` or `trap` (the command line's form).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "refuse" => Ok(UnknownImports::Refuse),
+            "trap" => Ok(UnknownImports::Trap),
+            _ => Err(format!("`{text}` is not `refuse` or `trap`")),
+        }
+    }
+}
+
 /// Where a loaded module's compiled code came from, and what it cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -24,7 +24,7 @@ use crate::value::{Input, Output};
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
@@ -168,6 +168,10 @@ pub type TaskId = u64;
 pub const MAX_FRAME: usize = 1 << 30;
 
 /// A message from the host to a worker.
+// `Run` is most messages and the others are rare; a `Request` lives only while one is
+// decoded (one at a time, in the worker), so its size costs nothing and boxing `Run` would
+// cost an allocation per task.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Make a compiled module available; sent once per worker before its first task.
@@ -245,10 +249,14 @@ pub enum CompileReply {
         #[serde(with = "serde_bytes")]
         artifact: Vec<u8>,
         exports: Vec<Export>,
+        /// `(module, name)` of every function import the sandbox does not provide: the
+        /// host refuses the module for them, or links them to traps, as the pool says
+        /// (`PoolBuilder::unknown_imports`).
+        unknown_imports: Vec<(String, String)>,
     },
     /// Not a valid module (wasmtime's message).
     Invalid { message: String },
-    /// An import the sandbox does not provide.
+    /// An import the sandbox does not provide and cannot stand in for (not a function).
     UnsupportedImport { module: String, name: String },
     /// A valid module that does not fit the workers' instance slots (wasmtime's message,
     /// naming the limit).

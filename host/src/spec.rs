@@ -54,6 +54,7 @@ use crate::limits::{LimitError, Limits};
 /// | `stdout_cap_bytes`, `stderr_cap_bytes`, `max_input_bytes`, `max_output_bytes` | a number |
 /// | `max_retries` | a number |
 /// | `argv0` | a string |
+/// | `invoke` | a reactor's export to run instead of `_start` (see [`CommandSpec::invoke`]) |
 /// | `args` | an array of strings |
 /// | `stdin` | a string (its UTF-8 bytes), or `{"base64": "…"}` |
 /// | `env` | an object of strings, kept in order |
@@ -399,6 +400,7 @@ struct Json {
     max_output_bytes: Option<u32>,
     max_retries: Option<u32>,
     argv0: Option<String>,
+    invoke: Option<String>,
     args: Vec<String>,
     stdin: Option<Data>,
     env: Option<Ordered<String>>,
@@ -423,6 +425,7 @@ impl<'de> Deserialize<'de> for TaskSpec {
             max_retries: j.max_retries,
             command: CommandSpec {
                 argv0: j.argv0,
+                invoke: j.invoke,
                 args: j.args,
                 stdin: j.stdin.map(|d| d.0).unwrap_or_default(),
                 env: j.env.map(|e| e.0).unwrap_or_default(),
@@ -473,6 +476,9 @@ impl Serialize for TaskSpec {
         }
         if let Some(argv0) = &c.argv0 {
             m.serialize_entry("argv0", argv0)?;
+        }
+        if let Some(invoke) = &c.invoke {
+            m.serialize_entry("invoke", invoke)?;
         }
         if !c.args.is_empty() {
             m.serialize_entry("args", &c.args)?;
@@ -528,6 +534,7 @@ mod tests {
             .command(
                 CommandSpec::new()
                     .argv0("py")
+                    .invoke("run")
                     .args(["-c", "print(1)"])
                     .stdin(vec![0xff, 0, 1])
                     .env("B", "2")

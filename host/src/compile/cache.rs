@@ -31,6 +31,9 @@ use crate::sandbox::{engine, Metering};
 pub(crate) struct Entry {
     pub artifact: Vec<u8>,
     pub exports: Vec<Export>,
+    /// The module's function imports the sandbox does not provide (see
+    /// `CompileReply::Compiled`): checked against each pool's policy on every load.
+    pub unknown_imports: Vec<(String, String)>,
 }
 
 /// A cache directory.
@@ -103,8 +106,9 @@ pub fn usage(dir: &Path) -> std::io::Result<Usage> {
     Ok(usage)
 }
 
-/// Removes every entry of `dir` (and files left by interrupted stores); returns what was
-/// removed.
+/// Removes every entry of `dir` (and files left by interrupted stores, and the entries' lock
+/// files: a compile under way meanwhile may then be done twice, never read half-written);
+/// returns what was removed.
 pub fn clear(dir: &Path) -> std::io::Result<Usage> {
     let mut removed = Usage::default();
     let listing = match fs::read_dir(dir) {
@@ -117,7 +121,7 @@ pub fn clear(dir: &Path) -> std::io::Result<Usage> {
         let name = item.file_name();
         let name = name.to_string_lossy();
         let entry = name.ends_with(".cwasm");
-        if !entry && !name.contains(".tmp") {
+        if !entry && !name.contains(".tmp") && !name.ends_with(".lock") {
             continue;
         }
         let len = item.metadata()?.len();
@@ -209,6 +213,25 @@ impl ModuleCache {
         let entry = postcard::from_bytes(body).ok()?;
         let _ = file.set_modified(std::time::SystemTime::now());
         Some(entry)
+    }
+
+    /// Waits until no other process or thread compiles `id` for `metering`, then holds that
+    /// until the returned file is dropped: an exclusive `flock` on `MODULE-METERING-ENGINE.lock`
+    /// beside the entry (on an open file description of its own, so two threads of one
+    /// process exclude each other too). `None` when the lock file cannot be made or locked
+    /// (then loads compile side by side, as without a cache).
+    pub(crate) fn lock(&self, id: ModuleId, metering: Metering) -> Option<fs::File> {
+        let path = self.path(id, metering)?.with_extension("lock");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
+        Some(file)
     }
 
     /// Stores a compilation (atomically: readers see the old state or the whole new file).
@@ -330,6 +353,7 @@ mod tests {
                 name: "f".into(),
                 kind: ExportKind::Task,
             }],
+            unknown_imports: vec![("host".into(), "call".into())],
         };
         cache.put(id, m, &entry);
         assert!(cache.get(id, Metering::Fuel).is_none(), "another variant");
@@ -363,6 +387,7 @@ mod tests {
         Entry {
             artifact: vec![7; size],
             exports: Vec::new(),
+            unknown_imports: Vec::new(),
         }
     }
 

@@ -27,6 +27,14 @@ pub struct CompileLimits {
     pub memory: u64,
 }
 
+/// What a compile process gives back for a module it compiled.
+pub(crate) struct Compiled {
+    pub artifact: Vec<u8>,
+    pub exports: Vec<Export>,
+    /// Its function imports the sandbox does not provide.
+    pub unknown_imports: Vec<(String, String)>,
+}
+
 /// The compile process's stderr kept for error messages.
 const STDERR_KEEP: usize = 4 << 10;
 
@@ -38,7 +46,7 @@ pub(crate) fn compile(
     bytes: &[u8],
     metering: Metering,
     limits: CompileLimits,
-) -> Result<(Vec<u8>, Vec<Export>), LoadError> {
+) -> Result<Compiled, LoadError> {
     let failed = |message: String| LoadError::CompileFailed { message };
     let mut child = child_command(program, COMPILE_ARG, user)
         .map_err(|e| failed(format!("cannot start the compile process: {e}")))?
@@ -95,7 +103,15 @@ pub(crate) fn compile(
     let status = child.wait().ok();
     let stderr = stderr_reader.join().unwrap_or_default();
     match reply {
-        Ok(Ok(Some(CompileReply::Compiled { artifact, exports }))) => Ok((artifact, exports)),
+        Ok(Ok(Some(CompileReply::Compiled {
+            artifact,
+            exports,
+            unknown_imports,
+        }))) => Ok(Compiled {
+            artifact,
+            exports,
+            unknown_imports,
+        }),
         Ok(Ok(Some(CompileReply::Invalid { message }))) => Err(LoadError::Invalid { message }),
         Ok(Ok(Some(CompileReply::OverLimit { message }))) => Err(LoadError::OverLimit { message }),
         Ok(Ok(Some(CompileReply::UnsupportedImport { module, name }))) => {

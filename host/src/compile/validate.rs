@@ -80,17 +80,31 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
         Ok(m) => m,
         Err(e) => return invalid(format!("{e:#}")),
     };
+    let mut unknown_imports = Vec::new();
     for import in module.imports() {
         let key = (import.module().to_string(), import.name().to_string());
-        if !matches!(import.ty(), ExternType::Func(_)) || !compiler.provided.contains(&key) {
+        if compiler.provided.contains(&key) {
+            continue;
+        }
+        if !matches!(import.ty(), ExternType::Func(_)) {
             return CompileReply::UnsupportedImport {
                 module: key.0,
                 name: key.1,
             };
         }
+        unknown_imports.push(key);
     }
-    // Names match; this also checks the imports' types.
-    if let Err(e) = compiler.linker.instantiate_pre(&module) {
+    // Names match; this also checks the imports' types. Unknown functions are linked as a
+    // worker links them when the pool lets them in: to traps.
+    let linked = if unknown_imports.is_empty() {
+        compiler.linker.instantiate_pre(&module).map(drop)
+    } else {
+        let mut linker = compiler.linker.clone();
+        linker
+            .define_unknown_imports_as_traps(&module)
+            .and_then(|()| linker.instantiate_pre(&module).map(drop))
+    };
+    if let Err(e) = linked {
         return invalid(format!("{e:#}"));
     }
     let artifact = match module.serialize() {
@@ -109,6 +123,7 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
     CompileReply::Compiled {
         artifact,
         exports: describe_exports(&module),
+        unknown_imports,
     }
 }
 

@@ -971,6 +971,7 @@ fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
             program: silent_worker(&dir),
             user: None,
             scratch: Some(root),
+            mounts: Vec::new(),
         },
         workers: 2,
         max_tasks_per_worker: None,

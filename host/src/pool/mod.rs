@@ -24,7 +24,8 @@ use crate::compile::driver::{self, CompileLimits};
 use crate::dispatch::{self, Dispatcher, Event, Job, PoolStats};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
-use crate::module::{ExportKind, Module, ModuleId, Origin};
+use crate::module::{ExportKind, Module, ModuleId, Origin, UnknownImports};
+use crate::mount::Mount;
 use crate::sandbox::Metering;
 use crate::spec::TaskSpec;
 use crate::value::{Args, FromOutput, Input, Instances, ValType, Value};
@@ -55,6 +56,9 @@ pub(crate) struct Settings {
     pub max_queued: Option<usize>,
     pub scratch_dir: Option<PathBuf>,
     pub user: Option<WorkerUser>,
+    pub unknown_imports: UnknownImports,
+    /// Resolved by the builder.
+    pub mounts: Vec<Mount>,
 }
 
 /// A pool of sandboxed worker processes running WebAssembly tasks.
@@ -96,6 +100,7 @@ struct Shared {
     /// Who workers and compile processes run as (when the host is root).
     user: Option<WorkerUser>,
     compile: CompileLimits,
+    unknown_imports: UnknownImports,
     disk_cache: Option<ModuleCache>,
     modules: Mutex<HashMap<ModuleId, Module>>,
     next_id: AtomicU64,
@@ -144,6 +149,7 @@ impl Pool {
                 program: s.program.clone(),
                 user: s.user,
                 scratch,
+                mounts: s.mounts,
             },
             workers: s.workers,
             max_tasks_per_worker: s.max_tasks_per_worker,
@@ -162,6 +168,7 @@ impl Pool {
                 program: s.program,
                 user: s.user,
                 compile: s.compile,
+                unknown_imports: s.unknown_imports,
                 disk_cache: s.disk_cache.as_ref().and_then(ModuleCache::open),
                 modules: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
@@ -249,26 +256,48 @@ impl Pool {
         metering: Metering,
     ) -> Result<(cache::Entry, Origin), LoadError> {
         let started = std::time::Instant::now();
-        if let Some(hit) = self
-            .inner
-            .disk_cache
-            .as_ref()
-            .and_then(|c| c.get(id, metering))
-        {
-            return Ok((hit, Origin::DiskCache(started.elapsed())));
+        let cache = self.inner.disk_cache.as_ref();
+        let (entry, origin) = match cache.and_then(|c| c.get(id, metering)) {
+            Some(hit) => (hit, Origin::DiskCache(started.elapsed())),
+            None => {
+                // One compile of a module per variant at a time, across the processes and
+                // threads sharing the cache: one that waited here finds the other's entry.
+                let held = cache.and_then(|c| c.lock(id, metering));
+                let waited = held
+                    .as_ref()
+                    .and_then(|_| cache.and_then(|c| c.get(id, metering)));
+                match waited {
+                    Some(hit) => (hit, Origin::DiskCache(started.elapsed())),
+                    None => {
+                        let done = driver::compile(
+                            &self.inner.program,
+                            self.inner.user,
+                            bytes,
+                            metering,
+                            self.inner.compile,
+                        )?;
+                        let entry = cache::Entry {
+                            artifact: done.artifact,
+                            exports: done.exports,
+                            unknown_imports: done.unknown_imports,
+                        };
+                        if let Some(cache) = cache {
+                            cache.put(id, metering, &entry);
+                        }
+                        (entry, Origin::Compiled(started.elapsed()))
+                    }
+                }
+            }
+        };
+        if self.inner.unknown_imports == UnknownImports::Refuse {
+            if let Some((module, name)) = entry.unknown_imports.first() {
+                return Err(LoadError::UnsupportedImport {
+                    module: module.clone(),
+                    name: name.clone(),
+                });
+            }
         }
-        let (artifact, exports) = driver::compile(
-            &self.inner.program,
-            self.inner.user,
-            bytes,
-            metering,
-            self.inner.compile,
-        )?;
-        let entry = cache::Entry { artifact, exports };
-        if let Some(cache) = &self.inner.disk_cache {
-            cache.put(id, metering, &entry);
-        }
-        Ok((entry, Origin::Compiled(started.elapsed())))
+        Ok((entry, origin))
     }
 
     /// Makes sure `module` has code for calls under `limits` (with or without fuel
@@ -1062,8 +1091,32 @@ impl Call {
         Ok(())
     }
 
+    /// Checks that `name` is a reactor's entry point: a function without parameters
+    /// returning an `i32` or nothing (see [`CommandSpec::invoke`]).
+    fn check_reactor(&self, name: &str) -> Result<(), TaskError> {
+        match self.module.export(name).map(|e| &e.kind) {
+            Some(ExportKind::Numeric { params, results })
+                if params.is_empty() && matches!(results.as_slice(), [] | [ValType::I32]) =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(TaskError::bad_input(format!(
+                "`{name}` is not a reactor entry point (a function without parameters returning an i32 or nothing)"
+            ))),
+            None => Err(TaskError::bad_input(format!(
+                "the module has no export `{name}` to invoke"
+            ))),
+        }
+    }
+
     /// Checks the input against the export's signature; converts numbers to its types.
     fn check(&self, input: Input) -> Result<Input, TaskError> {
+        if let Input::Command(c) = &input {
+            if let Some(name) = &c.invoke {
+                self.check_reactor(name)?;
+                return Ok(input);
+            }
+        }
         let export: &str = &self.export;
         let Some(e) = self.module.export(export) else {
             if matches!(input, Input::Command(_)) && export == command::ENTRY {

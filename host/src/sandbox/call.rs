@@ -14,14 +14,21 @@ use super::{HostLink, TaskState, WasiSetup};
 use crate::command::CommandOutput;
 use crate::error::{TaskError, TrapCode};
 use crate::limits::Limits;
+use crate::mount::Mount;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output, Value};
+
+/// Where a command's files come from: the worker's scratch directory and the pool's mounts.
+pub(super) struct Files<'a> {
+    pub scratch: &'a Scratch,
+    pub mounts: &'a [Mount],
+}
 
 /// Runs `req` in a fresh instance of `pre`.
 pub(super) fn run(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
-    scratch: &Scratch,
+    files: Files<'_>,
     link: &HostLink,
     req: &RunRequest,
 ) -> (Result<Output, TaskError>, TaskStats) {
@@ -51,7 +58,7 @@ pub(super) fn run(
         Input::Command(command) => {
             let mut wasi = WasiCtxBuilder::new();
             wasi.stdout(stdout.clone()).stderr(stderr.clone());
-            match TaskDir::prepare(&mut wasi, command, scratch, req.task) {
+            match TaskDir::prepare(&mut wasi, command, files.scratch, files.mounts, req.task) {
                 Ok(dir) => (WasiSetup::Now(Box::new(wasi)), dir),
                 Err(e) => return (Err(e), TaskStats::default()),
             }
@@ -173,7 +180,10 @@ fn call(
     match &req.input {
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
         Input::Json(bytes) => call_task(store, instance, &req.export, bytes, req.limits.max_output),
-        Input::Command(_) => call_command(store, instance, &req.export),
+        Input::Command(c) => match &c.invoke {
+            Some(export) => call_reactor(store, instance, export),
+            None => call_command(store, instance, &req.export),
+        },
         Input::Batch { .. } | Input::NumberBatch { .. } => Ok(Err(TaskError::bad_input(
             "a batch runs through sandbox::batch",
         ))),
@@ -204,6 +214,60 @@ fn call_command(
         exit_code,
         ..CommandOutput::default()
     })))
+}
+
+/// Runs a reactor: `_initialize` if the module exports it, then `export` (`() -> i32`, whose
+/// result is the exit code, or `() -> ()`, exit code 0); a `proc_exit` on the way is the exit
+/// code too. (As in [`call_command`], `run` completes the output.)
+fn call_reactor(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    export: &str,
+) -> wasmtime::Result<Result<Output, TaskError>> {
+    let exited = |store: &Store<TaskState>, e: &wasmtime::Error| match e.downcast_ref::<I32Exit>() {
+        Some(exit) if !store.data().limiter.hit => Some(exit.0),
+        _ => None,
+    };
+    let code = |exit_code| {
+        Ok(Ok(Output::Command(CommandOutput {
+            exit_code,
+            ..CommandOutput::default()
+        })))
+    };
+    if let Some(init) = instance.get_func(&mut *store, "_initialize") {
+        let Ok(init) = init.typed::<(), ()>(&*store) else {
+            return Ok(Err(TaskError::bad_input(
+                "the module's `_initialize` is not a function without parameters or results",
+            )));
+        };
+        if let Err(e) = init.call(&mut *store, ()) {
+            return match exited(store, &e) {
+                Some(c) => code(c),
+                None => Err(e),
+            };
+        }
+    }
+    let Some(func) = instance.get_func(&mut *store, export) else {
+        return Ok(Err(TaskError::bad_input(format!(
+            "the module has no function export `{export}`"
+        ))));
+    };
+    let outcome = if let Ok(f) = func.typed::<(), i32>(&*store) {
+        f.call(&mut *store, ())
+    } else if let Ok(f) = func.typed::<(), ()>(&*store) {
+        f.call(&mut *store, ()).map(|()| 0)
+    } else {
+        return Ok(Err(TaskError::bad_input(format!(
+            "`{export}` is not a reactor entry point (a function without parameters returning an i32 or nothing)"
+        ))));
+    };
+    match outcome {
+        Ok(c) => code(c),
+        Err(e) => match exited(store, &e) {
+            Some(c) => code(c),
+            None => Err(e),
+        },
+    }
 }
 
 pub(super) fn call_numeric(

@@ -2,9 +2,11 @@
 //! a task directory under the worker's scratch directory, collecting what it left in `/out`
 //! (size-capped), and removing the task directory afterwards.
 //!
+//! The pool's mounts (`crate::mount`) are preopened for every command too.
+//!
 //! The worker can reach nothing else of the file system (Landlock confines it to its
-//! scratch directory; see `walls::landlock`), and wasmtime-wasi keeps each guest beneath
-//! its preopened directories.
+//! scratch directory and its mounts; see `walls::landlock`), and wasmtime-wasi keeps each
+//! guest beneath its preopened directories.
 
 use std::fs;
 use std::io;
@@ -14,6 +16,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::command::{CommandInput, OutputFile, IN_DIR, OUT_DIR};
 use crate::error::TaskError;
+use crate::mount::Mount;
 use crate::protocol::TaskId;
 use crate::worker::scratch::remove_tree;
 
@@ -43,11 +46,14 @@ pub struct TaskDir {
 impl TaskDir {
     /// Gives the command its arguments, environment and stdin, and, when it has input files
     /// or an output directory, stages them and preopens them as `/in` (read-only) and
-    /// `/out` (read-write).
+    /// `/out` (read-write); preopens the pool's `mounts` at their guest paths (read-only
+    /// unless writable), opened by their host paths, which the worker's Landlock ruleset
+    /// allows (and nothing around them).
     pub fn prepare(
         wasi: &mut WasiCtxBuilder,
         command: &CommandInput,
         scratch: &Scratch,
+        mounts: &[Mount],
         task: TaskId,
     ) -> Result<Option<TaskDir>, TaskError> {
         wasi.args(&command.argv)
@@ -57,6 +63,22 @@ impl TaskDir {
             ))
             // File operations run on the task's thread, not on a blocking pool.
             .allow_blocking_current_thread(true);
+        if !mounts.is_empty() {
+            if let Scratch::Unavailable(why) = scratch {
+                return Err(TaskError::bad_input(format!(
+                    "this worker cannot give commands the pool's mounts: {why}"
+                )));
+            }
+        }
+        for m in mounts {
+            let perms = if m.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&m.host, &m.guest, perms)
+                .map_err(|e| TaskError::bad_input(format!("cannot open the mount {m}: {e:#}")))?;
+        }
         if command.files.is_empty() && !command.output_dir {
             return Ok(None);
         }

@@ -19,6 +19,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::error::TaskError;
 use crate::module::ModuleId;
+use crate::mount::Mount;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Input, Output};
 
@@ -122,6 +123,8 @@ pub struct Sandbox {
     unloadable: HashMap<(ModuleId, Metering), String>,
     interrupter: Arc<Interrupter>,
     scratch: Scratch,
+    /// The pool's mounts, preopened for every command.
+    mounts: Vec<Mount>,
     /// Set once a command's task directory was left behind in `scratch`: the worker must be
     /// replaced (a fresh one gets a fresh directory).
     scratch_spoiled: bool,
@@ -158,6 +161,7 @@ impl Sandbox {
             unloadable: HashMap::new(),
             interrupter,
             scratch,
+            mounts: Vec::new(),
             scratch_spoiled: false,
             link,
         })
@@ -171,6 +175,12 @@ impl Sandbox {
                 .zip(Metering::ALL)
                 .map(|((e, _), m)| engine::fingerprint_of(e, m)),
         )
+    }
+
+    /// The pool's mounts, which every command sees from now on (the worker's Landlock
+    /// ruleset must allow them).
+    pub fn set_mounts(&mut self, mounts: Vec<Mount>) {
+        self.mounts = mounts;
     }
 
     /// The interrupter, for the thread that reads cancellations.
@@ -208,7 +218,16 @@ impl Sandbox {
         // an engine built from the same `engine::config`, and reached us over the private
         // pipe from our parent; wasmtime still checks its version and settings.
         let module = unsafe { wasmtime::Module::deserialize(engine, artifact)? };
-        let pre = linker.instantiate_pre(&module)?;
+        // Function imports the sandbox does not provide reach a worker only when the pool
+        // lets them in (`UnknownImports::Trap`; the host checked): each becomes a trap.
+        let pre = match linker.instantiate_pre(&module) {
+            Ok(pre) => pre,
+            Err(_) => {
+                let mut linker = linker.clone();
+                linker.define_unknown_imports_as_traps(&module)?;
+                linker.instantiate_pre(&module)?
+            }
+        };
         self.modules.insert((id, metering), pre);
         Ok(())
     }
@@ -247,7 +266,11 @@ impl Sandbox {
                     batch::run(pre, &self.interrupter, &self.link, req)
                 }
                 _ => {
-                    let done = call::run(pre, &self.interrupter, &self.scratch, &self.link, req);
+                    let files = call::Files {
+                        scratch: &self.scratch,
+                        mounts: &self.mounts,
+                    };
+                    let done = call::run(pre, &self.interrupter, files, &self.link, req);
                     self.check_scratch(req);
                     done
                 }

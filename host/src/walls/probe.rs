@@ -1,9 +1,12 @@
-//! The hidden `__wallprobe USER SCRATCH TARGET`: a process that raises exactly a worker's
-//! walls, with the same functions in the same order ([`serve::raise_walls`], then
+//! The hidden `__wallprobe USER SCRATCH TARGET [MOUNT]`: a process that raises exactly a
+//! worker's walls, with the same functions in the same order ([`serve::raise_walls`], then
 //! [`seccomp::install`]), and then makes the system calls a guest that escaped wasmtime
-//! would make against a host file outside its scratch directory (`TARGET`). It prints what
-//! the kernel answered to each, as one JSON object `{"call": {"ret": R, "errno": E}}`, for
-//! `tests/isolation.rs`. It changes nothing when the walls hold.
+//! would make against a host file outside its scratch directory (`TARGET`), and, given a
+//! `MOUNT` directory (mounted read-only, holding a file `file`), against it: read its file,
+//! create a file in it, hard-link its file into the scratch directory and `TARGET` into it.
+//! It prints what the kernel answered to each, as one JSON object
+//! `{"call": {"ret": R, "errno": E}}`, for `tests/isolation.rs`. It changes nothing when the
+//! walls hold.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -12,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::child::serve;
+use crate::mount::Mount;
 use crate::walls::harden::WorkerUser;
 use crate::walls::seccomp;
 
@@ -19,14 +23,16 @@ use crate::walls::seccomp;
 pub const WALL_PROBE_ARG: &str = "__wallprobe";
 
 /// Raises a worker's walls, then probes them (see the module's documentation); `args` are
-/// `USER SCRATCH TARGET`.
-pub fn wall_probe(args: Vec<String>) -> io::Result<()> {
+/// `USER SCRATCH TARGET [MOUNT]`.
+pub fn wall_probe(mut args: Vec<String>) -> io::Result<()> {
+    let mount = (args.len() == 4).then(|| args.pop()).flatten();
     let [user, scratch, target] = <[String; 3]>::try_from(args).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "usage: wasmpool __wallprobe USER SCRATCH TARGET",
+            "usage: wasmpool __wallprobe USER SCRATCH TARGET [MOUNT]",
         )
     })?;
+    let mounts: Vec<Mount> = mount.iter().map(|m| Mount::read_only(m, "/mnt")).collect();
     let user = WorkerUser::from_arg(&user)?;
     let scratch = PathBuf::from(scratch);
     let own = path(&scratch.join("probe"))?;
@@ -39,7 +45,19 @@ pub fn wall_probe(args: Vec<String>) -> io::Result<()> {
         std::os::unix::fs::MetadataExt::uid(&meta) as libc::c_long,
         std::os::unix::fs::MetadataExt::gid(&meta) as libc::c_long,
     );
-    let (scratch, _rss) = serve::raise_walls(user, Some(scratch))?;
+    let mount_paths = match &mount {
+        Some(m) => {
+            let m = std::path::Path::new(m);
+            Some([
+                path(&m.join("file"))?,
+                path(&m.join("new"))?,
+                path(&scratch.join("linked"))?,
+                path(&m.join("target-link"))?,
+            ])
+        }
+        None => None,
+    };
+    let (scratch, _rss) = serve::raise_walls(user, Some(scratch), &mounts)?;
     seccomp::install(matches!(scratch, crate::sandbox::Scratch::Dir(_)))?;
 
     let mut report = BTreeMap::new();
@@ -113,6 +131,31 @@ pub fn wall_probe(args: Vec<String>) -> io::Result<()> {
             "newfstatat_target",
             libc::syscall(libc::SYS_newfstatat, cwd, t, st_out, 0),
         );
+        if let Some([file, new, linked, target_link]) = &mount_paths {
+            answer(
+                "openat_mount_read",
+                libc::syscall(libc::SYS_openat, cwd, file.as_ptr(), read_only),
+            );
+            answer(
+                "openat_mount_create",
+                libc::syscall(libc::SYS_openat, cwd, new.as_ptr(), flags, 0o600),
+            );
+            answer(
+                "linkat_mount_to_scratch",
+                libc::syscall(
+                    libc::SYS_linkat,
+                    cwd,
+                    file.as_ptr(),
+                    cwd,
+                    linked.as_ptr(),
+                    0,
+                ),
+            );
+            answer(
+                "linkat_target_to_mount",
+                libc::syscall(libc::SYS_linkat, cwd, t, cwd, target_link.as_ptr(), 0),
+            );
+        }
     }
     let mut stdout = io::stdout().lock();
     serde_json::to_writer(&mut stdout, &report)?;

@@ -38,6 +38,8 @@ pub struct Launch {
     pub program: PathBuf,
     pub user: Option<WorkerUser>,
     pub scratch: Option<ScratchRoot>,
+    /// The pool's mounts (resolved): every worker's Landlock ruleset allows them.
+    pub mounts: Vec<crate::mount::Mount>,
 }
 
 /// A running worker process.
@@ -72,7 +74,10 @@ impl WorkerProcess {
             source,
         };
         let mut command = child_command(program, WORKER_ARG, launch.user).map_err(spawn_err)?;
-        command.args(&scratch);
+        // `SCRATCH MOUNTS`: an empty SCRATCH for none; MOUNTS as JSON.
+        command
+            .arg(scratch.as_deref().unwrap_or(Path::new("")))
+            .arg(crate::mount::to_arg(&launch.mounts));
         let (cancel_read, cancels) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| spawn_err(e.into()))?;
         rustix::fs::fcntl_setfl(&cancels, rustix::fs::OFlags::NONBLOCK)

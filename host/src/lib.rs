@@ -47,6 +47,8 @@ mod value;
 pub mod module_cache;
 #[doc(hidden)]
 pub mod protocol;
+#[cfg(feature = "nats")]
+pub mod remote;
 #[doc(hidden)]
 pub mod sandbox;
 #[doc(hidden)]
@@ -62,6 +64,8 @@ pub use pool::{
     Task,
 };
 pub use protocol::TaskStats;
+#[cfg(feature = "nats")]
+pub use remote::Remote;
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};
 pub use worker::entry::worker_main;
 pub use worker::harden::WorkerUser;

@@ -1,6 +1,7 @@
 //! The command line: `run`, `exec`, `inspect`, `demo`, `audit`, `cache`. `anyhow` lives here, at the
 //! binary's edge.
 
+mod agent;
 mod audit;
 mod cache;
 mod demo;
@@ -89,6 +90,9 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Show the on-disk compile cache (location, entries, size, bound) or clear it.
     Cache(cache::CacheArgs),
+    /// Serve the tasks of `run --nats` and `exec --nats` from a NATS JetStream server: a
+    /// local pool pulling no more tasks than it has free workers; SIGTERM drains it.
+    Agent(agent::AgentArgs),
 }
 
 /// Limits and pool settings shared by the commands that run tasks.
@@ -115,6 +119,13 @@ pub struct PoolArgs {
     /// (without capabilities either way) (default: 65534:65534, nobody).
     #[arg(long, value_parser = parse_user)]
     pub worker_user: Option<Limit<wasmpool::WorkerUser>>,
+    /// Run the tasks on the agents (`wasmpool agent`) behind this NATS JetStream server,
+    /// e.g. nats://10.0.0.5:4222, instead of local workers.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// A NATS credentials file (with --nats).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub creds: Option<PathBuf>,
 }
 
 /// A limit given on the command line: a value, or `none` for unlimited.
@@ -140,6 +151,19 @@ impl PoolArgs {
             b = b.worker_user(u);
         }
         b.max_tasks_per_worker(self.max_tasks_per_worker)
+    }
+
+    /// The pool: local, or remote with `--nats`.
+    pub fn build(&self) -> Result<wasmpool::Pool, wasmpool::PoolError> {
+        let mut b = self.builder();
+        if let Some(url) = &self.nats {
+            let mut remote = wasmpool::Remote::new(url);
+            if let Some(creds) = &self.creds {
+                remote = remote.creds(creds);
+            }
+            b = b.remote(remote);
+        }
+        b.build()
     }
 }
 
@@ -324,6 +348,7 @@ pub fn main() -> i32 {
         Command::Demo { workers } => demo::demo(workers),
         Command::Audit(args) => audit::audit(args),
         Command::Cache(args) => cache::cache(args),
+        Command::Agent(args) => agent::agent(args),
     };
     match result {
         Ok(code) => code,

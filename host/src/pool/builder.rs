@@ -64,6 +64,8 @@ pub struct PoolBuilder {
     worker_user: Option<WorkerUser>,
     worker_program: Option<PathBuf>,
     max_queued: Option<usize>,
+    #[cfg(feature = "nats")]
+    remote: Option<crate::remote::Remote>,
 }
 
 impl Default for PoolBuilder {
@@ -85,6 +87,8 @@ impl Default for PoolBuilder {
             worker_user: Some(WorkerUser::NOBODY),
             worker_program: None,
             max_queued: None,
+            #[cfg(feature = "nats")]
+            remote: None,
         }
     }
 }
@@ -154,6 +158,25 @@ impl PoolBuilder {
     /// memory. Valid: at least 1.
     pub fn max_queued(mut self, calls: impl Into<Option<usize>>) -> Self {
         self.max_queued = calls.into();
+        self
+    }
+
+    /// Runs the pool's tasks on the agents (`wasmpool agent --nats URL`) behind a NATS
+    /// JetStream server instead of local worker processes (cargo feature `nats`). Every
+    /// call works as on a local pool: modules are still validated here when loaded (by a
+    /// local compile process, so the worker program must be found) and travel to the agents
+    /// by their hash; `workers` only sizes `map`'s batches. `build` connects first, so an
+    /// unreachable server or refused credentials fail it with [`PoolError::Remote`].
+    ///
+    /// Delivery is at least once and results exactly once: a task whose agent dies is run
+    /// again elsewhere (at most `max_retries + 1` deliveries; then it fails with
+    /// `WorkerLost { deliveries }` and goes to the dead-letter subject), and the first result
+    /// per task is kept. A cancelled task is answered at once here, but an agent that holds
+    /// it runs it to the end. `worker_pids` is empty and `stats` counts only this client's
+    /// calls.
+    #[cfg(feature = "nats")]
+    pub fn remote(mut self, remote: crate::remote::Remote) -> Self {
+        self.remote = Some(remote);
         self
     }
 
@@ -292,6 +315,8 @@ impl PoolBuilder {
             user: self
                 .worker_user
                 .filter(|_| rustix::process::geteuid().is_root()),
+            #[cfg(feature = "nats")]
+            remote: self.remote,
         })
     }
 }

@@ -650,3 +650,71 @@ fn the_cli_runs_and_execs_through_nats_with_the_same_lines() {
         "the program's output came back: {out:?}"
     );
 }
+
+/// What one input of the big run must come back as.
+#[derive(Debug)]
+enum Expect {
+    Square(i64),
+    Timeout,
+    Trap,
+    Exit(i32),
+}
+
+#[test]
+fn three_agents_ten_thousand_tasks_one_killed_one_added_every_input_answered_once_in_order() {
+    let nats = Nats::start();
+    let doomed = agent_process(&nats, "a1", 2, &[]);
+    let _a2 = agent_process(&nats, "a2", 2, &[]);
+    let _a3 = agent_process(&nats, "a3", 2, &[]);
+    let pool = client(&nats);
+    let math = pool.load_file(guest("math")).unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let square = pool.call(&math, "square").max_retries(3);
+    let spin = pool
+        .call(&hostile, "spin")
+        .timeout(Duration::from_millis(100))
+        .max_retries(3);
+    let trap = pool.call(&hostile, "unreachable").max_retries(3);
+    let exit = pool.call(&hostile, "exit").max_retries(3);
+    let n = 10_000i64;
+    let started = Instant::now();
+    let tasks: Vec<(Expect, wasmpool::Task<Value>)> = (0..n)
+        .map(|i| match i % 500 {
+            7 => (Expect::Timeout, spin.submit(())),
+            13 => (Expect::Trap, trap.submit(())),
+            21 => (Expect::Exit(3), exit.submit(3i32)),
+            _ => (Expect::Square(i * i), square.submit(i)),
+        })
+        .collect();
+    wait_until("3000 tasks are done", || {
+        tasks.iter().filter(|(_, t)| t.is_done()).count() >= 3000
+    });
+    doomed.signal(rustix::process::Signal::KILL);
+    let held = consumer_info(&nats).num_ack_pending;
+    drop(doomed);
+    let _a4 = agent_process(&nats, "a4", 2, &[]);
+    let mut counts = [0usize; 4];
+    for (i, (expect, task)) in tasks.iter().enumerate() {
+        let got = task.wait();
+        match (expect, &got) {
+            (Expect::Square(x), Ok(Value::I64(y))) if x == y => counts[0] += 1,
+            (Expect::Timeout, Err(TaskError::Timeout { .. })) => counts[1] += 1,
+            (Expect::Trap, Err(TaskError::Trap { .. })) => counts[2] += 1,
+            (Expect::Exit(c), Err(TaskError::Exit { code })) if c == code => counts[3] += 1,
+            _ => panic!("input {i}: expected {expect:?}, got {got:?}"),
+        }
+    }
+    eprintln!(
+        "10k tasks over 3 (then 3 again) agents in {:.1?}: {counts:?} (squares, timeouts, traps, exits); {held} tasks unacked when a1 was killed",
+        started.elapsed()
+    );
+    assert_eq!(counts, [10_000 - 60, 20, 20, 20]);
+    let stats = pool.stats();
+    assert_eq!(stats.done, 10_000 - 60, "{stats:?}");
+    assert_eq!(
+        stats.failed_total(),
+        60,
+        "each input answered once: {stats:?}"
+    );
+    pool.shutdown();
+}

@@ -123,7 +123,10 @@ async fn run(
     let free = Arc::new(Semaphore::new(workers));
     let (abort_tx, abort) = watch::channel(false);
     let mut stop = std::pin::pin!(stop);
+    // The tasks this agent holds (running, or publishing their results).
+    let mut held = tokio::task::JoinSet::new();
     'serve: loop {
+        while held.try_join_next().is_some() {}
         let first = tokio::select! {
             _ = &mut stop => break 'serve,
             p = free.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'serve },
@@ -164,10 +167,7 @@ async fn run(
                     let permit = permits.pop();
                     let agent = agent.clone();
                     let abort = abort.clone();
-                    tokio::spawn(async move {
-                        agent.handle(message, abort).await;
-                        drop(permit);
-                    });
+                    held.spawn(async move { agent.handle(message, abort, permit).await });
                 }
             }
         }
@@ -177,11 +177,16 @@ async fn run(
     }
     // Drain: what is held finishes, within the bound; then the rest is handed back.
     tracing::info!(agent = %agent.name, "draining");
-    let all = u32::try_from(workers).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(options.drain_timeout, free.acquire_many(all)).await;
+    let drained = tokio::time::timeout(options.drain_timeout, async {
+        while held.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         let _ = abort_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), free.acquire_many(all)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while held.join_next().await.is_some() {}
+        })
+        .await;
     }
     let _ = agent.conn.client.flush().await;
     let c = &agent.counts;
@@ -202,7 +207,14 @@ fn valid_client(s: &str) -> bool {
 }
 
 impl Agent {
-    async fn handle(&self, message: Message, mut abort: watch::Receiver<bool>) {
+    /// Runs one task; `worker` (its room among the agent's free workers) is let go as soon
+    /// as the local pool is done with it, before the result is published.
+    async fn handle(
+        &self,
+        message: Message,
+        mut abort: watch::Receiver<bool>,
+        worker: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let delivery = message
             .info()
             .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX).max(1))
@@ -280,6 +292,7 @@ impl Agent {
                 }
             }
         };
+        drop(worker);
         let stats = local.stats().unwrap_or_default();
         match outcome {
             Err(TaskError::WorkerLost { message: why, .. }) if delivery < most => {
@@ -440,7 +453,14 @@ impl Agent {
         let stored = async {
             self.conn
                 .js
-                .publish(subject, wire::encode(&result).into())
+                .send_publish(
+                    subject,
+                    // A second result of a re-run within the server's duplicate window is
+                    // dropped by the server; later ones by the client.
+                    async_nats::jetstream::context::Publish::build()
+                        .payload(wire::encode(&result).into())
+                        .message_id(format!("r-{}-{}", task.client, task.task)),
+                )
                 .await
                 .map_err(|e| e.to_string())?
                 .await
@@ -449,7 +469,9 @@ impl Agent {
         match stored.await {
             Ok(_) => {
                 self.counts.results.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = message.double_ack().await {
+                // A plain ack (no round trip): if it is lost, the task runs again and its
+                // second result is dropped.
+                if let Err(e) = message.ack().await {
                     // The result is stored; the task may run again, and its client keeps
                     // the first result.
                     tracing::debug!("ack of a finished task: {e}");

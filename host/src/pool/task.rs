@@ -141,6 +141,7 @@ impl Completion {
         self.running.store(true, Ordering::Relaxed);
     }
 
+    #[cfg(feature = "nats")]
     pub(crate) fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed) && !self.is_done()
     }

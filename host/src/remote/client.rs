@@ -160,7 +160,12 @@ impl Client {
                 }
             }
             if stream.is_none() {
-                stream = results.messages().await.ok();
+                // Bounded: with the server away this would wait for it, and the loop must
+                // go on (to time the reconnect bound, take events).
+                stream = tokio::time::timeout(Duration::from_secs(1), results.messages())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
             }
             tokio::select! {
                 event = events.recv() => match event {

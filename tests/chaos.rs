@@ -71,7 +71,7 @@ fn a_map_survives_workers_killed_every_50ms() {
     for (i, r) in results.iter().enumerate() {
         match r {
             Ok(x) => assert_eq!(*x, i as i64, "output {i} is its own input's"),
-            Err(TaskError::WorkerLost { message }) => {
+            Err(TaskError::WorkerLost { message, .. }) => {
                 assert!(message.contains("signal 9"), "{message}");
                 lost += 1;
             }

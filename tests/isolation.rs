@@ -333,7 +333,7 @@ fn a_worker_killed_mid_task_loses_only_that_task() {
     )
     .unwrap();
     match victim.wait() {
-        Err(TaskError::WorkerLost { message }) => {
+        Err(TaskError::WorkerLost { message, .. }) => {
             assert!(message.contains("signal 9"), "{message}")
         }
         other => panic!("{other:?}"),
@@ -555,7 +555,7 @@ fn a_worker_that_sends_a_bad_frame_is_killed_and_its_task_is_lost_alone() {
             .wait_timeout(Duration::from_secs(10))
     });
     match result {
-        Some(Err(TaskError::WorkerLost { message })) => {
+        Some(Err(TaskError::WorkerLost { message, .. })) => {
             assert!(message.contains("malformed"), "{message}")
         }
         other => panic!("after {took:?}: {other:?}"),

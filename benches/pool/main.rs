@@ -21,6 +21,7 @@ mod anchors;
 mod chart;
 mod commands;
 mod inprocess;
+mod remote;
 mod report;
 
 /// The math guest's own source, compiled natively: the "native" column runs exactly the
@@ -264,7 +265,8 @@ fn run(quick: bool) -> anyhow::Result<()> {
     );
     let expected = native(&ctx, &mut figs)?;
     with_wasmpool(&ctx, &mut figs, &expected)?;
-    let notes = commands::run(&ctx, &mut figs)?;
+    let mut notes = commands::run(&ctx, &mut figs)?;
+    notes.extend(remote::run(&ctx, &mut figs)?);
     in_process(&ctx, &mut figs, &expected)?;
     let anchors = anchors::run_all(&ctx, &mut figs);
 

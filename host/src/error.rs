@@ -59,9 +59,14 @@ pub enum TaskError {
     /// The guest called WASI `proc_exit`.
     #[error("guest called proc_exit({code})")]
     Exit { code: i32 },
-    /// The worker process running the task died or stopped answering.
+    /// The worker process running the task died or stopped answering. On a remote pool
+    /// (`Pool::connect`), `deliveries` is how many times the task was handed to an agent
+    /// before it was given up (each attempt lost its worker or its agent); `None` locally.
     #[error("worker process lost: {message}")]
-    WorkerLost { message: String },
+    WorkerLost {
+        message: String,
+        deliveries: Option<u32>,
+    },
     /// The task was cancelled before it finished (by `Task::cancel` or a pool shutdown).
     #[error("task cancelled: {message}")]
     Cancelled { message: String },
@@ -184,6 +189,7 @@ impl TaskError {
     pub(crate) fn worker_lost(message: impl Into<String>) -> Self {
         TaskError::WorkerLost {
             message: message.into(),
+            deliveries: None,
         }
     }
 }
@@ -297,6 +303,10 @@ pub enum PoolError {
     /// The wasmtime engine could not be created.
     #[error("cannot create the wasmtime engine: {0}")]
     Engine(String),
+    /// A remote pool or agent could not reach or use its NATS server (unreachable URL,
+    /// refused credentials, JetStream off, a stream of another shape).
+    #[error("NATS: {0}")]
+    Remote(String),
 }
 
 impl fmt::Debug for PoolError {
@@ -316,6 +326,7 @@ impl fmt::Debug for PoolError {
                 .finish(),
             PoolError::Config(message) => f.debug_tuple("Config").field(message).finish(),
             PoolError::Engine(message) => f.debug_tuple("Engine").field(message).finish(),
+            PoolError::Remote(message) => write!(f, "Remote: {message}"),
         }
     }
 }

@@ -53,6 +53,8 @@ mod child;
 pub mod compile;
 #[doc(hidden)]
 pub mod protocol;
+#[cfg(feature = "nats")]
+pub mod remote;
 #[doc(hidden)]
 pub mod sandbox;
 mod walls;
@@ -71,6 +73,8 @@ pub use pool::{
     Task,
 };
 pub use protocol::TaskStats;
+#[cfg(feature = "nats")]
+pub use remote::Remote;
 pub use spec::{SpecError, TaskSpec};
 pub use value::{Args, FromOutput, Input, Instances, Json, Output, ValType, Value};
 pub use walls::harden::WorkerUser;

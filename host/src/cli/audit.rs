@@ -405,7 +405,9 @@ impl Expect {
             | (Expect::FuelExhausted, Err(E::FuelExhausted { .. }))
             | (Expect::MemoryLimit, Err(E::MemoryLimit { .. })) => true,
             (Expect::Trap(text), Err(E::Trap { message, .. }))
-            | (Expect::WorkerLost(text), Err(E::WorkerLost { message })) => message.contains(text),
+            | (Expect::WorkerLost(text), Err(E::WorkerLost { message, .. })) => {
+                message.contains(text)
+            }
             (Expect::Exit(want), Err(E::Exit { code })) => want == *code,
             (Expect::Returns(want), Ok(got)) => want == *got,
             (Expect::StdoutCapped, Ok(_)) => {
@@ -455,7 +457,7 @@ impl Outcome {
                 }
                 TaskError::Trap { message, .. } => format!("Trap: {message}"),
                 TaskError::Exit { code } => format!("Exit {{ code: {code} }}"),
-                TaskError::WorkerLost { message } => format!("WorkerLost: {message}"),
+                TaskError::WorkerLost { message, .. } => format!("WorkerLost: {message}"),
                 other => format!("{}: {other}", other.kind()),
             },
             Outcome::Load(Ok(())) => "loaded".into(),

@@ -118,7 +118,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     if args.each.is_some() || args.specs.is_some() {
         return exec_many(args);
     }
-    let pool = args.pool.builder().build()?;
+    let pool = args.pool.build()?;
     let module = load(&pool, &args)?;
     let limits = pool.limits();
     let stdin = if std::io::stdin().is_terminal() {
@@ -163,6 +163,14 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     }
     match task.wait() {
         Ok(out) => {
+            if args.pool.nats.is_some() {
+                // An agent cannot stream back: the output comes whole with the result.
+                refusals.scan(&out.stderr);
+                std::io::stderr().write_all(&out.stderr)?;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&out.stdout)?;
+                stdout.flush()?;
+            }
             if out.exit_code != 0 && refusals.seen {
                 eprintln!("wasmpool: {}", no_host_files(1));
             }
@@ -451,7 +459,7 @@ struct Job {
 }
 
 fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
-    let pool = args.pool.builder().build()?;
+    let pool = args.pool.build()?;
     let jobs = match (&args.each, &args.specs) {
         (Some(pattern), _) => each_jobs(&args, pattern, pool.limits().max_input as usize)?,
         (None, Some(path)) => spec_jobs(&args, path, pool.limits())?,

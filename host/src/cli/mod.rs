@@ -1,6 +1,7 @@
 //! The command line: `run`, `exec`, `inspect`, `demo`, `audit`, `cache`, `serve`. `anyhow` lives here, at the
 //! binary's edge.
 
+mod agent;
 mod audit;
 mod cache;
 mod call_line;
@@ -94,6 +95,9 @@ enum Command {
     /// Serve the pool over HTTP: upload modules, then call their exports, map over JSON
     /// lines (streamed) or run WASI commands, under the server's limits.
     Serve(serve::ServeArgs),
+    /// Serve the tasks of `run --nats` and `exec --nats` from a NATS JetStream server: a
+    /// local pool pulling no more tasks than it has free workers; SIGTERM drains it.
+    Agent(agent::AgentArgs),
 }
 
 /// Limits and pool settings shared by the commands that run tasks.
@@ -137,6 +141,13 @@ pub struct PoolArgs {
     /// `refuse` the module (default), or link it to a function that `trap`s when called.
     #[arg(long, value_name = "POLICY", value_parser = wasmpool::UnknownImports::parse)]
     pub unknown_imports: Option<wasmpool::UnknownImports>,
+    /// Run the tasks on the agents (`wasmpool agent`) behind this NATS JetStream server,
+    /// e.g. nats://10.0.0.5:4222, instead of local workers.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// A NATS credentials file (with --nats).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub creds: Option<PathBuf>,
 }
 
 /// A limit given on the command line: a value, or `none` for unlimited.
@@ -174,6 +185,19 @@ impl PoolArgs {
             b = b.unknown_imports(policy);
         }
         b.max_tasks_per_worker(self.max_tasks_per_worker)
+    }
+
+    /// The pool: local, or remote with `--nats`.
+    pub fn build(&self) -> Result<wasmpool::Pool, wasmpool::PoolError> {
+        let mut b = self.builder();
+        if let Some(url) = &self.nats {
+            let mut remote = wasmpool::Remote::new(url);
+            if let Some(creds) = &self.creds {
+                remote = remote.creds(creds);
+            }
+            b = b.remote(remote);
+        }
+        b.build()
     }
 }
 
@@ -379,6 +403,7 @@ pub fn main() -> i32 {
         Command::Audit(args) => audit::audit(args),
         Command::Cache(args) => cache::cache(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Agent(args) => agent::agent(args),
     };
     match result {
         Ok(code) => code,

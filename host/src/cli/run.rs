@@ -34,7 +34,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // The CLI keeps the default input cap (64 MiB) for every call.
     let max_line = wasmpool::Limits::default().max_input as usize;
     let lines = read_lines(&args.inputs, max_line)?;
-    let pool = args.pool.builder().build()?;
+    let pool = args.pool.build()?;
     let module = load_module(&pool, &args.module)?;
     let Some(export) = module.export(&args.export) else {
         let names: Vec<String> = module.exports().iter().map(|e| e.to_string()).collect();

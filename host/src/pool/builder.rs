@@ -75,6 +75,8 @@ pub struct PoolBuilder {
     max_queued: Option<usize>,
     mounts: Vec<Mount>,
     unknown_imports: UnknownImports,
+    #[cfg(feature = "nats")]
+    remote: Option<crate::remote::Remote>,
 }
 
 impl Default for PoolBuilder {
@@ -98,6 +100,8 @@ impl Default for PoolBuilder {
             max_queued: None,
             mounts: Vec::new(),
             unknown_imports: UnknownImports::Refuse,
+            #[cfg(feature = "nats")]
+            remote: None,
         }
     }
 }
@@ -167,6 +171,25 @@ impl PoolBuilder {
     /// memory. Valid: at least 1.
     pub fn max_queued(mut self, calls: impl Into<Option<usize>>) -> Self {
         self.max_queued = calls.into();
+        self
+    }
+
+    /// Runs the pool's tasks on the agents (`wasmpool agent --nats URL`) behind a NATS
+    /// JetStream server instead of local worker processes (cargo feature `nats`). Every
+    /// call works as on a local pool: modules are still validated here when loaded (by a
+    /// local compile process, so the worker program must be found) and travel to the agents
+    /// by their hash; `workers` only sizes `map`'s batches. `build` connects first, so an
+    /// unreachable server or refused credentials fail it with [`PoolError::Remote`].
+    ///
+    /// Delivery is at least once and results exactly once: a task whose agent dies is run
+    /// again elsewhere (at most `max_retries + 1` deliveries; then it fails with
+    /// `WorkerLost { deliveries }` and goes to the dead-letter subject), and the first result
+    /// per task is kept. A cancelled task is answered at once here, but an agent that holds
+    /// it runs it to the end. `worker_pids` is empty and `stats` counts only this client's
+    /// calls.
+    #[cfg(feature = "nats")]
+    pub fn remote(mut self, remote: crate::remote::Remote) -> Self {
+        self.remote = Some(remote);
         self
     }
 
@@ -342,6 +365,8 @@ impl PoolBuilder {
                 .filter(|_| rustix::process::geteuid().is_root()),
             unknown_imports: self.unknown_imports,
             mounts,
+            #[cfg(feature = "nats")]
+            remote: self.remote,
         })
     }
 }

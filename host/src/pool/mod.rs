@@ -59,6 +59,9 @@ pub(crate) struct Settings {
     pub unknown_imports: UnknownImports,
     /// Resolved by the builder.
     pub mounts: Vec<Mount>,
+    /// Run the tasks on agents behind this NATS server instead of local workers.
+    #[cfg(feature = "nats")]
+    pub remote: Option<crate::remote::Remote>,
 }
 
 /// A pool of sandboxed worker processes running WebAssembly tasks.
@@ -156,6 +159,12 @@ impl Pool {
             max_worker_rss: s.max_worker_rss,
             remove_dir: std::sync::Arc::new(crate::worker::scratch::remove_worker_dir),
         };
+        #[cfg(feature = "nats")]
+        let dispatcher = match s.remote.clone() {
+            Some(remote) => crate::remote::client::start(remote, inbox)?,
+            None => Dispatcher::start(config, inbox, events.clone())?,
+        };
+        #[cfg(not(feature = "nats"))]
         let dispatcher = Dispatcher::start(config, inbox, events.clone())?;
         Ok(Pool {
             inner: Arc::new(Shared {
@@ -179,7 +188,27 @@ impl Pool {
         })
     }
 
-    /// Number of worker processes.
+    /// A pool whose tasks run on the agents (`wasmpool agent --nats URL`) behind the NATS
+    /// server at `url`, with every other setting at its default; the same calls as a local
+    /// pool. See [`PoolBuilder::remote`] for the details and [`Remote`](crate::Remote) for
+    /// credentials and timeouts.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = wasmpool::Pool::connect("nats://127.0.0.1:4222")?;
+    /// let math = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+    /// let squares: Vec<i64> = pool.map(&math, "square", 0..10i64).into_iter().collect::<Result<_, _>>()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "nats")]
+    pub fn connect(url: &str) -> Result<Pool, PoolError> {
+        PoolBuilder::default()
+            .remote(crate::remote::Remote::new(url))
+            .build()
+    }
+
+    /// Number of worker processes (for a remote pool: the builder's `workers`, which
+    /// sizes `map`'s batches, not the agents' workers).
     pub fn workers(&self) -> usize {
         self.inner.workers
     }
@@ -970,6 +999,66 @@ impl Call {
     /// ```
     pub fn reuse_instance(self, chunk: usize) -> ReusingCall {
         ReusingCall { call: self, chunk }
+    }
+
+    /// Submits an input as it came off the network (an agent's task): checked against the
+    /// export like any call's — batches call by call — and the size caps, then run as it
+    /// is. A bad input gives a task failed with [`TaskError::BadInput`].
+    #[cfg(feature = "nats")]
+    pub(crate) fn submit_input(&self, input: Input) -> Task<crate::value::Output> {
+        let checked = self
+            .pool
+            .prepare(&self.module, &self.limits)
+            .and_then(|()| self.check_remote(input))
+            .and_then(|input| self.check_size(input));
+        match self.wait_for_room(&checked) {
+            Some(admission) => self.submit_one(checked, admission, None),
+            None => self.closed_task(),
+        }
+    }
+
+    #[cfg(feature = "nats")]
+    fn check_remote(&self, input: Input) -> Result<Input, TaskError> {
+        match input {
+            Input::Batch { items, instances } => {
+                let items = items
+                    .into_iter()
+                    .map(|i| self.check(i).and_then(|i| self.check_size(i)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Input::Batch { items, instances })
+            }
+            Input::NumberBatch {
+                calls,
+                mut values,
+                instances,
+            } => {
+                let params = match self.module.export(&self.export).map(|e| &e.kind) {
+                    Some(ExportKind::Numeric { params, .. }) => params.clone(),
+                    _ => {
+                        return Err(TaskError::bad_input(format!(
+                            "`{}` is not a plain numeric export",
+                            self.export
+                        )))
+                    }
+                };
+                if params.is_empty() || values.len() != calls as usize * params.len() {
+                    return Err(TaskError::bad_input(format!(
+                        "a batch of {calls} calls of `{}` with {} values",
+                        self.export,
+                        values.len()
+                    )));
+                }
+                for chunk in values.chunks_mut(params.len()) {
+                    self.check_numbers(chunk, &params)?;
+                }
+                Ok(Input::NumberBatch {
+                    calls,
+                    values,
+                    instances,
+                })
+            }
+            other => self.check(other),
+        }
     }
 
     /// One call's input, ready to send: the code its limits need compiled, the input

@@ -141,6 +141,11 @@ impl Completion {
         self.running.store(true, Ordering::Relaxed);
     }
 
+    #[cfg(feature = "nats")]
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed) && !self.is_done()
+    }
+
     pub(crate) fn mark_queued(&self) {
         self.running.store(false, Ordering::Relaxed);
     }

@@ -1,0 +1,98 @@
+//! `wasmpool agent --nats URL`: serve a NATS JetStream server's tasks with a local pool.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wasmpool::remote::agent::{self, AgentOptions};
+
+use super::{PoolArgs, EXIT_OK};
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The NATS server, e.g. nats://10.0.0.5:4222 (several separated by commas).
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// A NATS credentials file.
+    #[arg(long, value_name = "FILE")]
+    creds: Option<PathBuf>,
+    /// This agent's name in results and logs (default: host name and process id).
+    #[arg(long)]
+    name: Option<String>,
+    /// How long a task held by an agent that went silent waits before it is delivered
+    /// again, e.g. 10s; set by the first agent that creates the shared consumer.
+    #[arg(long, default_value = "10s", value_parser = parse_positive)]
+    ack_wait: Duration,
+    /// On SIGTERM, how long running tasks may take to finish before they are stopped and
+    /// handed back, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_positive)]
+    drain_timeout: Duration,
+    /// Number of worker processes (default: CPU count).
+    #[arg(long, value_parser = super::parse_workers)]
+    workers: Option<usize>,
+    /// When run as root: the user workers run as, UID:GID, or `none` (default: nobody).
+    #[arg(long, value_parser = super::parse_user)]
+    worker_user: Option<super::Limit<wasmpool::WorkerUser>>,
+}
+
+fn parse_positive(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => Ok(d),
+        Ok(_) => Err(format!("`{s}` is out of range (100ms to 1h)")),
+        Err(e) => Err(format!("`{s}` is not a duration (such as 10s): {e}")),
+    }
+}
+
+pub fn agent(args: AgentArgs) -> anyhow::Result<i32> {
+    let pool = PoolArgs {
+        workers: args.workers,
+        fuel: None,
+        timeout: None,
+        memory: None,
+        max_tasks_per_worker: None,
+        worker_user: args.worker_user,
+        nats: None,
+        creds: None,
+        max_module_size: None,
+        compile_timeout: None,
+        mounts: Vec::new(),
+        unknown_imports: None,
+    }
+    .builder()
+    .build()?;
+    let mut remote = wasmpool::Remote::new(&args.nats).ack_wait(args.ack_wait);
+    if let Some(creds) = &args.creds {
+        remote = remote.creds(creds);
+    }
+    let name = args.name.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let options = AgentOptions {
+        remote,
+        name: name.clone(),
+        drain_timeout: args.drain_timeout,
+    };
+    let summary = agent::serve(options, pool, stop_signal())?;
+    eprintln!(
+        "agent {name} stopped: {} results, {} tasks handed back, {} dead letters, {} foreign messages refused",
+        summary.results, summary.handed_back, summary.dead, summary.refused
+    );
+    Ok(EXIT_OK)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot catch SIGTERM; the agent stops only when killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received: draining");
+}

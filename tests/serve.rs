@@ -361,7 +361,7 @@ fn exec_runs_a_c_program_with_stdin_input_files_and_out_files() {
         json!({"args": ["/in/p", "/out/x"], "inputs": {"p": "/etc/passwd"}}).to_string(),
     );
     assert_eq!(a.status, 400);
-    assert!(a.body.contains("host paths are not taken"), "{}", a.body);
+    assert!(a.body.contains("host paths are refused"), "{}", a.body);
     // A module without `_start` cannot be exec'd.
     let math = s.upload(&guest("math"));
     let a = s.post(&format!("/v1/modules/{math}/exec"), "{}");

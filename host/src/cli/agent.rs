@@ -72,7 +72,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         name: name.clone(),
         drain_timeout: args.drain_timeout,
     };
-    let summary = agent::serve(options, pool, stop_signal())?;
+    let summary = agent::serve(options, pool, stop_signal()?)?;
     eprintln!(
         "agent {name} stopped: {} results, {} tasks handed back, {} dead letters, {} foreign messages refused",
         summary.results, summary.handed_back, summary.dead, summary.refused
@@ -80,19 +80,12 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot catch SIGTERM; the agent stops only when killed");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("signal received: draining");
+/// Resolves at the first SIGTERM or SIGINT (the service's self-pipe handlers: tokio's own
+/// signal driver would leave a socket open in every worker the agent's pool spawns).
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let stop = super::serve::signals::termination()?;
+    Ok(async move {
+        let _ = stop.await;
+        tracing::info!("signal received: draining");
+    })
 }

@@ -120,9 +120,14 @@ pub(crate) fn compile(
         Err(_) => Err(LoadError::CompileTimeout {
             limit: limits.timeout,
         }),
-        Ok(_) if stderr.contains("memory allocation of") => Err(LoadError::CompileMemory {
-            limit: limits.memory,
-        }),
+        // An allocation that failed under the process's address-space limit: the compiler's
+        // (Rust aborts, "memory allocation of N bytes failed") or reading the module (an
+        // `io::ErrorKind::OutOfMemory` the process reports as "out of memory").
+        Ok(_) if stderr.contains("memory allocation of") || stderr.ends_with(": out of memory") => {
+            Err(LoadError::CompileMemory {
+                limit: limits.memory,
+            })
+        }
         Ok(_) => Err(failed(format!(
             "{}; stderr: {stderr}",
             describe_exit("compile process", pid, status)

@@ -19,7 +19,7 @@ mod error;
 mod map;
 mod metrics;
 mod routes;
-mod signals;
+pub(super) mod signals;
 mod store;
 
 use std::net::SocketAddr;

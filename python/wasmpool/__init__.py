@@ -35,7 +35,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-from . import _core
+from . import _core, _errors
 from ._core import CommandResult
 from ._errors import (
     BadInput,
@@ -61,18 +61,7 @@ __all__ = [
     "CommandResult",
     "UNLIMITED",
     "worker_program",
-    "TaskError",
-    "Timeout",
-    "FuelExhausted",
-    "MemoryLimit",
-    "Trap",
-    "GuestError",
-    "Exit",
-    "WorkerLost",
-    "BadInput",
-    "BadOutput",
-    "LoadError",
-    "PoolError",
+    *_errors.__all__,
 ]
 
 

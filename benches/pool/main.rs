@@ -394,14 +394,7 @@ fn with_wasmpool(ctx: &Ctx, figs: &mut Figures, expected: &[Vec<i64>]) -> anyhow
     }
 
     // Latency: submit → wait, one task at a time.
-    let mut lat = Vec::with_capacity(s.latency);
-    for i in 0..s.latency as i64 {
-        let t = Instant::now();
-        let r = call.submit::<i64>(i).wait()?;
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
-        ensure!(r == i * i, "square({i}) gave {r}");
-    }
-    let (p50, p99) = percentiles(lat);
+    let (p50, p99) = submit_latency(&call, s.latency)?;
     figs.set(w, "submit_latency", "p50_us", p50);
     figs.set(w, "submit_latency", "p99_us", p99);
     progress(
@@ -651,6 +644,18 @@ fn median_run(
 }
 
 /// The median wall time in seconds of `reps` runs of `f`.
+/// `n` round trips of `square` through `call`, one task at a time: p50 and p99 in µs.
+pub fn submit_latency(call: &wasmpool::Call, n: usize) -> anyhow::Result<(f64, f64)> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n as i64 {
+        let t = Instant::now();
+        let r = call.submit::<i64>(i).wait()?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        ensure!(r == i * i, "square({i}) gave {r}");
+    }
+    Ok(percentiles(lat))
+}
+
 fn median_of(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps.max(1) {

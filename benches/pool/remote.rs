@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 use wasmpool::{Pool, Remote};
 
-use super::{percentiles, progress, Ctx};
+use super::{progress, submit_latency, Ctx};
 use crate::report::Figures;
 
 /// A `nats-server` of this run on a free loopback port, JetStream in a temporary directory.
@@ -131,14 +131,7 @@ pub fn run(ctx: &Ctx, figs: &mut Figures) -> anyhow::Result<Vec<String>> {
         let m = pool.load_file(&ctx.wasm)?;
         let call = pool.call(&m, "square");
         call.submit::<i64>(1i64).wait()?; // warm: module fetched and compiled by the agent
-        let mut lat = Vec::with_capacity(s.latency);
-        for i in 0..s.latency as i64 {
-            let t = Instant::now();
-            let r = call.submit::<i64>(i).wait()?;
-            lat.push(t.elapsed().as_secs_f64() * 1e6);
-            ensure!(r == i * i, "square({i}) gave {r}");
-        }
-        let (p50, p99) = percentiles(lat);
+        let (p50, p99) = submit_latency(&call, s.latency)?;
         figs.set(&format!("remote-{name}"), "submit_latency", "p50_us", p50);
         figs.set(&format!("remote-{name}"), "submit_latency", "p99_us", p99);
         progress(

@@ -70,6 +70,20 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 
     // Back-pressure: with both workers held by runaways, the queue fills to its bound and
     // `try_submit` says so at once instead of waiting.
+    // (First the pool settles: a worker's last replies may reach waiters before the pool
+    // has booked them, and a runaway placed then would go to the worker that looks idle.)
+    let mut settled = false;
+    for _ in 0..100_000 {
+        let stats = pool.stats();
+        if stats.running == 0 && stats.queued == 0 {
+            settled = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    if !settled {
+        return Err("the pool never settled after the clients' calls".into());
+    }
     let runaways: Vec<Task<i64>> = (0..2)
         .map(|_| pool.call(&module, "spin").submit::<i64>(()))
         .collect();

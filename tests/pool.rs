@@ -1119,3 +1119,63 @@ fn a_calls_environment_reaches_its_guest_and_nothing_else_does() {
         Err(TaskError::BadInput { .. })
     ));
 }
+
+/// Calls submitted together travel to a worker in one frame (the dispatcher coalesces
+/// them), yet each is a task of its own: its own outcome, fuel and stats.
+#[test]
+fn calls_submitted_together_each_get_their_own_outcome_and_stats() {
+    let pool = builder().workers(1).build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    // A first call, so the worker is known to be quick and takes many at once.
+    let div = pool.call(&math, "div");
+    assert_eq!(div.submit::<i32>((7, 7)).wait(), Ok(1));
+    let tasks = div.submit_many::<i32, _>((0..300).map(|i| (i, i32::from(i != 150))));
+    let pid = pool.worker_pids()[0];
+    for (i, task) in tasks.iter().enumerate() {
+        match task.wait() {
+            // (A Rust guest's `/` by zero panics: an `unreachable` trap.)
+            Err(TaskError::Trap { .. }) if i == 150 => {}
+            other => assert_eq!(other, Ok(i as i32), "call {i}"),
+        }
+        let stats = task.stats().unwrap();
+        assert_eq!(stats.worker, pid, "call {i}");
+    }
+    // Fuel is each call's own.
+    let count = pool.call(&math, "count").fuel(10_000_000);
+    let tasks = count.submit_many::<i64, _>((1..=100).map(|i| i * 1000));
+    let fuel: Vec<u64> = tasks
+        .iter()
+        .map(|t| {
+            t.wait().unwrap();
+            t.stats().unwrap().fuel_used
+        })
+        .collect();
+    assert!(fuel.windows(2).all(|w| w[0] < w[1]), "{fuel:?}");
+    assert_eq!(pool.worker_pids(), [pid], "no worker was replaced");
+}
+
+/// A call past its time limit among calls that travel together times out alone, stopped in
+/// its worker (which goes on), and the calls after it run.
+#[test]
+fn a_call_past_its_time_limit_among_coalesced_calls_times_out_alone() {
+    let pool = builder().workers(1).build().unwrap();
+    let math = pool.load_file(guest("math")).unwrap();
+    let count = pool
+        .call(&math, "count")
+        .timeout(Duration::from_millis(200));
+    assert!(count.submit::<i64>(10).wait().is_ok());
+    let pid = pool.worker_pids()[0];
+    let n = |i: i64| if i == 20 { i64::MAX } else { 100 + i };
+    let tasks = count.submit_many::<i64, _>((0..40).map(n));
+    for (i, task) in tasks.iter().enumerate() {
+        match task.wait() {
+            Err(TaskError::Timeout { .. }) if i == 20 => {}
+            other => assert!(other.is_ok(), "call {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        pool.worker_pids(),
+        [pid],
+        "stopped in its worker, not killed"
+    );
+}

@@ -24,7 +24,7 @@ use crate::value::{Input, Output};
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
@@ -183,6 +183,9 @@ pub enum Request {
     },
     /// Run one task in a fresh instance.
     Run(RunRequest),
+    /// Run several tasks of one export, each in a fresh instance of its own, one after
+    /// another: calls the dispatcher found queued together (see [`CallsRequest`]).
+    Calls(CallsRequest),
     /// Stop this task: skip it if it has not started, interrupt it if it runs.
     Cancel { task: TaskId },
 }
@@ -207,6 +210,24 @@ pub(crate) enum RequestRef<'a> {
         limits: &'a Limits,
         env: &'a [(String, String)],
     },
+    Calls {
+        first: TaskId,
+        module: ModuleId,
+        export: &'a str,
+        limits: &'a Limits,
+        env: &'a [(String, String)],
+        inputs: Inputs<'a>,
+    },
+}
+
+/// The inputs of a [`RequestRef::Calls`], encoded as the `Vec<Input>` of
+/// [`CallsRequest::inputs`] from wherever the dispatcher keeps them.
+pub(crate) struct Inputs<'a>(pub Vec<&'a Input>);
+
+impl Serialize for Inputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
 }
 
 /// One task for a worker.
@@ -222,6 +243,24 @@ pub struct RunRequest {
     pub env: Vec<(String, String)>,
 }
 
+/// Tasks of one module and export, with the same limits and environment, sent in one frame:
+/// the dispatcher coalesces such tasks when they are queued together, so a stream of
+/// `submit`s, `imap` or `wasmpool run` travels in batches as `map` does. Each call is still
+/// a task of its own: its own wire id (`first + i` for `inputs[i]`, so cancels, deadlines and
+/// the worker's order of ids work as for single tasks), a fresh store and instance, and its
+/// own outcome and stats ([`Reply::Calls`]). Inputs are plain numeric calls or SDK calls, never commands or
+/// batches.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallsRequest {
+    pub first: TaskId,
+    pub module: ModuleId,
+    pub export: String,
+    pub limits: Limits,
+    pub env: Vec<(String, String)>,
+    #[serde(deserialize_with = "crate::value::not_nested")]
+    pub inputs: Vec<Input>,
+}
+
 /// A message from a worker to the host.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
@@ -235,10 +274,18 @@ pub enum Reply {
         outcome: Result<Output, TaskError>,
         stats: TaskStats,
     },
+    /// Calls of a [`Request::Calls`] that finished, in order: the tasks with wire ids
+    /// `first`, `first + 1`, …, each with its own outcome and stats. (A worker sends what it
+    /// has at the same moments it would send single tasks' `Done`s: every 200 µs at most,
+    /// at the end of the request, and before a guest's host call.)
+    Calls { first: TaskId, calls: CallOutcomes },
     /// The worker must be replaced once the tasks sent to it are done: a command's files
     /// could not be removed from its scratch directory. (Sent once, after that task's `Done`.)
     Retire,
 }
+
+/// Each finished call's outcome and stats, in call order ([`Reply::Calls`]).
+pub type CallOutcomes = Vec<(Result<Output, TaskError>, TaskStats)>;
 
 /// The answer of a compile process (`wasmpool __compile`), which reads a module's bytes on
 /// stdin and validates and compiles them in a sandbox of its own.
@@ -435,6 +482,28 @@ mod tests {
             artifact: &[1, 2, 3],
         };
         encode(&load, &mut borrowed).unwrap();
+        let inputs = vec![
+            Input::Numbers(vec![Value::I64(1)]),
+            Input::Json(b"2".to_vec()),
+        ];
+        let calls = Request::Calls(CallsRequest {
+            first: 9,
+            module: ModuleId([4; 32]),
+            export: "f".into(),
+            limits,
+            env: vec![("K".into(), "V".into())],
+            inputs: inputs.clone(),
+        });
+        encode(&calls, &mut owned).unwrap();
+        let calls = RequestRef::Calls {
+            first: 9,
+            module: ModuleId([4; 32]),
+            export: "f",
+            limits: &limits,
+            env: &[("K".into(), "V".into())],
+            inputs: Inputs(inputs.iter().collect()),
+        };
+        encode(&calls, &mut borrowed).unwrap();
         assert_eq!(owned, borrowed);
     }
 

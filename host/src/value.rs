@@ -132,7 +132,7 @@ value_from!(i32 => I32, i64 => I64, f32 => F32, f64 => F64);
 /// Decodes the items of a batch, refusing a batch among them: batches are never nested, and
 /// decoding is recursive, so a forged frame nesting batches a million deep would otherwise
 /// overflow the decoding thread's stack (which aborts the process).
-fn not_nested<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+pub(crate) fn not_nested<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,

@@ -73,7 +73,10 @@ pub fn serve(
     // life; nothing else here writes to it (std's stdout is never used in a worker), so this
     // `File` is its only owner.
     let fd1 = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) };
-    let out = Arc::new(Mutex::new(BufWriter::with_capacity(64 << 10, fd1)));
+    let out = Arc::new(Mutex::new(Writer {
+        w: BufWriter::with_capacity(64 << 10, fd1),
+        calls: None,
+    }));
     // Set while a finished task's reply sits in `out`'s buffer.
     let held = Arc::new(AtomicBool::new(false));
     let link = HostLink {
@@ -98,8 +101,8 @@ pub fn serve(
     seccomp::install(files)?;
     {
         let mut out = lock(&out);
-        protocol::write(&mut *out, &Reply::Ready { pid })?;
-        out.flush()?;
+        protocol::write(&mut out.w, &Reply::Ready { pid })?;
+        out.w.flush()?;
     }
     let mut frame = Vec::new();
     // Whether this worker asked to be replaced.
@@ -142,28 +145,71 @@ pub fn serve(
                     protocol::encode(&Reply::Retire, &mut frame)?;
                     retiring = true;
                 }
-                lock(&out).write_all(&frame)?;
+                lock(&out).w.write_all(&frame)?;
+            }
+            Request::Calls(req) => {
+                // The calls' outcomes go out together (`Reply::Calls`), at the moments
+                // single tasks' replies would: when `FLUSH_EVERY` has passed since the last
+                // flush, at the end of the request, or before a host call (`send_held`).
+                let mut failed = Ok(());
+                sandbox.run_calls(&req, |task, outcome, mut stats| {
+                    stats.worker = pid;
+                    stats.worker_rss = rss.read();
+                    let mut out = lock(&out);
+                    out.calls
+                        .get_or_insert_with(|| (task, Vec::new()))
+                        .1
+                        .push((outcome, stats));
+                    if last_flush.elapsed() >= FLUSH_EVERY {
+                        let sent = out.send_calls().and_then(|()| out.w.flush());
+                        if failed.is_ok() {
+                            failed = sent;
+                        }
+                        held.store(false, Ordering::Relaxed);
+                        last_flush = Instant::now();
+                    } else {
+                        held.store(true, Ordering::Relaxed);
+                    }
+                });
+                failed?;
+                lock(&out).send_calls()?;
             }
             Request::Cancel { task } => sandbox.interrupter().cancel(task),
         }
         // Replies go out in batches, but never sit long: the host refills this worker's
         // queue as soon as it hears back.
         if !protocol::frame_buffered(requests.buffer()) || last_flush.elapsed() >= FLUSH_EVERY {
-            lock(&out).flush()?;
+            lock(&out).w.flush()?;
             held.store(false, Ordering::Relaxed);
             last_flush = Instant::now();
         } else {
             held.store(true, Ordering::Relaxed);
         }
     }
-    lock(&out).flush()?;
+    lock(&out).w.flush()?;
     Ok(())
 }
 
-/// The worker's protocol output (fd 1).
-type Out = Arc<Mutex<BufWriter<std::fs::File>>>;
+/// The worker's protocol output (fd 1), and the outcomes of coalesced calls not encoded yet.
+struct Writer {
+    w: BufWriter<std::fs::File>,
+    /// The first call's wire id and each finished call's outcome and stats.
+    calls: Option<(protocol::TaskId, protocol::CallOutcomes)>,
+}
 
-fn lock(out: &Out) -> std::sync::MutexGuard<'_, BufWriter<std::fs::File>> {
+impl Writer {
+    /// Encodes the finished calls held (if any) as one `Reply::Calls` into the buffer.
+    fn send_calls(&mut self) -> std::io::Result<()> {
+        match self.calls.take() {
+            Some((first, calls)) => protocol::write(&mut self.w, &Reply::Calls { first, calls }),
+            None => Ok(()),
+        }
+    }
+}
+
+type Out = Arc<Mutex<Writer>>;
+
+fn lock(out: &Out) -> std::sync::MutexGuard<'_, Writer> {
     out.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -174,7 +220,7 @@ fn forward_to(out: Out) -> Forward {
         let mut frame = Vec::new();
         if protocol::encode(&Reply::Output { task, chunk }, &mut frame).is_ok() {
             let mut out = lock(&out);
-            let _ = out.write_all(&frame).and_then(|()| out.flush());
+            let _ = out.w.write_all(&frame).and_then(|()| out.w.flush());
         }
     })
 }
@@ -184,7 +230,8 @@ fn forward_to(out: Out) -> Forward {
 fn send_held(out: Out, held: Arc<AtomicBool>) -> BeforeHostCall {
     Arc::new(move || {
         if held.swap(false, Ordering::Relaxed) {
-            let _ = lock(&out).flush();
+            let mut out = lock(&out);
+            let _ = out.send_calls().and_then(|()| out.w.flush());
         }
     })
 }

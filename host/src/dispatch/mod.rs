@@ -110,6 +110,42 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a cancelled running task may take to stop before its worker is killed.
 const CANCEL_GRACE: Duration = Duration::from_millis(100);
 
+/// Most calls the dispatcher coalesces into one frame (as `map` batches them).
+const MAX_COALESCED: usize = 64;
+
+/// Most input bytes the dispatcher coalesces into one frame: past this, a frame's copy
+/// costs more than the frames it saves.
+const COALESCED_BYTES: usize = 1 << 20;
+
+/// Whether a job can travel with others in a `Calls` frame: a single plain or SDK call
+/// (commands have files and streams of their own; batches are batches already).
+fn coalescable(job: &Job) -> bool {
+    matches!(job.input, Input::Numbers(_) | Input::Json(_))
+}
+
+/// Whether `next` can travel in `first`'s `Calls` frame: a call of the same module and
+/// export, under the same limits and environment, with the same kind of input.
+fn compatible(first: &Job, next: &Job) -> bool {
+    let same_kind = matches!(
+        (&first.input, &next.input),
+        (Input::Numbers(_), Input::Numbers(_)) | (Input::Json(_), Input::Json(_))
+    );
+    same_kind
+        && first.module.id() == next.module.id()
+        && first.limits == next.limits
+        && (std::sync::Arc::ptr_eq(&first.export, &next.export) || first.export == next.export)
+        && (std::sync::Arc::ptr_eq(&first.env, &next.env) || first.env == next.env)
+}
+
+/// About how many bytes a call's input takes in a frame.
+fn input_bytes(input: &Input) -> usize {
+    match input {
+        Input::Numbers(values) => 1 + values.len() * 9,
+        Input::Json(bytes) => 5 + bytes.len(),
+        _ => usize::MAX,
+    }
+}
+
 /// The dispatcher's own settings.
 struct Settings {
     workers: usize,
@@ -282,7 +318,7 @@ impl<W: Workers> Dispatcher<W> {
                 for reply in replies {
                     // Counted first: an outcome a worker delivered counts even when the
                     // worker was given up on since.
-                    if let Heard::Done { tally, .. } = &reply {
+                    if let Heard::Done { tally, .. } | Heard::Calls { tally, .. } = &reply {
                         self.counts.add(tally);
                     }
                     let Some(slot) = self.slot_of(who) else {
@@ -294,6 +330,16 @@ impl<W: Workers> Dispatcher<W> {
                             task, took, rss, ..
                         } => {
                             slot.on_done(task, took, rss, now);
+                            self.maybe_retire(who.slot);
+                        }
+                        Heard::Calls {
+                            first,
+                            count,
+                            took,
+                            rss,
+                            ..
+                        } => {
+                            slot.on_calls_done(first, count, took, rss, now);
                             self.maybe_retire(who.slot);
                         }
                         Heard::Retire => {
@@ -510,11 +556,78 @@ impl<W: Workers> Dispatcher<W> {
             let Some(i) = best else { break };
             let job = self.queue.pop_front().expect("queue is not empty");
             job.completion.leave_queue();
-            self.slots[i].send(job, now, &mut self.counts);
+            let most = self.coalesce_at_most(i);
+            let mut jobs = self.coalesce(job, most);
+            match jobs.pop() {
+                Some(alone) if jobs.is_empty() => self.slots[i].send(alone, now, &mut self.counts),
+                Some(last) => {
+                    jobs.push(last);
+                    self.slots[i].send_calls(jobs, now, &mut self.counts);
+                }
+                None => {}
+            }
         }
         for slot in &mut self.slots {
             slot.flush();
         }
+    }
+
+    /// How many calls slot `i` may be sent in one frame now: one while another worker is
+    /// idle; otherwise what it has room for, at most [`MAX_COALESCED`], and no more than its
+    /// fair share of the queue among the workers with room, so a short queue still spreads
+    /// over every worker.
+    fn coalesce_at_most(&self, i: usize) -> usize {
+        let (max_tasks, max_rss) = (self.config.max_tasks_per_worker, self.config.max_worker_rss);
+        let (mut with_room, mut in_flight, mut idle) = (0, 0, false);
+        for (j, s) in self.slots.iter().enumerate() {
+            if s.has_room(max_tasks, max_rss) {
+                with_room += 1;
+                in_flight += s.in_flight();
+                idle |= j != i && s.in_flight() == 0;
+            }
+        }
+        // While another worker is idle, this one gets a call alone: how long calls take is
+        // not known ahead, and two long ones coalesced would wait on one worker while the
+        // other idles.
+        if idle {
+            return 1;
+        }
+        // What the workers with room would each hold if the queue (and the job just taken
+        // from it) were spread evenly over them.
+        let even = (self.queue.len() + 1 + in_flight).div_ceil(with_room.max(1));
+        let share = even.saturating_sub(self.slots[i].in_flight()).max(1);
+        self.slots[i]
+            .room(max_tasks, max_rss)
+            .min(share)
+            .min(MAX_COALESCED)
+    }
+
+    /// `job` and the compatible calls queued right behind it (up to `most` calls and
+    /// [`COALESCED_BYTES`] of input), taken from the queue to travel in one frame (`job`
+    /// alone when none can).
+    fn coalesce(&mut self, job: Job, most: usize) -> Vec<Job> {
+        if most < 2 || !coalescable(&job) {
+            return vec![job];
+        }
+        let mut bytes = input_bytes(&job.input);
+        let mut jobs = vec![job];
+        while jobs.len() < most {
+            let Some(next) = self.queue.front() else {
+                break;
+            };
+            let size = input_bytes(&next.input);
+            if next.completion.is_done()
+                || !compatible(&jobs[0], next)
+                || bytes.saturating_add(size) > COALESCED_BYTES
+            {
+                break;
+            }
+            bytes += size;
+            let next = self.queue.pop_front().expect("queue is not empty");
+            next.completion.leave_queue();
+            jobs.push(next);
+        }
+        jobs
     }
 
     /// Replaces a worker that reached `max_tasks_per_worker` or `max_worker_rss` once its

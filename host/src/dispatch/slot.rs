@@ -230,6 +230,45 @@ impl<P: Worker> Slot<P> {
         }
     }
 
+    /// Calls `first..first + count` of a `Calls` frame finished, `took` together:
+    /// book-keeping, once for all of them.
+    pub(crate) fn on_calls_done(
+        &mut self,
+        first: TaskId,
+        count: usize,
+        took: Duration,
+        rss: u64,
+        now: Instant,
+    ) {
+        self.rss = rss;
+        let end = first.saturating_add(count as TaskId);
+        let answered = |wire: TaskId| (first..end).contains(&wire);
+        let before = self.inflight.len();
+        // In the order sent, so at the front; anywhere else only if a worker answers out of
+        // order (then it is looked for).
+        while self.inflight.front().is_some_and(|f| answered(f.wire)) {
+            self.inflight.pop_front();
+        }
+        if self.inflight.iter().any(|f| answered(f.wire)) {
+            self.inflight.retain(|f| !answered(f.wire));
+        }
+        let done = before - self.inflight.len();
+        if done == 0 {
+            return;
+        }
+        tracing::trace!(first, done, pid = self.pid, ?took, "calls finished");
+        let each = took / done as u32;
+        self.avg_task = Some(match self.avg_task {
+            None => each,
+            Some(avg) => (avg * 4 + each) / 5,
+        });
+        self.head_since = now;
+        self.mark_head_running();
+        if self.inflight.len() <= self.depth() / 2 {
+            self.refilling = true;
+        }
+    }
+
     fn depth(&self) -> usize {
         match self.avg_task {
             None => 1,
@@ -263,38 +302,60 @@ impl<P: Worker> Slot<P> {
         self.rss
     }
 
-    /// Queues `job` for this worker; [`Self::flush`] sends what was queued.
-    pub(crate) fn send(&mut self, job: Job, now: Instant, counts: &mut Counts) {
-        let Some(process) = &self.process else {
-            return;
-        };
-        let frame = &mut self.pending;
-        let rollback = frame.len();
+    /// How many more calls this worker takes now (0 when it has no room).
+    pub(crate) fn room(&self, max_tasks: Option<u64>, max_rss: Option<u64>) -> usize {
+        if !self.has_room(max_tasks, max_rss) {
+            return 0;
+        }
+        let by_depth = self.depth() - self.inflight.len();
+        match max_tasks {
+            Some(max) => by_depth.min(usize::try_from(max - self.tasks_sent).unwrap_or(usize::MAX)),
+            None => by_depth,
+        }
+    }
+
+    /// Encodes the `Load` of `job`'s code into the pending frames unless this worker has
+    /// it; returns whether it did (to undo if the task cannot be sent).
+    fn load_for(&mut self, job: &Job) -> bool {
         let module = &job.module;
         let metering = Metering::of(&job.limits);
-        if self.loaded.insert((module.id(), metering)) {
-            let artifact = module
-                .artifact(metering)
-                .expect("the pool compiles the code a job needs before submitting it");
-            let load = RequestRef::Load {
-                module: module.id(),
-                metering,
-                artifact,
-            };
-            protocol::encode(&load, frame).expect("artifacts are under the frame limit");
+        if !self.loaded.insert((module.id(), metering)) {
+            return false;
         }
+        let artifact = module
+            .artifact(metering)
+            .expect("the pool compiles the code a job needs before submitting it");
+        let load = RequestRef::Load {
+            module: module.id(),
+            metering,
+            artifact,
+        };
+        protocol::encode(&load, &mut self.pending).expect("artifacts are under the frame limit");
+        true
+    }
+
+    /// Queues `job` for this worker; [`Self::flush`] sends what was queued.
+    pub(crate) fn send(&mut self, job: Job, now: Instant, counts: &mut Counts) {
+        if self.process.is_none() {
+            return;
+        }
+        let rollback = self.pending.len();
+        let loaded = self.load_for(&job);
         let wire = self.next_wire;
         let run = RequestRef::Run {
             task: wire,
-            module: module.id(),
+            module: job.module.id(),
             export: &job.export,
             input: &job.input,
             limits: &job.limits,
             env: &job.env,
         };
-        if let Err(e) = protocol::encode(&run, frame) {
-            frame.truncate(rollback);
-            self.loaded.remove(&(module.id(), metering));
+        if let Err(e) = protocol::encode(&run, &mut self.pending) {
+            self.pending.truncate(rollback);
+            if loaded {
+                self.loaded
+                    .remove(&(job.module.id(), Metering::of(&job.limits)));
+            }
             counts.fail(
                 &job,
                 TaskError::bad_input(format!("cannot send the task: {e}")),
@@ -302,6 +363,54 @@ impl<P: Worker> Slot<P> {
             return;
         }
         self.next_wire += 1;
+        self.in_flight_now(job, wire, now);
+    }
+
+    /// Queues `jobs` — calls of one module and export with the same limits and environment
+    /// (see `dispatch::compatible`) — for this worker as one `Calls` frame; each stays a task
+    /// of its own (its wire id, deadline, cancel, reply).
+    pub(crate) fn send_calls(&mut self, jobs: Vec<Job>, now: Instant, counts: &mut Counts) {
+        if self.process.is_none() {
+            return;
+        }
+        let Some(first_job) = jobs.first() else {
+            return;
+        };
+        let rollback = self.pending.len();
+        let loaded = self.load_for(first_job);
+        let first = self.next_wire;
+        let calls = RequestRef::Calls {
+            first,
+            module: first_job.module.id(),
+            export: &first_job.export,
+            limits: &first_job.limits,
+            env: &first_job.env,
+            inputs: protocol::Inputs(jobs.iter().map(|j| &j.input).collect()),
+        };
+        if protocol::encode(&calls, &mut self.pending).is_err() {
+            // Over the frame limit together: each goes alone (and fails alone if it must).
+            self.pending.truncate(rollback);
+            if loaded {
+                self.loaded
+                    .remove(&(first_job.module.id(), Metering::of(&first_job.limits)));
+            }
+            for job in jobs {
+                self.send(job, now, counts);
+            }
+            return;
+        }
+        self.next_wire += jobs.len() as TaskId;
+        for (i, job) in jobs.into_iter().enumerate() {
+            self.in_flight_now(job, first + i as TaskId, now);
+        }
+    }
+
+    /// Books a task whose request is in the pending frames: its reply's waiter, its place
+    /// in the worker's order.
+    fn in_flight_now(&mut self, job: Job, wire: TaskId, now: Instant) {
+        let Some(process) = &self.process else {
+            return;
+        };
         // Each call of a batch counts (for `max_tasks_per_worker`).
         let calls = job.input.calls() as u64;
         process.expect(wire, job.completion.clone(), calls);

@@ -112,4 +112,10 @@ impl Tally {
             failed,
         }
     }
+
+    /// Adds `other`'s calls to these.
+    pub(crate) fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.failed.extend(other.failed);
+    }
 }

@@ -8,6 +8,13 @@
 //! | a worker gets one task until its tasks are known to be short | `one_task_per_worker_until_tasks_are_known_short` |
 //! | tasks go to the worker with the fewest in flight | `tasks_go_to_the_least_busy_worker` |
 //! | short tasks are pipelined in bursts (refill at half the depth) | `short_tasks_are_pipelined_in_bursts` |
+//! | queued calls of one export travel in one frame, each a task of its own | `queued_compatible_calls_travel_in_one_frame_each_a_task_of_its_own` |
+//! | one `Calls` reply answers several calls of a frame, each with its own outcome | `a_calls_reply_answers_each_call_with_its_own_outcome` |
+//! | calls that differ (limits, export, input kind, commands) travel apart | `calls_that_differ_travel_in_frames_of_their_own` |
+//! | a short queue is shared among the workers, not sent to one | `a_short_queue_is_shared_among_the_workers` |
+//! | calls queued together go one to each idle worker first | `two_long_calls_queued_together_go_to_two_idle_workers` |
+//! | a frame's worker dies: its running call fails alone, the rest run elsewhere | `a_coalesced_frames_worker_dies_its_running_call_fails_alone` |
+//! | each call of a frame has its own deadline and cancel | `each_call_of_a_frame_has_its_own_deadline_and_cancel` |
 //! | a batch counts its calls and gets a deadline per call | `a_batch_counts_its_calls_and_has_a_deadline_per_call` |
 //! | a queued task that is cancelled is never sent | `a_cancelled_queued_task_is_never_sent` |
 //! | a running task that is cancelled is stopped, or its worker killed after the grace | `a_cancelled_running_task_gets_the_cancel_grace` |
@@ -285,18 +292,32 @@ impl Sim {
 
     /// The task ids whose requests were written to `slot`'s live worker, in order.
     fn sent(&self, slot: usize) -> Vec<TaskId> {
+        self.frames(slot).concat()
+    }
+
+    /// The task ids of each `Run` or `Calls` frame written to `slot`'s live worker, in order.
+    fn frames(&self, slot: usize) -> Vec<Vec<TaskId>> {
         let log = self.worker(slot);
         let log = log.borrow();
         let (mut r, mut buf) = (&log.frames[..], Vec::new());
-        let mut ids = Vec::new();
+        let id_of = |wire: TaskId| {
+            let (_, c) = log.expected.iter().find(|(w, _)| *w == wire).unwrap();
+            let (id, _) = self.tasks.iter().find(|(_, t)| Arc::ptr_eq(t, c)).unwrap();
+            *id
+        };
+        let mut frames = Vec::new();
         while let Some(request) = crate::protocol::read::<_, Request>(&mut r, &mut buf).unwrap() {
-            if let Request::Run(run) = request {
-                let (_, c) = log.expected.iter().find(|(w, _)| *w == run.task).unwrap();
-                let (id, _) = self.tasks.iter().find(|(_, t)| Arc::ptr_eq(t, c)).unwrap();
-                ids.push(*id);
+            match request {
+                Request::Run(run) => frames.push(vec![id_of(run.task)]),
+                Request::Calls(calls) => frames.push(
+                    (0..calls.inputs.len() as TaskId)
+                        .map(|i| id_of(calls.first + i))
+                        .collect(),
+                ),
+                _ => {}
             }
         }
-        ids
+        frames
     }
 
     fn wire(&self, slot: usize, id: TaskId) -> TaskId {
@@ -1016,4 +1037,266 @@ fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
         "the pool's directory is removed when it ends"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// One worker, ready, whose tasks are known to take `took` (so it takes many at once).
+fn warmed(workers: usize, took: Duration) -> Sim {
+    let mut sim = Sim::new(workers);
+    for slot in 0..workers {
+        sim.ready(slot);
+    }
+    let first: Vec<TaskId> = (1000..1000 + workers as TaskId).collect();
+    sim.submit(first.iter().copied());
+    for (slot, id) in first.into_iter().enumerate() {
+        assert_eq!(sim.sent(slot), [id]);
+        sim.finish(slot, id, took);
+    }
+    sim
+}
+
+#[test]
+fn queued_compatible_calls_travel_in_one_frame_each_a_task_of_its_own() {
+    // Tasks of 10 µs: the worker has room for 200.
+    let mut sim = warmed(1, 10 * US);
+    sim.submit(1..=150);
+    let frames = sim.frames(0);
+    assert_eq!(
+        frames,
+        [
+            vec![1000],
+            (1..=64).collect(),
+            (65..=128).collect(),
+            (129..=150).collect()
+        ]
+    );
+    // Each call has a wire id of its own, in order, and is answered on its own.
+    let wires: Vec<TaskId> = (1..=150).map(|id| sim.wire(0, id)).collect();
+    assert!(wires.windows(2).all(|w| w[1] == w[0] + 1), "{wires:?}");
+    assert_eq!(sim.state(1), "running");
+    sim.finish(0, 1, 10 * US);
+    sim.answer(
+        0,
+        2,
+        Err(TaskError::Trap {
+            message: "unreachable".into(),
+            code: None,
+        }),
+        10 * US,
+        0,
+    );
+    assert_eq!((sim.state(1), sim.state(2)), ("ok", "trap"));
+    assert_eq!((sim.state(3), sim.state(4)), ("running", "queued"));
+    assert_eq!(sim.stats().running, 148);
+}
+
+#[test]
+fn calls_that_differ_travel_in_frames_of_their_own() {
+    let mut sim = warmed(1, 10 * US);
+    let module = sim.module.clone();
+    let mut jobs: Vec<Job> = (1..=3).map(|id| job(id, &module)).collect();
+    // Other limits.
+    let mut j = job(4, &module);
+    j.limits.memory = Some(1 << 20);
+    jobs.push(j);
+    jobs.push(job(5, &module));
+    // Another export.
+    let mut j = job(6, &module);
+    j.export = "g".into();
+    jobs.push(j);
+    // An SDK call, twice, then a numeric call again.
+    for id in [7, 8] {
+        let mut j = job(id, &module);
+        j.input = Input::Json(b"{}".to_vec());
+        jobs.push(j);
+    }
+    jobs.push(job(9, &module));
+    // Another environment.
+    let mut j = job(10, &module);
+    j.env = vec![("K".to_string(), "V".to_string())].into();
+    jobs.push(j);
+    // A command run always goes alone.
+    let mut j = job(11, &module);
+    j.input = Input::Command(crate::command::CommandInput {
+        argv: vec!["prog".into()],
+        env: Vec::new(),
+        stdin: Vec::new(),
+        files: Vec::new(),
+        output_dir: false,
+        check: false,
+        stream: false,
+        invoke: None,
+    });
+    jobs.push(j);
+    jobs.push(job(12, &module));
+    jobs.push(job(13, &module));
+    sim.submit_jobs(jobs);
+    assert_eq!(
+        sim.frames(0)[1..],
+        [
+            vec![1, 2, 3],
+            vec![4],
+            vec![5],
+            vec![6],
+            vec![7, 8],
+            vec![9],
+            vec![10],
+            vec![11],
+            vec![12, 13]
+        ]
+    );
+}
+
+#[test]
+fn a_cancelled_call_in_the_queue_is_left_out_of_the_frame() {
+    let mut sim = Sim::new(1);
+    sim.ready(0);
+    sim.submit([1]);
+    sim.submit(2..=6);
+    sim.cancel(4);
+    sim.finish(0, 1, 10 * US);
+    assert_eq!(sim.frames(0), [vec![1], vec![2, 3], vec![5, 6]]);
+    assert_eq!(sim.state(4), "cancelled");
+}
+
+#[test]
+fn a_short_queue_is_shared_among_the_workers() {
+    let mut sim = warmed(2, 10 * US);
+    sim.submit(1..=10);
+    // Each idle worker gets a call alone first (calls 1 and 2 might be long: they must not
+    // wait on one worker while the other idles); the rest is shared evenly.
+    assert_eq!(sim.frames(0)[1..], [vec![1], vec![7, 8, 9, 10]]);
+    assert_eq!(sim.frames(1)[1..], [vec![2, 3, 4, 5, 6]]);
+}
+
+#[test]
+fn two_long_calls_queued_together_go_to_two_idle_workers() {
+    // The workers' recent calls were short, so each has room for many; the next two calls
+    // happen to be long (runaways): each must get a worker of its own.
+    let mut sim = warmed(2, 10 * US);
+    sim.submit(1..=20);
+    assert_eq!(sim.frames(0)[1][0], 1);
+    assert_eq!(sim.frames(1)[1][0], 2);
+}
+
+#[test]
+fn a_coalesced_frames_worker_dies_its_running_call_fails_alone() {
+    let mut sim = warmed(1, 10 * US);
+    let mut jobs: Vec<Job> = (1..=11).map(|id| job(id, &sim.module)).collect();
+    jobs[10].retries = 1;
+    sim.submit_jobs(jobs);
+    assert_eq!(sim.frames(0)[1..], [(1..=11).collect::<Vec<_>>()]);
+    for id in 1..=3 {
+        sim.finish(0, id, 10 * US);
+    }
+    sim.dies(0, signal(libc::SIGKILL));
+    // The call that ran lost its worker; those behind it run on the new worker, in one
+    // frame again once it is known to be quick.
+    assert_eq!(sim.state(4), "worker_lost");
+    assert!((1..=3).all(|id| sim.state(id) == "ok"));
+    assert!((5..=11).all(|id| sim.state(id) != "ok" && sim.state(id) != "worker_lost"));
+    assert_eq!(sim.spawned(), 2);
+    sim.ready(0);
+    assert_eq!(sim.frames(0), [vec![5]]);
+    sim.finish(0, 5, 10 * US);
+    assert_eq!(sim.frames(0), [vec![5], (6..=11).collect::<Vec<_>>()]);
+    for id in 6..=11 {
+        sim.finish(0, id, 10 * US);
+    }
+    assert!((5..=11).all(|id| sim.state(id) == "ok"));
+}
+
+#[test]
+fn each_call_of_a_frame_has_its_own_deadline_and_cancel() {
+    let mut sim = warmed(1, 10 * US);
+    let jobs = (1..=4)
+        .map(|id| {
+            let mut j = job(id, &sim.module);
+            j.limits.timeout = Some(Duration::from_secs(1));
+            j
+        })
+        .collect();
+    sim.submit_jobs(jobs);
+    assert_eq!(sim.frames(0)[1..], [vec![1, 2, 3, 4]]);
+    // Call 1 answers after 0.9 s: call 2's time (1 s and the grace of 500 ms) counts from
+    // then, not from the frame's start.
+    sim.advance(Duration::from_millis(900));
+    sim.finish(0, 1, Duration::from_millis(900));
+    sim.advance(Duration::from_millis(1400));
+    assert_eq!(sim.state(2), "running");
+    assert!(!sim.worker(0).borrow().killed);
+    // A cancel of call 4 names call 4's own wire id.
+    sim.cancel(4);
+    let wire = sim.wire(0, 4);
+    assert_eq!(sim.worker(0).borrow().cancels, [wire]);
+    // Call 2 past its deadline: the worker is killed, call 2 times out, call 3 runs again
+    // elsewhere, call 4 stays cancelled.
+    sim.advance(Duration::from_millis(101));
+    assert_eq!(sim.state(2), "timeout");
+    assert_eq!(sim.state(4), "cancelled");
+    assert_eq!(sim.spawned(), 2);
+    assert_eq!(sim.sent(0), [3]);
+}
+
+#[test]
+fn a_calls_reply_answers_each_call_with_its_own_outcome() {
+    let mut sim = warmed(1, 10 * US);
+    sim.submit(1..=5);
+    assert_eq!(sim.frames(0)[1..], [vec![1, 2, 3, 4, 5]]);
+    let first = sim.wire(0, 1);
+    let stats = |us: u32, out: &[u8]| TaskStats {
+        duration: us * US,
+        stdout: out.to_vec(),
+        ..TaskStats::default()
+    };
+    sim.reply(
+        0,
+        Reply::Calls {
+            first,
+            calls: vec![
+                (
+                    Ok(Output::Numbers(vec![crate::value::Value::I64(1)])),
+                    stats(5, b"a"),
+                ),
+                (Err(TaskError::Exit { code: 3 }), stats(6, b"")),
+                (
+                    Ok(Output::Numbers(vec![crate::value::Value::I64(3)])),
+                    stats(7, b"c"),
+                ),
+            ],
+        },
+    );
+    assert_eq!(
+        (sim.state(1), sim.state(2), sim.state(3), sim.state(4)),
+        ("ok", "exit", "ok", "running")
+    );
+    // Each call has its own stats.
+    let task = Task::<i64>::new(3, sim.completion(3), sim.events.clone());
+    assert_eq!(task.wait_timeout(Duration::ZERO), Some(Ok(3)));
+    let s = task.stats().unwrap();
+    assert_eq!((s.duration, s.stdout.as_slice()), (7 * US, &b"c"[..]));
+    task.detach();
+    let stats_now = sim.stats();
+    assert_eq!((stats_now.running, stats_now.done), (2, 3));
+    assert_eq!(stats_now.failed.get("exit"), Some(&1));
+    // A reply naming calls this worker was never sent changes nothing.
+    sim.reply(
+        0,
+        Reply::Calls {
+            first: first + 100,
+            calls: vec![(Err(TaskError::Exit { code: 1 }), TaskStats::default())],
+        },
+    );
+    assert_eq!((sim.state(4), sim.state(5)), ("running", "queued"));
+    sim.reply(
+        0,
+        Reply::Calls {
+            first: first + 3,
+            calls: vec![
+                (Ok(Output::Numbers(Vec::new())), TaskStats::default()),
+                (Ok(Output::Numbers(Vec::new())), TaskStats::default()),
+            ],
+        },
+    );
+    assert_eq!((sim.state(4), sim.state(5)), ("ok", "ok"));
+    assert_eq!(sim.stats().running, 0);
 }

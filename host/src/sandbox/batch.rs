@@ -15,7 +15,7 @@ use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
 use crate::error::TaskError;
 use crate::limits::Limits;
-use crate::protocol::{RunRequest, TaskStats};
+use crate::protocol::{CallsRequest, RunRequest, TaskId, TaskStats};
 use crate::value::{Input, Instances, Output, ValType, Value};
 
 /// A store and instance with the export resolved, reused across calls.
@@ -167,7 +167,7 @@ pub(super) fn run(
             Ok(Ok(())) => {}
             Ok(Err(e)) => sink.fail(i, e),
             Err(e) => {
-                let error = classify(e, l.store.data(), stop, req, &l.stderr.snapshot());
+                let error = classify(e, l.store.data(), stop, limits, &l.stderr.snapshot());
                 // The instance may be half-way through anything: the next call gets a new one.
                 live = None;
                 sink.fail(i, error);
@@ -180,6 +180,71 @@ pub(super) fn run(
     let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
     stats.peak_memory = peak_memory;
     (Ok(sink.into_output()), stats)
+}
+
+/// Runs the calls of a [`CallsRequest`] in order, each a task of its own: a fresh store and
+/// instance, its limits, its deadline and cancel under its own wire id (`first + i`), its
+/// own stats. `done` gets each call's wire id, outcome and stats as soon as it finishes.
+pub(super) fn run_calls(
+    pre: &InstancePre<TaskState>,
+    interrupter: &Interrupter,
+    link: &HostLink,
+    req: &CallsRequest,
+    mut done: impl FnMut(TaskId, Result<Output, TaskError>, TaskStats),
+) {
+    let limits = &req.limits;
+    let env: std::sync::Arc<[(String, String)]> = req.env.as_slice().into();
+    for (i, input) in req.inputs.iter().enumerate() {
+        let wire = req.first + i as TaskId;
+        let (stdout, stderr) = (
+            CappedPipe::new(limits.stdout_cap as usize),
+            CappedPipe::new(limits.stderr_cap as usize),
+        );
+        let started = Instant::now();
+        let wasi = WasiSetup::OnFirstCall {
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+            env: env.clone(),
+        };
+        let mut l = Live {
+            store: new_store(pre, limits, wasi, link),
+            stderr: stderr.clone(),
+            instance: None,
+            func: None,
+        };
+        let deadline = match limits
+            .timeout
+            .map(|t| Limits::deadline(started, t))
+            .transpose()
+        {
+            Ok(deadline) => deadline,
+            Err(e) => {
+                done(wire, Err(e), TaskStats::default());
+                continue;
+            }
+        };
+        // As for a task of its own: the host kills this worker if the call outlives its
+        // deadline (it knows which call runs: replies go out before any host call).
+        if !interrupter.arm(wire, deadline, None) {
+            let cancelled = TaskError::cancelled("cancelled before it started");
+            done(wire, Err(cancelled), TaskStats::default());
+            continue;
+        }
+        let outcome = call(&mut l, pre, input, &req.export, limits.max_output);
+        let stop = interrupter.disarm();
+        let fuel_used = match (limits.fuel, l.store.get_fuel()) {
+            (Some(fuel), Ok(left)) => fuel - left,
+            _ => 0,
+        };
+        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
+        stats.peak_memory = l.store.data().limiter.peak;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => Err(classify(e, l.store.data(), stop, limits, &stats.stderr)),
+        };
+        drop(l);
+        done(wire, outcome, stats);
+    }
 }
 
 /// One plain numeric call of a `NumberBatch`, its results appended to `out`.

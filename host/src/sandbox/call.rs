@@ -108,7 +108,7 @@ pub(super) fn run(
     let outcome = match result {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(task_error)) => Err(task_error),
-        Err(e) => Err(classify(e, store.data(), stop, req, &stats.stderr)),
+        Err(e) => Err(classify(e, store.data(), stop, &req.limits, &stats.stderr)),
     };
     let outcome = match (outcome, &req.input) {
         (Ok(Output::Command(out)), Input::Command(command)) => finish_command(
@@ -407,12 +407,12 @@ pub(super) fn classify(
     err: wasmtime::Error,
     state: &TaskState,
     stop: Option<Stop>,
-    req: &RunRequest,
+    limits: &Limits,
     stderr: &[u8],
 ) -> TaskError {
     if state.limiter.hit {
         return TaskError::MemoryLimit {
-            limit: req.limits.memory.unwrap_or(u64::MAX),
+            limit: limits.memory.unwrap_or(u64::MAX),
             initial: state.limiter.initial_over,
         };
     }
@@ -430,18 +430,18 @@ pub(super) fn classify(
             message: format!(
                 "the program wrote a file in {} over the cap of {} bytes (Limits::max_output)",
                 crate::command::OUT_DIR,
-                req.limits.max_output
+                limits.max_output
             ),
         };
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => TaskError::FuelExhausted {
-            fuel: req.limits.fuel.unwrap_or(u64::MAX),
+            fuel: limits.fuel.unwrap_or(u64::MAX),
         },
         Some(Trap::Interrupt) => match stop {
             Some(Stop::Cancelled) => TaskError::cancelled("stopped while running"),
             _ => TaskError::Timeout {
-                limit: req.limits.timeout.unwrap_or_default(),
+                limit: limits.timeout.unwrap_or_default(),
             },
         },
         Some(trap) => {

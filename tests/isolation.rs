@@ -371,7 +371,8 @@ fn workers_run_under_seccomp_and_no_new_privs() {
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         assert!(env.is_empty(), "worker {pid} inherited an environment");
         // Beyond stdin/stdout (the protocol pipes), stderr (shared with the host, whatever
-        // it is) and fd 3 (the cancel pipe, whose other end this process holds), only what
+        // it is), fd 3 (the cancel pipe, whose other end this process holds) and fd 4 (the
+        // socket on which it receives compiled modules' files, receive only), only what
         // the worker opened itself: /proc/self/statm and /proc/self/pagemap (wasmtime's
         // slot resets) and the WASI runtime's event fds and memfds; nothing else the test
         // process (its host) had open.
@@ -389,7 +390,8 @@ fn workers_run_under_seccomp_and_no_new_privs() {
                 || target == format!("/proc/{pid}/pagemap")
                 || (fd == 3
                     && target.starts_with("pipe:")
-                    && host_fds.iter().any(|h| *h == target));
+                    && host_fds.iter().any(|h| *h == target))
+                || (fd == 4 && target.starts_with("socket:"));
             assert!(own, "worker {pid} holds fd {fd} -> {target}");
         }
         // Where the kernel has PAGEMAP_SCAN, the worker must have opened its pagemap despite

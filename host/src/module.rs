@@ -135,10 +135,31 @@ pub(crate) struct ModuleInner {
     /// needs it.
     pub(crate) bytes: Arc<[u8]>,
     /// Compiled code per [`Metering`] (indexed by `Metering::index`), each compiled once.
-    pub(crate) artifacts: [OnceLock<Arc<Vec<u8>>>; 2],
+    pub(crate) artifacts: [OnceLock<Arc<Artifact>>; 2],
     pub(crate) exports: Vec<Export>,
+    /// The WebAssembly proposals the module uses beyond the first version.
+    pub(crate) proposals: Vec<String>,
     pub(crate) origin: Origin,
 }
+
+/// A module's compiled code, as workers get it.
+#[derive(Debug)]
+pub(crate) enum Artifact {
+    /// In memory: sent to each worker over its request pipe (small modules, and pools
+    /// without a compile cache).
+    Bytes(Vec<u8>),
+    /// A file of the compile cache, opened read-only and checked against its checksum when
+    /// the pool loaded it: each worker maps it from a descriptor the host passes
+    /// (`Request::LoadFile`), so a large module is neither copied to every worker nor kept
+    /// in the host's memory. Cache files are never written in place (a store writes a new
+    /// file and renames it over the old one), so the checked contents are what workers map.
+    File(std::fs::File),
+}
+
+/// The size from which a compiled module cached on disk reaches workers as its file rather
+/// than its bytes. Each such module a worker loads holds a descriptor there (at most 256
+/// files are open in a worker), and smaller ones cost little to copy.
+pub(crate) const FILE_ARTIFACT_MIN: u64 = 4 << 20;
 
 /// What a pool does with a module's function imports that the sandbox does not provide
 /// (`PoolBuilder::unknown_imports`).
@@ -211,8 +232,15 @@ impl Module {
         self.inner.bytes.len()
     }
 
+    /// The WebAssembly proposals the module uses beyond the first version of the standard
+    /// (`"bulk-memory"`, `"exceptions"`, `"multi-memory"`, `"simd"`, `"tail-call"`, …),
+    /// sorted, found by reading its types and instructions when it was compiled.
+    pub fn proposals(&self) -> &[String] {
+        &self.inner.proposals
+    }
+
     /// The code compiled for `metering`, if it has been.
-    pub(crate) fn artifact(&self, metering: Metering) -> Option<&Arc<Vec<u8>>> {
+    pub(crate) fn artifact(&self, metering: Metering) -> Option<&Arc<Artifact>> {
         self.inner.artifacts[metering.index()].get()
     }
 
@@ -226,8 +254,9 @@ impl Module {
     pub(crate) fn new(
         bytes: &[u8],
         metering: Metering,
-        artifact: Vec<u8>,
+        artifact: Artifact,
         exports: Vec<Export>,
+        proposals: Vec<String>,
         origin: Origin,
     ) -> Module {
         let artifacts = [OnceLock::new(), OnceLock::new()];
@@ -238,6 +267,7 @@ impl Module {
                 bytes: bytes.into(),
                 artifacts,
                 exports,
+                proposals,
                 origin,
             }),
         }

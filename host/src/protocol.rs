@@ -5,7 +5,10 @@
 //! A worker handles requests in order, one task at a time. `Cancel`s travel on a pipe of
 //! their own, the worker's [`CANCEL_FD`], read by a thread that acts on them at once, even
 //! while a task runs (a cancel for a task not started yet makes the worker skip it).
-//! Closing the worker's stdin asks it to exit.
+//! Closing the worker's stdin asks it to exit. A large compiled module travels as a
+//! descriptor of its file in the compile cache instead of its bytes: the host passes it on
+//! the worker's [`DESCRIPTOR_FD`] (a Unix socket the worker may only receive on), then sends
+//! [`Request::LoadFile`], and the worker maps the file.
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -24,7 +27,7 @@ use crate::value::{Input, Output};
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 5;
+pub const PROTOCOL: u32 = 6;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
@@ -161,6 +164,13 @@ pub const EXIT_STARTED_LATE: i32 = 67;
 /// The file descriptor on which a worker reads [`Request::Cancel`] frames.
 pub const CANCEL_FD: i32 = 3;
 
+/// The file descriptor on which a worker receives the descriptors of compiled modules'
+/// files ([`Request::LoadFile`]): its end of a Unix datagram socket pair whose other end the
+/// host holds, shut for writing on the worker's side (a write fails with `EPIPE`) and for
+/// reading on the host's; the worker's seccomp filter allows `recvmsg` on this descriptor
+/// and no other socket call.
+pub const DESCRIPTOR_FD: i32 = 4;
+
 /// The host's id of one task, unique within a pool.
 pub type TaskId = u64;
 
@@ -188,6 +198,13 @@ pub enum Request {
     Calls(CallsRequest),
     /// Stop this task: skip it if it has not started, interrupt it if it runs.
     Cancel { task: TaskId },
+    /// Make a compiled module available from its file in the compile cache, whose
+    /// descriptor the host passed on [`DESCRIPTOR_FD`] before this frame (tagged with the
+    /// same module and metering: [`receive_descriptor`]); the worker maps it.
+    LoadFile {
+        module: ModuleId,
+        metering: Metering,
+    },
 }
 
 /// [`Request`] as the host encodes it: the same wire form, from borrowed parts, so the
@@ -217,6 +234,13 @@ pub(crate) enum RequestRef<'a> {
         limits: &'a Limits,
         env: &'a [(String, String)],
         inputs: Inputs<'a>,
+    },
+    Cancel {
+        task: TaskId,
+    },
+    LoadFile {
+        module: ModuleId,
+        metering: Metering,
     },
 }
 
@@ -296,6 +320,9 @@ pub enum CompileReply {
         #[serde(with = "serde_bytes")]
         artifact: Vec<u8>,
         exports: Vec<Export>,
+        /// The WebAssembly proposals the module uses beyond the first version
+        /// (`compile::proposals`), by their proposal names.
+        proposals: Vec<String>,
         /// `(module, name)` of every function import the sandbox does not provide: the
         /// host refuses the module for them, or links them to traps, as the pool says
         /// (`PoolBuilder::unknown_imports`).
@@ -407,6 +434,135 @@ fn invalid(e: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
+/// What travels with a passed descriptor: the module and metering it is the code of, so a
+/// worker takes the one its [`Request::LoadFile`] names.
+type DescriptorTag = [u8; 33];
+
+fn descriptor_tag(module: ModuleId, metering: Metering) -> DescriptorTag {
+    let mut tag = [0; 33];
+    tag[..32].copy_from_slice(&module.0);
+    tag[32] = metering.index() as u8;
+    tag
+}
+
+/// Room for the control message of one descriptor (`CMSG_SPACE(sizeof(int))`, 24 bytes on
+/// 64-bit Linux), aligned as `cmsghdr` needs.
+#[repr(C, align(8))]
+struct OneDescriptor([u8; 32]);
+
+/// Passes `file` (a compiled module's file) to a worker over its descriptor socket, tagged
+/// with `module` and `metering`, without blocking. Sent before the [`Request::LoadFile`]
+/// frame that asks the worker to take it.
+pub(crate) fn send_descriptor(
+    socket: std::os::fd::BorrowedFd<'_>,
+    file: std::os::fd::BorrowedFd<'_>,
+    module: ModuleId,
+    metering: Metering,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tag = descriptor_tag(module, metering);
+    let mut iov = libc::iovec {
+        iov_base: tag.as_ptr() as *mut libc::c_void,
+        iov_len: tag.len(),
+    };
+    let mut control = OneDescriptor([0; 32]);
+    // SAFETY: an all-zero msghdr is a valid empty message; its pointers are set below to
+    // buffers that outlive the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    msg.msg_controllen =
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    // SAFETY: `control` has room for one header and one int (checked by the assertion), the
+    // header is the first of `msg`'s control buffer, and the int is written unaligned.
+    unsafe {
+        assert!(msg.msg_controllen <= control.0.len());
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        std::ptr::write_unaligned(
+            libc::CMSG_DATA(cmsg).cast::<libc::c_int>(),
+            file.as_raw_fd(),
+        );
+    }
+    // SAFETY: `msg` points to live buffers of the lengths it states.
+    let sent = unsafe {
+        libc::sendmsg(
+            socket.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// In a worker: takes the descriptor the host passed on [`DESCRIPTOR_FD`] for `module`'s
+/// code of `metering` (descriptors tagged otherwise, left by a request the host dropped, are
+/// closed), without blocking: the host passes it before it writes the frame that asks for it.
+pub fn receive_descriptor(module: ModuleId, metering: Metering) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let want = descriptor_tag(module, metering);
+    loop {
+        let mut tag: DescriptorTag = [0; 33];
+        let mut iov = libc::iovec {
+            iov_base: tag.as_mut_ptr().cast(),
+            iov_len: tag.len(),
+        };
+        let mut control = OneDescriptor([0; 32]);
+        // SAFETY: as in `send_descriptor`.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = control.0.len();
+        // SAFETY: `msg` points to live buffers of the lengths it states.
+        let got = unsafe {
+            libc::recvmsg(
+                DESCRIPTOR_FD,
+                &mut msg,
+                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("no descriptor of the module's file arrived: {e}"),
+            ));
+        }
+        // SAFETY: the kernel filled `msg`'s control buffer; CMSG_FIRSTHDR checks its length.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        let mut file = None;
+        // SAFETY: a non-null header lies within the control buffer; an SCM_RIGHTS one
+        // carries descriptors now open in this process, which nothing else owns.
+        unsafe {
+            if !cmsg.is_null()
+                && (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+            {
+                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                file = Some(std::fs::File::from_raw_fd(fd));
+            }
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other(
+                "the module's file descriptor could not be received (too many open files?)",
+            ));
+        }
+        if got as usize == tag.len() && tag == want {
+            if let Some(file) = file {
+                return Ok(file);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +660,11 @@ mod tests {
             inputs: Inputs(inputs.iter().collect()),
         };
         encode(&calls, &mut borrowed).unwrap();
+        let (module, metering) = (ModuleId([2; 32]), Metering::Epochs);
+        encode(&Request::LoadFile { module, metering }, &mut owned).unwrap();
+        encode(&RequestRef::LoadFile { module, metering }, &mut borrowed).unwrap();
+        encode(&Request::Cancel { task: 9 }, &mut owned).unwrap();
+        encode(&RequestRef::Cancel { task: 9 }, &mut borrowed).unwrap();
         assert_eq!(owned, borrowed);
     }
 

@@ -29,7 +29,7 @@ pub fn raise_walls(
     scratch: Option<PathBuf>,
     mounts: &[Mount],
 ) -> std::io::Result<(Scratch, RssProbe)> {
-    harden::close_inherited_fds(&[protocol::CANCEL_FD])?;
+    harden::close_inherited_fds(&[protocol::CANCEL_FD, protocol::DESCRIPTOR_FD])?;
     // Its own /proc files first: a change of user makes the kernel mark the process
     // non-dumpable, and a non-dumpable process's /proc files belong to root —
     // `/proc/self/pagemap` (kept by wasmtime for its slot resets; checks that the kernel has
@@ -125,6 +125,14 @@ pub fn serve(
             } => {
                 if let Err(e) = sandbox.load(module, metering, &artifact) {
                     // Tasks of a module that failed to load report it; the worker goes on.
+                    eprintln!("wasmpool worker: cannot load module {module}: {e:#}");
+                }
+            }
+            Request::LoadFile { module, metering } => {
+                let loaded = protocol::receive_descriptor(module, metering)
+                    .map_err(wasmtime::Error::from)
+                    .and_then(|file| sandbox.load_file(module, metering, file));
+                if let Err(e) = loaded {
                     eprintln!("wasmpool worker: cannot load module {module}: {e:#}");
                 }
             }

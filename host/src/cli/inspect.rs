@@ -13,6 +13,9 @@ pub fn inspect(path: &Path) -> anyhow::Result<i32> {
         module.size(),
         module.id()
     );
+    if !module.proposals().is_empty() {
+        println!("  proposals: {}", module.proposals().join(", "));
+    }
     if module.exports().is_empty() {
         println!("  no callable exports");
     }

@@ -23,17 +23,34 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::module::{Export, ModuleId};
+use crate::module::{Artifact, Export, ModuleId, FILE_ARTIFACT_MIN};
 use crate::sandbox::{engine, Metering};
 
 /// One cached compilation.
-#[derive(Serialize, Deserialize)]
 pub(crate) struct Entry {
-    pub artifact: Vec<u8>,
+    pub artifact: Artifact,
+    pub described: Described,
+}
+
+/// What a compilation says about a module beside its code (an entry's `.meta` file holds
+/// it, with the code's length and checksum).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Described {
     pub exports: Vec<Export>,
+    /// The proposals it uses (`compile::proposals`).
+    pub proposals: Vec<String>,
     /// The module's function imports the sandbox does not provide (see
     /// `CompileReply::Compiled`): checked against each pool's policy on every load.
     pub unknown_imports: Vec<(String, String)>,
+}
+
+/// An entry's `.meta` file, after its own checksum: the code file's length and BLAKE3
+/// checksum, and the description.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    artifact_len: u64,
+    artifact_sum: [u8; 32],
+    described: Described,
 }
 
 /// A cache directory.
@@ -121,7 +138,8 @@ pub fn clear(dir: &Path) -> std::io::Result<Usage> {
         let name = item.file_name();
         let name = name.to_string_lossy();
         let entry = name.ends_with(".cwasm");
-        if !entry && !name.contains(".tmp") && !name.ends_with(".lock") {
+        if !entry && !name.contains(".tmp") && !name.ends_with(".lock") && !name.ends_with(".meta")
+        {
             continue;
         }
         let len = item.metadata()?.len();
@@ -191,7 +209,8 @@ impl ModuleCache {
     }
 
     /// Where the compilation of `id` for `metering` lives: `MODULE-METERING-ENGINE.cwasm`
-    /// (`None` when this process cannot make the engine to fingerprint).
+    /// (the code as wasmtime serialized it, which workers map) beside `….meta` (`None` when
+    /// this process cannot make the engine to fingerprint).
     fn path(&self, id: ModuleId, metering: Metering) -> Option<PathBuf> {
         let module: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
         let engine = engine_key(metering)?;
@@ -201,18 +220,49 @@ impl ModuleCache {
         )
     }
 
-    /// The cached compilation of `id`, if present and intact; a hit marks it used now.
+    /// The cached compilation of `id`, if present and intact; a hit marks it used now. Its
+    /// code is read once here, to check it against its checksum; a large one
+    /// ([`FILE_ARTIFACT_MIN`]) stays a read-only file that workers map.
     pub(crate) fn get(&self, id: ModuleId, metering: Metering) -> Option<Entry> {
-        let mut file = fs::File::open(self.path(id, metering)?).ok()?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).ok()?;
-        let (sum, body) = bytes.split_first_chunk::<32>()?;
-        if blake3::hash(body).as_bytes() != sum {
+        let path = self.path(id, metering)?;
+        let meta = read_sealed(&path.with_extension("meta"))?;
+        let meta: Meta = postcard::from_bytes(&meta).ok()?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .ok()?;
+        if file.metadata().ok()?.len() != meta.artifact_len {
             return None;
         }
-        let entry = postcard::from_bytes(body).ok()?;
-        let _ = file.set_modified(std::time::SystemTime::now());
-        Some(entry)
+        let artifact = if meta.artifact_len >= FILE_ARTIFACT_MIN {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0; 1 << 20];
+            loop {
+                match file.read(&mut buf).ok()? {
+                    0 => break,
+                    n => hasher.update(&buf[..n]),
+                };
+            }
+            (*hasher.finalize().as_bytes() == meta.artifact_sum).then_some(())?;
+            Artifact::File(file)
+        } else {
+            let mut bytes = Vec::with_capacity(meta.artifact_len as usize);
+            (&mut file)
+                .take(meta.artifact_len)
+                .read_to_end(&mut bytes)
+                .ok()?;
+            (*blake3::hash(&bytes).as_bytes() == meta.artifact_sum).then_some(())?;
+            let _ = file.set_modified(std::time::SystemTime::now());
+            Artifact::Bytes(bytes)
+        };
+        if let Artifact::File(file) = &artifact {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+        Some(Entry {
+            artifact,
+            described: meta.described,
+        })
     }
 
     /// Waits until no other process or thread compiles `id` for `metering`, then holds that
@@ -234,31 +284,60 @@ impl ModuleCache {
         Some(file)
     }
 
-    /// Stores a compilation (atomically: readers see the old state or the whole new file).
-    pub(crate) fn put(&self, id: ModuleId, metering: Metering, entry: &Entry) {
-        let Ok(body) = postcard::to_stdvec(entry) else {
-            return;
+    /// Stores a compilation: its code in a new file renamed into place (readers see the old
+    /// file or the whole new one; a file is never written in place, so a descriptor of one
+    /// always reads what was checked), then its description. Returns the stored code as a
+    /// read-only file when it is large enough for workers to map ([`FILE_ARTIFACT_MIN`]).
+    pub(crate) fn put(
+        &self,
+        id: ModuleId,
+        metering: Metering,
+        artifact: &[u8],
+        described: &Described,
+    ) -> Option<fs::File> {
+        let path = self.path(id, metering)?;
+        let meta = Meta {
+            artifact_len: artifact.len() as u64,
+            artifact_sum: *blake3::hash(artifact).as_bytes(),
+            described: described.clone(),
         };
-        let Some(path) = self.path(id, metering) else {
-            return;
-        };
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
+        let meta = postcard::to_stdvec(&meta).ok()?;
+        let tmp = |ext: &str| path.with_extension(format!("{ext}.tmp{}", std::process::id()));
+        let (code_tmp, meta_tmp) = (tmp("cwasm"), tmp("meta"));
+        let write = |to: &Path, parts: &[&[u8]]| -> std::io::Result<fs::File> {
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(blake3::hash(&body).as_bytes())?;
-            f.write_all(&body)?;
+                .open(to)?;
+            for part in parts {
+                f.write_all(part)?;
+            }
             f.sync_data()?;
-            fs::rename(&tmp, &path)
+            Ok(f)
         };
-        if write().is_err() {
-            let _ = fs::remove_file(&tmp);
-            return;
-        }
+        let stored = || -> std::io::Result<fs::File> {
+            let code = write(&code_tmp, &[artifact])?;
+            write(&meta_tmp, &[blake3::hash(&meta).as_bytes(), &meta])?;
+            fs::rename(&code_tmp, &path)?;
+            fs::rename(&meta_tmp, path.with_extension("meta"))?;
+            Ok(code)
+        };
+        let code = match stored() {
+            Ok(code) => code,
+            Err(_) => {
+                let _ = fs::remove_file(&code_tmp);
+                let _ = fs::remove_file(&meta_tmp);
+                return None;
+            }
+        };
         self.evict(&path);
+        // The file just written, opened again read-only (through our own descriptor, so
+        // it is that file whatever happened to the name since): workers get this one.
+        use std::os::fd::AsRawFd;
+        (artifact.len() as u64 >= FILE_ARTIFACT_MIN)
+            .then(|| fs::File::open(format!("/proc/self/fd/{}", code.as_raw_fd())).ok())
+            .flatten()
     }
 
     /// Removes the least recently used entries (never `keep`) while the entries together
@@ -274,10 +353,25 @@ impl ModuleCache {
                 break;
             }
             if path != keep && fs::remove_file(&path).is_ok() {
+                let _ = fs::remove_file(path.with_extension("meta"));
                 total -= len;
             }
         }
     }
+}
+
+/// The body of a small file that starts with the BLAKE3 checksum of the rest, if it is
+/// there and intact.
+fn read_sealed(path: &Path) -> Option<Vec<u8>> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let (sum, body) = bytes.split_first_chunk::<32>()?;
+    (blake3::hash(body).as_bytes() == sum).then(|| body.to_vec())
 }
 
 /// The engine part of an entry's name for `metering`, in hex, computed once per process
@@ -336,38 +430,73 @@ mod tests {
         assert!(engine_key(Metering::Fuel).is_some());
     }
 
+    fn bytes_of(entry: Entry) -> Vec<u8> {
+        match entry.artifact {
+            Artifact::Bytes(bytes) => bytes,
+            Artifact::File(mut file) => {
+                let mut bytes = Vec::new();
+                std::io::Seek::rewind(&mut file).unwrap();
+                file.read_to_end(&mut bytes).unwrap();
+                bytes
+            }
+        }
+    }
+
     #[test]
     fn entries_round_trip_and_damage_is_detected() {
-        let dir = std::env::temp_dir().join(format!("wasmpool-cache-test-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
         let cache = ModuleCache::open(&CacheSettings {
-            dir: dir.clone(),
+            dir: dir.path().into(),
             limit: DEFAULT_LIMIT,
         })
         .expect("a private temp dir");
-        let id = ModuleId::of(b"module");
         let m = Metering::Epochs;
-        assert!(cache.get(id, m).is_none());
-        let entry = Entry {
-            artifact: vec![1, 2, 3],
+        let described = Described {
             exports: vec![Export {
                 name: "f".into(),
                 kind: ExportKind::Task,
             }],
+            proposals: vec!["exceptions".into()],
             unknown_imports: vec![("host".into(), "call".into())],
         };
-        cache.put(id, m, &entry);
-        assert!(cache.get(id, Metering::Fuel).is_none(), "another variant");
-        let back = cache.get(id, m).expect("cached");
-        assert_eq!(
-            (back.artifact, back.exports),
-            (entry.artifact, entry.exports)
-        );
-        let path = cache.path(id, m).unwrap();
-        let mut bytes = fs::read(&path).unwrap();
-        *bytes.last_mut().unwrap() ^= 1;
-        fs::write(&path, bytes).unwrap();
-        assert!(cache.get(id, m).is_none(), "a damaged entry is not used");
-        fs::remove_dir_all(dir).unwrap();
+        // A small artifact comes back as bytes, a large one as the file workers map.
+        let large = (0..FILE_ARTIFACT_MIN as usize)
+            .map(|i| i as u8)
+            .collect::<Vec<_>>();
+        for (name, artifact) in [(&b"small"[..], vec![1, 2, 3]), (b"large", large)] {
+            let id = ModuleId::of(name);
+            assert!(cache.get(id, m).is_none());
+            let file = cache.put(id, m, &artifact, &described);
+            assert_eq!(file.is_some(), artifact.len() as u64 >= FILE_ARTIFACT_MIN);
+            assert!(cache.get(id, Metering::Fuel).is_none(), "another variant");
+            let back = cache.get(id, m).expect("cached");
+            assert_eq!(
+                matches!(back.artifact, Artifact::File(_)),
+                artifact.len() as u64 >= FILE_ARTIFACT_MIN
+            );
+            assert_eq!(back.described.exports, described.exports);
+            assert_eq!(back.described.proposals, described.proposals);
+            assert_eq!(back.described.unknown_imports, described.unknown_imports);
+            assert_eq!(bytes_of(back), artifact);
+            // The stored file's descriptor is read-only.
+            if let Some(file) = file {
+                assert!(std::io::Write::write(&mut &file, b"x").is_err());
+            }
+            let path = cache.path(id, m).unwrap();
+            for damaged in [path.clone(), path.with_extension("meta")] {
+                let good = fs::read(&damaged).unwrap();
+                let mut bytes = good.clone();
+                *bytes.last_mut().unwrap() ^= 1;
+                fs::write(&damaged, bytes).unwrap();
+                assert!(
+                    cache.get(id, m).is_none(),
+                    "a damaged {} is not used",
+                    damaged.display()
+                );
+                fs::write(&damaged, good).unwrap();
+                assert!(cache.get(id, m).is_some());
+            }
+        }
     }
 
     #[test]
@@ -383,12 +512,8 @@ mod tests {
         fs::remove_dir_all(dir).unwrap();
     }
 
-    fn entry(size: usize) -> Entry {
-        Entry {
-            artifact: vec![7; size],
-            exports: Vec::new(),
-            unknown_imports: Vec::new(),
-        }
+    fn put(cache: &ModuleCache, id: ModuleId, size: usize) {
+        cache.put(id, Metering::Epochs, &vec![7; size], &Described::default());
     }
 
     #[test]
@@ -402,8 +527,8 @@ mod tests {
             limit: 2500,
         })
         .unwrap();
-        cache.put(a, m, &entry(1000));
-        cache.put(b, m, &entry(1000));
+        put(&cache, a, 1000);
+        put(&cache, b, 1000);
         // `a` was stored first, but used last.
         let now = std::time::SystemTime::now();
         let set_used = |id, ago: u64| {
@@ -416,19 +541,19 @@ mod tests {
         set_used(b, 10);
         assert!(cache.get(a, m).is_some());
         assert_eq!(usage(dir.path()).unwrap().entries, 2);
-        cache.put(c, m, &entry(1000));
+        put(&cache, c, 1000);
         assert!(
             cache.get(b, m).is_none(),
             "the least recently used is evicted"
         );
         assert!(cache.get(a, m).is_some() && cache.get(c, m).is_some());
         // One entry over the bound alone stays: it is the one just stored.
-        cache.put(b, m, &entry(5000));
+        put(&cache, b, 5000);
         assert!(cache.get(b, m).is_some());
         assert_eq!(usage(dir.path()).unwrap().entries, 1);
         let removed = clear(dir.path()).unwrap();
         assert_eq!(removed.entries, 1);
-        assert!(removed.bytes > 5000);
+        assert!(removed.bytes >= 5000);
         assert_eq!(usage(dir.path()).unwrap(), Usage::default());
     }
 

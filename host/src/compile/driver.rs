@@ -31,6 +31,8 @@ pub struct CompileLimits {
 pub(crate) struct Compiled {
     pub artifact: Vec<u8>,
     pub exports: Vec<Export>,
+    /// The proposals it uses.
+    pub proposals: Vec<String>,
     /// Its function imports the sandbox does not provide.
     pub unknown_imports: Vec<(String, String)>,
 }
@@ -106,10 +108,12 @@ pub(crate) fn compile(
         Ok(Ok(Some(CompileReply::Compiled {
             artifact,
             exports,
+            proposals,
             unknown_imports,
         }))) => Ok(Compiled {
             artifact,
             exports,
+            proposals,
             unknown_imports,
         }),
         Ok(Ok(Some(CompileReply::Invalid { message }))) => Err(LoadError::Invalid { message }),

@@ -123,6 +123,7 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
     CompileReply::Compiled {
         artifact,
         exports: describe_exports(&module),
+        proposals: super::proposals::used(bytes),
         unknown_imports,
     }
 }

@@ -9,7 +9,7 @@ use super::workers::{Worker, Workers};
 use super::{Job, CANCEL_GRACE, MAX_START_FAILURES, MAX_START_KILLS};
 use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
-use crate::module::ModuleId;
+use crate::module::{Artifact, ModuleId};
 use crate::protocol::{self, RequestRef, TaskId};
 use crate::sandbox::Metering;
 use crate::worker::process::describe_exit;
@@ -314,24 +314,58 @@ impl<P: Worker> Slot<P> {
         }
     }
 
-    /// Encodes the `Load` of `job`'s code into the pending frames unless this worker has
-    /// it; returns whether it did (to undo if the task cannot be sent).
-    fn load_for(&mut self, job: &Job) -> bool {
+    /// Encodes the `Load` of `job`'s code into the pending frames (or, for code kept in a
+    /// cache file, passes the file's descriptor and encodes a `LoadFile`) unless this worker
+    /// has it. Returns whether it did (to undo if the task cannot be sent), or why the code
+    /// could not be sent.
+    fn load_for(&mut self, job: &Job) -> std::io::Result<bool> {
+        let Some(process) = &self.process else {
+            return Ok(false);
+        };
         let module = &job.module;
         let metering = Metering::of(&job.limits);
         if !self.loaded.insert((module.id(), metering)) {
-            return false;
+            return Ok(false);
         }
         let artifact = module
             .artifact(metering)
             .expect("the pool compiles the code a job needs before submitting it");
-        let load = RequestRef::Load {
-            module: module.id(),
-            metering,
-            artifact,
+        let frame = &mut self.pending;
+        let passed = match &**artifact {
+            Artifact::Bytes(artifact) => {
+                let load = RequestRef::Load {
+                    module: module.id(),
+                    metering,
+                    artifact,
+                };
+                protocol::encode(&load, frame)
+            }
+            // The descriptor goes first, on its own socket: the worker takes it when it reads
+            // the frame. (One whose frame is rolled back is passed over.)
+            Artifact::File(file) => process
+                .pass_file(file, module.id(), metering)
+                .and_then(|()| {
+                    protocol::encode(
+                        &RequestRef::LoadFile {
+                            module: module.id(),
+                            metering,
+                        },
+                        frame,
+                    )
+                }),
         };
-        protocol::encode(&load, &mut self.pending).expect("artifacts are under the frame limit");
-        true
+        if let Err(e) = passed {
+            self.loaded.remove(&(module.id(), metering));
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// The error of tasks whose code could not be sent to this worker.
+    fn unsendable(e: std::io::Error) -> TaskError {
+        TaskError::bad_input(format!(
+            "cannot send the compiled module to the worker: {e}"
+        ))
     }
 
     /// Queues `job` for this worker; [`Self::flush`] sends what was queued.
@@ -340,7 +374,14 @@ impl<P: Worker> Slot<P> {
             return;
         }
         let rollback = self.pending.len();
-        let loaded = self.load_for(&job);
+        let loaded = match self.load_for(&job) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.pending.truncate(rollback);
+                counts.fail(&job, Self::unsendable(e));
+                return;
+            }
+        };
         let wire = self.next_wire;
         let run = RequestRef::Run {
             task: wire,
@@ -377,7 +418,17 @@ impl<P: Worker> Slot<P> {
             return;
         };
         let rollback = self.pending.len();
-        let loaded = self.load_for(first_job);
+        let loaded = match self.load_for(first_job) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.pending.truncate(rollback);
+                let error = Self::unsendable(e);
+                for job in &jobs {
+                    counts.fail(job, error.clone());
+                }
+                return;
+            }
+        };
         let first = self.next_wire;
         let calls = RequestRef::Calls {
             first,

@@ -61,6 +61,8 @@ struct Log {
     answers: Answers,
     /// Wire ids of the tasks it was asked to cancel.
     cancels: Vec<TaskId>,
+    /// Compiled modules' files passed to it.
+    files: Vec<(crate::module::ModuleId, crate::sandbox::Metering)>,
     closed: bool,
     killed: bool,
     /// Handed to the reaper, with whom to report.
@@ -80,6 +82,15 @@ impl Worker for FakeWorker {
     }
     fn send(&self, frames: &[u8]) {
         self.0.borrow_mut().frames.extend_from_slice(frames);
+    }
+    fn pass_file(
+        &self,
+        _file: &std::fs::File,
+        module: crate::module::ModuleId,
+        metering: crate::sandbox::Metering,
+    ) -> std::io::Result<()> {
+        self.0.borrow_mut().files.push((module, metering));
+        Ok(())
     }
     fn cancel(&self, wire: TaskId) {
         self.0.borrow_mut().cancels.push(wire);
@@ -122,6 +133,7 @@ impl Workers for FakeWorkers {
             expected: Vec::new(),
             answers: Answers::default(),
             cancels: Vec::new(),
+            files: Vec::new(),
             closed: false,
             killed: false,
             reaped: None,
@@ -141,6 +153,7 @@ fn module() -> Module {
     Module::new(
         b"m",
         crate::sandbox::Metering::Epochs,
+        crate::module::Artifact::Bytes(Vec::new()),
         Vec::new(),
         Vec::new(),
         Origin::Compiled(Duration::ZERO),
@@ -1003,7 +1016,8 @@ fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
     let module = Module::new(
         b"m",
         crate::sandbox::Metering::Epochs,
-        vec![0; 16],
+        crate::module::Artifact::Bytes(vec![0; 16]),
+        Vec::new(),
         Vec::new(),
         Origin::Compiled(Duration::ZERO),
     );

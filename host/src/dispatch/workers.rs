@@ -5,6 +5,8 @@
 //! fake workers and a manual clock in their place and drive the event loop by hand. The
 //! dispatcher is generic over them (static dispatch: nothing is added per task).
 
+use std::fs::File;
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,8 +14,10 @@ use crossbeam_channel::Sender;
 
 use super::Event;
 use crate::error::PoolError;
+use crate::module::ModuleId;
 use crate::pool::task::Completion;
 use crate::protocol::TaskId;
+use crate::sandbox::Metering;
 use crate::worker::reaper::{Reaper, RemoveDir};
 use crate::worker::{Launch, WorkerProcess, WorkerRef};
 
@@ -46,6 +50,9 @@ pub(crate) trait Worker {
     fn expect(&self, wire: TaskId, completion: Arc<Completion>, calls: u64);
     /// Sends encoded request frames.
     fn send(&self, frames: &[u8]);
+    /// Passes the descriptor of `module`'s compiled file for `metering`, ahead of the
+    /// `LoadFile` frame that names it.
+    fn pass_file(&self, file: &File, module: ModuleId, metering: Metering) -> io::Result<()>;
     /// Asks it to stop (or skip) the task with wire id `wire`.
     fn cancel(&self, wire: TaskId);
     /// Asks it to exit once it has finished what it was sent.
@@ -102,6 +109,10 @@ impl Worker for WorkerProcess {
 
     fn send(&self, frames: &[u8]) {
         WorkerProcess::send(self, frames);
+    }
+
+    fn pass_file(&self, file: &File, module: ModuleId, metering: Metering) -> io::Result<()> {
+        WorkerProcess::pass_file(self, file, module, metering)
     }
 
     fn cancel(&self, wire: TaskId) {

@@ -24,7 +24,7 @@ use crate::compile::driver::{self, CompileLimits};
 use crate::dispatch::{self, Dispatcher, Event, Job, PoolStats};
 use crate::error::{LoadError, PoolError, TaskError};
 use crate::limits::Limits;
-use crate::module::{ExportKind, Module, ModuleId, Origin, UnknownImports};
+use crate::module::{Artifact, ExportKind, Module, ModuleId, Origin, UnknownImports};
 use crate::mount::Mount;
 use crate::sandbox::Metering;
 use crate::spec::TaskSpec;
@@ -267,7 +267,14 @@ impl Pool {
         // The code for the pool's default limits now; the other variant when a call needs it.
         let metering = Metering::of(&self.inner.limits);
         let (entry, origin) = self.compile(bytes, id, metering)?;
-        let module = Module::new(bytes, metering, entry.artifact, entry.exports, origin);
+        let module = Module::new(
+            bytes,
+            metering,
+            entry.artifact,
+            entry.described.exports,
+            entry.described.proposals,
+            origin,
+        );
         self.inner
             .modules
             .lock()
@@ -305,21 +312,29 @@ impl Pool {
                             metering,
                             self.inner.compile,
                         )?;
-                        let entry = cache::Entry {
-                            artifact: done.artifact,
+                        let described = cache::Described {
                             exports: done.exports,
+                            proposals: done.proposals,
                             unknown_imports: done.unknown_imports,
                         };
-                        if let Some(cache) = cache {
-                            cache.put(id, metering, &entry);
-                        }
+                        // Workers map a large artifact from its cache file.
+                        let stored =
+                            cache.and_then(|c| c.put(id, metering, &done.artifact, &described));
+                        let artifact = match stored {
+                            Some(file) => Artifact::File(file),
+                            None => Artifact::Bytes(done.artifact),
+                        };
+                        let entry = cache::Entry {
+                            artifact,
+                            described,
+                        };
                         (entry, Origin::Compiled(started.elapsed()))
                     }
                 }
             }
         };
         if self.inner.unknown_imports == UnknownImports::Refuse {
-            if let Some((module, name)) = entry.unknown_imports.first() {
+            if let Some((module, name)) = entry.described.unknown_imports.first() {
                 return Err(LoadError::UnsupportedImport {
                     module: module.clone(),
                     name: name.clone(),

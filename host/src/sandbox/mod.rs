@@ -131,6 +131,12 @@ pub struct Sandbox {
     link: HostLink,
 }
 
+/// A module's compiled code as a worker receives it.
+enum Code<'a> {
+    Bytes(&'a [u8]),
+    File(std::fs::File),
+}
+
 /// What a worker's sandbox is given to talk to its host while tasks run.
 #[derive(Clone)]
 pub struct HostLink {
@@ -196,19 +202,31 @@ impl Sandbox {
         metering: Metering,
         artifact: &[u8],
     ) -> wasmtime::Result<()> {
-        let loaded = self.try_load(id, metering, artifact);
+        let loaded = self.try_load(id, metering, Code::Bytes(artifact));
         if let Err(e) = &loaded {
             self.unloadable.insert((id, metering), format!("{e:#}"));
         }
         loaded
     }
 
-    fn try_load(
+    /// [`Sandbox::load`] of code in a file of the host's compile cache (passed as a
+    /// read-only descriptor, `Request::LoadFile`), which is mapped, not read: its pages
+    /// (and its memory image, copy-on-write) come from the page cache, shared by every
+    /// worker.
+    pub fn load_file(
         &mut self,
         id: ModuleId,
         metering: Metering,
-        artifact: &[u8],
+        file: std::fs::File,
     ) -> wasmtime::Result<()> {
+        let loaded = self.try_load(id, metering, Code::File(file));
+        if let Err(e) = &loaded {
+            self.unloadable.insert((id, metering), format!("{e:#}"));
+        }
+        loaded
+    }
+
+    fn try_load(&mut self, id: ModuleId, metering: Metering, code: Code) -> wasmtime::Result<()> {
         if self.modules.contains_key(&(id, metering)) {
             return Ok(());
         }
@@ -216,8 +234,16 @@ impl Sandbox {
         // SAFETY: the artifact was produced by `Module::serialize` in a compile process of this
         // same build (or read back from the user's private, checksummed compile cache), with
         // an engine built from the same `engine::config`, and reached us over the private
-        // pipe from our parent; wasmtime still checks its version and settings.
-        let module = unsafe { wasmtime::Module::deserialize(engine, artifact)? };
+        // pipe (or socket) from our parent; wasmtime still checks its version and settings. A
+        // file is one the host checked against the cache's checksum when it loaded it;
+        // cache files are never written in place (see `compile::cache`), and our descriptor
+        // is read-only, so what is mapped stays what was checked.
+        let module = unsafe {
+            match code {
+                Code::Bytes(artifact) => wasmtime::Module::deserialize(engine, artifact)?,
+                Code::File(file) => wasmtime::Module::deserialize_open_file(engine, file)?,
+            }
+        };
         // Function imports the sandbox does not provide reach a worker only when the pool
         // lets them in (`UnknownImports::Trap`; the host checked): each becomes a trap.
         let pre = match linker.instantiate_pre(&module) {

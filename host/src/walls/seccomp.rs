@@ -1,5 +1,6 @@
 //! The seccomp wall: once a worker (or compile process) has started, it may only make the
-//! system calls that running wasm needs. Anything that reaches out — `execve`, sockets,
+//! system calls that running wasm needs. Anything that reaches out — `execve`, sockets
+//! (but `recvmsg` on the descriptor socket the host gave it),
 //! `ptrace`, `kill`, new processes — kills the process (`SIGSYS`), which the host reports as
 //! `WorkerLost` and replaces. File-system calls fail with `EACCES` instead, since library
 //! code probes the file system and copes with a refusal — unless Landlock confines the
@@ -85,6 +86,12 @@ pub fn install(files: bool) -> io::Result<()> {
     );
     // Finding the pages a task wrote, on the `/proc/self/pagemap` opened before the walls.
     allowed.insert(libc::SYS_ioctl, vec![arg_eq(1, PAGEMAP_SCAN)?]);
+    // Receiving compiled modules' file descriptors from the host, on the one socket it
+    // gave (receive only: its sending side is shut); no other socket call.
+    allowed.insert(
+        libc::SYS_recvmsg,
+        vec![arg_eq(0, crate::protocol::DESCRIPTOR_FD as u64)?],
+    );
     if files {
         for &nr in REFUSED.iter().chain(FILES) {
             allowed.insert(nr, Vec::new());

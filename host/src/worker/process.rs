@@ -2,7 +2,9 @@
 //! request pipe (`Outbox`), the thread reading its replies (`replies`), and killing and
 //! reaping it (the blocking part on the `reaper`'s threads, never the dispatcher's).
 
+use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -49,6 +51,8 @@ pub struct WorkerProcess {
     outbox: Option<Outbox>,
     /// Its cancel pipe (non-blocking).
     cancels: OwnedFd,
+    /// Its descriptor socket (non-blocking, send only): compiled modules' files.
+    descriptors: UnixDatagram,
     /// Tasks sent and not answered: the reader thread delivers their outcomes.
     answers: Answers,
     /// Its scratch directory, removed once it is reaped (by whoever [`Self::end`] hands it
@@ -83,13 +87,25 @@ impl WorkerProcess {
         rustix::fs::fcntl_setfl(&cancels, rustix::fs::OFlags::NONBLOCK)
             .map_err(|e| spawn_err(e.into()))?;
         let cancel_fd = cancel_read.as_raw_fd();
+        // The descriptor socket: the worker may only receive on its end, the host only send.
+        let (descriptors, their_end) = UnixDatagram::pair().map_err(spawn_err)?;
+        their_end.shutdown(Shutdown::Write).map_err(spawn_err)?;
+        descriptors.shutdown(Shutdown::Read).map_err(spawn_err)?;
+        descriptors.set_nonblocking(true).map_err(spawn_err)?;
+        let their_fd = their_end.as_raw_fd();
         // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls
-        // are allowed: dup2 and fcntl are. It places the cancel pipe at `CANCEL_FD`, open
-        // across exec (dup2 clears close-on-exec; fcntl too, when it already was fd 3).
+        // are allowed: fcntl and dup2 are. It places the cancel pipe at `CANCEL_FD` and the
+        // descriptor socket at `DESCRIPTOR_FD`, open across exec (dup2 clears
+        // close-on-exec), by way of copies above both (closed on exec), so that neither
+        // overwrites the other wherever they were.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(cancel_fd, protocol::CANCEL_FD) < 0
-                    || libc::fcntl(protocol::CANCEL_FD, libc::F_SETFD, 0) < 0
+                let cancel = libc::fcntl(cancel_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let socket = libc::fcntl(their_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if cancel < 0
+                    || socket < 0
+                    || libc::dup2(cancel, protocol::CANCEL_FD) < 0
+                    || libc::dup2(socket, protocol::DESCRIPTOR_FD) < 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -101,6 +117,7 @@ impl WorkerProcess {
             .spawn()
             .map_err(spawn_err)?;
         drop(cancel_read);
+        drop(their_end);
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
 
@@ -116,6 +133,7 @@ impl WorkerProcess {
             child,
             outbox: Some(outbox),
             cancels,
+            descriptors,
             answers,
             scratch,
         })
@@ -139,12 +157,24 @@ impl WorkerProcess {
         }
     }
 
+    /// Passes the worker `file`, the code of `module` for `metering` (see
+    /// [`protocol::DESCRIPTOR_FD`]), ahead of the `LoadFile` frame that asks it to map it.
+    pub fn pass_file(
+        &self,
+        file: &std::fs::File,
+        module: crate::module::ModuleId,
+        metering: crate::sandbox::Metering,
+    ) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        protocol::send_descriptor(self.descriptors.as_fd(), file.as_fd(), module, metering)
+    }
+
     /// Asks the worker to stop `task` now if it runs, or to skip it when it comes. A cancel
     /// that does not fit in the pipe (thousands unread) is dropped: the dispatcher kills a
     /// worker whose cancelled task does not stop in time anyway.
     pub fn cancel(&self, task: TaskId) {
         let mut frame = Vec::new();
-        if protocol::encode(&protocol::Request::Cancel { task }, &mut frame).is_ok() {
+        if protocol::encode(&protocol::RequestRef::Cancel { task }, &mut frame).is_ok() {
             let _ = rustix::io::write(&self.cancels, &frame);
         }
     }

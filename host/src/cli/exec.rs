@@ -421,8 +421,12 @@ fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Modu
             Origin::DiskCache(t) => format!("read from the compile cache in {t:.2?}"),
             other => format!("{other:?}"),
         };
+        let what = match &init {
+            Some(init) => format!("snapshot after `{}`, ", init.export()),
+            None => String::new(),
+        };
         eprintln!(
-            "wasmpool: {} ({} bytes): {how}",
+            "wasmpool: {} ({what}{} bytes): {how}",
             args.module.display(),
             module.size()
         );

@@ -236,6 +236,15 @@ pub enum LoadError {
     /// The module is larger than the pool accepts.
     #[error("module is {size} bytes, over the pool's limit of {limit} bytes (raise it: PoolBuilder::max_module_size, --max-module-size)")]
     TooLarge { size: usize, limit: usize },
+    /// The module's initializer ([`Pool::load_initialized`](crate::Pool::load_initialized))
+    /// did not finish well in its sandbox — it trapped, exited, returned nonzero, or ran
+    /// out of time, fuel or memory (`error` says which, as for a task) — so nothing was
+    /// snapshotted or cached.
+    #[error("the initializer `{export}` failed: {error}")]
+    Initializer {
+        export: String,
+        error: Box<TaskError>,
+    },
 }
 
 impl LoadError {
@@ -255,6 +264,7 @@ impl LoadError {
             LoadError::CompileMemory { .. } => "compile_memory",
             LoadError::CompileFailed { .. } => "compile_failed",
             LoadError::TooLarge { .. } => "too_large",
+            LoadError::Initializer { .. } => "initializer",
         }
     }
 }

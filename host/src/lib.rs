@@ -35,6 +35,7 @@
 pub mod command;
 mod dispatch;
 pub mod error;
+mod init;
 pub mod limits;
 mod module;
 mod mount;
@@ -65,6 +66,7 @@ pub use child::entry::worker_main;
 pub use command::{CommandOutput, CommandSpec, InputFile, InputSource, OutputChunk, OutputFile};
 pub use dispatch::PoolStats;
 pub use error::{LoadError, PoolError, TaskError, TrapCode};
+pub use init::Init;
 pub use limits::{LimitError, Limits};
 pub use module::{Export, ExportKind, Module, ModuleId, Origin, UnknownImports};
 pub use mount::Mount;

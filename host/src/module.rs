@@ -259,11 +259,33 @@ impl Module {
         proposals: Vec<String>,
         origin: Origin,
     ) -> Module {
+        Module::with_id(
+            ModuleId::of(bytes),
+            bytes,
+            metering,
+            artifact,
+            exports,
+            proposals,
+            origin,
+        )
+    }
+
+    /// [`Module::new`] for code named `id` rather than by its bytes' hash (the module
+    /// instrumented for a snapshot, compiled from `bytes`: see `init::instrumented_id`).
+    pub(crate) fn with_id(
+        id: ModuleId,
+        bytes: &[u8],
+        metering: Metering,
+        artifact: Artifact,
+        exports: Vec<Export>,
+        proposals: Vec<String>,
+        origin: Origin,
+    ) -> Module {
         let artifacts = [OnceLock::new(), OnceLock::new()];
         let _ = artifacts[metering.index()].set(Arc::new(artifact));
         Module {
             inner: Arc::new(ModuleInner {
-                id: ModuleId::of(bytes),
+                id,
                 bytes: bytes.into(),
                 artifacts,
                 exports,

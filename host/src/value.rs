@@ -174,6 +174,22 @@ pub enum Input {
         values: Vec<Value>,
         instances: Instances,
     },
+    /// Run a module's initializer and snapshot the instance it leaves (see
+    /// [`Pool::load_initialized`](crate::Pool::load_initialized)); never a caller's input.
+    Snapshot(Box<SnapshotInput>),
+}
+
+/// What a worker needs to take an initializer snapshot: the initializer as a reactor
+/// command (`invoke` is the initializer's export, `argv` its arguments; no files, no stdin)
+/// and the original module's bytes, which the snapshot rewrites. The task's module is the
+/// original instrumented to export its memories and mutable globals (Wizer's
+/// `instrument`), so the worker can read them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[doc(hidden)]
+pub struct SnapshotInput {
+    pub command: CommandInput,
+    #[serde(with = "serde_bytes")]
+    pub wasm: Vec<u8>,
 }
 
 /// How the calls of a batch get their instances.
@@ -225,6 +241,8 @@ pub enum Output {
         values: Vec<Value>,
         failures: Vec<(u32, TaskError)>,
     },
+    /// The initialized module an [`Input::Snapshot`] made (WebAssembly bytes).
+    Snapshot(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl Output {
@@ -257,6 +275,7 @@ impl Output {
                 "stderr": String::from_utf8_lossy(&out.stderr),
                 "files": out.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             })),
+            Output::Snapshot(wasm) => Ok(serde_json::json!({ "snapshot_bytes": wasm.len() })),
         }
     }
 }
@@ -433,6 +452,9 @@ fn numbers(output: Output, want: usize) -> Result<Vec<Value>, TaskError> {
         }),
         Output::Batch(_) | Output::NumberBatch { .. } => Err(TaskError::BadOutput {
             message: "the call was a batch; its results are per call".into(),
+        }),
+        Output::Snapshot(_) => Err(TaskError::BadOutput {
+            message: "the task was an initializer snapshot, not a call".into(),
         }),
     }
 }

@@ -10,12 +10,14 @@ use crate::walls::{harden, seccomp};
 
 /// The compile process: reads a module on stdin, answers one [`CompileReply`] on stdout.
 /// `host` is the host's handshake, its protocol and version already checked (the engine part
-/// is checked here).
+/// is checked here). With `instrument`, the module is first instrumented for an initializer
+/// snapshot (`validate::instrument`).
 pub fn serve_compile(
     host: &protocol::Handshake,
     user: Option<harden::WorkerUser>,
     memory: &str,
     metering: &str,
+    instrument: bool,
 ) -> std::io::Result<()> {
     harden::close_inherited_fds(&[])?;
     // Before the parent-death signal, which a change of credentials clears.
@@ -51,7 +53,14 @@ pub fn serve_compile(
     let mut bytes = Vec::new();
     std::io::stdin().lock().read_to_end(&mut bytes)?;
     seccomp::install(false)?;
-    let reply = validate::compile(&compiler, &bytes);
+    let reply = if instrument {
+        match validate::instrument(&bytes) {
+            Ok(instrumented) => validate::compile(&compiler, &instrumented),
+            Err(reply) => reply,
+        }
+    } else {
+        validate::compile(&compiler, &bytes)
+    };
     let mut out = std::io::stdout().lock();
     protocol::write(&mut out, &reply)?;
     out.flush()

@@ -149,7 +149,10 @@ fn run_role(mode: &str, args: Vec<OsString>) -> i32 {
             } else {
                 user.and_then(|user| {
                     let memory = next().unwrap_or_default();
-                    compile::serve_compile(&host, user, &memory, &next().unwrap_or_default())
+                    let metering = next().unwrap_or_default();
+                    let instrument =
+                        next().as_deref() == Some(crate::compile::driver::INSTRUMENT_ARG);
+                    compile::serve_compile(&host, user, &memory, &metering, instrument)
                 })
             }
         }

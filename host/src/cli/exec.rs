@@ -19,8 +19,8 @@ use wasmpool::{
 };
 
 use super::{
-    load_module, open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_SANDBOX, EXIT_TASK_FAILED,
-    EXIT_TIMEOUT, EXIT_USAGE,
+    load_module_with, open_output, progress_bar, InitArgs, PoolArgs, EXIT_OK, EXIT_SANDBOX,
+    EXIT_TASK_FAILED, EXIT_TIMEOUT, EXIT_USAGE,
 };
 
 /// Exit status of a single run whose program exited with a status outside 0–255, which a
@@ -103,6 +103,8 @@ pub struct ExecArgs {
     /// (a single run says so always).
     #[arg(long, short)]
     verbose: bool,
+    #[command(flatten)]
+    init: InitArgs,
     #[command(flatten)]
     pool: PoolArgs,
 }
@@ -407,7 +409,8 @@ fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Modu
         spinner.enable_steady_tick(Duration::from_millis(250));
         spinner
     });
-    let module = load_module(pool, &args.module);
+    let init = args.init.init(argv0(args));
+    let module = load_module_with(pool, &args.module, init.as_ref());
     if let Some(t) = ticker {
         t.finish_and_clear();
     }
@@ -418,8 +421,12 @@ fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Modu
             Origin::DiskCache(t) => format!("read from the compile cache in {t:.2?}"),
             other => format!("{other:?}"),
         };
+        let what = match &init {
+            Some(init) => format!("snapshot after `{}`, ", init.export()),
+            None => String::new(),
+        };
         eprintln!(
-            "wasmpool: {} ({} bytes): {how}",
+            "wasmpool: {} ({what}{} bytes): {how}",
             args.module.display(),
             module.size()
         );
@@ -427,14 +434,19 @@ fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Modu
     Ok(module)
 }
 
+/// The program name the guest sees: `--argv0`, else the module's file name.
+fn argv0(args: &ExecArgs) -> String {
+    args.argv0.clone().unwrap_or_else(|| {
+        args.module
+            .file_name()
+            .map_or("program".into(), |n| n.to_string_lossy().into_owned())
+    })
+}
+
 /// The parts of a spec every run shares: argv[0], environment, `--input` files, `/out`.
 fn base_spec(args: &ExecArgs) -> CommandSpec {
-    let name = args
-        .module
-        .file_name()
-        .map_or("program".into(), |n| n.to_string_lossy().into_owned());
     let mut spec = CommandSpec::new()
-        .argv0(args.argv0.clone().unwrap_or(name))
+        .argv0(argv0(args))
         .args(args.args.iter().cloned());
     spec.invoke = args.invoke.clone();
     spec.env = args.env.clone();

@@ -100,6 +100,39 @@ enum Command {
     Agent(agent::AgentArgs),
 }
 
+/// An initializer snapshot for the module (`run` and `exec`): `Pool::load_initialized`.
+#[derive(Args, Clone, Debug)]
+pub struct InitArgs {
+    /// Run EXPORT once (after `_initialize`, if exported) in a sandbox under the run's
+    /// limits and start every task from a snapshot of the state it leaves (memories and
+    /// globals); the snapshot is cached per module, export, arguments, metering and mounts.
+    /// It must return (0 or nothing); a trap, exit or limit fails the load.
+    #[arg(long, value_name = "EXPORT")]
+    pub init: Option<String>,
+    /// An argument the initializer sees (repeatable, in order: `--init-arg -c --init-arg
+    /// 'import numpy'`; one value each, so that it never takes the module's path).
+    #[arg(
+        long = "init-arg",
+        alias = "init-args",
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "init"
+    )]
+    pub init_args: Vec<String>,
+}
+
+impl InitArgs {
+    /// The initializer, if `--init` was given; `argv0` is the name it sees as argv[0].
+    pub fn init(&self, argv0: String) -> Option<wasmpool::Init> {
+        let export = self.init.as_ref()?;
+        Some(
+            wasmpool::Init::new(export.clone())
+                .args(self.init_args.iter().cloned())
+                .argv0(argv0),
+        )
+    }
+}
+
 /// Limits and pool settings shared by the commands that run tasks.
 #[derive(Args, Clone, Debug)]
 pub struct PoolArgs {
@@ -354,7 +387,20 @@ fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
 
 /// Loads the module file at `path`; its errors name the file (a read error names it already).
 fn load_module(pool: &wasmpool::Pool, path: &Path) -> anyhow::Result<wasmpool::Module> {
-    pool.load_file(path).map_err(|e| match e {
+    load_module_with(pool, path, None)
+}
+
+/// [`load_module`], through an initializer when there is one (`--init`).
+fn load_module_with(
+    pool: &wasmpool::Pool,
+    path: &Path,
+    init: Option<&wasmpool::Init>,
+) -> anyhow::Result<wasmpool::Module> {
+    let loaded = match init {
+        Some(init) => pool.load_file_initialized(path, init),
+        None => pool.load_file(path),
+    };
+    loaded.map_err(|e| match e {
         e @ LoadError::Io { .. } => anyhow::Error::new(e),
         e => anyhow::Error::new(e).context(format!("cannot load {}", path.display())),
     })

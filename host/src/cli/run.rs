@@ -7,7 +7,9 @@ use anyhow::{bail, Context};
 use wasmpool::{Input, Output, Task, TaskError, TaskStats};
 
 use super::call_line::{to_input, write_result_line};
-use super::{load_module, open_output, progress_bar, PoolArgs, EXIT_OK, EXIT_TASK_FAILED};
+use super::{
+    load_module_with, open_output, progress_bar, InitArgs, PoolArgs, EXIT_OK, EXIT_TASK_FAILED,
+};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -27,6 +29,8 @@ pub struct RunArgs {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::exec::parse_env)]
     env: Vec<(String, String)>,
     #[command(flatten)]
+    init: InitArgs,
+    #[command(flatten)]
     pool: PoolArgs,
 }
 
@@ -35,7 +39,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let max_line = wasmpool::Limits::default().max_input as usize;
     let lines = read_lines(&args.inputs, max_line)?;
     let pool = args.pool.build()?;
-    let module = load_module(&pool, &args.module)?;
+    let name = args
+        .module
+        .file_name()
+        .map_or("program".into(), |n| n.to_string_lossy().into_owned());
+    let init = args.init.init(name);
+    let module = load_module_with(&pool, &args.module, init.as_ref())?;
     let Some(export) = module.export(&args.export) else {
         let names: Vec<String> = module.exports().iter().map(|e| e.to_string()).collect();
         bail!(

@@ -68,6 +68,9 @@ pub(crate) struct CacheSettings {
     pub limit: u64,
 }
 
+/// The file name extension of an initializer's snapshot (compiled modules are `cwasm`).
+const SNAPSHOT_EXT: &str = "snapshot";
+
 /// The default bound on the cache's entries together: 2 GiB (an interpreter compiled to
 /// wasm takes some 300 MB per metering variant).
 pub const DEFAULT_LIMIT: u64 = 2 << 30;
@@ -137,7 +140,7 @@ pub fn clear(dir: &Path) -> std::io::Result<Usage> {
         let item = item?;
         let name = item.file_name();
         let name = name.to_string_lossy();
-        let entry = name.ends_with(".cwasm");
+        let entry = name.ends_with(".cwasm") || name.ends_with(".snapshot");
         if !entry && !name.contains(".tmp") && !name.ends_with(".lock") && !name.ends_with(".meta")
         {
             continue;
@@ -166,7 +169,10 @@ fn entries(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64, std::time::SystemTi
     let mut found = Vec::new();
     for item in listing.flatten() {
         let path = item.path();
-        if path.extension().is_none_or(|e| e != "cwasm") {
+        if path
+            .extension()
+            .is_none_or(|e| e != "cwasm" && e != SNAPSHOT_EXT)
+        {
             continue;
         }
         // An entry removed meanwhile (another process evicting) is skipped.
@@ -338,6 +344,55 @@ impl ModuleCache {
         (artifact.len() as u64 >= FILE_ARTIFACT_MIN)
             .then(|| fs::File::open(format!("/proc/self/fd/{}", code.as_raw_fd())).ok())
             .flatten()
+    }
+
+    /// Where the snapshot an initializer made lives (see `Init::key`):
+    /// `KEY-METERING-ENGINE.snapshot`, beside the compiled modules and bounded with them.
+    fn snapshot_path(&self, key: [u8; 32], metering: Metering) -> Option<PathBuf> {
+        Some(
+            self.path(ModuleId(key), metering)?
+                .with_extension(SNAPSHOT_EXT),
+        )
+    }
+
+    /// The module an initializer made (its snapshot, `Pool::load_initialized`), if present
+    /// and intact; a hit marks it used now.
+    pub(crate) fn get_snapshot(&self, key: [u8; 32], metering: Metering) -> Option<Vec<u8>> {
+        let mut file = fs::File::open(self.snapshot_path(key, metering)?).ok()?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        let (sum, body) = bytes.split_first_chunk::<32>()?;
+        if blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        let _ = file.set_modified(std::time::SystemTime::now());
+        bytes.drain(..32);
+        Some(bytes)
+    }
+
+    /// Stores the module an initializer made (atomically, like [`Self::put`]); the
+    /// snapshot's compiled code is an ordinary entry of its own.
+    pub(crate) fn put_snapshot(&self, key: [u8; 32], metering: Metering, wasm: &[u8]) {
+        let Some(path) = self.snapshot_path(key, metering) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(blake3::hash(wasm).as_bytes())?;
+            f.write_all(wasm)?;
+            f.sync_data()?;
+            fs::rename(&tmp, &path)
+        };
+        if write().is_err() {
+            let _ = fs::remove_file(&tmp);
+            return;
+        }
+        self.evict(&path);
     }
 
     /// Removes the least recently used entries (never `keep`) while the entries together

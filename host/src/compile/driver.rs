@@ -40,28 +40,35 @@ pub(crate) struct Compiled {
 /// The compile process's stderr kept for error messages.
 const STDERR_KEEP: usize = 4 << 10;
 
-/// Compiles `bytes` for `metering` in a compile process started from `program` (as `user`,
-/// when the host is root).
+/// The compile process's argument that makes it compile the module instrumented for an
+/// initializer snapshot (Wizer's `instrument`: every memory and mutable global exported)
+/// instead of the module itself.
+pub const INSTRUMENT_ARG: &str = "instrument";
+
+/// Compiles `bytes` (instrumented for a snapshot first when `instrument` is set) for
+/// `metering` in a compile process started from `program` (as `user`, when the host is
+/// root).
 pub(crate) fn compile(
     program: &Path,
     user: Option<harden::WorkerUser>,
     bytes: &[u8],
     metering: Metering,
     limits: CompileLimits,
+    instrument: bool,
 ) -> Result<Compiled, LoadError> {
     let failed = |message: String| LoadError::CompileFailed { message };
-    let mut child = child_command(program, COMPILE_ARG, user)
-        .map_err(|e| failed(format!("cannot start the compile process: {e}")))?
-        .arg(limits.memory.to_string())
-        .arg(metering.tag())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            failed(format!(
-                "cannot start the compile process {}: {e}",
-                program.display()
-            ))
-        })?;
+    let mut command = child_command(program, COMPILE_ARG, user)
+        .map_err(|e| failed(format!("cannot start the compile process: {e}")))?;
+    command.arg(limits.memory.to_string()).arg(metering.tag());
+    if instrument {
+        command.arg(INSTRUMENT_ARG);
+    }
+    let mut child = command.stderr(Stdio::piped()).spawn().map_err(|e| {
+        failed(format!(
+            "cannot start the compile process {}: {e}",
+            program.display()
+        ))
+    })?;
     let pid = child.id();
     let mut stdin = child.stdin.take().expect("piped stdin");
     let mut stdout = child.stdout.take().expect("piped stdout");

@@ -128,6 +128,32 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
     }
 }
 
+/// `bytes` instrumented for an initializer snapshot (Wizer's `instrument`: the module with
+/// each of its memories and mutable globals exported under `__wizer_*` names, so a worker
+/// can read them after the initializer ran), or why it cannot be snapshotted: Wizer's
+/// checks refuse imported memories, globals and tables, mutable globals of reference type,
+/// and instructions that change tables or drop segments, whose effect a snapshot of
+/// memories and globals would lose. (WAT text is parsed first.)
+pub(crate) fn instrument(bytes: &[u8]) -> Result<Vec<u8>, CompileReply> {
+    if let Some(message) = not_wasm(bytes) {
+        return Err(CompileReply::Invalid { message });
+    }
+    let binary = wat::parse_bytes(bytes).map_err(|e| CompileReply::Invalid {
+        message: format!("{e}"),
+    })?;
+    // Wizer's passes index with `unwrap` in places; whatever they do with hostile bytes,
+    // a panic here is this compile process's failure, never the host's.
+    match std::panic::catch_unwind(|| wasmtime_wizer::Wizer::new().instrument(&binary)) {
+        Ok(Ok((_, instrumented))) => Ok(instrumented),
+        Ok(Err(e)) => Err(CompileReply::Invalid {
+            message: format!("the module cannot be snapshotted: {e:#}"),
+        }),
+        Err(_) => Err(CompileReply::Invalid {
+            message: "the module cannot be snapshotted: Wizer's instrumentation panicked".into(),
+        }),
+    }
+}
+
 /// The first bytes of a file, as text when they are printable (`"hell"`), else in hex
 /// (`7f 45 4c 46`).
 fn describe_start(start: &[u8]) -> String {

@@ -7,6 +7,7 @@ pub mod builder;
 mod command_call;
 mod feed;
 mod gate;
+mod init;
 pub mod task;
 
 use std::collections::HashMap;
@@ -106,6 +107,12 @@ struct Shared {
     unknown_imports: UnknownImports,
     disk_cache: Option<ModuleCache>,
     modules: Mutex<HashMap<ModuleId, Module>>,
+    /// Modules made by initializers, by their snapshot key (`Init::key`).
+    initialized: Mutex<HashMap<[u8; 32], Module>>,
+    /// The pool's mounts, which an initializer could read (part of a snapshot's key).
+    mounts: Vec<Mount>,
+    /// Whether tasks run on agents behind a NATS server (no initializers there).
+    remote: bool,
     next_id: AtomicU64,
     /// The bound on waiting calls (`PoolBuilder::max_queued`), if any.
     gate: Option<Gate>,
@@ -147,6 +154,11 @@ impl Pool {
                 })?),
                 None => None,
             };
+        let mounts = s.mounts.clone();
+        #[cfg(feature = "nats")]
+        let remote = s.remote.is_some();
+        #[cfg(not(feature = "nats"))]
+        let remote = false;
         let config = dispatch::Config {
             launch: Launch {
                 program: s.program.clone(),
@@ -180,6 +192,9 @@ impl Pool {
                 unknown_imports: s.unknown_imports,
                 disk_cache: s.disk_cache.as_ref().and_then(ModuleCache::open),
                 modules: Mutex::new(HashMap::new()),
+                initialized: Mutex::new(HashMap::new()),
+                mounts,
+                remote,
                 next_id: AtomicU64::new(1),
                 gate: s.max_queued.map(Gate::new),
                 closed: std::sync::atomic::AtomicBool::new(false),
@@ -251,6 +266,12 @@ impl Pool {
                 limit: self.inner.max_module_size,
             });
         }
+        self.load_any_size(bytes)
+    }
+
+    /// [`Pool::load`] without the size limit (a snapshot's size is bounded by its
+    /// module's and the initializer's memory limit instead).
+    fn load_any_size(&self, bytes: &[u8]) -> Result<Module, LoadError> {
         let id = ModuleId::of(bytes);
         if let Some(m) = self
             .inner
@@ -266,7 +287,7 @@ impl Pool {
         }
         // The code for the pool's default limits now; the other variant when a call needs it.
         let metering = Metering::of(&self.inner.limits);
-        let (entry, origin) = self.compile(bytes, id, metering)?;
+        let (entry, origin) = self.compile(bytes, id, metering, false)?;
         let module = Module::new(
             bytes,
             metering,
@@ -283,13 +304,15 @@ impl Pool {
         Ok(module)
     }
 
-    /// The code of `bytes` for `metering`: from the disk cache, else from a compile process
-    /// (then cached).
+    /// The code of `bytes` for `metering` (instrumented for a snapshot first when
+    /// `instrument` is set; `id` names what is compiled): from the disk cache, else from a
+    /// compile process (then cached).
     fn compile(
         &self,
         bytes: &[u8],
         id: ModuleId,
         metering: Metering,
+        instrument: bool,
     ) -> Result<(cache::Entry, Origin), LoadError> {
         let started = std::time::Instant::now();
         let cache = self.inner.disk_cache.as_ref();
@@ -311,6 +334,7 @@ impl Pool {
                             bytes,
                             metering,
                             self.inner.compile,
+                            instrument,
                         )?;
                         let described = cache::Described {
                             exports: done.exports,
@@ -356,7 +380,7 @@ impl Pool {
             return Ok(());
         }
         let (entry, _) = self
-            .compile(&module.inner.bytes, module.id(), metering)
+            .compile(&module.inner.bytes, module.id(), metering, false)
             .map_err(|e| {
                 TaskError::bad_input(format!(
                     "cannot compile the module with {} metering for this call: {e}",
@@ -1247,6 +1271,9 @@ impl Call {
         match (&e.kind, input) {
             (_, Input::Batch { .. } | Input::NumberBatch { .. }) => Err(TaskError::bad_input(
                 "a batch is not an input of one call; use Call::reuse_instance",
+            )),
+            (_, Input::Snapshot(_)) => Err(TaskError::bad_input(
+                "an initializer snapshot is not a call's input (Pool::load_initialized takes them)",
             )),
             (ExportKind::Numeric { params, .. }, Input::Numbers(mut args)) => {
                 self.check_numbers(&mut args, params)?;

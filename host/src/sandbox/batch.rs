@@ -321,9 +321,12 @@ fn call(
             Ok(call_numbers(l, pre, args, export, &mut out)?.map(|()| Output::Numbers(out)))
         }
         Input::Json(bytes) => call_task(&mut l.store, instance, export, bytes, max_output),
-        Input::Command(_) | Input::Batch { .. } | Input::NumberBatch { .. } => Ok(Err(
-            TaskError::bad_input("commands and batches cannot be calls of a batch"),
-        )),
+        Input::Command(_)
+        | Input::Batch { .. }
+        | Input::NumberBatch { .. }
+        | Input::Snapshot(_) => Ok(Err(TaskError::bad_input(
+            "commands and batches cannot be calls of a batch",
+        ))),
     }
 }
 

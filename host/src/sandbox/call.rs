@@ -187,6 +187,9 @@ fn call(
         Input::Batch { .. } | Input::NumberBatch { .. } => Ok(Err(TaskError::bad_input(
             "a batch runs through sandbox::batch",
         ))),
+        Input::Snapshot(_) => Ok(Err(TaskError::bad_input(
+            "a snapshot runs through sandbox::snapshot",
+        ))),
     }
 }
 

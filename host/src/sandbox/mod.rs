@@ -9,6 +9,7 @@ mod files;
 pub mod interrupt;
 mod limiter;
 mod output;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -325,6 +326,13 @@ impl Sandbox {
             Some(pre) => match &req.input {
                 Input::Batch { .. } | Input::NumberBatch { .. } => {
                     batch::run(pre, &self.interrupter, &self.link, req)
+                }
+                Input::Snapshot(snap) => {
+                    let files = call::Files {
+                        scratch: &self.scratch,
+                        mounts: &self.mounts,
+                    };
+                    snapshot::run(pre, &self.interrupter, files, &self.link, req, snap)
                 }
                 _ => {
                     let files = call::Files {

@@ -617,8 +617,13 @@ fn foreign_messages_and_unknown_modules_fail_alone() {
         }
         other => panic!("a host path for an input file: {other:?}"),
     }
-    // The agent goes on.
+    // The agent goes on, and nothing stays behind on the server: the foreign messages were
+    // terminated, not left to be delivered again after AckWait.
     assert_eq!(answer(&pool.submit::<i64>(&math, "square", 4i64)), Ok(16));
+    wait_until("the task stream is empty", || {
+        let info = consumer_info(&nats);
+        info.num_pending == 0 && info.num_ack_pending == 0
+    });
     let s = a.stop();
     assert_eq!(s.refused, 2, "each foreign message refused once: {s:?}");
     pool.shutdown();

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use common::{builder, guest, WORKER};
 use wasmpool::remote::agent::{self, AgentOptions, AgentSummary};
-use wasmpool::remote::wire::{self, Blob, DeadLetter, ResultMsg, TaskMsg, TaskSpec};
-use wasmpool::{Input, Limits, Pool, PoolError, Remote, TaskError, Value};
+use wasmpool::remote::wire::{self, Blob, DeadLetter, ResultMsg, Run, TaskBody, TaskMsg};
+use wasmpool::{CommandSpec, Input, Pool, PoolError, Remote, Task, TaskError, TaskSpec, Value};
 
 /// A `nats-server` of this test, killed (and its store removed) when dropped.
 struct Nats {
@@ -177,7 +177,7 @@ impl Drop for InAgent {
 struct ProcAgent(Child);
 
 fn agent_process(nats: &Nats, name: &str, workers: usize, extra: &[&str]) -> ProcAgent {
-    let child = Command::new(WORKER)
+    let child = common::cli()
         .args(["agent", "--nats", &nats.url(), "--name", name])
         .args(["--workers", &workers.to_string(), "--ack-wait", "1s"])
         .args(extra)
@@ -256,6 +256,13 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The task's result, waited for a bounded time: a test fails, never hangs, when a task is
+/// lost.
+fn answer<T: wasmpool::FromOutput>(task: &Task<T>) -> Result<T, TaskError> {
+    task.wait_timeout(Duration::from_secs(60))
+        .expect("the task is answered within 60 s")
+}
+
 /// Every dead letter stored so far.
 fn dead_letters(nats: &Nats) -> Vec<DeadLetter> {
     runtime().block_on(async {
@@ -295,18 +302,18 @@ fn calls_run_on_an_agent_with_the_same_api() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(squares, (0..500i64).map(|x| x * x).collect::<Vec<_>>());
-    assert_eq!(pool.submit::<i64>(&math, "square", 12i64).wait(), Ok(144));
+    assert_eq!(answer(&pool.submit::<i64>(&math, "square", 12i64)), Ok(144));
     let fibs: Vec<i64> = pool
         .imap(&math, "fib", (0..20i32).collect::<Vec<_>>())
         .map(Result::unwrap)
         .collect();
     assert_eq!(fibs[10], 55);
-    match pool.submit::<i32>(&math, "div", (1i32, 0i32)).wait() {
+    match answer(&pool.submit::<i32>(&math, "div", (1i32, 0i32))) {
         Err(TaskError::Trap { .. }) => {}
         other => panic!("division by zero: {other:?}"),
     }
     assert!(matches!(
-        pool.submit::<i64>(&math, "nope", 1i64).wait(),
+        answer(&pool.submit::<i64>(&math, "nope", 1i64)),
         Err(TaskError::BadInput { .. })
     ));
     let stats = pool.stats();
@@ -328,7 +335,8 @@ fn inputs_over_the_payload_limit_travel_through_the_object_store() {
             "wordcount",
             wasmpool::Json(serde_json::json!({ "text": text })),
         )
-        .wait()
+        .wait_timeout(Duration::from_secs(60))
+        .expect("answered")
         .map(|wasmpool::Json(v)| v)
         .expect("the task ran");
     assert_eq!(counts["words"], 60_000, "{counts}");
@@ -345,7 +353,8 @@ fn a_slow_task_that_is_alive_is_never_run_twice() {
     // Four times the AckWait: without in-progress acks the other agent would get it.
     let slept: i64 = pool
         .submit(&hostile, "sleep_ms", 4000i64)
-        .wait()
+        .wait_timeout(Duration::from_secs(60))
+        .expect("answered")
         .expect("the task ran");
     assert_eq!(slept, 4000);
     let (s1, s2) = (a1.stop(), a2.stop());
@@ -369,8 +378,8 @@ fn task_errors_are_results_delivered_once() {
         .call(&hostile, "unreachable")
         .max_retries(3)
         .submit::<i64>(());
-    assert!(matches!(spin.wait(), Err(TaskError::Timeout { .. })));
-    assert!(matches!(trap.wait(), Err(TaskError::Trap { .. })));
+    assert!(matches!(answer(&spin), Err(TaskError::Timeout { .. })));
+    assert!(matches!(answer(&trap), Err(TaskError::Trap { .. })));
     let s = a.stop();
     assert_eq!((s.results, s.handed_back, s.dead), (2, 0, 0), "{s:?}");
     pool.shutdown();
@@ -404,7 +413,7 @@ fn a_task_that_kills_its_worker_every_time_ends_with_worker_lost_and_a_dead_lett
         std::thread::sleep(Duration::from_millis(10));
     }
     let kills = killed.len();
-    match task.wait() {
+    match answer(&task) {
         Err(TaskError::WorkerLost { deliveries, .. }) => assert_eq!(deliveries, Some(3)),
         other => panic!("expected WorkerLost after 3 deliveries, got {other:?}"),
     }
@@ -413,10 +422,15 @@ fn a_task_that_kills_its_worker_every_time_ends_with_worker_lost_and_a_dead_lett
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].deliveries, 3);
     assert_eq!(dead[0].task.export, "sleep_ms");
+    let Blob::Inline(body) = &dead[0].task.body else {
+        panic!("a small body travels inline")
+    };
+    let body = TaskBody::decode(body).unwrap();
     assert_eq!(
-        dead[0].task.input,
-        Blob::Inline(wire::body(&Input::Numbers(vec![Value::I64(600_000)])))
+        body.run,
+        Run::Call(Input::Numbers(vec![Value::I64(600_000)]))
     );
+    assert_eq!(body.spec.max_retries, Some(2));
     let s = a.stop();
     assert_eq!((s.handed_back, s.dead, s.results), (2, 1, 1), "{s:?}");
     pool.shutdown();
@@ -442,8 +456,8 @@ fn an_agent_killed_mid_run_has_its_tasks_finished_elsewhere() {
     doomed.signal(rustix::process::Signal::KILL);
     drop(doomed);
     let b = agent_in(&nats, "b", 2);
-    assert_eq!(again.wait(), Ok(1500), "re-run on the agent that lives");
-    match once.wait() {
+    assert_eq!(answer(&again), Ok(1500), "re-run on the agent that lives");
+    match answer(&once) {
         Err(TaskError::WorkerLost { deliveries, .. }) => assert_eq!(deliveries, Some(1)),
         other => panic!("a task with no retries lost with its agent: {other:?}"),
     }
@@ -467,10 +481,10 @@ fn an_agent_drains_on_sigterm() {
     let (status, stderr) = leaving.wait();
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(stderr.contains("1 results"), "{stderr}");
-    assert_eq!(first.wait(), Ok(1500), "finished before the agent left");
+    assert_eq!(answer(&first), Ok(1500), "finished before the agent left");
     assert!(!second.is_done(), "the draining agent took nothing more");
     let b = agent_in(&nats, "b", 1);
-    assert_eq!(second.wait(), Ok(10));
+    assert_eq!(answer(&second), Ok(10));
     drop(b);
     pool.shutdown();
 }
@@ -490,7 +504,7 @@ fn the_server_restarting_mid_run_loses_nothing() {
     nats.kill();
     nats.launch();
     for (i, t) in tasks.iter().enumerate() {
-        assert_eq!(t.wait(), Ok(20), "task {i}");
+        assert_eq!(answer(t), Ok(20), "task {i}");
     }
     drop(a);
     pool.shutdown();
@@ -534,56 +548,84 @@ fn foreign_messages_and_unknown_modules_fail_alone() {
     let a = agent_in(&nats, "a1", 1);
     let pool = client(&nats);
     let math = pool.load_file(guest("math")).unwrap();
-    assert_eq!(pool.submit::<i64>(&math, "square", 3i64).wait(), Ok(9));
-    // A stranger's message, then a task of a module nobody stored, on the task subject.
+    assert_eq!(answer(&pool.submit::<i64>(&math, "square", 3i64)), Ok(9));
+    // On the task subject: a stranger's message, one of another wire version, a task of a
+    // module nobody stored, and a task whose input file is a host path (an agent reads no
+    // file of its host: a client sends the contents).
     let unknown = [7u8; 32];
-    let outcome = runtime().block_on(async {
+    let outcomes = runtime().block_on(async {
         use futures_util::StreamExt;
         let client = async_nats::connect(nats.url()).await.unwrap();
         let mut results = client.subscribe("wasmpool.results.stranger").await.unwrap();
         let js = jetstream::new(client);
-        js.publish(wasmpool::remote::TASKS_SUBJECT, "hello".into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        let task = TaskMsg {
-            client: "stranger".into(),
-            task: 1,
-            module: unknown,
-            export: "square".into(),
-            spec: TaskSpec {
-                limits: Limits::default(),
-                max_retries: 0,
-                env: Vec::new(),
-            },
-            input: Blob::Inline(wire::body(&Input::Numbers(vec![Value::I64(2)]))),
+        let mut old = wire::MAGIC.to_vec();
+        old.extend_from_slice(&1u16.to_le_bytes());
+        old.extend_from_slice(&[0, 1, 2, 3]);
+        let host_path = TaskBody {
+            spec: TaskSpec::new().command(CommandSpec::new().input_file("x", "/etc/hostname")),
+            run: Run::Command,
         };
-        js.publish(wasmpool::remote::TASKS_SUBJECT, wire::encode(&task).into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(30), results.next())
-            .await
-            .expect("a result for the unknown module")
-            .unwrap();
-        let r: ResultMsg = wire::decode(&m.payload).unwrap();
-        match r.outcome {
-            Blob::Inline(b) => wire::from_body::<wire::Outcome>(&b).unwrap(),
-            other => panic!("{other:?}"),
+        let square = TaskBody {
+            spec: TaskSpec::new(),
+            run: Run::Call(Input::Numbers(vec![Value::I64(2)])),
+        };
+        let tasks = [
+            (1, unknown, "square", square),
+            (2, math.id().0, "_start", host_path),
+        ];
+        let mut payloads = vec![b"hello".to_vec(), old];
+        payloads.extend(tasks.into_iter().map(|(task, module, export, body)| {
+            wire::encode(&TaskMsg {
+                client: "stranger".into(),
+                task,
+                module,
+                export: export.into(),
+                body: Blob::Inline(wire::body(&body)),
+            })
+        }));
+        for payload in payloads {
+            js.publish(wasmpool::remote::TASKS_SUBJECT, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
+        let mut outcomes = std::collections::BTreeMap::new();
+        while outcomes.len() < 2 {
+            let m = tokio::time::timeout(Duration::from_secs(30), results.next())
+                .await
+                .expect("a result for each task of ours")
+                .unwrap();
+            let r: ResultMsg = wire::decode(&m.payload).unwrap();
+            let outcome = match r.outcome {
+                Blob::Inline(b) => wire::from_body::<wire::Outcome>(&b).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            outcomes.insert(r.task, outcome);
+        }
+        outcomes
     });
-    match outcome {
+    match &outcomes[&1] {
         Err(TaskError::BadInput { message }) => {
             assert!(message.contains(&wasmpool_hex(&unknown)), "{message}")
         }
         other => panic!("unknown module: {other:?}"),
     }
-    // The agent goes on.
-    assert_eq!(pool.submit::<i64>(&math, "square", 4i64).wait(), Ok(16));
+    match &outcomes[&2] {
+        Err(TaskError::BadInput { message }) => {
+            assert!(message.contains("host path"), "{message}")
+        }
+        other => panic!("a host path for an input file: {other:?}"),
+    }
+    // The agent goes on, and nothing stays behind on the server: the foreign messages were
+    // terminated, not left to be delivered again after AckWait.
+    assert_eq!(answer(&pool.submit::<i64>(&math, "square", 4i64)), Ok(16));
+    wait_until("the task stream is empty", || {
+        let info = consumer_info(&nats);
+        info.num_pending == 0 && info.num_ack_pending == 0
+    });
     let s = a.stop();
-    assert_eq!(s.refused, 1, "{s:?}");
+    assert_eq!(s.refused, 2, "each foreign message refused once: {s:?}");
     pool.shutdown();
 }
 
@@ -695,7 +737,7 @@ fn three_agents_ten_thousand_tasks_one_killed_one_added_every_input_answered_onc
     let _a4 = agent_process(&nats, "a4", 2, &[]);
     let mut counts = [0usize; 4];
     for (i, (expect, task)) in tasks.iter().enumerate() {
-        let got = task.wait();
+        let got = answer(task);
         match (expect, &got) {
             (Expect::Square(x), Ok(Value::I64(y))) if x == y => counts[0] += 1,
             (Expect::Timeout, Err(TaskError::Timeout { .. })) => counts[1] += 1,
@@ -716,5 +758,393 @@ fn three_agents_ten_thousand_tasks_one_killed_one_added_every_input_answered_onc
         60,
         "each input answered once: {stats:?}"
     );
+    pool.shutdown();
+}
+
+#[test]
+fn the_server_away_past_the_reconnect_bound_fails_every_waiting_task_clearly() {
+    let mut nats = Nats::start();
+    let bound = Duration::from_secs(2);
+    let pool = builder()
+        .remote(remote(&nats).reconnect_bound(bound))
+        .build()
+        .expect("connect the client");
+    let math = pool.load_file(guest("math")).unwrap();
+    // No agent: the tasks wait on the server, stored.
+    let tasks: Vec<Task<i64>> = (0..5i64).map(|i| pool.submit(&math, "square", i)).collect();
+    wait_until("the server stored the tasks", || pool.stats().running == 5);
+    nats.kill();
+    let killed = Instant::now();
+    let clear = |result: Option<Result<i64, TaskError>>| match result {
+        Some(Err(TaskError::WorkerLost { message, .. })) => {
+            assert!(message.contains(&nats.url()), "names the server: {message}");
+            assert!(
+                message.contains("reconnect bound of 2s"),
+                "and the bound: {message}"
+            );
+        }
+        other => panic!("expected WorkerLost naming the server and the bound, got {other:?}"),
+    };
+    for task in &tasks {
+        clear(task.wait_timeout(bound + Duration::from_secs(5)));
+    }
+    let took = killed.elapsed();
+    assert!(took >= bound, "failed after {took:?}, before the bound");
+    assert!(
+        took < bound + Duration::from_secs(3),
+        "failed only after {took:?}"
+    );
+    // A task submitted while the server is still away fails the same way, soon.
+    clear(
+        pool.submit::<i64>(&math, "square", 9i64)
+            .wait_timeout(bound + Duration::from_secs(5)),
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.failed.get("worker_lost"), Some(&6), "{stats:?}");
+    // Shutting down does not wait for the server either.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        pool.shutdown();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the pool shuts down with the server away");
+}
+
+#[test]
+fn the_cli_reports_a_lost_server_and_fails_each_line_past_the_bound() {
+    let mut nats = Nats::start();
+    let mut run = common::cli()
+        .args(["run", "--nats", &nats.url(), "--reconnect-bound", "3s"])
+        .arg(guest("math"))
+        .arg("square")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    use std::io::Write;
+    stdin.write_all(b"1\n2\n3\n").unwrap();
+    drop(stdin);
+    // No agent: once the three tasks wait on the server, it goes away.
+    wait_until("the three tasks are stored", || {
+        // (The stream exists once the client has connected.)
+        runtime().block_on(async {
+            let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+            match js.get_stream(wasmpool::remote::TASKS_STREAM).await {
+                Ok(mut s) => s.info().await.unwrap().state.messages == 3,
+                Err(_) => false,
+            }
+        })
+    });
+    nats.kill();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("run exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lost the NATS server"), "{stderr}");
+    assert!(
+        stderr.contains("unreachable for"),
+        "progress while waiting: {stderr}"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["error"]["kind"], "worker_lost", "{line}");
+        let message = line["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&nats.url()) && message.contains("3s"),
+            "{message}"
+        );
+    }
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_second_result_for_a_task_is_dropped() {
+    let nats = Nats::start();
+    let pool = client(&nats);
+    let math = pool.load_file(guest("math")).unwrap();
+    // This test is the agent: it answers the task twice, as a re-run past the server's
+    // duplicate window would (each result its own message id).
+    let outcome = |v: i64| {
+        Blob::Inline(wire::body::<wire::Outcome>(&Ok(wasmpool::Output::Numbers(
+            vec![Value::I64(v)],
+        ))))
+    };
+    let rt = runtime();
+    let (client, mut published) = rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let published = client
+            .subscribe(wasmpool::remote::TASKS_SUBJECT)
+            .await
+            .unwrap();
+        (client, published)
+    });
+    let task = pool.submit::<i64>(&math, "square", 5i64);
+    // (`move`: the subscription ends inside the runtime.)
+    rt.block_on(async move {
+        use futures_util::StreamExt;
+        let m = tokio::time::timeout(Duration::from_secs(30), published.next())
+            .await
+            .expect("the task is published")
+            .unwrap();
+        let msg: TaskMsg = wire::decode(&m.payload).unwrap();
+        let js = jetstream::new(client);
+        for (delivery, value) in [(1, 25), (2, -1)] {
+            let result = ResultMsg {
+                task: msg.task,
+                agent: "test".into(),
+                delivery,
+                outcome: outcome(value),
+                stats: Default::default(),
+            };
+            js.publish(
+                format!("{}.{}", wasmpool::remote::RESULTS_PREFIX, msg.client),
+                wire::encode(&result).into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    });
+    assert_eq!(answer(&task), Ok(25), "the first result stands");
+    // The second one is taken off the server and dropped: counted nowhere.
+    wait_until("the results are consumed", || {
+        runtime().block_on(async {
+            let client = async_nats::connect(nats.url()).await.unwrap();
+            let js = jetstream::new(client);
+            let mut s = js
+                .get_stream(wasmpool::remote::RESULTS_STREAM)
+                .await
+                .unwrap();
+            s.info().await.unwrap().state.messages == 0
+        })
+    });
+    let stats = pool.stats();
+    assert_eq!((stats.done, stats.failed_total()), (1, 0), "{stats:?}");
+    pool.shutdown();
+}
+
+/// The output of `report` as lines, for comparing runs.
+fn report_lines(out: &wasmpool::CommandOutput) -> Vec<String> {
+    out.stdout_text().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_remote_command_or_call_carries_what_a_local_one_does() {
+    let nats = Nats::start();
+    let _agent = agent_in(&nats, "a1", 2);
+    let remote_pool = client(&nats);
+    let local_pool = builder().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host_file = dir.path().join("host.bin");
+    std::fs::write(&host_file, [0u8, 1, 2, 0xff]).unwrap();
+    // argv0, arguments, environment, stdin, an input file from a host path (read by the
+    // client) and one given as data, /out.
+    let spec = TaskSpec::new().max_retries(1).command(
+        CommandSpec::new()
+            .argv0("/usr/local/bin/report")
+            .args(["cat:/in/h.bin", "cat:/in/t.txt", "plain"])
+            .env("K", "V")
+            .env("EMPTY", "")
+            .stdin(vec![0xfe, b'\n', 0])
+            .input_file("h.bin", &host_file)
+            .input("t.txt", "text")
+            .output_dir(),
+    );
+    let run = |pool: &Pool| {
+        let report = pool.load_file(common::c_program("report")).unwrap();
+        let out = answer(&pool.run_spec(&report, &spec)).expect("report ran");
+        assert_eq!(out.exit_code, 0, "{}", out.stderr_text());
+        out
+    };
+    let (local, remote) = (run(&local_pool), run(&remote_pool));
+    assert_eq!(report_lines(&local), report_lines(&remote));
+    assert_eq!(local.files, remote.files);
+    let lines = report_lines(&remote);
+    for expected in [
+        "argv 0 /usr/local/bin/report",
+        "argv 3 plain",
+        "env K=V",
+        "env EMPTY=",
+        "stdin 3 fe0a00",
+        "file /in/h.bin 4 000102ff",
+        "file /in/t.txt 4 74657874",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "{expected} in {lines:#?}"
+        );
+    }
+    assert_eq!(remote.files.len(), 1, "/out/seen.txt came back");
+
+    // A reactor's export (`invoke`) runs on the agent.
+    let reactor = r#"(module
+      (global $g (mut i32) (i32.const 0))
+      (memory (export "memory") 1)
+      (func (export "_initialize") (global.set $g (i32.const 40)))
+      (func (export "run") (result i32) (i32.add (global.get $g) (i32.const 2))))"#;
+    let m = remote_pool.load(reactor).unwrap();
+    let out = answer(&remote_pool.run_command(&m, CommandSpec::new().invoke("run"))).unwrap();
+    assert_eq!(out.exit_code, 42);
+
+    // A plain call's environment (Call::env) and limits travel too.
+    let probe = remote_pool
+        .load_file(common::guest_wat("env_probe.wat"))
+        .unwrap();
+    let count = remote_pool
+        .call(&probe, "count")
+        .env("A", "1")
+        .env("B", "22")
+        .submit::<i32>(());
+    assert_eq!(answer(&count), Ok(2));
+    let bytes = remote_pool
+        .call(&probe, "bytes")
+        .env("A", "1")
+        .env("B", "22")
+        .submit::<i32>(());
+    assert_eq!(answer(&bytes), Ok(4 + 5));
+    let hostile = remote_pool.load_file(guest("hostile")).unwrap();
+    let fuel = remote_pool
+        .call(&hostile, "spin")
+        .fuel(1_000_000)
+        .submit::<i64>(());
+    assert!(
+        matches!(answer(&fuel), Err(TaskError::FuelExhausted { .. })),
+        "the call's fuel limit held on the agent"
+    );
+    remote_pool.shutdown();
+    local_pool.shutdown();
+}
+
+#[test]
+fn exec_through_nats_gives_the_program_what_a_local_exec_does() {
+    let nats = Nats::start();
+    let _agent = agent_process(&nats, "cli", 1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("data.bin");
+    std::fs::write(&input, [9u8, 8, 7]).unwrap();
+    let report = common::c_program("report");
+    let exec = |extra: &[&str]| {
+        let out = common::cli()
+            .arg("exec")
+            .args(extra)
+            .args(["--argv0", "rep", "--env", "X=1", "--input"])
+            .arg(&input)
+            .arg(&report)
+            .args(["--", "cat:/in/data.bin", "two"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"in")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let local = exec(&[]);
+    let remote = exec(&["--nats", &nats.url()]);
+    assert_eq!(local, remote);
+    for expected in [
+        "argv 0 rep",
+        "argv 2 two",
+        "env X=1",
+        "stdin 2 696e",
+        "file /in/data.bin 3 090807",
+    ] {
+        assert!(
+            remote.lines().any(|l| l == expected),
+            "{expected} in {remote}"
+        );
+    }
+}
+
+/// A module with an import no sandbox provides: `plain` never calls it, `hook` does.
+const HOOKED: &str = r#"(module
+  (import "host" "call" (func $call (param i32) (result i32)))
+  (func (export "plain") (result i32) (i32.const 5))
+  (func (export "hook") (result i32) (call $call (i32.const 1))))"#;
+
+#[test]
+fn an_agent_takes_the_local_pool_flags_mounts_and_unknown_imports() {
+    use std::os::unix::fs::PermissionsExt;
+    let nats = Nats::start();
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("hello.txt"), "hello mount\n").unwrap();
+    for p in [base.path(), data.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mount = format!("{}:/data:ro", data.display());
+    let pool = builder()
+        .remote(remote(&nats))
+        .unknown_imports(wasmpool::UnknownImports::Trap)
+        .build()
+        .unwrap();
+    let probe = pool.load_file(common::c_program("mountprobe")).unwrap();
+    let hooked = pool.load(HOOKED).unwrap();
+    let probe_lines = || {
+        let out = answer(&pool.run_command(
+            &probe,
+            CommandSpec::new().args(["read:/data/hello.txt", "write:/data/new.txt"]),
+        ))
+        .expect("the probe ran");
+        out.stdout_text()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    // An agent with neither flag: no /data, and the module is refused.
+    let plain = agent_process(&nats, "plain", 1, &[]);
+    let lines = probe_lines();
+    assert!(lines[0].contains("denied"), "{lines:?}");
+    match answer(&pool.submit::<i32>(&hooked, "plain", ())) {
+        Err(TaskError::BadInput { message }) => {
+            assert!(
+                message.contains("host") && message.contains("plain"),
+                "{message}"
+            )
+        }
+        other => panic!("an unknown import refused by the agent: {other:?}"),
+    }
+    plain.signal(rustix::process::Signal::TERM);
+    let (status, stderr) = plain.wait();
+    assert!(status.success(), "{stderr}");
+
+    // With them: /data is there, read-only, and the import is linked to a trap.
+    let _agent = agent_process(
+        &nats,
+        "flags",
+        1,
+        &["--mount", &mount, "--unknown-imports", "trap"],
+    );
+    let lines = probe_lines();
+    assert_eq!(
+        lines[0], "read:/data/hello.txt: OK hello mount",
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("denied"), "read-only: {lines:?}");
+    assert_eq!(answer(&pool.submit::<i32>(&hooked, "plain", ())), Ok(5));
+    assert!(matches!(
+        answer(&pool.submit::<i32>(&hooked, "hook", ())),
+        Err(TaskError::Trap { .. })
+    ));
     pool.shutdown();
 }

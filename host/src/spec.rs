@@ -161,6 +161,22 @@ impl TaskSpec {
             .max_output(limits.max_output)
     }
 
+    /// The limits of `limits` that differ from [`Limits::default`], each one set; the others
+    /// left out (so `limits_over(Limits::default())` is `limits` again, in fewer bytes of
+    /// JSON: a remote task's spec).
+    pub(crate) fn limits_over_default(mut self, limits: Limits) -> Self {
+        let d = Limits::default();
+        let o = &mut self.limits;
+        o.fuel = (limits.fuel != d.fuel).then_some(limits.fuel);
+        o.timeout = (limits.timeout != d.timeout).then_some(limits.timeout);
+        o.memory = (limits.memory != d.memory).then_some(limits.memory);
+        o.stdout_cap = (limits.stdout_cap != d.stdout_cap).then_some(limits.stdout_cap);
+        o.stderr_cap = (limits.stderr_cap != d.stderr_cap).then_some(limits.stderr_cap);
+        o.max_input = (limits.max_input != d.max_input).then_some(limits.max_input);
+        o.max_output = (limits.max_output != d.max_output).then_some(limits.max_output);
+        self
+    }
+
     /// How many times to re-run a task whose worker dies under it.
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = Some(n);

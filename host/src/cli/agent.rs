@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wasmpool::remote::agent::{self, AgentOptions};
 
-use super::{PoolArgs, EXIT_OK};
+use super::EXIT_OK;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -26,12 +26,10 @@ pub struct AgentArgs {
     /// handed back, e.g. 30s.
     #[arg(long, default_value = "30s", value_parser = parse_positive)]
     drain_timeout: Duration,
-    /// Number of worker processes (default: CPU count).
-    #[arg(long, value_parser = super::parse_workers)]
-    workers: Option<usize>,
-    /// When run as root: the user workers run as, UID:GID, or `none` (default: nobody).
-    #[arg(long, value_parser = super::parse_user)]
-    worker_user: Option<super::Limit<wasmpool::WorkerUser>>,
+    /// The local pool that runs the tasks: its workers and walls (the tasks' limits are
+    /// their clients').
+    #[command(flatten)]
+    pool: super::LocalPoolArgs,
 }
 
 fn parse_positive(s: &str) -> Result<Duration, String> {
@@ -43,22 +41,7 @@ fn parse_positive(s: &str) -> Result<Duration, String> {
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<i32> {
-    let pool = PoolArgs {
-        workers: args.workers,
-        fuel: None,
-        timeout: None,
-        memory: None,
-        max_tasks_per_worker: None,
-        worker_user: args.worker_user,
-        nats: None,
-        creds: None,
-        max_module_size: None,
-        compile_timeout: None,
-        mounts: Vec::new(),
-        unknown_imports: None,
-    }
-    .builder()
-    .build()?;
+    let pool = args.pool.builder().build()?;
     let mut remote = wasmpool::Remote::new(&args.nats).ack_wait(args.ack_wait);
     if let Some(creds) = &args.creds {
         remote = remote.creds(creds);

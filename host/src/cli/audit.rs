@@ -62,7 +62,7 @@ impl AuditArgs {
     /// The pool flags with the audit's defaults filled in where a flag was not given.
     fn settings(&self) -> PoolArgs {
         let mut s = self.pool.clone();
-        s.workers = s.workers.or(Some(DEFAULT_WORKERS));
+        s.local.workers = s.local.workers.or(Some(DEFAULT_WORKERS));
         s.fuel = s.fuel.or(Some(Limit(None)));
         s.timeout = s.timeout.or(Some(Limit(Some(DEFAULT_TIMEOUT))));
         s.memory = s.memory.or(Some(Limit(Some(DEFAULT_MEMORY))));
@@ -927,12 +927,12 @@ mod tests {
     fn defaults_apply_only_to_flags_not_given() {
         Cli::command().debug_assert();
         let s = settings(&[]);
-        assert_eq!(s.workers, Some(2));
+        assert_eq!(s.local.workers, Some(2));
         assert_eq!(s.timeout.unwrap().0, Some(Duration::from_secs(1)));
         assert_eq!(s.memory.unwrap().0, Some(64 << 20));
         assert_eq!(s.fuel.unwrap().0, None);
         let s = settings(&["--timeout", "none", "--fuel", "1e6", "--workers", "3"]);
-        assert_eq!(s.workers, Some(3));
+        assert_eq!(s.local.workers, Some(3));
         assert_eq!(s.timeout.unwrap().0, None);
         assert_eq!(s.fuel.unwrap().0, Some(1_000_000));
         assert_eq!(s.memory.unwrap().0, Some(64 << 20));

@@ -136,9 +136,8 @@ impl InitArgs {
 /// Limits and pool settings shared by the commands that run tasks.
 #[derive(Args, Clone, Debug)]
 pub struct PoolArgs {
-    /// Number of worker processes (default: CPU count; a warning when over 4 per CPU).
-    #[arg(long, value_parser = parse_workers)]
-    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub local: LocalPoolArgs,
     /// Fuel per task, e.g. 1000000, 2e9, or `none` (default: none).
     #[arg(long, value_parser = parse_fuel)]
     pub fuel: Option<Limit<u64>>,
@@ -150,6 +149,26 @@ pub struct PoolArgs {
     /// than zero, at most 4GiB).
     #[arg(long, value_parser = parse_memory)]
     pub memory: Option<Limit<u64>>,
+    /// Run the tasks on the agents (`wasmpool agent`) behind this NATS JetStream server,
+    /// e.g. nats://10.0.0.5:4222, instead of local workers.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// A NATS credentials file (with --nats).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub creds: Option<PathBuf>,
+    /// With --nats: how long the NATS server may stay unreachable before the waiting tasks
+    /// fail, e.g. 30s (default: 60s).
+    #[arg(long, value_name = "DURATION", requires = "nats", value_parser = parse_reconnect_bound)]
+    pub reconnect_bound: Option<Duration>,
+}
+
+/// The settings of a local pool's workers and walls: what `run` and `exec` take, and what
+/// `agent` takes for the local pool that runs the cluster's tasks.
+#[derive(Args, Clone, Debug)]
+pub struct LocalPoolArgs {
+    /// Number of worker processes (default: CPU count; a warning when over 4 per CPU).
+    #[arg(long, value_parser = parse_workers)]
+    pub workers: Option<usize>,
     /// Replace a worker after it has run this many tasks.
     #[arg(long)]
     pub max_tasks_per_worker: Option<u64>,
@@ -174,33 +193,14 @@ pub struct PoolArgs {
     /// `refuse` the module (default), or link it to a function that `trap`s when called.
     #[arg(long, value_name = "POLICY", value_parser = wasmpool::UnknownImports::parse)]
     pub unknown_imports: Option<wasmpool::UnknownImports>,
-    /// Run the tasks on the agents (`wasmpool agent`) behind this NATS JetStream server,
-    /// e.g. nats://10.0.0.5:4222, instead of local workers.
-    #[arg(long, value_name = "URL")]
-    pub nats: Option<String>,
-    /// A NATS credentials file (with --nats).
-    #[arg(long, value_name = "FILE", requires = "nats")]
-    pub creds: Option<PathBuf>,
 }
 
-/// A limit given on the command line: a value, or `none` for unlimited.
-#[derive(Clone, Copy, Debug)]
-pub struct Limit<T>(pub Option<T>);
-
-impl PoolArgs {
+impl LocalPoolArgs {
+    /// A builder with these settings (every other one its default).
     pub fn builder(&self) -> wasmpool::PoolBuilder {
         let mut b = wasmpool::Pool::builder();
         if let Some(n) = self.workers {
             b = b.workers(n);
-        }
-        if let Some(Limit(f)) = self.fuel {
-            b = b.fuel(f);
-        }
-        if let Some(Limit(t)) = self.timeout {
-            b = b.timeout(t);
-        }
-        if let Some(Limit(m)) = self.memory {
-            b = b.memory(m);
         }
         if let Some(Limit(u)) = self.worker_user {
             b = b.worker_user(u);
@@ -219,6 +219,26 @@ impl PoolArgs {
         }
         b.max_tasks_per_worker(self.max_tasks_per_worker)
     }
+}
+
+/// A limit given on the command line: a value, or `none` for unlimited.
+#[derive(Clone, Copy, Debug)]
+pub struct Limit<T>(pub Option<T>);
+
+impl PoolArgs {
+    pub fn builder(&self) -> wasmpool::PoolBuilder {
+        let mut b = self.local.builder();
+        if let Some(Limit(f)) = self.fuel {
+            b = b.fuel(f);
+        }
+        if let Some(Limit(t)) = self.timeout {
+            b = b.timeout(t);
+        }
+        if let Some(Limit(m)) = self.memory {
+            b = b.memory(m);
+        }
+        b
+    }
 
     /// The pool: local, or remote with `--nats`.
     pub fn build(&self) -> Result<wasmpool::Pool, wasmpool::PoolError> {
@@ -228,9 +248,21 @@ impl PoolArgs {
             if let Some(creds) = &self.creds {
                 remote = remote.creds(creds);
             }
+            if let Some(bound) = self.reconnect_bound {
+                remote = remote.reconnect_bound(bound);
+            }
             b = b.remote(remote);
         }
         b.build()
+    }
+}
+
+/// A reconnect bound: 1 s to a day.
+fn parse_reconnect_bound(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(24 * 3600) => Ok(d),
+        Ok(_) => Err(format!("`{s}` is out of range (1s to 24h)")),
+        Err(e) => Err(format!("`{s}` is not a duration (such as 30s): {e}")),
     }
 }
 

@@ -253,6 +253,11 @@ impl Pool {
         self.inner.limits
     }
 
+    /// The largest module this pool loads, in bytes ([`PoolBuilder::max_module_size`]).
+    pub fn max_module_size(&self) -> usize {
+        self.inner.max_module_size
+    }
+
     /// Validates and compiles a module (binary or text format) once; loading the same bytes
     /// again returns the cached module. Compilation runs in a sandboxed compile process with
     /// its own time and memory limits, never in the host; workers receive the artifact. The

@@ -26,7 +26,11 @@ use crate::error::{PoolError, TaskError};
 use crate::module::Module;
 use crate::pool::Pool;
 use crate::protocol::TaskStats;
-use crate::value::Input;
+
+/// The largest task body an agent reads from the blob store: twice the largest
+/// `max_input` a task may set (room for the encoding), plus 64 KiB. After decoding, its
+/// input is held to the task's own `max_input` as a local call's is.
+const MAX_BODY: u64 = 2 * u32::MAX as u64 + 65536;
 
 /// How an agent runs.
 #[derive(Clone, Debug)]
@@ -188,7 +192,8 @@ async fn run(
         })
         .await;
     }
-    let _ = agent.conn.client.flush().await;
+    // Bounded: with the server away a flush waits for it.
+    let _ = tokio::time::timeout(Duration::from_secs(2), agent.conn.client.flush()).await;
     let c = &agent.counts;
     Ok(AgentSummary {
         results: c.results.load(Ordering::Relaxed),
@@ -237,7 +242,23 @@ impl Agent {
                 return;
             }
         };
-        let most = task.spec.max_retries.saturating_add(1);
+        // A task of ours whose body cannot be read is answered (its client waits), once.
+        let local = match self.body(&task).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.finish(
+                    &message,
+                    &task,
+                    delivery,
+                    Err(e),
+                    TaskStats::default(),
+                    None,
+                )
+                .await;
+                return;
+            }
+        };
+        let most = local.max_retries.saturating_add(1);
         if delivery > most {
             // The agents that held it before died with it.
             let error = TaskError::WorkerLost {
@@ -252,13 +273,19 @@ impl Agent {
                 delivery,
                 Err(error),
                 TaskStats::default(),
-                true,
+                Some(most),
             )
             .await;
             return;
         }
-        let call = match self.prepare(&task).await {
-            Ok(c) => c,
+        let call = match self.module(&task.module).await {
+            Ok(module) => local.env.iter().fold(
+                self.pool
+                    .call(&module, &task.export)
+                    .limits(local.limits)
+                    .max_retries(0),
+                |c, (k, v)| c.env(k, v),
+            ),
             Err(e) => {
                 self.finish(
                     &message,
@@ -266,14 +293,13 @@ impl Agent {
                     delivery,
                     Err(e),
                     TaskStats::default(),
-                    false,
+                    None,
                 )
                 .await;
                 return;
             }
         };
-        let (call, input) = call;
-        let mut local = call.submit_input(input);
+        let mut local = call.submit_input(local.input);
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.tick().await;
         let outcome = loop {
@@ -309,11 +335,11 @@ impl Agent {
                     message: format!("{why} (on the last of {most} deliveries)"),
                     deliveries: Some(most),
                 };
-                self.finish(&message, &task, delivery, Err(error), stats, true)
+                self.finish(&message, &task, delivery, Err(error), stats, Some(most))
                     .await;
             }
             outcome => {
-                self.finish(&message, &task, delivery, outcome, stats, false)
+                self.finish(&message, &task, delivery, outcome, stats, None)
                     .await
             }
         }
@@ -327,38 +353,20 @@ impl Agent {
         let _ = message.ack_with(AckKind::Term).await;
     }
 
-    /// The task's module (fetched by hash on first use and compiled by the local pool,
-    /// whose disk cache keeps it), its call and its input.
-    async fn prepare(&self, task: &TaskMsg) -> Result<(crate::Call, Input), TaskError> {
-        let module = self.module(&task.module).await?;
-        let limits = task.spec.limits;
-        limits
-            .validate()
-            .map_err(|e| TaskError::bad_input(format!("the task's {e}")))?;
-        let (bytes, stored) = super::from_blob(
-            &self.conn,
-            task.input.clone(),
-            u64::from(limits.max_input).saturating_mul(2) + 65536,
-        )
-        .await
-        .map_err(TaskError::bad_input)?;
-        let mut input: Input = wire::from_body(&bytes)
-            .map_err(|e| TaskError::bad_input(format!("the task's input: {e}")))?;
-        if let Input::Command(c) = &mut input {
-            // Nobody here reads a stream: the output is captured and sent with the result.
-            c.stream = false;
-        }
-        drop(stored);
-        let call = task.spec.env.iter().fold(
-            self.pool
-                .call(&module, &task.export)
-                .limits(limits)
-                .max_retries(0),
-            |c, (k, v)| c.env(k, v),
-        );
-        Ok((call, input))
+    /// The task's body (from the blob store when it was large), decoded and checked, as
+    /// the agent's local pool runs it.
+    async fn body(&self, task: &TaskMsg) -> Result<wire::LocalTask, TaskError> {
+        let (bytes, _stored) = super::from_blob(&self.conn, task.body.clone(), MAX_BODY)
+            .await
+            .map_err(TaskError::bad_input)?;
+        wire::TaskBody::decode(&bytes)
+            .map_err(|e| TaskError::bad_input(e.to_string()))?
+            .into_local()
+            .map_err(TaskError::bad_input)
     }
 
+    /// The task's module: fetched by hash on first use (capped at the local pool's module
+    /// size limit) and compiled by the local pool, whose disk cache keeps it.
     async fn module(&self, hash: &[u8; 32]) -> Result<Module, TaskError> {
         let mut modules = self.modules.lock().await;
         if let Some(m) = modules.get(hash) {
@@ -368,7 +376,7 @@ impl Agent {
         let bytes = super::read_object(
             &self.conn.modules,
             &name,
-            crate::pool::builder::DEFAULT_MAX_MODULE_SIZE as u64,
+            self.pool.max_module_size() as u64,
         )
         .await
         .map_err(|e| TaskError::bad_input(format!("module {name}: {e}")))?;
@@ -392,8 +400,9 @@ impl Agent {
         Ok(module)
     }
 
-    /// Publishes the result (and the dead letter), and acks the task once the server has
-    /// stored the result; if it cannot, the task is handed back to run again.
+    /// Publishes the result (and, when the task is given up after its last delivery
+    /// `dead`, the dead letter), and acks the task once the server has stored the result;
+    /// if it cannot, the task is handed back to run again.
     async fn finish(
         &self,
         message: &Message,
@@ -401,11 +410,11 @@ impl Agent {
         delivery: u32,
         outcome: wire::Outcome,
         stats: TaskStats,
-        dead: bool,
+        dead: Option<u32>,
     ) {
-        if dead {
+        if let Some(most) = dead {
             let letter = DeadLetter {
-                deliveries: delivery.min(task.spec.max_retries.saturating_add(1)),
+                deliveries: delivery.min(most),
                 reason: outcome
                     .as_ref()
                     .err()

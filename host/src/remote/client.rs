@@ -15,7 +15,7 @@ use async_nats::jetstream::{consumer, context::Publish};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::wire::{self, ResultMsg, TaskMsg, TaskSpec};
+use super::wire::{self, ResultMsg, TaskBody, TaskMsg};
 use super::{Conn, Remote};
 use crate::dispatch::{Event, Job, PoolStats};
 use crate::error::{PoolError, TaskError};
@@ -66,6 +66,7 @@ pub(crate) fn start(
                 done: 0,
                 failed: std::collections::BTreeMap::new(),
                 lost_since: None,
+                reported: Instant::now(),
                 duplicates: 0,
             };
             runtime.block_on(client.run(events, results, conn_rx));
@@ -138,8 +139,28 @@ struct Client {
     failed: std::collections::BTreeMap<&'static str, u64>,
     /// Since when the connection is lost, if it is.
     lost_since: Option<Instant>,
+    /// When the loss was last reported.
+    reported: Instant,
     /// Results dropped because their task was answered already.
     duplicates: u64,
+}
+
+/// How long the client's last words to the server (deleting its results consumer, the
+/// final flush) may take when it stops: with the server away they would wait for it.
+const FAREWELL: Duration = Duration::from_secs(2);
+
+/// The results stream being opened: bounded, so a server that is away does not hold it.
+type Opening =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<consumer::pull::Stream>> + Send>>;
+
+fn open(results: &consumer::Consumer<consumer::pull::Config>) -> Opening {
+    let results = results.clone();
+    Box::pin(async move {
+        tokio::time::timeout(Duration::from_secs(2), results.messages())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    })
 }
 
 impl Client {
@@ -151,21 +172,16 @@ impl Client {
     ) {
         let (published_tx, mut published) = mpsc::unbounded_channel();
         let mut stream = None;
+        // Opened here and (after a reconnect, or a failed try) on a tick, never in the way
+        // of the loop: events, the reconnect bound and progress reports go on meanwhile.
+        let mut opening = Some(open(&results));
         let mut shutdown: Option<(bool, crossbeam_channel::Sender<()>)> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             if let Some((drain, _)) = &shutdown {
                 if !drain || self.pending.is_empty() {
                     break;
                 }
-            }
-            if stream.is_none() {
-                // Bounded: with the server away this would wait for it, and the loop must
-                // go on (to time the reconnect bound, take events).
-                stream = tokio::time::timeout(Duration::from_secs(1), results.messages())
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
             }
             tokio::select! {
                 event = events.recv() => match event {
@@ -202,6 +218,15 @@ impl Client {
                         }
                     }
                 },
+                opened = async {
+                    match opening.as_mut() {
+                        Some(o) => o.await,
+                        None => std::future::pending().await,
+                    }
+                }, if opening.is_some() => {
+                    opening = None;
+                    stream = opened;
+                }
                 message = next(&mut stream) => match message {
                     Some(Ok(message)) => self.result(message).await,
                     Some(Err(e)) => tracing::debug!("results stream: {e}"),
@@ -209,18 +234,34 @@ impl Client {
                 },
                 Some(event) = conn_events.recv() => match event {
                     async_nats::Event::Disconnected => {
-                        tracing::warn!(url = %self.remote.url, pending = self.pending.len(), "lost the NATS server; reconnecting");
-                        self.lost_since.get_or_insert_with(Instant::now);
+                        if self.lost_since.is_none() {
+                            tracing::warn!(
+                                "lost the NATS server at {}; reconnecting ({} tasks waiting; they fail if it is away for {:?})",
+                                self.remote.url, self.pending.len(), self.remote.reconnect_bound
+                            );
+                            let now = Instant::now();
+                            self.lost_since = Some(now);
+                            self.reported = now;
+                        }
                     }
                     async_nats::Event::Connected => {
-                        if self.lost_since.take().is_some() {
-                            tracing::warn!(url = %self.remote.url, pending = self.pending.len(), "NATS server back; the run goes on");
+                        if let Some(since) = self.lost_since.take() {
+                            tracing::warn!(
+                                "the NATS server at {} is back after {:.1?}; the run goes on ({} tasks waiting)",
+                                self.remote.url, since.elapsed(), self.pending.len()
+                            );
                             stream = None;
+                            opening = None;
                         }
                     }
                     other => tracing::debug!("NATS: {other}"),
                 },
-                _ = tick.tick() => self.check_connection(),
+                _ = tick.tick() => {
+                    self.check_connection();
+                    if stream.is_none() && opening.is_none() && self.lost_since.is_none() {
+                        opening = Some(open(&results));
+                    }
+                }
             }
         }
         let cancelled = self.pending.len();
@@ -232,10 +273,17 @@ impl Client {
         if cancelled > 0 {
             tracing::debug!(cancelled, "remote pool terminated with tasks outstanding");
         }
-        if let Ok(s) = self.conn.js.get_stream(super::RESULTS_STREAM).await {
-            let _ = s.delete_consumer(&format!("results-{}", self.id)).await;
+        if self.lost_since.is_none() {
+            let farewell = async {
+                if let Ok(s) = self.conn.js.get_stream(super::RESULTS_STREAM).await {
+                    let _ = s.delete_consumer(&format!("results-{}", self.id)).await;
+                }
+                let _ = self.conn.client.flush().await;
+            };
+            if tokio::time::timeout(FAREWELL, farewell).await.is_err() {
+                tracing::debug!("the NATS server did not answer the client's farewell");
+            }
         }
-        let _ = self.conn.client.flush().await;
         if let Some((_, done)) = shutdown {
             let _ = done.send(());
         }
@@ -265,22 +313,38 @@ impl Client {
         }
     }
 
-    /// Fails every waiting task once the server has been away longer than the bound.
+    /// While the server is away: reports how long, now and then, and fails every waiting
+    /// task once it has been away for the reconnect bound.
     fn check_connection(&mut self) {
         let Some(since) = self.lost_since else {
             return;
         };
-        if since.elapsed() < self.remote.reconnect_bound || self.pending.is_empty() {
+        let away = since.elapsed();
+        let bound = self.remote.reconnect_bound;
+        if away < bound || self.pending.is_empty() {
+            let every = (bound / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+            if self.reported.elapsed() >= every && !self.pending.is_empty() {
+                self.reported = Instant::now();
+                tracing::warn!(
+                    "the NATS server at {} has been unreachable for {:.0?} of the {:?} reconnect bound; {} tasks waiting ({} done, {} failed)",
+                    self.remote.url,
+                    away,
+                    bound,
+                    self.pending.len(),
+                    self.done,
+                    self.failed.values().sum::<u64>()
+                );
+            }
             return;
         }
         let error = TaskError::WorkerLost {
             message: format!(
-                "the NATS server at {} has been unreachable for {:?} (the reconnect bound)",
-                self.remote.url, self.remote.reconnect_bound
+                "the NATS server at {} has been unreachable for {away:.1?}, past the reconnect bound of {bound:?}",
+                self.remote.url
             ),
             deliveries: None,
         };
-        tracing::error!("{error}");
+        tracing::error!("{error}; {} waiting tasks fail", self.pending.len());
         for (_, job) in self.pending.drain() {
             *self.failed.entry(error.kind()).or_default() += 1;
             job.completion.fail(error.clone());
@@ -289,21 +353,19 @@ impl Client {
 
     fn submit(&mut self, jobs: Vec<Job>, published: &mpsc::UnboundedSender<Published>) {
         let mut batch = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for mut job in jobs {
             if job.completion.is_done() {
                 continue;
             }
+            // The input travels; the job kept here needs only its completion and limits.
+            let input = std::mem::replace(&mut job.input, crate::value::Input::Numbers(Vec::new()));
+            let body = TaskBody::of(input, job.limits, job.retries, &job.env);
             let msg = TaskMsg {
                 client: self.id.clone(),
                 task: job.id,
                 module: job.module.id().0,
                 export: job.export.to_string(),
-                spec: TaskSpec {
-                    limits: job.limits,
-                    max_retries: job.retries,
-                    env: job.env.to_vec(),
-                },
-                input: wire::Blob::Inline(wire::body(&job.input)),
+                body: wire::Blob::Inline(wire::body(&body)),
             };
             let module = (job.module.id(), job.module.inner.bytes.clone());
             batch.push((job.id, module, msg));
@@ -395,11 +457,11 @@ async fn publish(
             let _ = published.send(Published::Failed(id, TaskError::bad_input(e)));
             continue;
         }
-        if let wire::Blob::Inline(input) = &mut msg.input {
-            if input.len() > conn.max_inline {
-                let bytes = std::mem::take(input);
+        if let wire::Blob::Inline(body) = &mut msg.body {
+            if body.len() > conn.max_inline {
+                let bytes = std::mem::take(body);
                 match super::to_blob(&conn, format!("in-{}-{id}", msg.client), bytes).await {
-                    Ok(blob) => msg.input = blob,
+                    Ok(blob) => msg.body = blob,
                     Err(e) => {
                         let _ = published.send(Published::Failed(id, TaskError::bad_input(e)));
                         continue;

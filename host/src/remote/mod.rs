@@ -81,8 +81,10 @@ impl Remote {
     }
 
     /// How long the connection may stay lost before the tasks waiting on it fail with
-    /// [`TaskError::WorkerLost`](crate::TaskError::WorkerLost) (default 60 s). Until then
-    /// the client reconnects and the run goes on where it was.
+    /// [`TaskError::WorkerLost`](crate::TaskError::WorkerLost) naming the server and this
+    /// bound (default 60 s); a task submitted while it is still lost fails the same way.
+    /// Until then the client reconnects (logging the loss, and how long it lasts every
+    /// quarter of the bound) and the run goes on where it was.
     pub fn reconnect_bound(mut self, t: Duration) -> Self {
         self.reconnect_bound = t;
         self

@@ -164,6 +164,7 @@ impl TaskSpec {
     /// The limits of `limits` that differ from [`Limits::default`], each one set; the others
     /// left out (so `limits_over(Limits::default())` is `limits` again, in fewer bytes of
     /// JSON: a remote task's spec).
+    #[cfg(feature = "nats")]
     pub(crate) fn limits_over_default(mut self, limits: Limits) -> Self {
         let d = Limits::default();
         let o = &mut self.limits;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use wasmtime::{Func, Instance, InstancePre, Store, ValRaw};
 
-use super::call::{call_numeric, call_task, classify, new_store};
+use super::call::{arm, call_numeric, call_task, classify, fuel_used, new_store};
 use super::interrupt::Interrupter;
 use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
@@ -212,31 +212,16 @@ pub(super) fn run_calls(
             instance: None,
             func: None,
         };
-        let deadline = match limits
-            .timeout
-            .map(|t| Limits::deadline(started, t))
-            .transpose()
-        {
-            Ok(deadline) => deadline,
-            Err(e) => {
-                done(wire, Err(e), TaskStats::default());
-                continue;
-            }
-        };
         // As for a task of its own: the host kills this worker if the call outlives its
         // deadline (it knows which call runs: replies go out before any host call).
-        if !interrupter.arm(wire, deadline, None) {
-            let cancelled = TaskError::cancelled("cancelled before it started");
-            done(wire, Err(cancelled), TaskStats::default());
+        if let Err(e) = arm(interrupter, wire, limits, started) {
+            done(wire, Err(e), TaskStats::default());
             continue;
         }
         let outcome = call(&mut l, pre, input, &req.export, limits.max_output);
         let stop = interrupter.disarm();
-        let fuel_used = match (limits.fuel, l.store.get_fuel()) {
-            (Some(fuel), Ok(left)) => fuel - left,
-            _ => 0,
-        };
-        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
+        let fuel = fuel_used(limits, &l.store);
+        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, started.elapsed());
         stats.peak_memory = l.store.data().limiter.peak;
         let outcome = match outcome {
             Ok(outcome) => outcome,

@@ -15,7 +15,7 @@ use crate::command::CommandOutput;
 use crate::error::{TaskError, TrapCode};
 use crate::limits::Limits;
 use crate::mount::Mount;
-use crate::protocol::{RunRequest, TaskStats};
+use crate::protocol::{RunRequest, TaskId, TaskStats};
 use crate::value::{Input, Output, Value};
 
 /// Where a command's files come from: the worker's scratch directory and the pool's mounts.
@@ -75,19 +75,8 @@ pub(super) fn run(
     let started = Instant::now();
     let mut store = new_store(pre, limits, wasi, link);
 
-    let deadline = match limits
-        .timeout
-        .map(|t| Limits::deadline(started, t))
-        .transpose()
-    {
-        Ok(deadline) => deadline,
-        Err(e) => return (Err(e), TaskStats::default()),
-    };
-    if !interrupter.arm(req.task, deadline, None) {
-        return (
-            Err(TaskError::cancelled("cancelled before it started")),
-            TaskStats::default(),
-        );
+    if let Err(e) = arm(interrupter, req.task, limits, started) {
+        return (Err(e), TaskStats::default());
     }
     let result = pre.instantiate(&mut store).and_then(|instance| {
         // Only around the call: instantiation may write the module's memory image into a
@@ -99,11 +88,12 @@ pub(super) fn run(
     });
     let stop = interrupter.disarm();
 
-    let fuel_used = match (limits.fuel, store.get_fuel()) {
-        (Some(fuel), Ok(left)) => fuel - left,
-        _ => 0,
-    };
-    let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
+    let mut stats = CappedPipe::stats(
+        &stdout,
+        &stderr,
+        fuel_used(limits, &store),
+        started.elapsed(),
+    );
     stats.peak_memory = store.data().limiter.peak;
     let outcome = match result {
         Ok(Ok(output)) => Ok(output),
@@ -121,6 +111,33 @@ pub(super) fn run(
         (other, _) => other,
     };
     (outcome, stats)
+}
+
+/// Arms the wall-clock deadline of task `task` (its time counted from `started`) and its
+/// cancel; the error to answer with when it cannot start: a deadline the clock cannot hold
+/// (never for validated limits), or a cancel that came first.
+pub(super) fn arm(
+    interrupter: &Interrupter,
+    task: TaskId,
+    limits: &Limits,
+    started: Instant,
+) -> Result<(), TaskError> {
+    let deadline = limits
+        .timeout
+        .map(|t| Limits::deadline(started, t))
+        .transpose()?;
+    if !interrupter.arm(task, deadline, None) {
+        return Err(TaskError::cancelled("cancelled before it started"));
+    }
+    Ok(())
+}
+
+/// The fuel a task's store used (0 when its code was not metered).
+pub(super) fn fuel_used(limits: &Limits, store: &Store<TaskState>) -> u64 {
+    match (limits.fuel, store.get_fuel()) {
+        (Some(fuel), Ok(left)) => fuel - left,
+        _ => 0,
+    }
 }
 
 /// A fresh store for `pre`'s engine under `limits`: memory limiter, fuel (when metered),

@@ -20,13 +20,12 @@ use wasmtime::{Instance, InstancePre, Store, Val};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
 
-use super::call::{classify, new_store, Files};
+use super::call::{arm, classify, fuel_used, new_store, Files};
 use super::files::TaskDir;
 use super::interrupt::Interrupter;
 use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
 use crate::error::TaskError;
-use crate::limits::Limits;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Output, SnapshotInput};
 
@@ -63,29 +62,15 @@ pub(super) fn run(
     };
     let started = Instant::now();
     let mut store = new_store(pre, limits, WasiSetup::Now(Box::new(wasi)), link);
-    let deadline = match limits
-        .timeout
-        .map(|t| Limits::deadline(started, t))
-        .transpose()
-    {
-        Ok(deadline) => deadline,
-        Err(e) => return (Err(e), TaskStats::default()),
-    };
-    if !interrupter.arm(req.task, deadline, None) {
-        return (
-            Err(TaskError::cancelled("cancelled before it started")),
-            TaskStats::default(),
-        );
+    if let Err(e) = arm(interrupter, req.task, limits, started) {
+        return (Err(e), TaskStats::default());
     }
     let result = pre
         .instantiate(&mut store)
         .and_then(|instance| initialize(&mut store, instance, export).map(|r| (instance, r)));
     let stop = interrupter.disarm();
-    let fuel_used = match (limits.fuel, store.get_fuel()) {
-        (Some(fuel), Ok(left)) => fuel - left,
-        _ => 0,
-    };
-    let mut stats = CappedPipe::stats(&stdout, &stderr, fuel_used, started.elapsed());
+    let fuel = fuel_used(limits, &store);
+    let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, started.elapsed());
     stats.peak_memory = store.data().limiter.peak;
     let outcome = match result {
         Ok((_, Err(e))) => Err(e),

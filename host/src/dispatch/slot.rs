@@ -219,6 +219,12 @@ impl<P: Worker> Slot<P> {
         if let Some(f) = self.inflight.remove(pos) {
             tracing::trace!(task = f.job.id, pid = self.pid, ?took, "task finished");
         }
+        self.finished(took, now);
+    }
+
+    /// After tasks finished (each taking about `took`): the running average, the new head's
+    /// start, and whether the worker takes more.
+    fn finished(&mut self, took: Duration, now: Instant) {
         self.avg_task = Some(match self.avg_task {
             None => took,
             Some(avg) => (avg * 4 + took) / 5,
@@ -257,16 +263,7 @@ impl<P: Worker> Slot<P> {
             return;
         }
         tracing::trace!(first, done, pid = self.pid, ?took, "calls finished");
-        let each = took / done as u32;
-        self.avg_task = Some(match self.avg_task {
-            None => each,
-            Some(avg) => (avg * 4 + each) / 5,
-        });
-        self.head_since = now;
-        self.mark_head_running();
-        if self.inflight.len() <= self.depth() / 2 {
-            self.refilling = true;
-        }
+        self.finished(took / done as u32, now);
     }
 
     fn depth(&self) -> usize {

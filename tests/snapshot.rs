@@ -285,3 +285,65 @@ impl StdinBytes for std::process::Command {
         child.wait_with_output().unwrap()
     }
 }
+
+#[test]
+fn an_initializer_takes_its_stdin_as_an_argument_and_tasks_continue_its_session() {
+    let pool = builder().workers(2).build().unwrap();
+    let wasm = std::fs::read(guest_wat("turns.wat")).unwrap();
+    let init = Init::new("turn").stdin("abc").stdin_as_argument("alloc");
+    let m = pool.load_initialized(&wasm, &init).unwrap();
+    // Each task continues from the log the initializer left, and only from it.
+    for text in ["d", "!fg", "d"] {
+        let out = pool
+            .run_command(
+                &m,
+                wasmpool::CommandSpec::new()
+                    .invoke("turn")
+                    .stdin_as_argument("alloc")
+                    .stdin(text),
+            )
+            .wait()
+            .unwrap();
+        assert_eq!(out.stdout_text(), format!("abc{text}"));
+        let code = if text.starts_with('!') {
+            3 + text.len() as i32
+        } else {
+            0
+        };
+        assert_eq!(out.exit_code, code);
+    }
+    // Another stdin is another snapshot; without `stdin_as_argument` the export's shape is
+    // wrong, and the load fails naming it.
+    let other = pool
+        .load_initialized(&wasm, &init.clone().stdin("xy"))
+        .unwrap();
+    assert!(!other.same_artifact(&m));
+    match pool.load_initialized(&wasm, &Init::new("turn").stdin("abc")) {
+        Err(LoadError::Initializer { error, .. }) => match *error {
+            TaskError::BadInput { message } => assert!(message.contains("turn"), "{message}"),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    // The CLI: --init-stdin with exec's --stdin-as-argument.
+    let dir = tempfile::tempdir().unwrap();
+    let wat = dir.path().join("turns.wat");
+    std::fs::write(&wat, &wasm).unwrap();
+    let out = common::wasmpool(
+        &[
+            "exec",
+            "--invoke",
+            "turn",
+            "--stdin-as-argument",
+            "alloc",
+            "--init",
+            "turn",
+            "--init-stdin",
+            "abc",
+            wat.to_str().unwrap(),
+        ],
+        "!e",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "abc!e", "{out:?}");
+    assert_eq!(out.status.code(), Some(5));
+}

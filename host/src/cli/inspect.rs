@@ -5,7 +5,12 @@ use std::path::Path;
 use super::{load_module, EXIT_OK};
 
 pub fn inspect(path: &Path) -> anyhow::Result<i32> {
-    let pool = wasmpool::Pool::builder().workers(1).build()?;
+    // Imports the sandbox does not provide are listed, not refused: inspecting a module is
+    // how one finds out it needs `--unknown-imports trap`.
+    let pool = wasmpool::Pool::builder()
+        .workers(1)
+        .unknown_imports(wasmpool::UnknownImports::Trap)
+        .build()?;
     let module = load_module(&pool, path)?;
     println!(
         "module {}  ({} bytes, id {})",
@@ -15,6 +20,17 @@ pub fn inspect(path: &Path) -> anyhow::Result<i32> {
     );
     if !module.proposals().is_empty() {
         println!("  proposals: {}", module.proposals().join(", "));
+    }
+    if !module.unknown_imports().is_empty() {
+        let names: Vec<String> = module
+            .unknown_imports()
+            .iter()
+            .map(|(m, n)| format!("{m}::{n}"))
+            .collect();
+        println!(
+            "  imports the sandbox does not provide: {} (it loads with --unknown-imports trap; a call of one traps)",
+            names.join(", ")
+        );
     }
     if module.exports().is_empty() {
         println!("  no callable exports");

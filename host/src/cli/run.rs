@@ -43,7 +43,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .module
         .file_name()
         .map_or("program".into(), |n| n.to_string_lossy().into_owned());
-    let init = args.init.init(name);
+    let init = args.init.init(name, None);
     let module = load_module_with(&pool, &args.module, init.as_ref())?;
     let Some(export) = module.export(&args.export) else {
         let names: Vec<String> = module.exports().iter().map(|e| e.to_string()).collect();

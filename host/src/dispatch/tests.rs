@@ -154,8 +154,7 @@ fn module() -> Module {
         b"m",
         crate::sandbox::Metering::Epochs,
         crate::module::Artifact::Bytes(Vec::new()),
-        Vec::new(),
-        Vec::new(),
+        Default::default(),
         Origin::Compiled(Duration::ZERO),
     )
 }
@@ -1017,8 +1016,7 @@ fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
         b"m",
         crate::sandbox::Metering::Epochs,
         crate::module::Artifact::Bytes(vec![0; 16]),
-        Vec::new(),
-        Vec::new(),
+        Default::default(),
         Origin::Compiled(Duration::ZERO),
     );
     let mut short = job(1, &module);

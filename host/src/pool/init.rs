@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Call, Pool};
-use crate::command::CommandInput;
+use crate::command::{CommandInput, Invoke};
 use crate::error::{LoadError, TaskError};
 use crate::init::{instrumented_id, Init};
 use crate::module::{Module, ModuleId};
@@ -23,8 +23,8 @@ impl Pool {
     /// built, an interpreter's imports done, a model read into memory) is paid once, and no
     /// task sees another's changes.
     ///
-    /// The snapshot is taken once per key — the module's hash, the initializer's export and
-    /// argv, the metering of the pool's limits (fuel or not) and the pool's mounts (by path)
+    /// The snapshot is taken once per key — the module's hash, the initializer's export,
+    /// argv and stdin, the metering of the pool's limits (fuel or not) and the pool's mounts (by path)
     /// — and kept in the on-disk compile cache with its compiled code, so the next pool or
     /// process loads it without running the initializer. An initializer that fails (traps,
     /// exits, returns nonzero, runs out of time, fuel or memory) is a
@@ -33,7 +33,8 @@ impl Pool {
     /// [`LoadError::Invalid`].
     ///
     /// What the initializer may do: what a reactor command may (`CommandSpec::invoke`) with
-    /// no environment, no stdin and no files of its own: read the pool's mounts, write
+    /// no environment and no files of its own, and the stdin [`Init::stdin`] gives it (or
+    /// its arguments, with [`Init::stdin_as_argument`]): read the pool's mounts, write
     /// stdout and stderr (captured and dropped), use clocks and randomness. Only wasm state
     /// is carried into the snapshot: files or directories it opened are not open in the
     /// tasks (their descriptors are unknown there), and every task gets a WASI context of
@@ -145,25 +146,22 @@ impl Pool {
         };
         let id = instrumented_id(ModuleId::of(bytes));
         let (entry, origin) = self.compile(bytes, id, metering, true)?;
-        let instrumented = Module::with_id(
-            id,
-            bytes,
-            metering,
-            entry.artifact,
-            entry.described.exports,
-            entry.described.proposals,
-            origin,
-        );
+        let instrumented =
+            Module::with_id(id, bytes, metering, entry.artifact, entry.described, origin);
+        let (stdin, stdin_as_argument) = init.input();
         let input = Input::Snapshot(Box::new(SnapshotInput {
             command: CommandInput {
                 argv: init.argv(),
                 env: Vec::new(),
-                stdin: Vec::new(),
+                stdin: stdin.to_vec(),
                 files: Vec::new(),
                 output_dir: false,
                 check: true,
                 stream: false,
-                invoke: Some(init.export().into()),
+                invoke: Some(Box::new(Invoke {
+                    export: init.export().into(),
+                    stdin_as_argument: stdin_as_argument.map(Into::into),
+                })),
             },
             wasm: bytes.to_vec(),
         }));

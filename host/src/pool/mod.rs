@@ -293,14 +293,7 @@ impl Pool {
         // The code for the pool's default limits now; the other variant when a call needs it.
         let metering = Metering::of(&self.inner.limits);
         let (entry, origin) = self.compile(bytes, id, metering, false)?;
-        let module = Module::new(
-            bytes,
-            metering,
-            entry.artifact,
-            entry.described.exports,
-            entry.described.proposals,
-            origin,
-        );
+        let module = Module::new(bytes, metering, entry.artifact, entry.described, origin);
         self.inner
             .modules
             .lock()
@@ -1225,14 +1218,35 @@ impl Call {
     }
 
     /// Checks that `name` is a reactor's entry point: a function without parameters
-    /// returning an `i32` or nothing (see [`CommandSpec::invoke`]).
-    fn check_reactor(&self, name: &str) -> Result<(), TaskError> {
+    /// returning an `i32` or nothing (see [`CommandSpec::invoke`]), or, when stdin is passed
+    /// as its argument through the allocator `alloc`, one of `(i32, i32)` and `alloc` a
+    /// function of `(i32) -> i32` (see [`CommandSpec::stdin_as_argument`]).
+    fn check_reactor(&self, name: &str, alloc: Option<&str>) -> Result<(), TaskError> {
+        let numeric = |name: &str| match self.module.export(name).map(|e| &e.kind) {
+            Some(ExportKind::Numeric { params, results }) => Some((params, results)),
+            _ => None,
+        };
+        if let Some(alloc) = alloc {
+            if !matches!(numeric(alloc), Some((p, r)) if p[..] == [ValType::I32] && r[..] == [ValType::I32])
+            {
+                return Err(TaskError::bad_input(format!(
+                    "stdin cannot be passed as an argument through `{alloc}`: the module has no allocator export `{alloc}: (i32) -> i32`"
+                )));
+            }
+        }
+        let params: &[ValType] = match alloc {
+            Some(_) => &[ValType::I32, ValType::I32],
+            None => &[],
+        };
         match self.module.export(name).map(|e| &e.kind) {
-            Some(ExportKind::Numeric { params, results })
-                if params.is_empty() && matches!(results.as_slice(), [] | [ValType::I32]) =>
+            Some(ExportKind::Numeric { params: p, results })
+                if p[..] == *params && matches!(results.as_slice(), [] | [ValType::I32]) =>
             {
                 Ok(())
             }
+            Some(_) if alloc.is_some() => Err(TaskError::bad_input(format!(
+                "`{name}` does not take stdin as an argument (a function of (i32, i32) returning an i32 or nothing)"
+            ))),
             Some(_) => Err(TaskError::bad_input(format!(
                 "`{name}` is not a reactor entry point (a function without parameters returning an i32 or nothing)"
             ))),
@@ -1245,8 +1259,8 @@ impl Call {
     /// Checks the input against the export's signature; converts numbers to its types.
     fn check(&self, input: Input) -> Result<Input, TaskError> {
         if let Input::Command(c) = &input {
-            if let Some(name) = &c.invoke {
-                self.check_reactor(name)?;
+            if let Some(invoke) = &c.invoke {
+                self.check_reactor(&invoke.export, invoke.stdin_as_argument.as_deref())?;
                 return Ok(input);
             }
         }

@@ -184,6 +184,10 @@ impl TaskBody {
 /// files as data. [`Args::into_input_within`](crate::Args::into_input_within) of the result
 /// is the same input again.
 fn command_spec(c: CommandInput) -> CommandSpec {
+    let (invoke, stdin_as_argument) = match c.invoke {
+        Some(i) => (Some(i.export), i.stdin_as_argument),
+        None => (None, None),
+    };
     let mut argv = c.argv.into_iter();
     CommandSpec {
         argv0: argv.next(),
@@ -200,7 +204,8 @@ fn command_spec(c: CommandInput) -> CommandSpec {
             .collect(),
         output_dir: c.output_dir,
         check: c.check,
-        invoke: c.invoke.map(String::from),
+        invoke,
+        stdin_as_argument,
     }
 }
 
@@ -331,6 +336,7 @@ mod tests {
         let spec = CommandSpec::new()
             .argv0("/usr/bin/py")
             .invoke("run")
+            .stdin_as_argument("host_alloc")
             .args(["-c", "x"])
             .stdin(vec![0xff, 0, 1])
             .env("A", "1")

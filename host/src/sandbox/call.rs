@@ -11,7 +11,7 @@ use super::files::{FileSizeLimit, Scratch, TaskDir};
 use super::interrupt::{Interrupter, Stop};
 use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
-use crate::command::CommandOutput;
+use crate::command::{CommandInput, CommandOutput};
 use crate::error::{TaskError, TrapCode};
 use crate::limits::Limits;
 use crate::mount::Mount;
@@ -198,7 +198,7 @@ fn call(
         Input::Numbers(args) => call_numeric(store, instance, &req.export, args),
         Input::Json(bytes) => call_task(store, instance, &req.export, bytes, req.limits.max_output),
         Input::Command(c) => match &c.invoke {
-            Some(export) => call_reactor(store, instance, export),
+            Some(invoke) => call_reactor(store, instance, &invoke.export, c),
             None => call_command(store, instance, &req.export),
         },
         Input::Batch { .. } | Input::NumberBatch { .. } => Ok(Err(TaskError::bad_input(
@@ -236,58 +236,127 @@ fn call_command(
     })))
 }
 
-/// Runs a reactor: `_initialize` if the module exports it, then `export` (`() -> i32`, whose
-/// result is the exit code, or `() -> ()`, exit code 0); a `proc_exit` on the way is the exit
-/// code too. (As in [`call_command`], `run` completes the output.)
+/// Runs a reactor ([`enter_reactor`]); a `proc_exit` on the way is the exit code, as is the
+/// export's result. (As in [`call_command`], `run` completes the output.)
 fn call_reactor(
     store: &mut Store<TaskState>,
     instance: Instance,
     export: &str,
+    command: &CommandInput,
 ) -> wasmtime::Result<Result<Output, TaskError>> {
-    let exited = |store: &Store<TaskState>, e: &wasmtime::Error| match e.downcast_ref::<I32Exit>() {
-        Some(exit) if !store.data().limiter.hit => Some(exit.0),
-        _ => None,
+    let code = match enter_reactor(store, instance, export, command) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => return Ok(Err(e)),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            // An exit after a refused memory.grow is the memory limit's doing.
+            Some(exit) if !store.data().limiter.hit => exit.0,
+            _ => return Err(e),
+        },
     };
-    let code = |exit_code| {
-        Ok(Ok(Output::Command(CommandOutput {
-            exit_code,
-            ..CommandOutput::default()
-        })))
-    };
-    if let Some(init) = instance.get_func(&mut *store, "_initialize") {
-        let Ok(init) = init.typed::<(), ()>(&*store) else {
-            return Ok(Err(TaskError::bad_input(
-                "the module's `_initialize` is not a function without parameters or results",
-            )));
-        };
-        if let Err(e) = init.call(&mut *store, ()) {
-            return match exited(store, &e) {
-                Some(c) => code(c),
-                None => Err(e),
+    Ok(Ok(Output::Command(CommandOutput {
+        exit_code: code,
+        ..CommandOutput::default()
+    })))
+}
+
+/// Enters a reactor: `_initialize` if the module exports it (and `export` is not it), then
+/// `export` — without arguments (`() -> i32`, whose result is returned, or `() -> ()`: 0),
+/// or, with [`CommandInput::stdin_as_argument`], as `export(ptr, len)` (`(i32, i32) -> i32`
+/// or `-> ()`) on the command's stdin written where the allocator export put it. The outer
+/// error is a wasm failure (trap, exit, limit) for the caller to classify; the inner one is
+/// already typed. Shared by reactor commands and initializers.
+pub(super) fn enter_reactor(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    export: &str,
+    command: &CommandInput,
+) -> wasmtime::Result<Result<i32, TaskError>> {
+    let bad = |m: String| Ok(Err(TaskError::bad_input(m)));
+    if export != "_initialize" {
+        if let Some(init) = instance.get_func(&mut *store, "_initialize") {
+            let Ok(init) = init.typed::<(), ()>(&*store) else {
+                return bad(
+                    "the module's `_initialize` is not a function without parameters or results"
+                        .into(),
+                );
             };
+            init.call(&mut *store, ())?;
         }
     }
     let Some(func) = instance.get_func(&mut *store, export) else {
-        return Ok(Err(TaskError::bad_input(format!(
-            "the module has no function export `{export}`"
-        ))));
+        return bad(format!("the module has no function export `{export}`"));
     };
-    let outcome = if let Ok(f) = func.typed::<(), i32>(&*store) {
-        f.call(&mut *store, ())
-    } else if let Ok(f) = func.typed::<(), ()>(&*store) {
-        f.call(&mut *store, ()).map(|()| 0)
+    let Some(alloc) = command.stdin_as_argument() else {
+        return if let Ok(f) = func.typed::<(), i32>(&*store) {
+            f.call(&mut *store, ()).map(Ok)
+        } else if let Ok(f) = func.typed::<(), ()>(&*store) {
+            f.call(&mut *store, ()).map(|()| Ok(0))
+        } else {
+            bad(format!(
+                "`{export}` is not a reactor entry point (a function without parameters returning an i32 or nothing)"
+            ))
+        };
+    };
+    let (ptr, len) = match pass(store, instance, alloc, &command.stdin)? {
+        Ok(at) => at,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Ok(f) = func.typed::<(i32, i32), i32>(&*store) {
+        f.call(&mut *store, (ptr, len)).map(Ok)
+    } else if let Ok(f) = func.typed::<(i32, i32), ()>(&*store) {
+        f.call(&mut *store, (ptr, len)).map(|()| Ok(0))
     } else {
-        return Ok(Err(TaskError::bad_input(format!(
-            "`{export}` is not a reactor entry point (a function without parameters returning an i32 or nothing)"
-        ))));
-    };
-    match outcome {
-        Ok(c) => code(c),
-        Err(e) => match exited(store, &e) {
-            Some(c) => code(c),
-            None => Err(e),
-        },
+        bad(format!(
+            "`{export}` does not take stdin as an argument (a function of (i32, i32) returning an i32 or nothing)"
+        ))
     }
+}
+
+/// Writes `bytes` into the instance's exported `memory` at the address its allocator export
+/// `alloc` returns for their length; the `(ptr, len)` to pass. A failed allocation (0, or an
+/// address where the bytes do not fit) is the task's error: the memory limit's when it
+/// refused a growth (classified by the caller), else a bad answer of the module.
+fn pass(
+    store: &mut Store<TaskState>,
+    instance: Instance,
+    alloc: &str,
+    bytes: &[u8],
+) -> wasmtime::Result<Result<(i32, i32), TaskError>> {
+    let bad = |m: String| Ok(Err(TaskError::bad_input(m)));
+    let Some(func) = instance.get_func(&mut *store, alloc) else {
+        return bad(format!("the module has no allocator export `{alloc}`"));
+    };
+    let Ok(func) = func.typed::<i32, i32>(&*store) else {
+        return bad(format!(
+            "`{alloc}` is not an allocator (a function of (i32) returning an i32)"
+        ));
+    };
+    let Ok(len) = i32::try_from(bytes.len()) else {
+        return bad(format!(
+            "stdin of {} bytes is too long to pass as an argument (at most 2 GiB - 1)",
+            bytes.len()
+        ));
+    };
+    let Some(memory) = instance.get_memory(&mut *store, "memory") else {
+        return bad("the module exports no `memory` to pass stdin in".into());
+    };
+    let ptr = func.call(&mut *store, len)?;
+    let fits = (ptr as u32 as usize)
+        .checked_add(bytes.len())
+        .is_some_and(|end| end <= memory.data_size(&*store));
+    if (ptr == 0 && len > 0) || !fits {
+        if store.data().limiter.hit {
+            return Err(wasmtime::Error::msg("the allocator found no memory"));
+        }
+        return Ok(Err(TaskError::BadOutput {
+            message: format!(
+                "the allocator `{alloc}` returned {} for {len} bytes, where they do not fit",
+                ptr as u32
+            ),
+        }));
+    }
+    memory.write(&mut *store, ptr as u32 as usize, bytes)?;
+    Ok(Ok((ptr, len)))
 }
 
 pub(super) fn call_numeric(

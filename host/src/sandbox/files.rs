@@ -56,11 +56,14 @@ impl TaskDir {
         mounts: &[Mount],
         task: TaskId,
     ) -> Result<Option<TaskDir>, TaskError> {
+        // Stdin passed as the export's argument is not WASI stdin too.
+        let stdin = match command.stdin_as_argument() {
+            Some(_) => Vec::new(),
+            None => command.stdin.clone(),
+        };
         wasi.args(&command.argv)
             .envs(&command.env)
-            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
-                command.stdin.clone(),
-            ))
+            .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(stdin))
             // File operations run on the task's thread, not on a blocking pool.
             .allow_blocking_current_thread(true);
         if !mounts.is_empty() {

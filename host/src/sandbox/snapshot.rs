@@ -8,7 +8,7 @@
 //! module.
 //!
 //! The initializer gets what a reactor command gets — its argv, the pool's mounts, captured
-//! stdout and stderr, an empty stdin, no environment, no `/in` or `/out` — and must return
+//! stdout and stderr, its stdin (or arguments: `Init::stdin_as_argument`), no environment, no `/in` or `/out` — and must return
 //! (exit code 0, or nothing): a trap, a `proc_exit` (any code), a nonzero result or a limit
 //! fails the snapshot with that task error. Nothing of its WASI context is carried: the
 //! snapshot holds wasm state only, and every task gets a context of its own.
@@ -20,11 +20,12 @@ use wasmtime::{Instance, InstancePre, Store, Val};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
 
-use super::call::{arm, classify, fuel_used, new_store, Files};
+use super::call::{arm, classify, enter_reactor, fuel_used, new_store, Files};
 use super::files::TaskDir;
 use super::interrupt::Interrupter;
 use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
+use crate::command::CommandInput;
 use crate::error::TaskError;
 use crate::protocol::{RunRequest, TaskStats};
 use crate::value::{Output, SnapshotInput};
@@ -52,7 +53,7 @@ pub(super) fn run(
     if let Err(e) = TaskDir::prepare(&mut wasi, &command, files.scratch, files.mounts, req.task) {
         return (Err(e), TaskStats::default());
     }
-    let Some(export) = command.invoke.as_deref() else {
+    let Some(export) = command.invoke.as_ref().map(|i| i.export.as_str()) else {
         return (
             Err(TaskError::bad_input(
                 "a snapshot needs an initializer export",
@@ -65,9 +66,9 @@ pub(super) fn run(
     if let Err(e) = arm(interrupter, req.task, limits, started) {
         return (Err(e), TaskStats::default());
     }
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|instance| initialize(&mut store, instance, export).map(|r| (instance, r)));
+    let result = pre.instantiate(&mut store).and_then(|instance| {
+        initialize(&mut store, instance, export, &command).map(|r| (instance, r))
+    });
     let stop = interrupter.disarm();
     let fuel = fuel_used(limits, &store);
     let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, started.elapsed());
@@ -81,44 +82,22 @@ pub(super) fn run(
     (outcome, stats)
 }
 
-/// `_initialize` if exported, then `export` (`() -> ()`, or `() -> i32` returning 0). The
-/// outer error is a wasm failure still to be classified (an exit included: the program
-/// ended, so its state is no start for tasks).
+/// [`enter_reactor`] on the initializer, which must return 0 (or nothing). The outer error
+/// is a wasm failure still to be classified (an exit included: the program ended, so its
+/// state is no start for tasks).
 fn initialize(
     store: &mut Store<TaskState>,
     instance: Instance,
     export: &str,
+    command: &CommandInput,
 ) -> wasmtime::Result<Result<(), TaskError>> {
-    let not_entry = || {
-        Ok(Err(TaskError::bad_input(format!(
-            "the initializer `{export}` is not a function without parameters returning an i32 or nothing"
-        ))))
-    };
-    if export != "_initialize" {
-        if let Some(init) = instance.get_func(&mut *store, "_initialize") {
-            let Ok(init) = init.typed::<(), ()>(&*store) else {
-                return Ok(Err(TaskError::bad_input(
-                    "the module's `_initialize` is not a function without parameters or results",
-                )));
-            };
-            init.call(&mut *store, ())?;
-        }
-    }
-    let Some(func) = instance.get_func(&mut *store, export) else {
-        return Ok(Err(TaskError::bad_input(format!(
-            "the module has no function export `{export}` to initialize with"
-        ))));
-    };
-    let code = if let Ok(f) = func.typed::<(), i32>(&*store) {
-        f.call(&mut *store, ())?
-    } else if let Ok(f) = func.typed::<(), ()>(&*store) {
-        f.call(&mut *store, ()).map(|()| 0)?
-    } else {
-        return not_entry();
-    };
-    Ok(match code {
-        0 => Ok(()),
-        code => Err(TaskError::Exit { code }),
+    Ok(match enter_reactor(store, instance, export, command)? {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(TaskError::Exit { code }),
+        Err(TaskError::BadInput { message }) => Err(TaskError::bad_input(format!(
+            "the initializer cannot run: {message}"
+        ))),
+        Err(e) => Err(e),
     })
 }
 

@@ -397,8 +397,9 @@ fn inspect_lists_the_proposals_a_module_uses() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        text.contains("imports the sandbox does not provide: host::call")
+        text.contains("imports the sandbox does not provide")
             && text.contains("--unknown-imports trap")
+            && text.contains("\n    host::call\n")
             && text.contains("f() -> (i32)"),
         "{text}"
     );

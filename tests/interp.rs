@@ -146,6 +146,14 @@ fn stdin_passed_as_an_argument_through_the_modules_allocator() {
         turn("turn", "alloc_greedy", b"xy"),
         Err(TaskError::MemoryLimit { .. })
     ));
+    // The allocator is the guest's code, under the run's limits.
+    let spin = pool.command(&m).timeout(Duration::from_millis(300)).submit(
+        CommandSpec::new()
+            .invoke("turn")
+            .stdin_as_argument("alloc_spin")
+            .stdin("x"),
+    );
+    assert!(matches!(spin.wait(), Err(TaskError::Timeout { .. })));
     assert!(matches!(
         turn("turn", "alloc", &vec![0; 2 << 20]),
         Err(TaskError::MemoryLimit { .. })

@@ -43,10 +43,11 @@
   ;; The wrong shapes for an entry point that takes its input, and for an allocator.
   (func (export "no_params") (result i32) (i32.const 0))
   (func (export "alloc_i64") (param i64) (result i64) (i64.const 1024))
-  ;; Allocators that answer an address where nothing fits, or no memory at all, or grow
-  ;; memory without end.
+  ;; Allocators that answer an address where nothing fits, or no memory at all, or never
+  ;; return, or grow memory without end.
   (func (export "alloc_far") (param i32) (result i32) (i32.const -16))
   (func (export "alloc_none") (param i32) (result i32) (i32.const 0))
+  (func (export "alloc_spin") (param i32) (result i32) (loop $l (br $l)) (i32.const 0))
   (func (export "alloc_greedy") (param i32) (result i32)
     (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
     (i32.const 0)))

@@ -22,15 +22,12 @@ pub fn inspect(path: &Path) -> anyhow::Result<i32> {
         println!("  proposals: {}", module.proposals().join(", "));
     }
     if !module.unknown_imports().is_empty() {
-        let names: Vec<String> = module
-            .unknown_imports()
-            .iter()
-            .map(|(m, n)| format!("{m}::{n}"))
-            .collect();
         println!(
-            "  imports the sandbox does not provide: {} (it loads with --unknown-imports trap; a call of one traps)",
-            names.join(", ")
+            "  imports the sandbox does not provide (the module loads with --unknown-imports trap; a call of one traps):"
         );
+        for (m, name) in module.unknown_imports() {
+            println!("    {m}::{name}");
+        }
     }
     if module.exports().is_empty() {
         println!("  no callable exports");

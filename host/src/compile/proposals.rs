@@ -1,7 +1,8 @@
 //! Which WebAssembly proposals a module uses beyond the first version of the standard, read
 //! from its types, memories, tables, tags and every instruction (each of wasmparser's
-//! operators belongs to one proposal). Runs in the compile process, on bytes wasmtime has
-//! just validated; the answer is cached with the compilation and shown by `wasmpool inspect`.
+//! operators belongs to one proposal). Runs in the compile process, on a thread beside
+//! wasmtime's compile of the same bytes (whose answer is used only if the compile succeeds);
+//! the answer is cached with the compilation and shown by `wasmpool inspect`.
 
 use std::collections::BTreeSet;
 

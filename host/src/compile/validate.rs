@@ -15,20 +15,20 @@ use crate::value::ValType;
 
 /// The host's compiler: validates, compiles and checks imports (see `Module::compile`).
 pub struct Compiler {
+    /// The workers' engine (pooling allocator): compiling with it checks the module against
+    /// the limits of the workers' instance slots, as a worker loading it would. (The
+    /// allocator does not change compiled code: `engine::fingerprint` is the same.)
     pub(crate) engine: Engine,
-    /// The workers' engine (pooling allocator): a compiled module is loaded into it once,
-    /// which checks it against the limits of the workers' instance slots.
-    pub(crate) slots: Engine,
     pub(crate) linker: Linker<TaskState>,
     /// `(module, name)` of every function the linker provides.
     pub(crate) provided: HashSet<(String, String)>,
 }
 
 impl Compiler {
-    /// Creates a compile process's engine for code of `metering` (without the pooling
-    /// allocator: it never instantiates).
+    /// Creates a compile process's engine for code of `metering`: the workers' (it never
+    /// instantiates, but its instance slots are what a module must fit).
     pub fn new(metering: Metering) -> wasmtime::Result<Self> {
-        let engine = engine::engine(false, metering)?;
+        let engine = engine::engine(true, metering)?;
         let linker = linker(&engine)?;
         let mut store = Store::new(
             &engine,
@@ -40,7 +40,6 @@ impl Compiler {
             .collect();
         Ok(Compiler {
             engine,
-            slots: engine::engine(true, metering)?,
             linker,
             provided,
         })
@@ -76,9 +75,26 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
     if let Some(message) = not_wasm(bytes) {
         return invalid(message);
     }
-    let module = match wasmtime::Module::new(&compiler.engine, bytes) {
+    // The proposals are read beside the compile, which leaves a core idle in its serial
+    // parts (for a 105 MB module, half a second of the wall-clock time).
+    let (compiled, proposals) = std::thread::scope(|scope| {
+        let proposals = scope.spawn(|| super::proposals::used(bytes));
+        let compiled = wasmtime::Module::new(&compiler.engine, bytes);
+        (compiled, proposals.join())
+    });
+    let module = match compiled {
         Ok(m) => m,
+        // wasmtime checks every module it creates against the pooling allocator's limits:
+        // over the workers' instance slots (memories, tables, instance size), not invalid.
+        Err(e) if over_slots(&e) => {
+            return CompileReply::OverLimit {
+                message: format!("{e:#}"),
+            }
+        }
         Err(e) => return invalid(format!("{e:#}")),
+    };
+    let Ok(proposals) = proposals else {
+        return invalid("reading the module's proposals failed".into());
     };
     let mut unknown_imports = Vec::new();
     for import in module.imports() {
@@ -111,21 +127,19 @@ pub(crate) fn compile(compiler: &Compiler, bytes: &[u8]) -> CompileReply {
         Ok(artifact) => artifact,
         Err(e) => return invalid(format!("cannot serialize the compiled module: {e:#}")),
     };
-    // Loaded as a worker will load it: wasmtime checks it against the pooling allocator's
-    // limits then, and a module over them must fail here, not in every worker.
-    // SAFETY: `artifact` was serialized just above by this process's compiler, whose engine
-    // configuration differs from `slots`' only in the instance allocator (as in workers).
-    if let Err(e) = unsafe { wasmtime::Module::deserialize(&compiler.slots, &artifact) } {
-        return CompileReply::OverLimit {
-            message: format!("{e:#}"),
-        };
-    }
     CompileReply::Compiled {
         artifact,
         exports: describe_exports(&module),
-        proposals: super::proposals::used(bytes),
+        proposals,
         unknown_imports,
     }
+}
+
+/// Whether wasmtime refused a module for the pooling allocator's limits (each of its checks
+/// says the module "does not fit in pooling allocator requirements").
+fn over_slots(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|cause| cause.to_string().contains("pooling allocator requirements"))
 }
 
 /// `bytes` instrumented for an initializer snapshot (Wizer's `instrument`: the module with

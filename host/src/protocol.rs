@@ -20,7 +20,7 @@ use crate::error::TaskError;
 use crate::limits::Limits;
 use crate::module::{Export, ModuleId};
 use crate::sandbox::Metering;
-use crate::value::{Input, Output};
+use crate::value::{Input, Output, Value};
 
 /// The wire format's number. Bump it whenever the encoding of anything that crosses a
 /// pipe between a host and the processes it starts changes: [`Request`], [`Reply`],
@@ -310,6 +310,106 @@ pub enum Reply {
 
 /// Each finished call's outcome and stats, in call order ([`Reply::Calls`]).
 pub type CallOutcomes = Vec<(Result<Output, TaskError>, TaskStats)>;
+
+/// How a worker collects the outcomes of coalesced calls for a [`Reply::Calls`]: each call's
+/// `(outcome, stats)` is encoded as soon as it finishes, into a buffer kept from frame to
+/// frame, and [`CallsReply::write_to`] frames them. The bytes are those of `Reply::Calls`
+/// (a test checks it), without building an `Output` per call or a [`CallOutcomes`] vector:
+/// a numeric call's results are encoded from the worker's scratch slice.
+#[derive(Default)]
+pub struct CallsReply {
+    /// The wire id of the first call held.
+    first: TaskId,
+    /// How many calls are held.
+    count: u64,
+    /// Their encoded `(Result<Output, TaskError>, TaskStats)`, end to end.
+    bytes: Vec<u8>,
+}
+
+/// `Reply::Calls`'s variant index, as postcard encodes it.
+const REPLY_CALLS: u32 = 3;
+
+/// A numeric call's outcome (`Ok(Output::Numbers(values))`), encoded from a borrowed slice.
+#[derive(Serialize)]
+enum NumbersRef<'a> {
+    Numbers(&'a [Value]),
+}
+
+impl CallsReply {
+    /// Whether no call is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends the outcome of call `task` (the one after those held: calls finish in order).
+    pub fn push(
+        &mut self,
+        task: TaskId,
+        outcome: &Result<Output, TaskError>,
+        stats: &TaskStats,
+    ) -> io::Result<()> {
+        self.append(task, &(outcome, stats))
+    }
+
+    /// Appends the outcome of numeric call `task` that returned `values`
+    /// (`Ok(Output::Numbers(values))`, without the vector).
+    pub fn push_numbers(
+        &mut self,
+        task: TaskId,
+        values: &[Value],
+        stats: &TaskStats,
+    ) -> io::Result<()> {
+        let ok: Result<NumbersRef<'_>, ()> = Ok(NumbersRef::Numbers(values));
+        self.append(task, &(ok, stats))
+    }
+
+    fn append(&mut self, task: TaskId, call: &impl Serialize) -> io::Result<()> {
+        if self.count == 0 {
+            self.first = task;
+        }
+        debug_assert_eq!(task, self.first + self.count, "calls finish in order");
+        let start = self.bytes.len();
+        match postcard::to_extend(call, std::mem::take(&mut self.bytes)) {
+            Ok(bytes) => self.bytes = bytes,
+            Err(e) => {
+                // `to_extend` gave the buffer up with the error: start a new one, with
+                // nothing held lost (nothing was, if it could not grow).
+                self.bytes.truncate(start);
+                return Err(invalid(e));
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the calls held as one framed `Reply::Calls` (nothing if none) and forgets them.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let mut head = [0u8; 4 + 5 + 10 + 10];
+        let fields = postcard::to_slice(&(REPLY_CALLS, self.first, self.count), &mut head[4..])
+            .map_err(invalid)?
+            .len();
+        let len = fields + self.bytes.len();
+        let sent = if len > MAX_FRAME {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+            ))
+        } else {
+            head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            w.write_all(&head[..4 + fields])
+                .and_then(|()| w.write_all(&self.bytes))
+        };
+        self.count = 0;
+        self.bytes.clear();
+        if self.bytes.capacity() > KEEP_FRAME_BUFFER {
+            self.bytes = Vec::new();
+        }
+        sent
+    }
+}
 
 /// The answer of a compile process (`wasmpool __compile`), which reads a module's bytes on
 /// stdin and validates and compiles them in a sandbox of its own.
@@ -666,6 +766,71 @@ mod tests {
         encode(&Request::Cancel { task: 9 }, &mut owned).unwrap();
         encode(&RequestRef::Cancel { task: 9 }, &mut borrowed).unwrap();
         assert_eq!(owned, borrowed);
+    }
+
+    #[test]
+    fn calls_replies_encode_like_owned_ones() {
+        let stats = |n: u64| TaskStats {
+            worker: 12,
+            worker_rss: 1 << 20,
+            fuel_used: n,
+            duration: Duration::from_nanos(1234 * n),
+            peak_memory: 65536,
+            stdout: if n == 2 { b"out".to_vec() } else { Vec::new() },
+            stderr: Vec::new(),
+            output_truncated: n == 3,
+        };
+        let calls: CallOutcomes = vec![
+            (Ok(Output::Numbers(vec![Value::I64(-9)])), stats(1)),
+            (
+                Err(TaskError::Trap {
+                    message: "unreachable".into(),
+                    code: Some(crate::error::TrapCode::UnreachableCodeReached),
+                }),
+                stats(2),
+            ),
+            (Ok(Output::Json(b"{\"a\":1}".to_vec())), stats(3)),
+            (
+                Ok(Output::Numbers(vec![Value::F32(0.5), Value::I32(7)])),
+                stats(4),
+            ),
+            (Ok(Output::Numbers(Vec::new())), stats(5)),
+        ];
+        let first = u64::MAX - 10;
+        let mut owned = Vec::new();
+        encode(
+            &Reply::Calls {
+                first,
+                calls: calls.clone(),
+            },
+            &mut owned,
+        )
+        .unwrap();
+        let mut reply = CallsReply::default();
+        let mut borrowed = Vec::new();
+        // Nothing held, nothing written.
+        reply.write_to(&mut borrowed).unwrap();
+        assert!(borrowed.is_empty() && reply.is_empty());
+        for (i, (outcome, stats)) in calls.iter().enumerate() {
+            let task = first + i as TaskId;
+            match outcome {
+                Ok(Output::Numbers(values)) => reply.push_numbers(task, values, stats),
+                other => reply.push(task, other, stats),
+            }
+            .unwrap();
+        }
+        reply.write_to(&mut borrowed).unwrap();
+        assert_eq!(borrowed, owned);
+        // Emptied: the next frame starts afresh, from its own first id.
+        assert!(reply.is_empty());
+        reply.push(3, &calls[2].0, &calls[2].1).unwrap();
+        reply.write_to(&mut borrowed).unwrap();
+        let mut r = &borrowed[owned.len()..];
+        let mut scratch = Vec::new();
+        match read::<_, Reply>(&mut r, &mut scratch).unwrap() {
+            Some(Reply::Calls { first: 3, calls: c }) => assert_eq!(c, calls[2..3]),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

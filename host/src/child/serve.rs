@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::mount::Mount;
 use crate::protocol::{self, Handshake, Reply, Request};
-use crate::sandbox::{BeforeHostCall, Forward, HostLink, Interrupter, Sandbox, Scratch};
+use crate::sandbox::{BeforeHostCall, CallEnd, Forward, HostLink, Interrupter, Sandbox, Scratch};
 use crate::walls::{harden, landlock, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
@@ -75,7 +75,7 @@ pub fn serve(
     let fd1 = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(1) };
     let out = Arc::new(Mutex::new(Writer {
         w: BufWriter::with_capacity(64 << 10, fd1),
-        calls: None,
+        calls: protocol::CallsReply::default(),
     }));
     // Set while a finished task's reply sits in `out`'s buffer.
     let held = Arc::new(AtomicBool::new(false));
@@ -160,23 +160,25 @@ pub fn serve(
                 // single tasks' replies would: when `FLUSH_EVERY` has passed since the last
                 // flush, at the end of the request, or before a host call (`send_held`).
                 let mut failed = Ok(());
-                sandbox.run_calls(&req, |task, outcome, mut stats| {
+                sandbox.run_calls(&req, |task, end, mut stats, now| {
                     stats.worker = pid;
-                    stats.worker_rss = rss.read();
+                    stats.worker_rss = rss.read_at(now);
                     let mut out = lock(&out);
-                    out.calls
-                        .get_or_insert_with(|| (task, Vec::new()))
-                        .1
-                        .push((outcome, stats));
-                    if last_flush.elapsed() >= FLUSH_EVERY {
-                        let sent = out.send_calls().and_then(|()| out.w.flush());
-                        if failed.is_ok() {
-                            failed = sent;
-                        }
+                    let mut sent = match &end {
+                        CallEnd::Numbers(values) => out.calls.push_numbers(task, values, &stats),
+                        CallEnd::Outcome(outcome) => out.calls.push(task, outcome, &stats),
+                    };
+                    if now.saturating_duration_since(last_flush) >= FLUSH_EVERY {
+                        sent = sent
+                            .and_then(|()| out.send_calls())
+                            .and_then(|()| out.w.flush());
                         held.store(false, Ordering::Relaxed);
-                        last_flush = Instant::now();
+                        last_flush = now;
                     } else {
                         held.store(true, Ordering::Relaxed);
+                    }
+                    if failed.is_ok() {
+                        failed = sent;
                     }
                 });
                 failed?;
@@ -198,20 +200,17 @@ pub fn serve(
     Ok(())
 }
 
-/// The worker's protocol output (fd 1), and the outcomes of coalesced calls not encoded yet.
+/// The worker's protocol output (fd 1), and the outcomes of coalesced calls not sent yet.
 struct Writer {
     w: BufWriter<std::fs::File>,
-    /// The first call's wire id and each finished call's outcome and stats.
-    calls: Option<(protocol::TaskId, protocol::CallOutcomes)>,
+    /// The finished calls of the running `Calls` request not sent yet, encoded.
+    calls: protocol::CallsReply,
 }
 
 impl Writer {
-    /// Encodes the finished calls held (if any) as one `Reply::Calls` into the buffer.
+    /// Writes the finished calls held (if any) as one `Reply::Calls` into the buffer.
     fn send_calls(&mut self) -> std::io::Result<()> {
-        match self.calls.take() {
-            Some((first, calls)) => protocol::write(&mut self.w, &Reply::Calls { first, calls }),
-            None => Ok(()),
-        }
+        self.calls.write_to(&mut self.w)
     }
 }
 
@@ -299,9 +298,14 @@ impl RssProbe {
     }
 
     fn read(&mut self) -> u64 {
-        if self.read_at.elapsed() >= RSS_EVERY {
+        self.read_at(Instant::now())
+    }
+
+    /// [`Self::read`] when the time is `now`.
+    fn read_at(&mut self, now: Instant) -> u64 {
+        if now.saturating_duration_since(self.read_at) >= RSS_EVERY {
             self.bytes = self.measure();
-            self.read_at = Instant::now();
+            self.read_at = now;
         }
         self.bytes
     }

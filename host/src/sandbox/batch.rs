@@ -182,18 +182,28 @@ pub(super) fn run(
     (Ok(sink.into_output()), stats)
 }
 
+/// How one call of a [`CallsRequest`] ended: a numeric call's results (borrowed from the
+/// batch's scratch vector, so a plain call allocates nothing for them), or any other outcome.
+pub enum CallEnd<'a> {
+    Numbers(&'a [Value]),
+    Outcome(Result<Output, TaskError>),
+}
+
 /// Runs the calls of a [`CallsRequest`] in order, each a task of its own: a fresh store and
 /// instance, its limits, its deadline and cancel under its own wire id (`first + i`), its
-/// own stats. `done` gets each call's wire id, outcome and stats as soon as it finishes.
+/// own stats. `done` gets each call's wire id, outcome, stats and the moment it ended, as
+/// soon as it finishes.
 pub(super) fn run_calls(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     link: &HostLink,
     req: &CallsRequest,
-    mut done: impl FnMut(TaskId, Result<Output, TaskError>, TaskStats),
+    mut done: impl FnMut(TaskId, CallEnd<'_>, TaskStats, Instant),
 ) {
     let limits = &req.limits;
     let env: std::sync::Arc<[(String, String)]> = req.env.as_slice().into();
+    // Numeric calls' results, one call's at a time.
+    let mut results = Vec::new();
     for (i, input) in req.inputs.iter().enumerate() {
         let wire = req.first + i as TaskId;
         let (stdout, stderr) = (
@@ -215,20 +225,40 @@ pub(super) fn run_calls(
         // As for a task of its own: the host kills this worker if the call outlives its
         // deadline (it knows which call runs: replies go out before any host call).
         if let Err(e) = arm(interrupter, wire, limits, started) {
-            done(wire, Err(e), TaskStats::default());
+            done(
+                wire,
+                CallEnd::Outcome(Err(e)),
+                TaskStats::default(),
+                started,
+            );
             continue;
         }
-        let outcome = call(&mut l, pre, input, &req.export, limits.max_output);
+        results.clear();
+        let outcome = match input {
+            Input::Numbers(args) => {
+                call_numbers(&mut l, pre, args, &req.export, &mut results).map(|r| r.map(|()| None))
+            }
+            _ => call(&mut l, pre, input, &req.export, limits.max_output).map(|r| r.map(Some)),
+        };
         let stop = interrupter.disarm();
+        let ended = Instant::now();
         let fuel = fuel_used(limits, &l.store);
-        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, started.elapsed());
+        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, ended - started);
         stats.peak_memory = l.store.data().limiter.peak;
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(e) => Err(classify(e, l.store.data(), stop, limits, &stats.stderr)),
+        let end = match outcome {
+            Ok(Ok(None)) => CallEnd::Numbers(&results),
+            Ok(Ok(Some(output))) => CallEnd::Outcome(Ok(output)),
+            Ok(Err(e)) => CallEnd::Outcome(Err(e)),
+            Err(e) => CallEnd::Outcome(Err(classify(
+                e,
+                l.store.data(),
+                stop,
+                limits,
+                &stats.stderr,
+            ))),
         };
         drop(l);
-        done(wire, outcome, stats);
+        done(wire, end, stats, ended);
     }
 }
 

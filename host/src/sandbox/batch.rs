@@ -197,14 +197,19 @@ pub(super) fn run_calls(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     link: &HostLink,
-    req: &CallsRequest,
+    req: &mut CallsRequest,
     mut done: impl FnMut(TaskId, CallEnd<'_>, TaskStats, Instant),
 ) {
     let limits = &req.limits;
     let env: std::sync::Arc<[(String, String)]> = req.env.as_slice().into();
     // Numeric calls' results, one call's at a time.
     let mut results = Vec::new();
-    for (i, input) in req.inputs.iter().enumerate() {
+    // Each input is dropped once its call is done, not all at the end: the allocator then
+    // reuses its memory for the next call's store, rather than taking back a whole frame's
+    // worth of small blocks at once and merging them on its next large request (measured:
+    // about a seventh of a worker's time went to that).
+    for (i, input) in std::mem::take(&mut req.inputs).into_iter().enumerate() {
+        let input = &input;
         let wire = req.first + i as TaskId;
         let (stdout, stderr) = (
             CappedPipe::new(limits.stdout_cap as usize),

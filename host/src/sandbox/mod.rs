@@ -289,7 +289,7 @@ impl Sandbox {
     /// and instance; `done` gets each one's wire id, outcome, stats and end as it finishes.
     pub fn run_calls(
         &mut self,
-        req: &CallsRequest,
+        req: &mut CallsRequest,
         mut done: impl FnMut(TaskId, CallEnd<'_>, TaskStats, std::time::Instant),
     ) {
         let metering = Metering::of(&req.limits);

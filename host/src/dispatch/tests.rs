@@ -1147,6 +1147,10 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
     jobs.push(j);
     jobs.push(job(12, &module));
     jobs.push(job(13, &module));
+    // Numbers of another count (a frame lays calls' arguments end to end).
+    let mut j = job(14, &module);
+    j.input = Input::Numbers(vec![crate::value::Value::I32(1)]);
+    jobs.push(j);
     sim.submit_jobs(jobs);
     assert_eq!(
         sim.frames(0)[1..],
@@ -1159,7 +1163,8 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
             vec![9],
             vec![10],
             vec![11],
-            vec![12, 13]
+            vec![12, 13],
+            vec![14]
         ]
     );
 }

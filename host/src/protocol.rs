@@ -27,7 +27,7 @@ use crate::value::{Input, Output, Value};
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 8;
+pub const PROTOCOL: u32 = 9;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's

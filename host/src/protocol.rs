@@ -20,14 +20,14 @@ use crate::error::TaskError;
 use crate::limits::Limits;
 use crate::module::{Export, ModuleId};
 use crate::sandbox::Metering;
-use crate::value::{Input, Output};
+use crate::value::{Input, Output, Value};
 
 /// The wire format's number. Bump it whenever the encoding of anything that crosses a
 /// pipe between a host and the processes it starts changes: [`Request`], [`Reply`],
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 8;
+pub const PROTOCOL: u32 = 9;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
@@ -244,13 +244,62 @@ pub(crate) enum RequestRef<'a> {
     },
 }
 
-/// The inputs of a [`RequestRef::Calls`], encoded as the `Vec<Input>` of
-/// [`CallsRequest::inputs`] from wherever the dispatcher keeps them.
+/// The inputs of a [`RequestRef::Calls`], encoded as the [`CallInputs`] of
+/// [`CallsRequest::inputs`] from wherever the dispatcher keeps them. They must all be of
+/// one kind and, for numbers, of one length (calls of one export are): otherwise encoding
+/// fails, and the dispatcher sends the calls one by one.
 pub(crate) struct Inputs<'a>(pub Vec<&'a Input>);
 
 impl Serialize for Inputs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter())
+        use serde::ser::{Error, SerializeStructVariant};
+        match self.0.first() {
+            Some(Input::Numbers(first)) => {
+                let arity = first.len();
+                let values = self.0.iter().map(|input| match input {
+                    Input::Numbers(args) if args.len() == arity => Ok(args.as_slice()),
+                    _ => Err(S::Error::custom("calls of different kinds or lengths")),
+                });
+                let calls = u32::try_from(self.0.len()).map_err(S::Error::custom)?;
+                let mut v = s.serialize_struct_variant("CallInputs", 0, "Numbers", 2)?;
+                v.serialize_field("calls", &calls)?;
+                v.serialize_field("values", &FlatValues(values.collect::<Result<_, _>>()?))?;
+                v.end()
+            }
+            Some(Input::Json(_)) => {
+                let items = self.0.iter().map(|input| match input {
+                    Input::Json(bytes) => Ok(serde_bytes::Bytes::new(bytes)),
+                    _ => Err(S::Error::custom("calls of different kinds")),
+                });
+                let items: Vec<_> = items.collect::<Result<_, _>>()?;
+                s.serialize_newtype_variant("CallInputs", 1, "Json", &items)
+            }
+            None => s
+                .serialize_struct_variant("CallInputs", 0, "Numbers", 2)
+                .and_then(|mut v| {
+                    v.serialize_field("calls", &0u32)?;
+                    v.serialize_field("values", &FlatValues(Vec::new()))?;
+                    v.end()
+                }),
+            Some(_) => Err(S::Error::custom(
+                "only numeric and JSON calls travel in a Calls frame",
+            )),
+        }
+    }
+}
+
+/// Calls' arguments, encoded end to end as one `Vec<Value>`.
+struct FlatValues<'a>(Vec<&'a [Value]>);
+
+impl Serialize for FlatValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let len = self.0.iter().map(|args| args.len()).sum();
+        let mut seq = s.serialize_seq(Some(len))?;
+        for value in self.0.iter().flat_map(|args| args.iter()) {
+            seq.serialize_element(value)?;
+        }
+        seq.end()
     }
 }
 
@@ -270,10 +319,10 @@ pub struct RunRequest {
 /// Tasks of one module and export, with the same limits and environment, sent in one frame:
 /// the dispatcher coalesces such tasks when they are queued together, so a stream of
 /// `submit`s, `imap` or `wasmpool run` travels in batches as `map` does. Each call is still
-/// a task of its own: its own wire id (`first + i` for `inputs[i]`, so cancels, deadlines and
+/// a task of its own: its own wire id (`first + i` for call `i`, so cancels, deadlines and
 /// the worker's order of ids work as for single tasks), a fresh store and instance, and its
-/// own outcome and stats ([`Reply::Calls`]). Inputs are plain numeric calls or SDK calls, never commands or
-/// batches.
+/// own outcome and stats ([`Reply::Calls`]). Inputs are plain numeric calls or SDK calls,
+/// never commands or batches.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CallsRequest {
     pub first: TaskId,
@@ -281,8 +330,50 @@ pub struct CallsRequest {
     pub export: String,
     pub limits: Limits,
     pub env: Vec<(String, String)>,
-    #[serde(deserialize_with = "crate::value::not_nested")]
-    pub inputs: Vec<Input>,
+    pub inputs: CallInputs,
+}
+
+/// The inputs of a [`CallsRequest`]'s calls, laid out as `map`'s `NumberBatch` is: numeric
+/// calls' arguments end to end (no vector per call to decode and free), SDK calls' JSON
+/// one after another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CallInputs {
+    /// `calls` plain numeric calls of one export: `values.len()` is `calls` × its
+    /// parameter count.
+    Numbers { calls: u32, values: Vec<Value> },
+    /// SDK calls: each call's JSON input.
+    Json(Vec<serde_bytes::ByteBuf>),
+}
+
+/// One call's input, borrowed from its [`CallInputs`].
+#[derive(Clone, Copy, Debug)]
+pub enum CallInput<'a> {
+    Numbers(&'a [Value]),
+    Json(&'a [u8]),
+}
+
+impl CallInputs {
+    /// How many calls.
+    pub fn len(&self) -> usize {
+        match self {
+            CallInputs::Numbers { calls, .. } => *calls as usize,
+            CallInputs::Json(items) => items.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The arguments of each numeric call, in order (`None` for every call if the values do
+    /// not split evenly among them: not a frame a host sends).
+    pub fn numbers(values: &[Value], calls: u32) -> impl Iterator<Item = Option<&[Value]>> {
+        let calls = calls as usize;
+        let arity = values.len().checked_div(calls).unwrap_or(0);
+        let even = calls == 0 || arity * calls == values.len();
+        (0..calls).map(move |i| even.then(|| &values[i * arity..(i + 1) * arity]))
+    }
 }
 
 /// A message from a worker to the host.
@@ -310,6 +401,102 @@ pub enum Reply {
 
 /// Each finished call's outcome and stats, in call order ([`Reply::Calls`]).
 pub type CallOutcomes = Vec<(Result<Output, TaskError>, TaskStats)>;
+
+/// How a worker collects the outcomes of coalesced calls for a [`Reply::Calls`]: each call's
+/// `(outcome, stats)` is encoded as soon as it finishes, into a buffer kept from frame to
+/// frame, and [`CallsReply::write_to`] frames them. The bytes are those of `Reply::Calls`
+/// (a test checks it), without building an `Output` per call or a [`CallOutcomes`] vector:
+/// a numeric call's results are encoded from the worker's scratch slice.
+#[derive(Default)]
+pub struct CallsReply {
+    /// The wire id of the first call held.
+    first: TaskId,
+    /// How many calls are held.
+    count: u64,
+    /// Their encoded `(Result<Output, TaskError>, TaskStats)`, end to end.
+    bytes: Vec<u8>,
+}
+
+/// `Reply::Calls`'s variant index, as postcard encodes it.
+const REPLY_CALLS: u32 = 3;
+
+/// A numeric call's outcome (`Ok(Output::Numbers(values))`), encoded from a borrowed slice.
+#[derive(Serialize)]
+enum NumbersRef<'a> {
+    Numbers(&'a [Value]),
+}
+
+impl CallsReply {
+    /// Whether no call is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends the outcome of call `task` (the one after those held: calls finish in order).
+    pub fn push(
+        &mut self,
+        task: TaskId,
+        outcome: &Result<Output, TaskError>,
+        stats: &TaskStats,
+    ) -> io::Result<()> {
+        self.append(task, &(outcome, stats))
+    }
+
+    /// Appends the outcome of numeric call `task` that returned `values`
+    /// (`Ok(Output::Numbers(values))`, without the vector).
+    pub fn push_numbers(
+        &mut self,
+        task: TaskId,
+        values: &[Value],
+        stats: &TaskStats,
+    ) -> io::Result<()> {
+        let ok: Result<NumbersRef<'_>, ()> = Ok(NumbersRef::Numbers(values));
+        self.append(task, &(ok, stats))
+    }
+
+    fn append(&mut self, task: TaskId, call: &impl Serialize) -> io::Result<()> {
+        if self.count == 0 {
+            self.first = task;
+        }
+        debug_assert_eq!(task, self.first + self.count, "calls finish in order");
+        let start = self.bytes.len();
+        if let Err(e) = postcard::to_extend(call, Append(&mut self.bytes)) {
+            // The calls held before stay whole.
+            self.bytes.truncate(start);
+            return Err(invalid(e));
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the calls held as one framed `Reply::Calls` (nothing if none) and forgets them.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let mut head = [0u8; 4 + 5 + 10 + 10];
+        let fields = postcard::to_slice(&(REPLY_CALLS, self.first, self.count), &mut head[4..])
+            .map_err(invalid)?
+            .len();
+        let len = fields + self.bytes.len();
+        let sent = if len > MAX_FRAME {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+            ))
+        } else {
+            head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            w.write_all(&head[..4 + fields])
+                .and_then(|()| w.write_all(&self.bytes))
+        };
+        self.count = 0;
+        self.bytes.clear();
+        if self.bytes.capacity() > KEEP_FRAME_BUFFER {
+            self.bytes = Vec::new();
+        }
+        sent
+    }
+}
 
 /// The answer of a compile process (`wasmpool __compile`), which reads a module's bytes on
 /// stdin and validates and compiles them in a sandbox of its own.
@@ -369,14 +556,18 @@ pub struct TaskStats {
     pub output_truncated: bool,
 }
 
-/// Writes one framed message into `buf` (appending), ready to be sent.
+/// Writes one framed message into `buf` (appending), ready to be sent. On an error, `buf`
+/// is as it was (the frames already in it stay).
 pub fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> io::Result<()> {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
-    let out = postcard::to_extend(msg, std::mem::take(buf)).map_err(invalid)?;
-    *buf = out;
+    if let Err(e) = postcard::to_extend(msg, Append(&mut *buf)) {
+        buf.truncate(start);
+        return Err(invalid(e));
+    }
     let len = buf.len() - start - 4;
     if len > MAX_FRAME {
+        buf.truncate(start);
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
@@ -384,6 +575,16 @@ pub fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> io::Result<()> {
     }
     buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())
+}
+
+/// Appends what postcard encodes to a buffer it borrows (`postcard::to_extend` takes its
+/// output by value, and gives nothing back on an error).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// Writes one framed message.
@@ -638,34 +839,165 @@ mod tests {
             artifact: &[1, 2, 3],
         };
         encode(&load, &mut borrowed).unwrap();
-        let inputs = vec![
-            Input::Numbers(vec![Value::I64(1)]),
-            Input::Json(b"2".to_vec()),
+        let numbers = [
+            Input::Numbers(vec![Value::I64(1), Value::F32(0.5)]),
+            Input::Numbers(vec![Value::I64(-2), Value::F32(2.0)]),
         ];
-        let calls = Request::Calls(CallsRequest {
-            first: 9,
-            module: ModuleId([4; 32]),
-            export: "f".into(),
-            limits,
-            env: vec![("K".into(), "V".into())],
-            inputs: inputs.clone(),
-        });
-        encode(&calls, &mut owned).unwrap();
-        let calls = RequestRef::Calls {
-            first: 9,
-            module: ModuleId([4; 32]),
-            export: "f",
-            limits: &limits,
-            env: &[("K".into(), "V".into())],
-            inputs: Inputs(inputs.iter().collect()),
-        };
-        encode(&calls, &mut borrowed).unwrap();
+        let json = [Input::Json(b"2".to_vec()), Input::Json(Vec::new())];
+        let flat = [
+            CallInputs::Numbers {
+                calls: 2,
+                values: vec![
+                    Value::I64(1),
+                    Value::F32(0.5),
+                    Value::I64(-2),
+                    Value::F32(2.0),
+                ],
+            },
+            CallInputs::Json(vec![b"2".to_vec().into(), Vec::new().into()]),
+            CallInputs::Numbers {
+                calls: 0,
+                values: Vec::new(),
+            },
+        ];
+        for (inputs, flat) in [&numbers[..], &json[..], &[]].into_iter().zip(flat) {
+            let calls = Request::Calls(CallsRequest {
+                first: 9,
+                module: ModuleId([4; 32]),
+                export: "f".into(),
+                limits,
+                env: vec![("K".into(), "V".into())],
+                inputs: flat,
+            });
+            encode(&calls, &mut owned).unwrap();
+            let calls = RequestRef::Calls {
+                first: 9,
+                module: ModuleId([4; 32]),
+                export: "f",
+                limits: &limits,
+                env: &[("K".into(), "V".into())],
+                inputs: Inputs(inputs.iter().collect()),
+            };
+            encode(&calls, &mut borrowed).unwrap();
+        }
+        // Calls of different kinds or lengths are not encoded together (the dispatcher
+        // then sends them one by one).
+        for mixed in [
+            vec![&numbers[0], &json[0]],
+            vec![&json[0], &numbers[0]],
+            vec![&numbers[0], &Input::Numbers(vec![Value::I64(1)])],
+        ] {
+            let calls = RequestRef::Calls {
+                first: 9,
+                module: ModuleId([4; 32]),
+                export: "f",
+                limits: &limits,
+                env: &[],
+                inputs: Inputs(mixed),
+            };
+            // A frame that fails leaves those before it whole.
+            let mut frames = Vec::new();
+            encode(&Request::Cancel { task: 1 }, &mut frames).unwrap();
+            let before = frames.clone();
+            assert!(encode(&calls, &mut frames).is_err());
+            assert_eq!(frames, before);
+        }
         let (module, metering) = (ModuleId([2; 32]), Metering::Epochs);
         encode(&Request::LoadFile { module, metering }, &mut owned).unwrap();
         encode(&RequestRef::LoadFile { module, metering }, &mut borrowed).unwrap();
         encode(&Request::Cancel { task: 9 }, &mut owned).unwrap();
         encode(&RequestRef::Cancel { task: 9 }, &mut borrowed).unwrap();
         assert_eq!(owned, borrowed);
+    }
+
+    #[test]
+    fn calls_replies_encode_like_owned_ones() {
+        let stats = |n: u64| TaskStats {
+            worker: 12,
+            worker_rss: 1 << 20,
+            fuel_used: n,
+            duration: Duration::from_nanos(1234 * n),
+            peak_memory: 65536,
+            stdout: if n == 2 { b"out".to_vec() } else { Vec::new() },
+            stderr: Vec::new(),
+            output_truncated: n == 3,
+        };
+        let calls: CallOutcomes = vec![
+            (Ok(Output::Numbers(vec![Value::I64(-9)])), stats(1)),
+            (
+                Err(TaskError::Trap {
+                    message: "unreachable".into(),
+                    code: Some(crate::error::TrapCode::UnreachableCodeReached),
+                }),
+                stats(2),
+            ),
+            (Ok(Output::Json(b"{\"a\":1}".to_vec())), stats(3)),
+            (
+                Ok(Output::Numbers(vec![Value::F32(0.5), Value::I32(7)])),
+                stats(4),
+            ),
+            (Ok(Output::Numbers(Vec::new())), stats(5)),
+        ];
+        let first = u64::MAX - 10;
+        let mut owned = Vec::new();
+        encode(
+            &Reply::Calls {
+                first,
+                calls: calls.clone(),
+            },
+            &mut owned,
+        )
+        .unwrap();
+        let mut reply = CallsReply::default();
+        let mut borrowed = Vec::new();
+        // Nothing held, nothing written.
+        reply.write_to(&mut borrowed).unwrap();
+        assert!(borrowed.is_empty() && reply.is_empty());
+        for (i, (outcome, stats)) in calls.iter().enumerate() {
+            let task = first + i as TaskId;
+            match outcome {
+                Ok(Output::Numbers(values)) => reply.push_numbers(task, values, stats),
+                other => reply.push(task, other, stats),
+            }
+            .unwrap();
+        }
+        reply.write_to(&mut borrowed).unwrap();
+        assert_eq!(borrowed, owned);
+        // Emptied: the next frame starts afresh, from its own first id.
+        assert!(reply.is_empty());
+        reply.push(3, &calls[2].0, &calls[2].1).unwrap();
+        reply.write_to(&mut borrowed).unwrap();
+        let mut r = &borrowed[owned.len()..];
+        let mut scratch = Vec::new();
+        match read::<_, Reply>(&mut r, &mut scratch).unwrap() {
+            Some(Reply::Calls { first: 3, calls: c }) => assert_eq!(c, calls[2..3]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numeric_calls_split_their_values_evenly_or_not_at_all() {
+        let values: Vec<Value> = (0..6).map(Value::I64).collect();
+        let split: Vec<_> = CallInputs::numbers(&values, 3).collect();
+        assert_eq!(
+            split,
+            [
+                Some(&values[0..2]),
+                Some(&values[2..4]),
+                Some(&values[4..6])
+            ]
+        );
+        // No parameters: each call has none.
+        assert_eq!(
+            CallInputs::numbers(&[], 2).collect::<Vec<_>>(),
+            [Some(&[][..]), Some(&[][..])]
+        );
+        // Values that do not split evenly: no call gets arguments (each fails alone).
+        assert_eq!(
+            CallInputs::numbers(&values, 4).collect::<Vec<_>>(),
+            [None; 4]
+        );
+        assert_eq!(CallInputs::numbers(&values, 0).count(), 0);
     }
 
     #[test]

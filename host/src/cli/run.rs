@@ -57,7 +57,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let kind = export.kind.clone();
 
     // Each line is converted and moved into its call: no copy of an input is kept here.
-    let mut inputs = Vec::new();
+    let mut inputs = Vec::with_capacity(lines.len());
     let mut entries: Vec<Result<(), TaskError>> = Vec::with_capacity(lines.len());
     for (number, line) in lines {
         let input = line

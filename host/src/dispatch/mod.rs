@@ -124,12 +124,14 @@ fn coalescable(job: &Job) -> bool {
 }
 
 /// Whether `next` can travel in `first`'s `Calls` frame: a call of the same module and
-/// export, under the same limits and environment, with the same kind of input.
+/// export, under the same limits and environment, with the same kind of input (for numbers,
+/// as many: a frame lays them end to end).
 fn compatible(first: &Job, next: &Job) -> bool {
-    let same_kind = matches!(
-        (&first.input, &next.input),
-        (Input::Numbers(_), Input::Numbers(_)) | (Input::Json(_), Input::Json(_))
-    );
+    let same_kind = match (&first.input, &next.input) {
+        (Input::Numbers(a), Input::Numbers(b)) => a.len() == b.len(),
+        (Input::Json(_), Input::Json(_)) => true,
+        _ => false,
+    };
     same_kind
         && first.module.id() == next.module.id()
         && first.limits == next.limits

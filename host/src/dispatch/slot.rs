@@ -401,7 +401,8 @@ impl<P: Worker> Slot<P> {
             return;
         }
         self.next_wire += 1;
-        self.in_flight_now(job, wire, now);
+        self.expect(std::slice::from_ref(&job), wire);
+        self.in_flight_now(job, wire, false, now);
     }
 
     /// Queues `jobs` — calls of one module and export with the same limits and environment
@@ -448,20 +449,33 @@ impl<P: Worker> Slot<P> {
             return;
         }
         self.next_wire += jobs.len() as TaskId;
+        self.expect(&jobs, first);
         for (i, job) in jobs.into_iter().enumerate() {
-            self.in_flight_now(job, first + i as TaskId, now);
+            self.in_flight_now(job, first + i as TaskId, true, now);
         }
     }
 
-    /// Books a task whose request is in the pending frames: its reply's waiter, its place
-    /// in the worker's order.
-    fn in_flight_now(&mut self, job: Job, wire: TaskId, now: Instant) {
-        let Some(process) = &self.process else {
+    /// Registers the waiters of `jobs`, whose requests are in the pending frames with wire
+    /// ids `first`, `first + 1`, …, so their replies find them (all under one lock).
+    fn expect(&self, jobs: &[Job], first: TaskId) {
+        if let Some(process) = &self.process {
+            process.expect(jobs.iter().enumerate().map(|(i, job)| {
+                let calls = job.input.calls() as u64;
+                (first + i as TaskId, job.completion.clone(), calls)
+            }));
+        }
+    }
+
+    /// Books a task whose request is in the pending frames (its waiter registered by
+    /// [`Self::expect`]): its place in the worker's order. `coalesced`: it travels in a
+    /// `Calls` frame with others.
+    fn in_flight_now(&mut self, job: Job, wire: TaskId, coalesced: bool, now: Instant) {
+        if self.process.is_none() {
             return;
-        };
+        }
         // Each call of a batch counts (for `max_tasks_per_worker`).
         let calls = job.input.calls() as u64;
-        process.expect(wire, job.completion.clone(), calls);
+        job.completion.mark_coalesced(coalesced);
         self.tasks_sent += calls;
         if self.inflight.is_empty() {
             self.head_since = now;

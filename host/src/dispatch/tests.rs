@@ -15,6 +15,7 @@
 //! | calls queued together go one to each idle worker first | `two_long_calls_queued_together_go_to_two_idle_workers` |
 //! | a frame's worker dies: its running call fails alone, the rest run elsewhere | `a_coalesced_frames_worker_dies_its_running_call_fails_alone` |
 //! | each call of a frame has its own deadline and cancel | `each_call_of_a_frame_has_its_own_deadline_and_cancel` |
+//! | waiters of coalesced calls sleep at once; a call sent alone is spun for | `coalesced_calls_are_waited_for_without_a_spin` |
 //! | a batch counts its calls and gets a deadline per call | `a_batch_counts_its_calls_and_has_a_deadline_per_call` |
 //! | a queued task that is cancelled is never sent | `a_cancelled_queued_task_is_never_sent` |
 //! | a running task that is cancelled is stopped, or its worker killed after the grace | `a_cancelled_running_task_gets_the_cancel_grace` |
@@ -75,10 +76,13 @@ impl Worker for FakeWorker {
     fn pid(&self) -> u32 {
         self.0.borrow().pid
     }
-    fn expect(&self, wire: TaskId, completion: Arc<Completion>, calls: u64) {
+    fn expect(&self, tasks: impl Iterator<Item = (TaskId, Arc<Completion>, u64)>) {
         let mut log = self.0.borrow_mut();
-        log.answers.expect(wire, completion.clone(), calls);
-        log.expected.push((wire, completion));
+        for (wire, completion, calls) in tasks {
+            log.answers
+                .expect(std::iter::once((wire, completion.clone(), calls)));
+            log.expected.push((wire, completion));
+        }
     }
     fn send(&self, frames: &[u8]) {
         self.0.borrow_mut().frames.extend_from_slice(frames);
@@ -1141,6 +1145,10 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
     jobs.push(j);
     jobs.push(job(12, &module));
     jobs.push(job(13, &module));
+    // Numbers of another count (a frame lays calls' arguments end to end).
+    let mut j = job(14, &module);
+    j.input = Input::Numbers(vec![crate::value::Value::I32(1)]);
+    jobs.push(j);
     sim.submit_jobs(jobs);
     assert_eq!(
         sim.frames(0)[1..],
@@ -1153,7 +1161,8 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
             vec![9],
             vec![10],
             vec![11],
-            vec![12, 13]
+            vec![12, 13],
+            vec![14]
         ]
     );
 }
@@ -1215,6 +1224,26 @@ fn a_coalesced_frames_worker_dies_its_running_call_fails_alone() {
         sim.finish(0, id, 10 * US);
     }
     assert!((5..=11).all(|id| sim.state(id) == "ok"));
+}
+
+#[test]
+fn coalesced_calls_are_waited_for_without_a_spin() {
+    // A call sent alone is answered as soon as it finishes: its waiter spins a moment
+    // before it sleeps. Calls that travel in a frame with others are answered at the
+    // worker's flushes: theirs sleep at once.
+    let mut sim = warmed(1, 10 * US);
+    sim.submit([1]);
+    assert!(sim.completion(1).spins());
+    sim.submit(2..=5);
+    assert_eq!(sim.frames(0)[1..], [vec![1], vec![2, 3, 4, 5]]);
+    assert!((2..=5).all(|id| !sim.completion(id).spins()));
+    // Requeued after its worker died, a call that goes alone spins again.
+    sim.finish(0, 1, 10 * US);
+    sim.dies(0, signal(libc::SIGKILL));
+    sim.ready(0);
+    assert_eq!(sim.frames(0), [vec![3]]);
+    assert!(sim.completion(3).spins());
+    assert!((4..=5).all(|id| !sim.completion(id).spins()));
 }
 
 #[test]

@@ -45,9 +45,9 @@ pub(crate) trait Workers {
 pub(crate) trait Worker {
     /// Its process id.
     fn pid(&self) -> u32;
-    /// Registers a task of `calls` calls about to be sent, so that its reply reaches
-    /// `completion`.
-    fn expect(&self, wire: TaskId, completion: Arc<Completion>, calls: u64);
+    /// Registers tasks about to be sent, each `(wire id, completion, calls it makes)`, so
+    /// that their replies reach their completions.
+    fn expect(&self, tasks: impl Iterator<Item = (TaskId, Arc<Completion>, u64)>);
     /// Sends encoded request frames.
     fn send(&self, frames: &[u8]);
     /// Passes the descriptor of `module`'s compiled file for `metering`, ahead of the
@@ -103,8 +103,8 @@ impl Worker for WorkerProcess {
         WorkerProcess::pid(self)
     }
 
-    fn expect(&self, wire: TaskId, completion: Arc<Completion>, calls: u64) {
-        WorkerProcess::expect(self, wire, completion, calls);
+    fn expect(&self, tasks: impl Iterator<Item = (TaskId, Arc<Completion>, u64)>) {
+        WorkerProcess::expect(self, tasks);
     }
 
     fn send(&self, frames: &[u8]) {

@@ -15,7 +15,7 @@ use super::output::CappedPipe;
 use super::{HostLink, TaskState, WasiSetup};
 use crate::error::TaskError;
 use crate::limits::Limits;
-use crate::protocol::{CallsRequest, RunRequest, TaskId, TaskStats};
+use crate::protocol::{CallInput, CallInputs, CallsRequest, RunRequest, TaskId, TaskStats};
 use crate::value::{Input, Instances, Output, ValType, Value};
 
 /// A store and instance with the export resolved, reused across calls.
@@ -182,53 +182,138 @@ pub(super) fn run(
     (Ok(sink.into_output()), stats)
 }
 
+/// How one call of a [`CallsRequest`] ended: a numeric call's results (borrowed from the
+/// batch's scratch vector, so a plain call allocates nothing for them), or any other outcome.
+pub enum CallEnd<'a> {
+    Numbers(&'a [Value]),
+    Outcome(Result<Output, TaskError>),
+}
+
 /// Runs the calls of a [`CallsRequest`] in order, each a task of its own: a fresh store and
 /// instance, its limits, its deadline and cancel under its own wire id (`first + i`), its
-/// own stats. `done` gets each call's wire id, outcome and stats as soon as it finishes.
+/// own stats. `done` gets each call's wire id, outcome, stats and the moment it ended, as
+/// soon as it finishes.
 pub(super) fn run_calls(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     link: &HostLink,
-    req: &CallsRequest,
-    mut done: impl FnMut(TaskId, Result<Output, TaskError>, TaskStats),
+    req: &mut CallsRequest,
+    mut done: impl FnMut(TaskId, CallEnd<'_>, TaskStats, Instant),
 ) {
-    let limits = &req.limits;
-    let env: std::sync::Arc<[(String, String)]> = req.env.as_slice().into();
-    for (i, input) in req.inputs.iter().enumerate() {
-        let wire = req.first + i as TaskId;
+    let inputs = std::mem::replace(&mut req.inputs, CallInputs::Json(Vec::new()));
+    let mut calls = Calls {
+        pre,
+        interrupter,
+        link,
+        req,
+        env: req.env.as_slice().into(),
+        results: Vec::new(),
+    };
+    match inputs {
+        CallInputs::Numbers { calls: n, values } => {
+            for (i, args) in CallInputs::numbers(&values, n).enumerate() {
+                let input = args.map(CallInput::Numbers).ok_or_else(|| {
+                    TaskError::bad_input("the calls' arguments do not split evenly among them")
+                });
+                calls.run(i, input, &mut done);
+            }
+        }
+        // Each input is dropped once its call is done, not a whole frame's at the end.
+        CallInputs::Json(items) => {
+            for (i, bytes) in items.into_iter().enumerate() {
+                calls.run(i, Ok(CallInput::Json(&bytes)), &mut done);
+            }
+        }
+    }
+}
+
+/// What the calls of one [`CallsRequest`] share.
+struct Calls<'a> {
+    pre: &'a InstancePre<TaskState>,
+    interrupter: &'a Interrupter,
+    link: &'a HostLink,
+    req: &'a CallsRequest,
+    env: std::sync::Arc<[(String, String)]>,
+    /// Numeric calls' results, one call's at a time.
+    results: Vec<Value>,
+}
+
+impl Calls<'_> {
+    /// Runs call `i` of the request.
+    fn run(
+        &mut self,
+        i: usize,
+        input: Result<CallInput<'_>, TaskError>,
+        done: &mut impl FnMut(TaskId, CallEnd<'_>, TaskStats, Instant),
+    ) {
+        let (pre, limits, export) = (self.pre, &self.req.limits, self.req.export.as_str());
+        let wire = self.req.first + i as TaskId;
         let (stdout, stderr) = (
             CappedPipe::new(limits.stdout_cap as usize),
             CappedPipe::new(limits.stderr_cap as usize),
         );
         let started = Instant::now();
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => {
+                return done(
+                    wire,
+                    CallEnd::Outcome(Err(e)),
+                    TaskStats::default(),
+                    started,
+                )
+            }
+        };
         let wasi = WasiSetup::OnFirstCall {
             stdout: stdout.clone(),
             stderr: stderr.clone(),
-            env: env.clone(),
+            env: self.env.clone(),
         };
         let mut l = Live {
-            store: new_store(pre, limits, wasi, link),
+            store: new_store(pre, limits, wasi, self.link),
             stderr: stderr.clone(),
             instance: None,
             func: None,
         };
         // As for a task of its own: the host kills this worker if the call outlives its
         // deadline (it knows which call runs: replies go out before any host call).
-        if let Err(e) = arm(interrupter, wire, limits, started) {
-            done(wire, Err(e), TaskStats::default());
-            continue;
+        if let Err(e) = arm(self.interrupter, wire, limits, started) {
+            return done(
+                wire,
+                CallEnd::Outcome(Err(e)),
+                TaskStats::default(),
+                started,
+            );
         }
-        let outcome = call(&mut l, pre, input, &req.export, limits.max_output);
-        let stop = interrupter.disarm();
+        self.results.clear();
+        let outcome = match input {
+            CallInput::Numbers(args) => {
+                call_numbers(&mut l, pre, args, export, &mut self.results).map(|r| r.map(|()| None))
+            }
+            CallInput::Json(bytes) => instance(&mut l, pre).and_then(|instance| {
+                call_task(&mut l.store, instance, export, bytes, limits.max_output)
+                    .map(|r| r.map(Some))
+            }),
+        };
+        let stop = self.interrupter.disarm();
+        let ended = Instant::now();
         let fuel = fuel_used(limits, &l.store);
-        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, started.elapsed());
+        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, ended - started);
         stats.peak_memory = l.store.data().limiter.peak;
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(e) => Err(classify(e, l.store.data(), stop, limits, &stats.stderr)),
+        let end = match outcome {
+            Ok(Ok(None)) => CallEnd::Numbers(&self.results),
+            Ok(Ok(Some(output))) => CallEnd::Outcome(Ok(output)),
+            Ok(Err(e)) => CallEnd::Outcome(Err(e)),
+            Err(e) => CallEnd::Outcome(Err(classify(
+                e,
+                l.store.data(),
+                stop,
+                limits,
+                &stats.stderr,
+            ))),
         };
         drop(l);
-        done(wire, outcome, stats);
+        done(wire, end, stats, ended);
     }
 }
 

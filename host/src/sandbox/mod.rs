@@ -24,6 +24,7 @@ use crate::mount::Mount;
 use crate::protocol::{CallsRequest, RunRequest, TaskId, TaskStats};
 use crate::value::{Input, Output};
 
+pub use batch::CallEnd;
 pub use engine::Metering;
 pub use files::Scratch;
 pub use interrupt::Interrupter;
@@ -285,11 +286,11 @@ impl Sandbox {
     }
 
     /// Runs the calls of `req` one after another, each a task of its own in a fresh store
-    /// and instance; `done` gets each one's wire id, outcome and stats as it finishes.
+    /// and instance; `done` gets each one's wire id, outcome, stats and end as it finishes.
     pub fn run_calls(
         &mut self,
-        req: &CallsRequest,
-        mut done: impl FnMut(TaskId, Result<Output, TaskError>, TaskStats),
+        req: &mut CallsRequest,
+        mut done: impl FnMut(TaskId, CallEnd<'_>, TaskStats, std::time::Instant),
     ) {
         let metering = Metering::of(&req.limits);
         match self.modules.get(&(req.module, metering)) {
@@ -299,8 +300,9 @@ impl Sandbox {
                 for i in 0..req.inputs.len() {
                     done(
                         req.first + i as TaskId,
-                        Err(error.clone()),
+                        CallEnd::Outcome(Err(error.clone())),
                         TaskStats::default(),
+                        std::time::Instant::now(),
                     );
                 }
             }

@@ -144,9 +144,10 @@ impl WorkerProcess {
         self.child.id()
     }
 
-    /// Registers a task about to be sent, so its reply reaches `completion` directly.
-    pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>, calls: u64) {
-        self.answers.expect(task, completion, calls);
+    /// Registers tasks about to be sent, `(wire id, completion, calls)` each, so their
+    /// replies reach their completions directly.
+    pub(crate) fn expect(&self, tasks: impl Iterator<Item = (TaskId, Arc<Completion>, u64)>) {
+        self.answers.expect(tasks);
     }
 
     /// Sends encoded frames to the worker's stdin. (A dead worker's pipe takes nothing; its

@@ -28,9 +28,10 @@ impl Answers {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `task` before its request is written, so its reply finds its waiter.
-    pub(crate) fn expect(&self, task: TaskId, completion: Arc<Completion>, calls: u64) {
-        self.lock().push_back((task, completion, calls));
+    /// Registers tasks, `(wire id, completion, calls)` each, before their requests are
+    /// written, so their replies find their waiters (one lock for a whole frame's calls).
+    pub(crate) fn expect(&self, tasks: impl Iterator<Item = (TaskId, Arc<Completion>, u64)>) {
+        self.lock().extend(tasks);
     }
 
     fn take(&self, task: TaskId) -> Option<(Arc<Completion>, u64)> {
@@ -164,6 +165,9 @@ pub(crate) fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
             let count = calls.len();
             let (mut took, mut rss) = (Duration::ZERO, 0);
             let mut tally = Tally::default();
+            // Every call of the frame is settled before anyone is woken (see
+            // `Completion::settle`).
+            let mut settled = Vec::with_capacity(count);
             for ((outcome, stats), waiter) in calls.into_iter().zip(answers.take_run(first, count))
             {
                 took = took.saturating_add(stats.duration);
@@ -171,9 +175,13 @@ pub(crate) fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
                 let Some((c, calls)) = waiter else { continue };
                 let outcome = crate::command::check_reply(outcome);
                 let counted = Tally::of(&outcome, calls);
-                if c.complete(outcome, stats) {
+                if let Some(wake) = c.settle(outcome, stats) {
                     tally.merge(counted);
+                    settled.push((c, wake));
                 }
+            }
+            for (c, wake) in settled {
+                c.wake(wake);
             }
             Some(Heard::Calls {
                 first,
@@ -191,6 +199,8 @@ pub(crate) fn deliver(reply: Reply, answers: &Answers) -> Option<Heard> {
 mod tests {
     use super::*;
     use crate::command::{CommandOutput, OutputFile};
+    use std::future::Future;
+
     use crate::pool::task::Task;
     use crate::protocol::TaskStats;
     use crate::value::Output;
@@ -217,7 +227,7 @@ mod tests {
         protocol::encode(&reply, &mut wire).unwrap();
         let answers = Answers::default();
         let completion = Completion::new(None);
-        answers.expect(1, completion.clone(), 1);
+        answers.expect(std::iter::once((1, completion.clone(), 1)));
         let (tx, _rx) = crossbeam_channel::unbounded();
         let who = WorkerRef {
             slot: 0,
@@ -225,6 +235,64 @@ mod tests {
         };
         read_replies(&wire[..], who, &answers, &tx);
         Task::<CommandOutput>::new(1, completion, tx).wait()
+    }
+
+    /// A waker that notes, when woken, whether `later` is done.
+    struct Notes {
+        later: Arc<Completion>,
+        later_done: std::sync::atomic::AtomicBool,
+    }
+
+    impl std::task::Wake for Notes {
+        fn wake(self: Arc<Self>) {
+            let done = self.later.is_done();
+            self.later_done
+                .store(done, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_calls_reply_wakes_waiters_once_every_call_of_it_is_done() {
+        // An in-order waiter woken for the first call of a frame must find the frame's
+        // later calls done, or it sleeps again on each of them (a wake-up per call).
+        let answers = Answers::default();
+        let completions: Vec<_> = (0..3).map(|_| Completion::new(None)).collect();
+        answers.expect(
+            completions
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (10 + i as TaskId, c.clone(), 1)),
+        );
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let mut first = Task::<i64>::new(1, completions[0].clone(), tx.clone());
+        let notes = Arc::new(Notes {
+            later: completions[2].clone(),
+            later_done: false.into(),
+        });
+        let waker = std::task::Waker::from(notes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(std::pin::Pin::new(&mut first).poll(&mut cx).is_pending());
+        let ok = |n| {
+            (
+                Ok(Output::Numbers(vec![crate::value::Value::I64(n)])),
+                TaskStats::default(),
+            )
+        };
+        let mut wire = Vec::new();
+        let reply = Reply::Calls {
+            first: 10,
+            calls: vec![ok(1), ok(2), ok(3)],
+        };
+        protocol::encode(&reply, &mut wire).unwrap();
+        let who = WorkerRef {
+            slot: 0,
+            generation: 0,
+        };
+        read_replies(&wire[..], who, &answers, &tx);
+        assert!(notes.later_done.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(first.wait(), Ok(1));
+        let last = Task::<i64>::new(3, completions[2].clone(), tx);
+        assert_eq!(last.wait(), Ok(3));
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! respawned. Waiting for a process to exit and removing its scratch directory happen on the
 //! [`Reaper`]'s threads, never here.
 
+mod inbox;
 mod slot;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod workers;
 
+pub(crate) use inbox::{Inbox, Pushed};
 pub use stats::PoolStats;
 pub(crate) use stats::Tally;
 
@@ -44,6 +46,8 @@ use workers::{Processes, Workers};
 pub(crate) enum Event {
     /// New tasks, in submission order.
     Submit(Vec<Job>),
+    /// Tasks wait in the [`Inbox`] (sent by the push that found it empty).
+    Submitted,
     /// Cancel a task wherever it is (its completion tells whether it is still pending).
     Cancel(TaskId, std::sync::Arc<Completion>),
     /// A worker said something (one or more replies, in order; outcomes already went to
@@ -161,6 +165,10 @@ struct Settings {
 pub(crate) struct Dispatcher<W: Workers = Processes> {
     config: Settings,
     events: Receiver<Event>,
+    /// Where submissions wait (`None` when they come only as `Event::Submit`), emptied
+    /// before every event is handled; `taken` is the vector swapped in for them.
+    inbox: Option<std::sync::Arc<Inbox>>,
+    taken: Vec<Job>,
     slots: Vec<Slot<W::Worker>>,
     /// Starts and ends the workers; tells the time.
     workers: W,
@@ -180,6 +188,7 @@ impl Dispatcher<Processes> {
         config: Config,
         events: Receiver<Event>,
         sender: Sender<Event>,
+        inbox: std::sync::Arc<Inbox>,
     ) -> Result<std::thread::JoinHandle<()>, PoolError> {
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let handle = std::thread::Builder::new()
@@ -202,12 +211,18 @@ impl Dispatcher<Processes> {
                     max_worker_rss,
                 };
                 let mut d = Dispatcher::new(settings, processes, events);
+                d.inbox = Some(inbox.clone());
                 if let Err(e) = d.spawn_all() {
+                    inbox.close();
                     let _ = started_tx.send(Err(e));
                     return;
                 }
                 let _ = started_tx.send(Ok(()));
                 d.run();
+                for job in inbox.close() {
+                    job.completion
+                        .fail(TaskError::cancelled("the pool was shut down"));
+                }
                 // Every worker ended and its directory removed before the pool's directory
                 // goes (with `d.workers`).
                 d.workers.finish();
@@ -242,11 +257,12 @@ impl Dispatcher<Processes> {
                 },
             };
             if let Some(e) = event {
-                self.handle(e);
+                self.on_event(e);
             }
             while let Ok(e) = self.events.try_recv() {
-                self.handle(e);
+                self.on_event(e);
             }
+            self.take_inbox();
             if self.step() {
                 return;
             }
@@ -261,6 +277,8 @@ impl<W: Workers> Dispatcher<W> {
             config,
             workers,
             events,
+            inbox: None,
+            taken: Vec::new(),
             queue: VecDeque::new(),
             cancelled_queued: 0,
             shutdown: None,
@@ -296,24 +314,48 @@ impl<W: Workers> Dispatcher<W> {
         false
     }
 
+    /// Handles `event`, after queueing what waits in the inbox.
+    fn on_event(&mut self, event: Event) {
+        self.take_inbox();
+        self.handle(event);
+    }
+
+    /// Queues what waits in the inbox (before an event is handled: what a thread submitted
+    /// comes before what it did next).
+    fn take_inbox(&mut self) {
+        let Some(inbox) = &self.inbox else {
+            return;
+        };
+        if inbox.take(&mut self.taken) {
+            let mut jobs = std::mem::take(&mut self.taken);
+            self.submit(&mut jobs);
+            self.taken = jobs;
+        }
+    }
+
+    /// Queues `jobs` (emptying the vector, whose room is kept), or fails them when the pool
+    /// is shutting down or has no worker left.
+    fn submit(&mut self, jobs: &mut Vec<Job>) {
+        tracing::trace!(tasks = jobs.len(), "tasks submitted");
+        if self.shutdown.is_some() {
+            for job in jobs.drain(..) {
+                let error = TaskError::cancelled("the pool is shutting down");
+                self.counts.fail_queued(&job, error);
+            }
+        } else if self.slots.iter().all(Slot::is_dead) {
+            let error = self.no_workers_error();
+            for job in jobs.drain(..) {
+                self.counts.fail_queued(&job, error.clone());
+            }
+        } else {
+            self.queue.extend(jobs.drain(..));
+        }
+    }
+
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Submit(jobs) => {
-                tracing::trace!(tasks = jobs.len(), "tasks submitted");
-                if self.shutdown.is_some() {
-                    for job in &jobs {
-                        let error = TaskError::cancelled("the pool is shutting down");
-                        self.counts.fail_queued(job, error);
-                    }
-                } else if self.slots.iter().all(Slot::is_dead) {
-                    let error = self.no_workers_error();
-                    for job in &jobs {
-                        self.counts.fail_queued(job, error.clone());
-                    }
-                } else {
-                    self.queue.extend(jobs);
-                }
-            }
+            Event::Submit(mut jobs) => self.submit(&mut jobs),
+            Event::Submitted => {}
             Event::Cancel(task, completion) => self.cancel(task, &completion),
             Event::Replies(who, replies) => {
                 let now = self.workers.now();

@@ -208,6 +208,8 @@ impl Sim {
             max_worker_rss: max_rss,
         };
         let mut d = Dispatcher::new(settings, fake, inbox);
+        // Submissions come through the inbox, as in a pool.
+        d.inbox = Some(Arc::new(Inbox::default()));
         d.spawn_all().unwrap();
         Sim {
             d,
@@ -222,11 +224,21 @@ impl Sim {
     /// after events (deadlines, shutdown, sending).
     fn event(&mut self, event: Event) {
         assert!(!self.ended, "the event loop has ended");
-        self.d.handle(event);
+        self.d.on_event(event);
         while let Ok(e) = self.d.events.try_recv() {
-            self.d.handle(e);
+            self.d.on_event(e);
         }
+        self.d.take_inbox();
         self.ended = self.d.step();
+    }
+
+    /// Puts `jobs` in the inbox, as `Call::send` does, without handling the event.
+    fn push(&mut self, jobs: Vec<Job>) -> bool {
+        for j in &jobs {
+            self.tasks.push((j.id, j.completion.clone()));
+        }
+        let inbox = self.d.inbox.as_ref().expect("an inbox");
+        matches!(inbox.push(jobs), Pushed::First)
     }
 
     /// Moves the clock on by `by`; the loop wakes up.
@@ -237,10 +249,9 @@ impl Sim {
     }
 
     fn submit_jobs(&mut self, jobs: Vec<Job>) {
-        for j in &jobs {
-            self.tasks.push((j.id, j.completion.clone()));
+        if self.push(jobs) {
+            self.event(Event::Submitted);
         }
-        self.event(Event::Submit(jobs));
     }
 
     /// Submits tasks `ids`, with default limits.
@@ -764,6 +775,42 @@ fn a_draining_shutdown_runs_the_queue() {
 }
 
 #[test]
+fn a_draining_shutdown_runs_what_waits_in_the_inbox() {
+    // A thread submits, then shuts the pool down: the shutdown's event may be handled before
+    // the event that announced the submission, but the jobs it follows are queued first.
+    let mut sim = Sim::new(1);
+    sim.ready(0);
+    assert!(sim.push(vec![job(1, &sim.module), job(2, &sim.module)]));
+    let (done, finished) = crossbeam_channel::bounded(1);
+    sim.event(Event::Shutdown { drain: true, done });
+    assert_eq!(sim.sent(0), [1]);
+    sim.finish(0, 1, Duration::from_secs(1));
+    assert_eq!(sim.sent(0), [1, 2]);
+    sim.finish(0, 2, Duration::from_secs(1));
+    assert!(sim.ended);
+    assert!(finished.try_recv().is_ok());
+    assert_eq!((sim.state(1), sim.state(2)), ("ok", "ok"));
+}
+
+#[test]
+fn jobs_pushed_behind_others_wake_no_one_and_a_closed_inbox_refuses() {
+    let inbox = Inbox::default();
+    let m = module();
+    assert!(matches!(inbox.push([job(1, &m)]), Pushed::First));
+    assert!(matches!(inbox.push([job(2, &m)]), Pushed::Behind));
+    let mut taken = Vec::new();
+    assert!(inbox.take(&mut taken));
+    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), [1, 2]);
+    assert!(matches!(inbox.push([job(3, &m)]), Pushed::First));
+    let left = inbox.close();
+    assert_eq!(left.iter().map(|j| j.id).collect::<Vec<_>>(), [3]);
+    match inbox.push([job(4, &m)]) {
+        Pushed::Closed(jobs) => assert_eq!(jobs[0].id, 4),
+        _ => panic!("a closed inbox took a job"),
+    }
+}
+
+#[test]
 fn a_terminating_shutdown_cancels_everything() {
     let mut sim = Sim::new(1);
     sim.ready(0);
@@ -1015,7 +1062,7 @@ fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
         max_worker_rss: None,
         remove_dir,
     };
-    let dispatcher = Dispatcher::start(config, events, sender.clone()).unwrap();
+    let dispatcher = Dispatcher::start(config, events, sender.clone(), Default::default()).unwrap();
     let module = Module::new(
         b"m",
         crate::sandbox::Metering::Epochs,

@@ -78,7 +78,7 @@ impl Feed {
         let notify = self.notify.clone().map(|tx| (tx, index));
         let (task, job) = self.call.job_for(input, notify, None, admission);
         if let Some(job) = job {
-            self.call.send(vec![job]);
+            self.call.send(std::iter::once(job));
         }
         (index, task)
     }

@@ -177,7 +177,7 @@ impl Pool {
         };
         let (task, job) = call.job_for::<Output>(Ok(input), None, None, None);
         if let Some(job) = job {
-            call.send(vec![job]);
+            call.send(std::iter::once(job));
         }
         match task.wait() {
             Ok(Output::Snapshot(wasm)) => Ok(wasm),

@@ -94,6 +94,8 @@ pub struct Pool {
 /// What the clones of a [`Pool`] share.
 struct Shared {
     events: Sender<Event>,
+    /// Where submissions wait for a local dispatcher (a remote pool's take `Event::Submit`).
+    inbox: Option<Arc<dispatch::Inbox>>,
     limits: Limits,
     workers: usize,
     max_module_size: usize,
@@ -171,16 +173,24 @@ impl Pool {
             max_worker_rss: s.max_worker_rss,
             remove_dir: std::sync::Arc::new(crate::worker::scratch::remove_worker_dir),
         };
+        let jobs = Arc::new(dispatch::Inbox::default());
         #[cfg(feature = "nats")]
-        let dispatcher = match s.remote.clone() {
-            Some(remote) => crate::remote::client::start(remote, inbox)?,
-            None => Dispatcher::start(config, inbox, events.clone())?,
+        let (dispatcher, jobs) = match s.remote.clone() {
+            Some(remote) => (crate::remote::client::start(remote, inbox)?, None),
+            None => (
+                Dispatcher::start(config, inbox, events.clone(), jobs.clone())?,
+                Some(jobs),
+            ),
         };
         #[cfg(not(feature = "nats"))]
-        let dispatcher = Dispatcher::start(config, inbox, events.clone())?;
+        let (dispatcher, jobs) = (
+            Dispatcher::start(config, inbox, events.clone(), jobs.clone())?,
+            Some(jobs),
+        );
         Ok(Pool {
             inner: Arc::new(Shared {
                 events,
+                inbox: jobs,
                 limits: s.limits,
                 workers: s.workers,
                 max_module_size: s.max_module_size,
@@ -989,7 +999,7 @@ impl Call {
     ) -> Task<T> {
         let (task, job) = self.job_for(input, None, stream, admission);
         if let Some(job) = job {
-            self.send(vec![job]);
+            self.send(std::iter::once(job));
         }
         task
     }
@@ -1152,13 +1162,33 @@ impl Call {
         }
     }
 
-    fn send(&self, jobs: Vec<Job>) {
-        if let Err(crossbeam_channel::SendError(Event::Submit(jobs))) =
-            self.pool.inner.events.send(Event::Submit(jobs))
-        {
-            for job in jobs {
-                job.completion.fail(closed_error());
+    /// Hands `jobs` to the dispatcher, in order (through the inbox of a local pool: see
+    /// `dispatch::Inbox`); a closed pool fails them.
+    fn send(&self, jobs: impl IntoIterator<Item = Job>) {
+        let inner = &self.pool.inner;
+        let refused = match &inner.inbox {
+            Some(inbox) => match inbox.push(jobs) {
+                dispatch::Pushed::Behind => return,
+                // Sent after the push, so the dispatcher (which empties the inbox before
+                // it handles an event) finds the jobs; if it has ended, it closed the inbox
+                // and failed whatever it held.
+                dispatch::Pushed::First => {
+                    let _ = inner.events.send(Event::Submitted);
+                    return;
+                }
+                dispatch::Pushed::Closed(jobs) => jobs,
+            },
+            None => {
+                let Err(crossbeam_channel::SendError(Event::Submit(jobs))) =
+                    inner.events.send(Event::Submit(jobs.into_iter().collect()))
+                else {
+                    return;
+                };
+                jobs
             }
+        };
+        for job in refused {
+            job.completion.fail(closed_error());
         }
     }
 

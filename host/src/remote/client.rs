@@ -202,7 +202,12 @@ impl Client {
                         let _ = tx.send(Vec::new());
                     }
                     Some(Event::Shutdown { drain, done }) => shutdown = Some((drain, done)),
-                    Some(Event::Replies(..) | Event::Exited(..) | Event::Reaped(..)) => {}
+                    Some(
+                        Event::Submitted
+                        | Event::Replies(..)
+                        | Event::Exited(..)
+                        | Event::Reaped(..),
+                    ) => {}
                 },
                 Some(p) = published.recv() => match p {
                     Published::Stored(id) => {

@@ -66,15 +66,24 @@ pub(crate) enum Event {
     Shutdown { drain: bool, done: Sender<()> },
 }
 
-/// One task on its way through the pool.
-pub(crate) struct Job {
-    pub id: TaskId,
+/// What the tasks of one [`Call`](crate::Call) share, and travel with one reference to:
+/// a job stays small (it is moved from queue to frame to the in-flight list, and dropped on
+/// another thread than the one that made it), and the dispatcher tells calls that can
+/// travel together by a pointer.
+#[derive(Clone)]
+pub(crate) struct Shape {
     pub module: Module,
     pub export: std::sync::Arc<str>,
-    pub input: Input,
     pub limits: Limits,
     /// Environment of a plain or SDK call (`Call::env`).
     pub env: std::sync::Arc<[(String, String)]>,
+}
+
+/// One task on its way through the pool.
+pub(crate) struct Job {
+    pub id: TaskId,
+    pub shape: std::sync::Arc<Shape>,
+    pub input: Input,
     /// How many more times the task may be re-run if its worker dies under it.
     pub retries: u32,
     pub completion: std::sync::Arc<Completion>,
@@ -136,11 +145,13 @@ fn compatible(first: &Job, next: &Job) -> bool {
         (Input::Json(_), Input::Json(_)) => true,
         _ => false,
     };
+    let (a, b) = (&*first.shape, &*next.shape);
     same_kind
-        && first.module.id() == next.module.id()
-        && first.limits == next.limits
-        && (std::sync::Arc::ptr_eq(&first.export, &next.export) || first.export == next.export)
-        && (std::sync::Arc::ptr_eq(&first.env, &next.env) || first.env == next.env)
+        && (std::sync::Arc::ptr_eq(&first.shape, &next.shape)
+            || (a.module.id() == b.module.id()
+                && a.limits == b.limits
+                && a.export == b.export
+                && a.env == b.env))
 }
 
 /// About how many bytes a call's input takes in a frame.

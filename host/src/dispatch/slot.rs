@@ -319,8 +319,8 @@ impl<P: Worker> Slot<P> {
         let Some(process) = &self.process else {
             return Ok(false);
         };
-        let module = &job.module;
-        let metering = Metering::of(&job.limits);
+        let module = &job.shape.module;
+        let metering = Metering::of(&job.shape.limits);
         if !self.loaded.insert((module.id(), metering)) {
             return Ok(false);
         }
@@ -382,17 +382,17 @@ impl<P: Worker> Slot<P> {
         let wire = self.next_wire;
         let run = RequestRef::Run {
             task: wire,
-            module: job.module.id(),
-            export: &job.export,
+            module: job.shape.module.id(),
+            export: &job.shape.export,
             input: &job.input,
-            limits: &job.limits,
-            env: &job.env,
+            limits: &job.shape.limits,
+            env: &job.shape.env,
         };
         if let Err(e) = protocol::encode(&run, &mut self.pending) {
             self.pending.truncate(rollback);
             if loaded {
                 self.loaded
-                    .remove(&(job.module.id(), Metering::of(&job.limits)));
+                    .remove(&(job.shape.module.id(), Metering::of(&job.shape.limits)));
             }
             counts.fail(
                 &job,
@@ -430,18 +430,20 @@ impl<P: Worker> Slot<P> {
         let first = self.next_wire;
         let calls = RequestRef::Calls {
             first,
-            module: first_job.module.id(),
-            export: &first_job.export,
-            limits: &first_job.limits,
-            env: &first_job.env,
+            module: first_job.shape.module.id(),
+            export: &first_job.shape.export,
+            limits: &first_job.shape.limits,
+            env: &first_job.shape.env,
             inputs: protocol::Inputs(jobs.iter().map(|j| &j.input).collect()),
         };
         if protocol::encode(&calls, &mut self.pending).is_err() {
             // Over the frame limit together: each goes alone (and fails alone if it must).
             self.pending.truncate(rollback);
             if loaded {
-                self.loaded
-                    .remove(&(first_job.module.id(), Metering::of(&first_job.limits)));
+                self.loaded.remove(&(
+                    first_job.shape.module.id(),
+                    Metering::of(&first_job.shape.limits),
+                ));
             }
             for job in jobs {
                 self.send(job, now, counts);
@@ -520,7 +522,7 @@ impl<P: Worker> Slot<P> {
         let head = self.inflight.front()?;
         // A batch makes several calls, each with the whole timeout.
         let calls = u32::try_from(head.job.input.calls()).unwrap_or(u32::MAX);
-        let timeout = head.job.limits.timeout.map(|t| {
+        let timeout = head.job.shape.limits.timeout.map(|t| {
             match Limits::kill_deadline(self.head_since, t, calls) {
                 Some(at) => (at, TaskError::Timeout { limit: t }),
                 // Validated limits never get here; a deadline the clock cannot hold stops

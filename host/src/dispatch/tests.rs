@@ -165,15 +165,22 @@ fn module() -> Module {
 
 fn job(id: TaskId, module: &Module) -> Job {
     Job {
-        env: Vec::new().into(),
         id,
-        module: module.clone(),
-        export: "f".into(),
+        shape: Arc::new(Shape {
+            module: module.clone(),
+            export: "f".into(),
+            limits: Limits::default(),
+            env: Vec::new().into(),
+        }),
         input: Input::Numbers(Vec::new()),
-        limits: Limits::default(),
         retries: 0,
         completion: Completion::new(None),
     }
+}
+
+/// What `job`'s calls share, to change (before it is submitted).
+fn shape(job: &mut Job) -> &mut Shape {
+    Arc::make_mut(&mut job.shape)
 }
 
 const MS: Duration = Duration::from_millis(1);
@@ -263,7 +270,7 @@ impl Sim {
     /// Submits task `id` with `timeout` (and `retries`).
     fn submit_timed(&mut self, id: TaskId, timeout: Duration, retries: u32) {
         let mut j = job(id, &self.module);
-        j.limits.timeout = Some(timeout);
+        shape(&mut j).limits.timeout = Some(timeout);
         j.retries = retries;
         self.submit_jobs(vec![j]);
     }
@@ -492,7 +499,7 @@ fn a_batch_counts_its_calls_and_has_a_deadline_per_call() {
         items: vec![Input::Numbers(Vec::new()); 5],
         instances: crate::value::Instances::Fresh,
     };
-    batch.limits.timeout = Some(Duration::from_secs(1));
+    shape(&mut batch).limits.timeout = Some(Duration::from_secs(1));
     sim.submit_jobs(vec![batch]);
     sim.submit([2]);
     assert_eq!(sim.sent(0), [1]);
@@ -1071,9 +1078,9 @@ fn a_slow_scratch_removal_does_not_hold_up_another_workers_deadline() {
         Origin::Compiled(Duration::ZERO),
     );
     let mut short = job(1, &module);
-    short.limits.timeout = Some(Duration::from_millis(50));
+    shape(&mut short).limits.timeout = Some(Duration::from_millis(50));
     let mut neighbour = job(2, &module);
-    neighbour.limits.timeout = Some(Duration::from_millis(300));
+    shape(&mut neighbour).limits.timeout = Some(Duration::from_millis(300));
     let task = Task::<i64>::new(2, neighbour.completion.clone(), sender.clone());
     let submitted = Instant::now();
     sender.send(Event::Submit(vec![short, neighbour])).unwrap();
@@ -1159,12 +1166,12 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
     let mut jobs: Vec<Job> = (1..=3).map(|id| job(id, &module)).collect();
     // Other limits.
     let mut j = job(4, &module);
-    j.limits.memory = Some(1 << 20);
+    shape(&mut j).limits.memory = Some(1 << 20);
     jobs.push(j);
     jobs.push(job(5, &module));
     // Another export.
     let mut j = job(6, &module);
-    j.export = "g".into();
+    shape(&mut j).export = "g".into();
     jobs.push(j);
     // An SDK call, twice, then a numeric call again.
     for id in [7, 8] {
@@ -1175,7 +1182,7 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
     jobs.push(job(9, &module));
     // Another environment.
     let mut j = job(10, &module);
-    j.env = vec![("K".to_string(), "V".to_string())].into();
+    shape(&mut j).env = vec![("K".to_string(), "V".to_string())].into();
     jobs.push(j);
     // A command run always goes alone.
     let mut j = job(11, &module);
@@ -1299,7 +1306,7 @@ fn each_call_of_a_frame_has_its_own_deadline_and_cancel() {
     let jobs = (1..=4)
         .map(|id| {
             let mut j = job(id, &sim.module);
-            j.limits.timeout = Some(Duration::from_secs(1));
+            shape(&mut j).limits.timeout = Some(Duration::from_secs(1));
             j
         })
         .collect();

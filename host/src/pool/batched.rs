@@ -51,7 +51,7 @@ pub(super) fn check<A: Args>(
     let inputs = inputs.into_iter();
     let ready = call
         .pool
-        .prepare(&call.module, &call.limits)
+        .prepare(&call.shape.module, &call.shape.limits)
         .and_then(|()| call.check_size(Input::Numbers(Vec::new())).map(drop));
     if let Err(e) = ready {
         return Calls {
@@ -68,7 +68,12 @@ pub(super) fn check<A: Args>(
     let mut errors = Vec::with_capacity(inputs.size_hint().0);
     // Exports with parameters or results take numbers only (`_start`-like ones take
     // commands too, and go one input each).
-    let params = match call.module.export(&call.export).map(|e| &e.kind) {
+    let params = match call
+        .shape
+        .module
+        .export(&call.shape.export)
+        .map(|e| &e.kind)
+    {
         Some(ExportKind::Numeric { params, results })
             if !(params.is_empty() && results.is_empty()) =>
         {
@@ -196,7 +201,12 @@ pub(super) fn map<T: FromOutput>(
     chunk: usize,
     instances: Instances,
 ) -> Vec<Result<T, TaskError>> {
-    let per_call = match call.module.export(&call.export).map(|e| &e.kind) {
+    let per_call = match call
+        .shape
+        .module
+        .export(&call.shape.export)
+        .map(|e| &e.kind)
+    {
         Some(ExportKind::Numeric { results, .. }) => Some(results.len()),
         _ => None,
     };

@@ -167,13 +167,15 @@ impl Pool {
         }));
         let call = Call {
             pool: self.clone(),
-            module: instrumented,
-            export: Arc::from(init.export()),
-            limits: self.inner.limits,
+            shape: Arc::new(crate::dispatch::Shape {
+                module: instrumented,
+                export: Arc::from(init.export()),
+                limits: self.inner.limits,
+                env: Arc::from(Vec::new()),
+            }),
             // A worker lost under the initializer is not retried: a hostile one would take
             // a worker each time.
             retries: 0,
-            env: Arc::from(Vec::new()),
         };
         let (task, job) = call.job_for::<Output>(Ok(input), None, None, None);
         if let Some(job) = job {

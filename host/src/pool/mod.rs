@@ -477,11 +477,13 @@ impl Pool {
     pub fn call(&self, module: &Module, export: &str) -> Call {
         Call {
             pool: self.clone(),
-            module: module.clone(),
-            export: Arc::from(export),
-            limits: self.inner.limits,
+            shape: Arc::new(dispatch::Shape {
+                module: module.clone(),
+                export: Arc::from(export),
+                limits: self.inner.limits,
+                env: Arc::from(Vec::new()),
+            }),
             retries: self.inner.max_retries,
-            env: Arc::from(Vec::new()),
         }
     }
 
@@ -649,12 +651,9 @@ impl Drop for Shared {
 #[derive(Clone)]
 pub struct Call {
     pool: Pool,
-    module: Module,
-    export: Arc<str>,
-    limits: Limits,
+    /// The module, export, limits and environment, shared with every job of the call.
+    shape: Arc<dispatch::Shape>,
     retries: u32,
-    /// Environment of the call's WASI context (plain and SDK calls).
-    env: Arc<[(String, String)]>,
 }
 
 impl Call {
@@ -685,16 +684,17 @@ impl Call {
     /// # Ok(()) }
     /// ```
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let mut env = self.env.to_vec();
+        let shape = Arc::make_mut(&mut self.shape);
+        let mut env = shape.env.to_vec();
         env.push((key.into(), value.into()));
-        self.env = env.into();
+        shape.env = env.into();
         self
     }
 
     /// Fuel for this call; `None` for unlimited. Limits out of their valid range (see
     /// [`Limits::validate`]) make the call's tasks fail with [`TaskError::BadInput`].
     pub fn fuel(mut self, fuel: impl Into<Option<u64>>) -> Self {
-        self.limits.fuel = fuel.into();
+        Arc::make_mut(&mut self.shape).limits.fuel = fuel.into();
         self
     }
 
@@ -702,14 +702,14 @@ impl Call {
     /// [`MAX_TIMEOUT`](crate::limits::MAX_TIMEOUT) (365 days); else the call's tasks fail
     /// with [`TaskError::BadInput`].
     pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.limits.timeout = timeout.into();
+        Arc::make_mut(&mut self.shape).limits.timeout = timeout.into();
         self
     }
 
     /// Memory limit for this call, in bytes; `None` for the wasm32 maximum. Valid: 1 byte to
     /// 4 GiB; else the call's tasks fail with [`TaskError::BadInput`].
     pub fn memory(mut self, bytes: impl Into<Option<u64>>) -> Self {
-        self.limits.memory = bytes.into();
+        Arc::make_mut(&mut self.shape).limits.memory = bytes.into();
         self
     }
 
@@ -726,7 +726,8 @@ impl Call {
     /// # Ok(()) }
     /// ```
     pub fn spec(mut self, spec: &TaskSpec) -> Self {
-        self.limits = spec.over(self.limits);
+        let shape = Arc::make_mut(&mut self.shape);
+        shape.limits = spec.over(shape.limits);
         if let Some(n) = spec.max_retries {
             self.retries = n;
         }
@@ -736,7 +737,7 @@ impl Call {
     /// All limits for this call, checked with [`Limits::validate`] when tasks are submitted
     /// (out of range: the tasks fail with [`TaskError::BadInput`], naming the limit).
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        Arc::make_mut(&mut self.shape).limits = limits;
         self
     }
 
@@ -1055,7 +1056,7 @@ impl Call {
     pub(crate) fn submit_input(&self, input: Input) -> Task<crate::value::Output> {
         let checked = self
             .pool
-            .prepare(&self.module, &self.limits)
+            .prepare(&self.shape.module, &self.shape.limits)
             .and_then(|()| self.check_remote(input))
             .and_then(|input| self.check_size(input));
         match self.wait_for_room(&checked) {
@@ -1079,19 +1080,24 @@ impl Call {
                 mut values,
                 instances,
             } => {
-                let params = match self.module.export(&self.export).map(|e| &e.kind) {
+                let params = match self
+                    .shape
+                    .module
+                    .export(&self.shape.export)
+                    .map(|e| &e.kind)
+                {
                     Some(ExportKind::Numeric { params, .. }) => params.clone(),
                     _ => {
                         return Err(TaskError::bad_input(format!(
                             "`{}` is not a plain numeric export",
-                            self.export
+                            self.shape.export
                         )))
                     }
                 };
                 if params.is_empty() || values.len() != calls as usize * params.len() {
                     return Err(TaskError::bad_input(format!(
                         "a batch of {calls} calls of `{}` with {} values",
-                        self.export,
+                        self.shape.export,
                         values.len()
                     )));
                 }
@@ -1112,13 +1118,13 @@ impl Call {
     /// converted and checked against the export and the size caps.
     fn checked(&self, args: impl Args) -> Result<Input, TaskError> {
         self.pool
-            .prepare(&self.module, &self.limits)
+            .prepare(&self.shape.module, &self.shape.limits)
             .and_then(|()| self.validate(args))
     }
 
     /// One call's input, converted and checked against the export and the size caps.
     fn validate(&self, args: impl Args) -> Result<Input, TaskError> {
-        args.into_input_within(self.limits.max_input as usize)
+        args.into_input_within(self.shape.limits.max_input as usize)
             .and_then(|input| self.check(input))
             .and_then(|input| self.check_size(input))
     }
@@ -1145,12 +1151,9 @@ impl Call {
                 }
                 let job = Job {
                     id,
-                    module: self.module.clone(),
-                    export: self.export.clone(),
+                    shape: self.shape.clone(),
                     input,
-                    limits: self.limits,
                     retries: self.retries,
-                    env: self.env.clone(),
                     completion,
                 };
                 (task, Some(job))
@@ -1194,26 +1197,31 @@ impl Call {
 
     /// Checks the input against the call's size cap.
     fn check_size(&self, input: Input) -> Result<Input, TaskError> {
-        let env: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let env: usize = self
+            .shape
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum();
         match &input {
-            Input::Json(bytes) if bytes.len() + env > self.limits.max_input as usize => {
+            Input::Json(bytes) if bytes.len() + env > self.shape.limits.max_input as usize => {
                 Err(TaskError::bad_input(format!(
                     "the input and environment are {} bytes, over the cap of {} bytes (Limits::max_input)",
                     bytes.len() + env,
-                    self.limits.max_input
+                    self.shape.limits.max_input
                 )))
             }
-            Input::Numbers(_) if env > self.limits.max_input as usize => {
+            Input::Numbers(_) if env > self.shape.limits.max_input as usize => {
                 Err(TaskError::bad_input(format!(
                     "the environment is {env} bytes, over the cap of {} bytes (Limits::max_input)",
-                    self.limits.max_input
+                    self.shape.limits.max_input
                 )))
             }
-            Input::Command(c) if c.size() > self.limits.max_input as usize => {
+            Input::Command(c) if c.size() > self.shape.limits.max_input as usize => {
                 Err(TaskError::bad_input(format!(
                     "the command's arguments, environment, stdin and input files are {} bytes, over the cap of {} bytes (Limits::max_input)",
                     c.size(),
-                    self.limits.max_input
+                    self.shape.limits.max_input
                 )))
             }
             _ => Ok(input),
@@ -1223,7 +1231,7 @@ impl Call {
     /// Checks a plain numeric call's arguments against the export's parameters, converting
     /// each to its parameter's type.
     fn check_numbers(&self, args: &mut [Value], params: &[ValType]) -> Result<(), TaskError> {
-        let export: &str = &self.export;
+        let export: &str = &self.shape.export;
         if args.len() != params.len() {
             return Err(TaskError::bad_input(format!(
                 "`{export}` takes {} argument(s) ({}), {} given",
@@ -1252,7 +1260,7 @@ impl Call {
     /// as its argument through the allocator `alloc`, one of `(i32, i32)` and `alloc` a
     /// function of `(i32) -> i32` (see [`CommandSpec::stdin_as_argument`]).
     fn check_reactor(&self, name: &str, alloc: Option<&str>) -> Result<(), TaskError> {
-        let numeric = |name: &str| match self.module.export(name).map(|e| &e.kind) {
+        let numeric = |name: &str| match self.shape.module.export(name).map(|e| &e.kind) {
             Some(ExportKind::Numeric { params, results }) => Some((params, results)),
             _ => None,
         };
@@ -1268,7 +1276,7 @@ impl Call {
             Some(_) => &[ValType::I32, ValType::I32],
             None => &[],
         };
-        match self.module.export(name).map(|e| &e.kind) {
+        match self.shape.module.export(name).map(|e| &e.kind) {
             Some(ExportKind::Numeric { params: p, results })
                 if p[..] == *params && matches!(results.as_slice(), [] | [ValType::I32]) =>
             {
@@ -1294,8 +1302,8 @@ impl Call {
                 return Ok(input);
             }
         }
-        let export: &str = &self.export;
-        let Some(e) = self.module.export(export) else {
+        let export: &str = &self.shape.export;
+        let Some(e) = self.shape.module.export(export) else {
             if matches!(input, Input::Command(_)) && export == command::ENTRY {
                 return Err(TaskError::bad_input(format!(
                     "the module is not a WASI command: it has no `{}` export",
@@ -1303,6 +1311,7 @@ impl Call {
                 )));
             }
             let names: Vec<&str> = self
+                .shape
                 .module
                 .exports()
                 .iter()

@@ -364,15 +364,15 @@ impl Client {
             }
             // The input travels; the job kept here needs only its completion and limits.
             let input = std::mem::replace(&mut job.input, crate::value::Input::Numbers(Vec::new()));
-            let body = TaskBody::of(input, job.limits, job.retries, &job.env);
+            let body = TaskBody::of(input, job.shape.limits, job.retries, &job.shape.env);
             let msg = TaskMsg {
                 client: self.id.clone(),
                 task: job.id,
-                module: job.module.id().0,
-                export: job.export.to_string(),
+                module: job.shape.module.id().0,
+                export: job.shape.export.to_string(),
                 body: wire::Blob::Inline(wire::body(&body)),
             };
-            let module = (job.module.id(), job.module.inner.bytes.clone());
+            let module = (job.shape.module.id(), job.shape.module.inner.bytes.clone());
             batch.push((job.id, module, msg));
             self.pending.insert(job.id, job);
         }
@@ -401,7 +401,7 @@ impl Client {
                     let outcome = match super::from_blob(
                         &self.conn,
                         result.outcome,
-                        u64::from(job.limits.max_output).saturating_mul(2) + 65536,
+                        u64::from(job.shape.limits.max_output).saturating_mul(2) + 65536,
                     )
                     .await
                     {

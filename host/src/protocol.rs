@@ -223,7 +223,7 @@ pub(crate) enum RequestRef<'a> {
         task: TaskId,
         module: ModuleId,
         export: &'a str,
-        input: &'a Input,
+        input: &'a JobInput,
         limits: &'a Limits,
         env: &'a [(String, String)],
     },
@@ -248,42 +248,127 @@ pub(crate) enum RequestRef<'a> {
 /// [`CallsRequest::inputs`] from wherever the dispatcher keeps them. They must all be of
 /// one kind and, for numbers, of one length (calls of one export are): otherwise encoding
 /// fails, and the dispatcher sends the calls one by one.
-pub(crate) struct Inputs<'a>(pub Vec<&'a Input>);
+pub(crate) struct Inputs<'a>(pub Vec<&'a JobInput>);
 
 impl Serialize for Inputs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeStructVariant};
-        match self.0.first() {
-            Some(Input::Numbers(first)) => {
-                let arity = first.len();
-                let values = self.0.iter().map(|input| match input {
-                    Input::Numbers(args) if args.len() == arity => Ok(args.as_slice()),
-                    _ => Err(S::Error::custom("calls of different kinds or lengths")),
-                });
-                let calls = u32::try_from(self.0.len()).map_err(S::Error::custom)?;
-                let mut v = s.serialize_struct_variant("CallInputs", 0, "Numbers", 2)?;
-                v.serialize_field("calls", &calls)?;
-                v.serialize_field("values", &FlatValues(values.collect::<Result<_, _>>()?))?;
-                v.end()
-            }
-            Some(Input::Json(_)) => {
-                let items = self.0.iter().map(|input| match input {
-                    Input::Json(bytes) => Ok(serde_bytes::Bytes::new(bytes)),
-                    _ => Err(S::Error::custom("calls of different kinds")),
-                });
-                let items: Vec<_> = items.collect::<Result<_, _>>()?;
-                s.serialize_newtype_variant("CallInputs", 1, "Json", &items)
-            }
-            None => s
+        let Some(first) = self.0.first() else {
+            return s
                 .serialize_struct_variant("CallInputs", 0, "Numbers", 2)
                 .and_then(|mut v| {
                     v.serialize_field("calls", &0u32)?;
                     v.serialize_field("values", &FlatValues(Vec::new()))?;
                     v.end()
-                }),
-            Some(_) => Err(S::Error::custom(
-                "only numeric and JSON calls travel in a Calls frame",
-            )),
+                });
+        };
+        if let Some(first) = first.numbers() {
+            let arity = first.len();
+            let values = self.0.iter().map(|input| match input.numbers() {
+                Some(args) if args.len() == arity => Ok(args),
+                _ => Err(S::Error::custom("calls of different kinds or lengths")),
+            });
+            let calls = u32::try_from(self.0.len()).map_err(S::Error::custom)?;
+            let mut v = s.serialize_struct_variant("CallInputs", 0, "Numbers", 2)?;
+            v.serialize_field("calls", &calls)?;
+            v.serialize_field("values", &FlatValues(values.collect::<Result<_, _>>()?))?;
+            return v.end();
+        }
+        if first.json().is_some() {
+            let items = self.0.iter().map(|input| match input.json() {
+                Some(bytes) => Ok(serde_bytes::Bytes::new(bytes)),
+                None => Err(S::Error::custom("calls of different kinds")),
+            });
+            let items: Vec<_> = items.collect::<Result<_, _>>()?;
+            return s.serialize_newtype_variant("CallInputs", 1, "Json", &items);
+        }
+        Err(S::Error::custom(
+            "only numeric and JSON calls travel in a Calls frame",
+        ))
+    }
+}
+
+/// A job's input as the host keeps it (`dispatch::Job`): a plain call of one or two numbers
+/// inline, so a stream of tiny calls moves no vector from the submitting thread to the
+/// dispatcher's (which would free it); an SDK call's JSON and numbers as they came; any
+/// other input boxed, so a job stays small. It encodes exactly as the [`Input`] it stands
+/// for (`job_inputs_encode_like_inputs`).
+pub(crate) enum JobInput {
+    Few { len: u8, values: [Value; 2] },
+    Numbers(Vec<Value>),
+    Json(Vec<u8>),
+    Other(Box<Input>),
+}
+
+impl From<Input> for JobInput {
+    fn from(input: Input) -> Self {
+        match input {
+            Input::Numbers(v) if v.len() <= 2 => {
+                let mut values = [Value::I32(0); 2];
+                values[..v.len()].copy_from_slice(&v);
+                JobInput::Few {
+                    len: v.len() as u8,
+                    values,
+                }
+            }
+            Input::Numbers(v) => JobInput::Numbers(v),
+            Input::Json(bytes) => JobInput::Json(bytes),
+            other => JobInput::Other(Box::new(other)),
+        }
+    }
+}
+
+impl JobInput {
+    /// The arguments of a plain call.
+    pub(crate) fn numbers(&self) -> Option<&[Value]> {
+        match self {
+            JobInput::Few { len, values } => Some(&values[..*len as usize]),
+            JobInput::Numbers(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The JSON input of an SDK call.
+    pub(crate) fn json(&self) -> Option<&[u8]> {
+        match self {
+            JobInput::Json(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// How many calls it makes (see [`Input::calls`]).
+    pub(crate) fn calls(&self) -> usize {
+        match self {
+            JobInput::Other(input) => input.calls(),
+            _ => 1,
+        }
+    }
+
+    /// The input it stands for.
+    pub(crate) fn into_input(self) -> Input {
+        match self {
+            JobInput::Few { len, values } => Input::Numbers(values[..len as usize].to_vec()),
+            JobInput::Numbers(v) => Input::Numbers(v),
+            JobInput::Json(bytes) => Input::Json(bytes),
+            JobInput::Other(input) => *input,
+        }
+    }
+}
+
+impl Serialize for JobInput {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // `Input`'s first two variants, as its derived `Serialize` writes them.
+        match self {
+            JobInput::Few { .. } | JobInput::Numbers(_) => s.serialize_newtype_variant(
+                "Input",
+                0,
+                "Numbers",
+                self.numbers().unwrap_or_default(),
+            ),
+            JobInput::Json(bytes) => {
+                s.serialize_newtype_variant("Input", 1, "Json", serde_bytes::Bytes::new(bytes))
+            }
+            JobInput::Other(input) => input.serialize(s),
         }
     }
 }
@@ -822,7 +907,7 @@ mod tests {
             task: 7,
             module: ModuleId([3; 32]),
             export: "square",
-            input: &input,
+            input: &JobInput::from(input.clone()),
             limits: &limits,
             env: &[("K".into(), "V".into())],
         };
@@ -842,8 +927,9 @@ mod tests {
         let numbers = [
             Input::Numbers(vec![Value::I64(1), Value::F32(0.5)]),
             Input::Numbers(vec![Value::I64(-2), Value::F32(2.0)]),
-        ];
-        let json = [Input::Json(b"2".to_vec()), Input::Json(Vec::new())];
+        ]
+        .map(JobInput::from);
+        let json = [Input::Json(b"2".to_vec()), Input::Json(Vec::new())].map(JobInput::from);
         let flat = [
             CallInputs::Numbers {
                 calls: 2,
@@ -885,7 +971,10 @@ mod tests {
         for mixed in [
             vec![&numbers[0], &json[0]],
             vec![&json[0], &numbers[0]],
-            vec![&numbers[0], &Input::Numbers(vec![Value::I64(1)])],
+            vec![
+                &numbers[0],
+                &JobInput::from(Input::Numbers(vec![Value::I64(1)])),
+            ],
         ] {
             let calls = RequestRef::Calls {
                 first: 9,
@@ -908,6 +997,41 @@ mod tests {
         encode(&Request::Cancel { task: 9 }, &mut owned).unwrap();
         encode(&RequestRef::Cancel { task: 9 }, &mut borrowed).unwrap();
         assert_eq!(owned, borrowed);
+    }
+
+    #[test]
+    fn job_inputs_encode_like_inputs() {
+        let command = crate::command::CommandInput {
+            argv: vec!["p".into()],
+            env: Vec::new(),
+            stdin: b"in".to_vec(),
+            files: Vec::new(),
+            output_dir: false,
+            check: false,
+            stream: false,
+            invoke: None,
+        };
+        for input in [
+            Input::Numbers(Vec::new()),
+            Input::Numbers(vec![Value::I32(-1)]),
+            Input::Numbers(vec![Value::F64(0.5), Value::I64(i64::MIN)]),
+            Input::Numbers(vec![Value::F32(1.0), Value::I32(2), Value::I64(3)]),
+            Input::Json(b"{\"a\":1}".to_vec()),
+            Input::Command(command),
+            Input::NumberBatch {
+                calls: 2,
+                values: vec![Value::I64(1), Value::I64(2)],
+                instances: crate::value::Instances::Fresh,
+            },
+        ] {
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            encode(&input, &mut want).unwrap();
+            let job = JobInput::from(input.clone());
+            assert_eq!(job.calls(), input.calls());
+            encode(&job, &mut got).unwrap();
+            assert_eq!(got, want, "{input:?}");
+            assert_eq!(job.into_input(), input);
+        }
     }
 
     #[test]

@@ -32,8 +32,7 @@ use crate::error::{PoolError, TaskError};
 use crate::limits::Limits;
 use crate::module::Module;
 use crate::pool::task::Completion;
-use crate::protocol::TaskId;
-use crate::value::Input;
+use crate::protocol::{JobInput, TaskId};
 use crate::worker::reaper::RemoveDir;
 use crate::worker::replies::Heard;
 use crate::worker::{Launch, WorkerRef};
@@ -83,7 +82,7 @@ pub(crate) struct Shape {
 pub(crate) struct Job {
     pub id: TaskId,
     pub shape: std::sync::Arc<Shape>,
-    pub input: Input,
+    pub input: JobInput,
     /// How many more times the task may be re-run if its worker dies under it.
     pub retries: u32,
     pub completion: std::sync::Arc<Completion>,
@@ -133,16 +132,16 @@ const COALESCED_BYTES: usize = 1 << 20;
 /// Whether a job can travel with others in a `Calls` frame: a single plain or SDK call
 /// (commands have files and streams of their own; batches are batches already).
 fn coalescable(job: &Job) -> bool {
-    matches!(job.input, Input::Numbers(_) | Input::Json(_))
+    job.input.numbers().is_some() || job.input.json().is_some()
 }
 
 /// Whether `next` can travel in `first`'s `Calls` frame: a call of the same module and
 /// export, under the same limits and environment, with the same kind of input (for numbers,
 /// as many: a frame lays them end to end).
 fn compatible(first: &Job, next: &Job) -> bool {
-    let same_kind = match (&first.input, &next.input) {
-        (Input::Numbers(a), Input::Numbers(b)) => a.len() == b.len(),
-        (Input::Json(_), Input::Json(_)) => true,
+    let same_kind = match (first.input.numbers(), next.input.numbers()) {
+        (Some(a), Some(b)) => a.len() == b.len(),
+        (None, None) => first.input.json().is_some() && next.input.json().is_some(),
         _ => false,
     };
     let (a, b) = (&*first.shape, &*next.shape);
@@ -155,10 +154,10 @@ fn compatible(first: &Job, next: &Job) -> bool {
 }
 
 /// About how many bytes a call's input takes in a frame.
-fn input_bytes(input: &Input) -> usize {
-    match input {
-        Input::Numbers(values) => 1 + values.len() * 9,
-        Input::Json(bytes) => 5 + bytes.len(),
+fn input_bytes(input: &JobInput) -> usize {
+    match (input.numbers(), input.json()) {
+        (Some(values), _) => 1 + values.len() * 9,
+        (_, Some(bytes)) => 5 + bytes.len(),
         _ => usize::MAX,
     }
 }

@@ -47,7 +47,7 @@ use super::*;
 use crate::module::Origin;
 use crate::pool::task::{Imap, Task};
 use crate::protocol::{Reply, Request, TaskStats};
-use crate::value::Output;
+use crate::value::{Input, Output};
 use crate::worker::replies::{deliver, Answers};
 
 /// What one fake worker was given.
@@ -172,7 +172,7 @@ fn job(id: TaskId, module: &Module) -> Job {
             limits: Limits::default(),
             env: Vec::new().into(),
         }),
-        input: Input::Numbers(Vec::new()),
+        input: Input::Numbers(Vec::new()).into(),
         retries: 0,
         completion: Completion::new(None),
     }
@@ -498,7 +498,8 @@ fn a_batch_counts_its_calls_and_has_a_deadline_per_call() {
     batch.input = Input::Batch {
         items: vec![Input::Numbers(Vec::new()); 5],
         instances: crate::value::Instances::Fresh,
-    };
+    }
+    .into();
     shape(&mut batch).limits.timeout = Some(Duration::from_secs(1));
     sim.submit_jobs(vec![batch]);
     sim.submit([2]);
@@ -877,7 +878,8 @@ fn stats_count_calls_by_outcome() {
     batch.input = Input::Batch {
         items: vec![Input::Numbers(Vec::new()); 3],
         instances: crate::value::Instances::Fresh,
-    };
+    }
+    .into();
     sim.submit_jobs(vec![batch]);
     sim.submit(2..=5);
     sim.cancel(5);
@@ -1176,7 +1178,7 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
     // An SDK call, twice, then a numeric call again.
     for id in [7, 8] {
         let mut j = job(id, &module);
-        j.input = Input::Json(b"{}".to_vec());
+        j.input = Input::Json(b"{}".to_vec()).into();
         jobs.push(j);
     }
     jobs.push(job(9, &module));
@@ -1195,13 +1197,14 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
         check: false,
         stream: false,
         invoke: None,
-    });
+    })
+    .into();
     jobs.push(j);
     jobs.push(job(12, &module));
     jobs.push(job(13, &module));
     // Numbers of another count (a frame lays calls' arguments end to end).
     let mut j = job(14, &module);
-    j.input = Input::Numbers(vec![crate::value::Value::I32(1)]);
+    j.input = Input::Numbers(vec![crate::value::Value::I32(1)]).into();
     jobs.push(j);
     sim.submit_jobs(jobs);
     assert_eq!(

@@ -1152,7 +1152,9 @@ impl Call {
                 let job = Job {
                     id,
                     shape: self.shape.clone(),
-                    input,
+                    // A plain call's numbers go inline (the input's vector is freed here,
+                    // on the thread that made it).
+                    input: input.into(),
                     retries: self.retries,
                     completion,
                 };

@@ -363,7 +363,11 @@ impl Client {
                 continue;
             }
             // The input travels; the job kept here needs only its completion and limits.
-            let input = std::mem::replace(&mut job.input, crate::value::Input::Numbers(Vec::new()));
+            let input = std::mem::replace(
+                &mut job.input,
+                crate::protocol::JobInput::Numbers(Vec::new()),
+            )
+            .into_input();
             let body = TaskBody::of(input, job.shape.limits, job.retries, &job.shape.env);
             let msg = TaskMsg {
                 client: self.id.clone(),

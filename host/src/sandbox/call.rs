@@ -134,9 +134,11 @@ pub(super) fn arm(
 
 /// The fuel a task's store used (0 when its code was not metered).
 pub(super) fn fuel_used(limits: &Limits, store: &Store<TaskState>) -> u64 {
-    match (limits.fuel, store.get_fuel()) {
-        (Some(fuel), Ok(left)) => fuel - left,
-        _ => 0,
+    // Asked only of metered code: without fuel, `get_fuel` makes an error (a heap
+    // allocation, and a backtrace when `RUST_BACKTRACE` is set) for every call.
+    match limits.fuel {
+        Some(fuel) => store.get_fuel().map_or(0, |left| fuel.saturating_sub(left)),
+        None => 0,
     }
 }
 

@@ -78,7 +78,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut out = open_output(&args.output)?;
     let total = entries.len();
     let progress = progress_bar(total as u64, "tasks");
+    // A hidden bar (stderr not a terminal) still reads the clock on every `inc`: a tenth of
+    // this loop's time at 400k calls/s.
+    let shown = !progress.is_hidden();
     let mut failed = 0usize;
+    // Each line is made here and written whole: serde_json's many small writes then go to
+    // a vector, not through the output's `dyn Write`.
+    let mut line = Vec::with_capacity(256);
     for entry in entries {
         let (result, stats) = match entry {
             Ok(()) => {
@@ -91,8 +97,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         if result.is_err() {
             failed += 1;
         }
-        write_result_line(&mut out, result, &stats)?;
-        progress.inc(1);
+        line.clear();
+        write_result_line(&mut line, result, &stats)?;
+        out.write_all(&line)?;
+        if shown {
+            progress.inc(1);
+        }
     }
     out.flush()?;
     progress.finish_and_clear();

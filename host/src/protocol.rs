@@ -1212,7 +1212,15 @@ mod fuzz {
                     values: vec![Value::I64(1), Value::I64(2)],
                     failures: vec![(1, TaskError::Exit { code: 2 })],
                 }),
-                stats,
+                stats: stats.clone(),
+            },
+            Reply::Calls {
+                first: 10,
+                calls: vec![
+                    (Ok(Output::Numbers(vec![Value::I64(7)])), stats.clone()),
+                    (Err(TaskError::Exit { code: 1 }), stats.clone()),
+                    (Ok(Output::Json(b"[]".to_vec())), stats),
+                ],
             },
         ];
         replies
@@ -1243,7 +1251,7 @@ mod fuzz {
 
         #[test]
         fn damaged_replies_never_panic(
-            which in 0usize..7,
+            which in 0usize..8,
             cut in any::<prop::sample::Index>(),
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         ) {

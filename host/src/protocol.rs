@@ -344,7 +344,8 @@ impl JobInput {
         }
     }
 
-    /// The input it stands for.
+    /// The input it stands for (what a remote pool publishes).
+    #[cfg(any(test, feature = "nats"))]
     pub(crate) fn into_input(self) -> Input {
         match self {
             JobInput::Few { len, values } => Input::Numbers(values[..len as usize].to_vec()),

@@ -21,6 +21,33 @@ fn map_returns_results_in_input_order() {
 }
 
 #[test]
+fn calls_streamed_together_keep_their_own_output_and_stats() {
+    // One worker and a stream of submits: the calls travel coalesced, and each still has
+    // the output it printed (and a call that printed nothing has none).
+    let pool = builder().workers(1).build().expect("start the pool");
+    let hostile = pool.load_file(guest("hostile")).expect("load the guest");
+    let hello = pool.call(&hostile, "hello");
+    let quiet = pool.call(&hostile, "counter");
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let call = if i % 100 < 50 { &hello } else { &quiet };
+        tasks.push((i % 100 < 50, call.submit::<i64>(())));
+    }
+    for (printed, task) in tasks {
+        task.wait().expect("the call ran");
+        let stats = task.stats().expect("stats of a finished task");
+        if printed {
+            assert_eq!(stats.stdout, b"hello from guest\n");
+            assert_eq!(stats.stderr, b"warning from guest\n");
+        } else {
+            assert!(stats.stdout.is_empty() && stats.stderr.is_empty());
+        }
+        assert!(!stats.output_truncated);
+        assert!(stats.duration > Duration::ZERO);
+    }
+}
+
+#[test]
 fn map_spreads_work_over_every_worker() {
     let (pool, math) = pool_with("math");
     let tasks = pool

@@ -298,7 +298,16 @@ impl Calls<'_> {
         let stop = self.interrupter.disarm();
         let ended = Instant::now();
         let fuel = fuel_used(limits, &l.store);
-        let mut stats = CappedPipe::stats(&stdout, &stderr, fuel, ended - started);
+        // A call that made no WASI call wrote nothing: its pipes are not looked at.
+        let mut stats = if l.store.data().wasi.is_some() {
+            CappedPipe::stats(&stdout, &stderr, fuel, ended - started)
+        } else {
+            TaskStats {
+                fuel_used: fuel,
+                duration: ended - started,
+                ..TaskStats::default()
+            }
+        };
         stats.peak_memory = l.store.data().limiter.peak;
         let end = match outcome {
             Ok(Ok(None)) => CallEnd::Numbers(&self.results),

@@ -560,6 +560,72 @@ fn collatz(mut n: u64) -> u64 {
 }
 
 #[test]
+fn exec_each_sends_queued_runs_to_a_worker_together_each_with_its_own_outcome() {
+    // One worker and 60 short runs queued at once: the dispatcher sends them in `Calls`
+    // frames (its trace says "calls finished" only for those), and each run still has its
+    // own stdin, exit code, output and deadline: a loop in the middle times out alone.
+    let dir = std::env::temp_dir().join(format!("wasmpool-each-calls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..60u64 {
+        let numbers: Vec<u64> = (1..=5).map(|k| i * 5 + k).collect();
+        let mut text: String = numbers.iter().map(|n| format!("{n}\n")).collect();
+        let outcome = match i {
+            29 => {
+                text.push_str("-1\n");
+                Err("timeout")
+            }
+            13 | 44 => {
+                text.push_str("oops\n");
+                Ok((2, None))
+            }
+            _ => Ok((0, Some(numbers.iter().map(|&n| collatz(n)).sum::<u64>()))),
+        };
+        std::fs::write(dir.join(format!("p{i:02}.txt")), text).unwrap();
+        expected.push(outcome);
+    }
+    let pattern = format!("{}/*.txt", dir.display());
+    let out = common::cli()
+        .args([
+            "exec",
+            &program("collatz"),
+            "--each",
+            &pattern,
+            "--workers",
+            "1",
+            "--timeout",
+            "300ms",
+        ])
+        .env("RUST_LOG", "warn,wasmpool::dispatch=trace")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("calls finished"),
+        "no run travelled in a Calls frame:\n{stderr}"
+    );
+    let got = lines(&out);
+    assert_eq!(got.len(), 60, "{stderr}");
+    for (i, (line, want)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(line["input"], format!("{}/p{i:02}.txt", dir.display()));
+        match want {
+            Err(kind) => assert_eq!(line["error"]["kind"], *kind, "{line}"),
+            Ok((code, total)) => {
+                assert_eq!(line["exit_code"], *code, "{line}");
+                if let Some(total) = total {
+                    let stdout = line["stdout"].as_str().unwrap();
+                    assert!(stdout.ends_with(&format!("total {total}\n")), "{line}");
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn exec_each_runs_200_files_in_order_with_loops_contained() {
     let dir = std::env::temp_dir().join(format!("wasmpool-each-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

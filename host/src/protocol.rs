@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::command::OutputChunk;
+use crate::command::{CommandInput, OutputChunk};
 use crate::error::TaskError;
 use crate::limits::Limits;
 use crate::module::{Export, ModuleId};
@@ -27,7 +27,7 @@ use crate::value::{Input, Output, Value};
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 9;
+pub const PROTOCOL: u32 = 10;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
@@ -282,8 +282,18 @@ impl Serialize for Inputs<'_> {
             let items: Vec<_> = items.collect::<Result<_, _>>()?;
             return s.serialize_newtype_variant("CallInputs", 1, "Json", &items);
         }
+        if first.command().is_some() {
+            let items = self.0.iter().map(|input| match input.command() {
+                Some(command) if !command.stream => Ok(command),
+                _ => Err(S::Error::custom(
+                    "calls of different kinds, or a streamed run",
+                )),
+            });
+            let items: Vec<_> = items.collect::<Result<_, _>>()?;
+            return s.serialize_newtype_variant("CallInputs", 2, "Commands", &items);
+        }
         Err(S::Error::custom(
-            "only numeric and JSON calls travel in a Calls frame",
+            "only numeric, JSON and command calls travel in a Calls frame",
         ))
     }
 }
@@ -332,6 +342,17 @@ impl JobInput {
     pub(crate) fn json(&self) -> Option<&[u8]> {
         match self {
             JobInput::Json(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// The run of a WASI command.
+    pub(crate) fn command(&self) -> Option<&CommandInput> {
+        match self {
+            JobInput::Other(input) => match &**input {
+                Input::Command(command) => Some(command),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -407,8 +428,9 @@ pub struct RunRequest {
 /// `submit`s, `imap` or `wasmpool run` travels in batches as `map` does. Each call is still
 /// a task of its own: its own wire id (`first + i` for call `i`, so cancels, deadlines and
 /// the worker's order of ids work as for single tasks), a fresh store and instance, and its
-/// own outcome and stats ([`Reply::Calls`]). Inputs are plain numeric calls or SDK calls,
-/// never commands or batches.
+/// own outcome and stats ([`Reply::Calls`]). Inputs are plain numeric calls, SDK calls or
+/// WASI command runs (not streamed ones: their output goes out as it is written), never
+/// batches or initializer snapshots.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CallsRequest {
     pub first: TaskId,
@@ -429,6 +451,9 @@ pub enum CallInputs {
     Numbers { calls: u32, values: Vec<Value> },
     /// SDK calls: each call's JSON input.
     Json(Vec<serde_bytes::ByteBuf>),
+    /// WASI command runs, each with its own argv, environment, stdin and files (each runs as
+    /// a single command task would: its files in a directory of its own, removed after).
+    Commands(Vec<CommandInput>),
 }
 
 /// One call's input, borrowed from its [`CallInputs`].
@@ -444,6 +469,7 @@ impl CallInputs {
         match self {
             CallInputs::Numbers { calls, .. } => *calls as usize,
             CallInputs::Json(items) => items.len(),
+            CallInputs::Commands(items) => items.len(),
         }
     }
 
@@ -975,6 +1001,21 @@ mod tests {
         ]
         .map(JobInput::from);
         let json = [Input::Json(b"2".to_vec()), Input::Json(Vec::new())].map(JobInput::from);
+        let run = |stdin: &[u8], stream: bool| CommandInput {
+            argv: vec!["prog".into(), "-v".into()],
+            env: vec![("A".into(), "1".into())],
+            stdin: stdin.to_vec(),
+            files: vec![("in.txt".into(), b"data".to_vec())],
+            output_dir: true,
+            check: false,
+            stream,
+            invoke: Some(Box::new(crate::command::Invoke {
+                export: "turn".into(),
+                stdin_as_argument: Some("alloc".into()),
+            })),
+        };
+        let commands =
+            [run(b"one", false), run(b"", false)].map(|c| JobInput::from(Input::Command(c)));
         let flat = [
             CallInputs::Numbers {
                 calls: 2,
@@ -986,12 +1027,16 @@ mod tests {
                 ],
             },
             CallInputs::Json(vec![b"2".to_vec().into(), Vec::new().into()]),
+            CallInputs::Commands(vec![run(b"one", false), run(b"", false)]),
             CallInputs::Numbers {
                 calls: 0,
                 values: Vec::new(),
             },
         ];
-        for (inputs, flat) in [&numbers[..], &json[..], &[]].into_iter().zip(flat) {
+        for (inputs, flat) in [&numbers[..], &json[..], &commands[..], &[]]
+            .into_iter()
+            .zip(flat)
+        {
             let calls = Request::Calls(CallsRequest {
                 first: 9,
                 module: ModuleId([4; 32]),
@@ -1020,6 +1065,14 @@ mod tests {
                 &numbers[0],
                 &JobInput::from(Input::Numbers(vec![Value::I64(1)])),
             ],
+            vec![&commands[0], &json[0]],
+            vec![&json[0], &commands[0]],
+            // A streamed run travels alone.
+            vec![
+                &commands[0],
+                &JobInput::from(Input::Command(run(b"", true))),
+            ],
+            vec![&JobInput::from(Input::Command(run(b"", true)))],
         ] {
             let calls = RequestRef::Calls {
                 first: 9,
@@ -1292,7 +1345,26 @@ mod fuzz {
                 calls: vec![
                     (Ok(Output::Numbers(vec![Value::I64(7)])), stats.clone()),
                     (Err(TaskError::Exit { code: 1 }), stats.clone()),
-                    (Ok(Output::Json(b"[]".to_vec())), stats),
+                    (Ok(Output::Json(b"[]".to_vec())), stats.clone()),
+                ],
+            },
+            // Command runs coalesced: their outputs and files.
+            Reply::Calls {
+                first: 20,
+                calls: vec![
+                    (
+                        Ok(Output::Command(CommandOutput {
+                            exit_code: 0,
+                            stdout: b"1 2 3\n".to_vec(),
+                            files: vec![OutputFile {
+                                path: "out.txt".into(),
+                                data: b"x".to_vec(),
+                            }],
+                            ..CommandOutput::default()
+                        })),
+                        stats.clone(),
+                    ),
+                    (Err(TaskError::Exit { code: 2 }), stats),
                 ],
             },
         ];
@@ -1324,7 +1396,7 @@ mod fuzz {
 
         #[test]
         fn damaged_replies_never_panic(
-            which in 0usize..8,
+            which in 0usize..9,
             cut in any::<prop::sample::Index>(),
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         ) {

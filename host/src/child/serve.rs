@@ -194,7 +194,15 @@ pub fn serve(
                     }
                 });
                 failed?;
-                lock(&out).send_calls()?;
+                let mut out = lock(&out);
+                out.send_calls()?;
+                // As after a single command's `Done`: a run of the frame left its files.
+                if sandbox.scratch_spoiled() && !retiring {
+                    frame.clear();
+                    protocol::encode(&Reply::Retire, &mut frame)?;
+                    out.w.write_all(&frame)?;
+                    retiring = true;
+                }
             }
             Request::Cancel { task } => sandbox.interrupter().cancel(task),
         }

@@ -129,10 +129,13 @@ const MAX_COALESCED: usize = 64;
 /// costs more than the frames it saves.
 const COALESCED_BYTES: usize = 1 << 20;
 
-/// Whether a job can travel with others in a `Calls` frame: a single plain or SDK call
-/// (commands have files and streams of their own; batches are batches already).
+/// Whether a job can travel with others in a `Calls` frame: a single plain or SDK call, or
+/// a command run whose output is not streamed (a streamed run's output goes to its caller
+/// as it is written, so it travels alone; batches are batches already).
 fn coalescable(job: &Job) -> bool {
-    job.input.numbers().is_some() || job.input.json().is_some()
+    job.input.numbers().is_some()
+        || job.input.json().is_some()
+        || job.input.command().is_some_and(|c| !c.stream)
 }
 
 /// Whether `next` can travel in `first`'s `Calls` frame: a call of the same module and
@@ -141,7 +144,11 @@ fn coalescable(job: &Job) -> bool {
 fn compatible(first: &Job, next: &Job) -> bool {
     let same_kind = match (first.input.numbers(), next.input.numbers()) {
         (Some(a), Some(b)) => a.len() == b.len(),
-        (None, None) => first.input.json().is_some() && next.input.json().is_some(),
+        (None, None) => match (first.input.command(), next.input.command()) {
+            (Some(_), Some(b)) => !b.stream,
+            (None, None) => first.input.json().is_some() && next.input.json().is_some(),
+            _ => false,
+        },
         _ => false,
     };
     let (a, b) = (&*first.shape, &*next.shape);
@@ -155,9 +162,18 @@ fn compatible(first: &Job, next: &Job) -> bool {
 
 /// About how many bytes a call's input takes in a frame.
 fn input_bytes(input: &JobInput) -> usize {
-    match (input.numbers(), input.json()) {
-        (Some(values), _) => 1 + values.len() * 9,
-        (_, Some(bytes)) => 5 + bytes.len(),
+    match (input.numbers(), input.json(), input.command()) {
+        (Some(values), _, _) => 1 + values.len() * 9,
+        (_, Some(bytes), _) => 5 + bytes.len(),
+        // Its bytes, and room for lengths, file names and flags.
+        (_, _, Some(command)) => {
+            64 + command.size()
+                + command
+                    .files
+                    .iter()
+                    .map(|(name, _)| 8 + name.len())
+                    .sum::<usize>()
+        }
         _ => usize::MAX,
     }
 }

@@ -1186,26 +1186,37 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
     let mut j = job(10, &module);
     shape(&mut j).env = vec![("K".to_string(), "V".to_string())].into();
     jobs.push(j);
-    // A command run always goes alone.
-    let mut j = job(11, &module);
-    j.input = Input::Command(crate::command::CommandInput {
-        argv: vec!["prog".into()],
-        env: Vec::new(),
-        stdin: Vec::new(),
-        files: Vec::new(),
-        output_dir: false,
-        check: false,
-        stream: false,
-        invoke: None,
-    })
-    .into();
-    jobs.push(j);
-    jobs.push(job(12, &module));
-    jobs.push(job(13, &module));
+    // Command runs travel together (each with its own argv and stdin), but not with a
+    // streamed one, which goes alone.
+    let command = |stdin: &str, stream: bool| {
+        Input::Command(crate::command::CommandInput {
+            argv: vec!["prog".into()],
+            env: Vec::new(),
+            stdin: stdin.into(),
+            files: Vec::new(),
+            output_dir: false,
+            check: false,
+            stream,
+            invoke: None,
+        })
+    };
+    for (id, stdin, stream) in [(11, "a", false), (12, "b", false), (13, "c", true)] {
+        let mut j = job(id, &module);
+        j.input = command(stdin, stream).into();
+        jobs.push(j);
+    }
+    jobs.push(job(14, &module));
+    jobs.push(job(15, &module));
     // Numbers of another count (a frame lays calls' arguments end to end).
-    let mut j = job(14, &module);
+    let mut j = job(16, &module);
     j.input = Input::Numbers(vec![crate::value::Value::I32(1)]).into();
     jobs.push(j);
+    // Commands over the frame's byte bound go in frames of their own.
+    for id in [17, 18] {
+        let mut j = job(id, &module);
+        j.input = command(&"x".repeat(COALESCED_BYTES / 2 + 1), false).into();
+        jobs.push(j);
+    }
     sim.submit_jobs(jobs);
     assert_eq!(
         sim.frames(0)[1..],
@@ -1217,11 +1228,27 @@ fn calls_that_differ_travel_in_frames_of_their_own() {
             vec![7, 8],
             vec![9],
             vec![10],
-            vec![11],
-            vec![12, 13],
-            vec![14]
+            vec![11, 12],
+            vec![13],
+            vec![14, 15],
+            vec![16],
+            vec![17],
+            vec![18]
         ]
     );
+    // The coalesced runs reach the worker each with its own input.
+    let log = sim.worker(0);
+    let log = log.borrow();
+    let (mut r, mut buf) = (&log.frames[..], Vec::new());
+    let mut stdins = Vec::new();
+    while let Some(request) = crate::protocol::read::<_, Request>(&mut r, &mut buf).unwrap() {
+        if let Request::Calls(calls) = request {
+            if let crate::protocol::CallInputs::Commands(runs) = calls.inputs {
+                stdins.extend(runs.into_iter().map(|c| c.stdin));
+            }
+        }
+    }
+    assert_eq!(stdins, [b"a".to_vec(), b"b".to_vec()]);
 }
 
 #[test]

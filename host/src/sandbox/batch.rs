@@ -224,6 +224,13 @@ pub(super) fn run_calls(
                 calls.run(i, Ok(CallInput::Json(&bytes)), &mut done);
             }
         }
+        // Commands run one by one as single tasks do (`Sandbox::run_calls`); none get here.
+        CallInputs::Commands(items) => {
+            let refused = TaskError::bad_input("a command run in a frame of plain calls");
+            for i in 0..items.len() {
+                calls.run(i, Err(refused.clone()), &mut done);
+            }
+        }
     }
 }
 

@@ -7,13 +7,13 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::mount::Mount;
 use crate::protocol::{self, Handshake, Reply, Request};
-use crate::sandbox::{BeforeHostCall, CallEnd, Forward, HostLink, Interrupter, Sandbox, Scratch};
+use crate::sandbox::{CallEnd, Forward, HostLink, Interrupter, Sandbox, Scratch};
 use crate::walls::{harden, landlock, seccomp};
 
 /// Longest a finished task's reply waits in the worker's buffer while more tasks are queued.
@@ -24,8 +24,8 @@ const FLUSH_EVERY: Duration = Duration::from_micros(200);
 /// every flush costs a wake-up of the host's reply reader, its dispatcher and the waiting
 /// thread; at 200 µs those were about a sixteenth of the CPU time of a stream of tiny
 /// calls (measured: 500 µs–600 µs costs 6 % less CPU than 200 µs). The dispatcher's queue
-/// for a worker holds 2 ms of work and is refilled at half, so this stays well inside it;
-/// a call that makes a host call still has the outcomes before it sent first.
+/// for a worker holds 2 ms of work and is refilled at half, so this stays well inside it.
+/// (While a call holds up the main thread, [`Held`]'s thread sends what waits.)
 const FLUSH_CALLS_EVERY: Duration = Duration::from_micros(500);
 
 /// The walls a worker raises while it is still one thread, in order: no inherited fds, its
@@ -86,11 +86,8 @@ pub fn serve(
         w: BufWriter::with_capacity(64 << 10, fd1),
         calls: protocol::CallsReply::default(),
     }));
-    // Set while a finished task's reply sits in `out`'s buffer.
-    let held = Arc::new(AtomicBool::new(false));
     let link = HostLink {
         forward: forward_to(out.clone()),
-        before_host_call: send_held(out.clone(), held.clone()),
     };
     let mut sandbox = Sandbox::new(scratch, link)
         .map_err(|e| std::io::Error::other(format!("cannot create the sandbox: {e:#}")))?;
@@ -100,6 +97,9 @@ pub fn serve(
     }
     sandbox.set_mounts(mounts?);
     read_cancels(sandbox.interrupter())?;
+    // Knows when a finished task's reply sits in `out`'s buffer; sends it from a thread of
+    // its own when the main thread is held up in a guest.
+    let held = Held::start(out.clone())?;
     let mut requests = BufReader::with_capacity(64 << 10, std::io::stdin().lock());
     let mut buf = Vec::new();
     // Once: every reply names its worker, and getpid is a system call.
@@ -116,7 +116,6 @@ pub fn serve(
     let mut frame = Vec::new();
     // Whether this worker asked to be replaced.
     let mut retiring = false;
-    let mut last_flush = Instant::now();
     loop {
         // How long replies may wait after this request.
         let mut flush_every = FLUSH_EVERY;
@@ -168,8 +167,9 @@ pub fn serve(
             }
             Request::Calls(mut req) => {
                 // The calls' outcomes go out together (`Reply::Calls`): when
-                // `FLUSH_CALLS_EVERY` has passed since the last flush, at the end of the
-                // request if no request waits, or before a host call (`send_held`).
+                // `FLUSH_CALLS_EVERY` has passed since the last flush (from here, or from
+                // `Held`'s thread while a call holds up this one), and at the end of the
+                // request if no request waits.
                 flush_every = FLUSH_CALLS_EVERY;
                 let mut failed = Ok(());
                 sandbox.run_calls(&mut req, |task, end, mut stats, now| {
@@ -180,14 +180,13 @@ pub fn serve(
                         CallEnd::Numbers(values) => out.calls.push_numbers(task, values, &stats),
                         CallEnd::Outcome(outcome) => out.calls.push(task, outcome, &stats),
                     };
-                    if now.saturating_duration_since(last_flush) >= FLUSH_CALLS_EVERY {
+                    if held.since_flush(now) >= FLUSH_CALLS_EVERY {
                         sent = sent
                             .and_then(|()| out.send_calls())
                             .and_then(|()| out.w.flush());
-                        held.store(false, Ordering::Relaxed);
-                        last_flush = now;
+                        held.flushed(now);
                     } else {
-                        held.store(true, Ordering::Relaxed);
+                        held.hold();
                     }
                     if failed.is_ok() {
                         failed = sent;
@@ -208,12 +207,13 @@ pub fn serve(
         }
         // Replies go out in batches, but never sit long: the host refills this worker's
         // queue as soon as it hears back.
-        if !protocol::frame_buffered(requests.buffer()) || last_flush.elapsed() >= flush_every {
-            lock(&out).w.flush()?;
-            held.store(false, Ordering::Relaxed);
-            last_flush = Instant::now();
+        let now = Instant::now();
+        if !protocol::frame_buffered(requests.buffer()) || held.since_flush(now) >= flush_every {
+            let mut out = lock(&out);
+            out.w.flush()?;
+            held.flushed(now);
         } else {
-            held.store(true, Ordering::Relaxed);
+            held.hold();
         }
     }
     lock(&out).w.flush()?;
@@ -252,15 +252,101 @@ fn forward_to(out: Out) -> Forward {
     })
 }
 
-/// Sends the replies held in `out` (if `held`) before a guest's host call: the call may
-/// block until the host kills this worker, and the host must know which tasks finished.
-fn send_held(out: Out, held: Arc<AtomicBool>) -> BeforeHostCall {
-    Arc::new(move || {
-        if held.swap(false, Ordering::Relaxed) {
-            let mut out = lock(&out);
-            let _ = out.send_calls().and_then(|()| out.w.flush());
+/// Replies that wait in the worker's output buffer, and a thread that sends them when the
+/// main thread has not for a while. The main thread may be held up in a guest that blocks
+/// in a host call (a sleep: epochs do not interrupt host code) until the host kills this
+/// worker; the host must hear first which tasks finished (each has a kill deadline of its
+/// own), and their results must not go down with the worker. While tasks come, the thread
+/// looks every [`WATCH_EVERY`] (a wake-up per period, not a system call per task); after two
+/// looks that found nothing held it sleeps until a reply is held again.
+struct Held {
+    out: Out,
+    /// Set while a finished task's reply (or coalesced calls' outcomes) sits in `out`.
+    held: AtomicBool,
+    /// Set while the thread sleeps until something is held.
+    idle: AtomicBool,
+    /// When replies were last flushed, in nanoseconds since `base`.
+    flushed_at: AtomicU64,
+    base: Instant,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+/// How often [`Held`]'s thread looks for replies the main thread has held too long, and how
+/// long is too long: a reply is sent at most about twice this late while the main thread is
+/// held up (the host's kill deadlines have a grace of their own).
+const WATCH_EVERY: Duration = Duration::from_millis(1);
+
+impl Held {
+    fn start(out: Out) -> std::io::Result<Arc<Held>> {
+        let held = Arc::new(Held {
+            out,
+            held: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            flushed_at: AtomicU64::new(0),
+            base: Instant::now(),
+            thread: OnceLock::new(),
+        });
+        let flusher = held.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasmpool-flush".into())
+            .spawn(move || flusher.run())?;
+        let _ = held.thread.set(thread.thread().clone());
+        Ok(held)
+    }
+
+    /// How long since replies were last flushed.
+    fn since_flush(&self, now: Instant) -> Duration {
+        let at = self.base + Duration::from_nanos(self.flushed_at.load(Ordering::Relaxed));
+        now.saturating_duration_since(at)
+    }
+
+    /// Replies were flushed at `now` (with `out` locked).
+    fn flushed(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.base).as_nanos();
+        self.flushed_at
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.held.store(false, Ordering::SeqCst);
+    }
+
+    /// A reply was left in the buffer: the thread sends it if nobody else does in time.
+    fn hold(&self) {
+        if !self.held.swap(true, Ordering::SeqCst) && self.idle.load(Ordering::SeqCst) {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
         }
-    })
+    }
+
+    /// The thread's loop. (A write that fails means the host is gone; the main thread finds
+    /// out on its own next write.)
+    fn run(&self) {
+        let mut empty_looks = 0;
+        loop {
+            if empty_looks >= 2 {
+                // Announce the sleep, then look again: a `hold` between the two unparks.
+                self.idle.store(true, Ordering::SeqCst);
+                if !self.held.load(Ordering::SeqCst) {
+                    std::thread::park();
+                }
+                self.idle.store(false, Ordering::SeqCst);
+                empty_looks = 0;
+            }
+            std::thread::park_timeout(WATCH_EVERY);
+            if !self.held.load(Ordering::SeqCst) {
+                empty_looks += 1;
+                continue;
+            }
+            empty_looks = 0;
+            if self.since_flush(Instant::now()) < WATCH_EVERY {
+                continue;
+            }
+            let mut out = lock(&self.out);
+            if self.held.load(Ordering::SeqCst) {
+                let _ = out.send_calls().and_then(|()| out.w.flush());
+                self.flushed(Instant::now());
+            }
+        }
+    }
 }
 
 /// Reads cancels on a thread of their own, so they reach a task while it runs. (Without the

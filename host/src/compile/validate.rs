@@ -32,7 +32,7 @@ impl Compiler {
         let linker = linker(&engine)?;
         let mut store = Store::new(
             &engine,
-            TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new())), None),
+            TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new()))),
         );
         let provided = linker
             .iter(&mut store)
@@ -54,7 +54,7 @@ pub(crate) fn import_surface(engine: &Engine) -> wasmtime::Result<[u8; 32]> {
     let linker = linker(engine)?;
     let mut store = Store::new(
         engine,
-        TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new())), None),
+        TaskState::new(None, WasiSetup::Now(Box::new(WasiCtxBuilder::new()))),
     );
     let items: Vec<(String, String, wasmtime::Extern)> = linker
         .iter(&mut store)

@@ -12,7 +12,7 @@ use wasmtime::{Func, Instance, InstancePre, Store, ValRaw};
 use super::call::{arm, call_numeric, call_task, classify, fuel_used, new_store};
 use super::interrupt::Interrupter;
 use super::output::CappedPipe;
-use super::{HostLink, TaskState, WasiSetup};
+use super::{TaskState, WasiSetup};
 use crate::error::TaskError;
 use crate::limits::Limits;
 use crate::protocol::{CallInput, CallInputs, CallsRequest, RunRequest, TaskId, TaskStats};
@@ -66,7 +66,6 @@ impl Sink {
 pub(super) fn run(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
-    link: &HostLink,
     req: &RunRequest,
 ) -> (Result<Output, TaskError>, TaskStats) {
     let limits = &req.limits;
@@ -105,7 +104,7 @@ pub(super) fn run(
             env: env.clone(),
         };
         Live {
-            store: new_store(pre, limits, wasi, link),
+            store: new_store(pre, limits, wasi),
             stderr,
             instance: None,
             func: None,
@@ -196,7 +195,6 @@ pub enum CallEnd<'a> {
 pub(super) fn run_calls(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
-    link: &HostLink,
     req: &mut CallsRequest,
     mut done: impl FnMut(TaskId, CallEnd<'_>, TaskStats, Instant),
 ) {
@@ -204,7 +202,6 @@ pub(super) fn run_calls(
     let mut calls = Calls {
         pre,
         interrupter,
-        link,
         req,
         env: req.env.as_slice().into(),
         results: Vec::new(),
@@ -238,7 +235,6 @@ pub(super) fn run_calls(
 struct Calls<'a> {
     pre: &'a InstancePre<TaskState>,
     interrupter: &'a Interrupter,
-    link: &'a HostLink,
     req: &'a CallsRequest,
     env: std::sync::Arc<[(String, String)]>,
     /// Numeric calls' results, one call's at a time.
@@ -277,13 +273,14 @@ impl Calls<'_> {
             env: self.env.clone(),
         };
         let mut l = Live {
-            store: new_store(pre, limits, wasi, self.link),
+            store: new_store(pre, limits, wasi),
             stderr: stderr.clone(),
             instance: None,
             func: None,
         };
         // As for a task of its own: the host kills this worker if the call outlives its
-        // deadline (it knows which call runs: replies go out before any host call).
+        // deadline (it knows which call runs: the worker's replies never wait long, even
+        // while a call blocks in a host call; `child::serve`'s `Held`).
         if let Err(e) = arm(self.interrupter, wire, limits, started) {
             return done(
                 wire,

@@ -73,7 +73,7 @@ pub(super) fn run(
         ),
     };
     let started = Instant::now();
-    let mut store = new_store(pre, limits, wasi, link);
+    let mut store = new_store(pre, limits, wasi);
 
     if let Err(e) = arm(interrupter, req.task, limits, started) {
         return (Err(e), TaskStats::default());
@@ -148,9 +148,8 @@ pub(super) fn new_store(
     pre: &InstancePre<TaskState>,
     limits: &Limits,
     wasi: WasiSetup,
-    link: &HostLink,
 ) -> Store<TaskState> {
-    let state = TaskState::new(limits.memory, wasi, Some(link.before_host_call.clone()));
+    let state = TaskState::new(limits.memory, wasi);
     let mut store = Store::new(pre.module().engine(), state);
     store.limiter(|s| &mut s.limiter);
     // Without a fuel limit the code was compiled without metering (`Metering::Epochs`).

@@ -30,7 +30,7 @@ pub use files::Scratch;
 pub use interrupt::Interrupter;
 pub use limiter::MAX_TABLE_ELEMENTS;
 use output::CappedPipe;
-pub use output::{BeforeHostCall, Forward};
+pub use output::Forward;
 
 /// The data of one task's store.
 pub struct TaskState {
@@ -39,7 +39,6 @@ pub struct TaskState {
     /// Where a context made on the guest's first WASI call sends stdout and stderr.
     pending: Option<(CappedPipe, CappedPipe, Env)>,
     limiter: limiter::MemoryLimiter,
-    before_host_call: Option<BeforeHostCall>,
 }
 
 /// The environment of a plain or SDK call's WASI context (`Call::env`).
@@ -61,11 +60,7 @@ pub(crate) enum WasiSetup {
 }
 
 impl TaskState {
-    pub(crate) fn new(
-        memory: Option<u64>,
-        wasi: WasiSetup,
-        before_host_call: Option<BeforeHostCall>,
-    ) -> Self {
+    pub(crate) fn new(memory: Option<u64>, wasi: WasiSetup) -> Self {
         let (wasi, pending) = match wasi {
             WasiSetup::Now(mut builder) => (Some(builder.build_p1()), None),
             WasiSetup::OnFirstCall {
@@ -78,15 +73,11 @@ impl TaskState {
             wasi,
             pending,
             limiter: limiter::MemoryLimiter::new(memory),
-            before_host_call,
         }
     }
 
     /// The task's WASI context, made on first use; every WASI call goes through here.
     fn wasi(&mut self) -> &mut WasiP1Ctx {
-        if let Some(hook) = &self.before_host_call {
-            hook();
-        }
         let pending = &mut self.pending;
         self.wasi.get_or_insert_with(|| {
             let mut builder = WasiCtxBuilder::new();
@@ -144,14 +135,11 @@ enum Code<'a> {
 pub struct HostLink {
     /// Where streaming commands' output goes.
     pub forward: Forward,
-    /// What runs before each of a guest's WASI calls.
-    pub before_host_call: BeforeHostCall,
 }
 
 impl Sandbox {
     /// Creates the worker's engine (pooling allocator) and starts its deadline timer;
-    /// command tasks keep their files in `scratch`; `link` carries streamed output and runs
-    /// before guests' host calls.
+    /// command tasks keep their files in `scratch`; `link` carries streamed output.
     pub fn new(scratch: Scratch, link: HostLink) -> wasmtime::Result<Self> {
         let with_linker = |metering| -> wasmtime::Result<(Engine, Linker<TaskState>)> {
             let engine = engine::engine(true, metering)?;
@@ -317,7 +305,7 @@ impl Sandbox {
             return;
         }
         match self.modules.get(&(req.module, metering)) {
-            Some(pre) => batch::run_calls(pre, &self.interrupter, &self.link, req, done),
+            Some(pre) => batch::run_calls(pre, &self.interrupter, req, done),
             None => {
                 let error = self.not_loaded(req.module, metering);
                 for i in 0..req.inputs.len() {
@@ -350,14 +338,14 @@ impl Sandbox {
         match self.modules.get(&(req.module, metering)) {
             Some(pre) => match &req.input {
                 Input::Batch { .. } | Input::NumberBatch { .. } => {
-                    batch::run(pre, &self.interrupter, &self.link, req)
+                    batch::run(pre, &self.interrupter, req)
                 }
                 Input::Snapshot(snap) => {
                     let files = call::Files {
                         scratch: &self.scratch,
                         mounts: &self.mounts,
                     };
-                    snapshot::run(pre, &self.interrupter, files, &self.link, req, snap)
+                    snapshot::run(pre, &self.interrupter, files, req, snap)
                 }
                 _ => {
                     let files = call::Files {

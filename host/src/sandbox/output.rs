@@ -20,11 +20,6 @@ const PERMIT: usize = 64 << 10;
 /// Sends one piece of a task's output to the host as it is written.
 pub type Forward = Arc<dyn Fn(TaskId, OutputChunk) + Send + Sync>;
 
-/// Runs before each WASI call a guest makes. A worker sends the replies it still holds:
-/// a host call may block until the host kills the worker (epochs do not interrupt host
-/// code), and finished tasks' results must not go down with it.
-pub type BeforeHostCall = Arc<dyn Fn() + Send + Sync>;
-
 /// A capped in-memory output pipe; clones share the buffer.
 #[derive(Clone)]
 pub struct CappedPipe {

@@ -24,7 +24,7 @@ use super::call::{arm, classify, enter_reactor, fuel_used, new_store, Files};
 use super::files::TaskDir;
 use super::interrupt::Interrupter;
 use super::output::CappedPipe;
-use super::{HostLink, TaskState, WasiSetup};
+use super::{TaskState, WasiSetup};
 use crate::command::CommandInput;
 use crate::error::TaskError;
 use crate::protocol::{RunRequest, TaskStats};
@@ -36,7 +36,6 @@ pub(super) fn run(
     pre: &InstancePre<TaskState>,
     interrupter: &Interrupter,
     files: Files<'_>,
-    link: &HostLink,
     req: &RunRequest,
     snap: &SnapshotInput,
 ) -> (Result<Output, TaskError>, TaskStats) {
@@ -62,7 +61,7 @@ pub(super) fn run(
         );
     };
     let started = Instant::now();
-    let mut store = new_store(pre, limits, WasiSetup::Now(Box::new(wasi)), link);
+    let mut store = new_store(pre, limits, WasiSetup::Now(Box::new(wasi)));
     if let Err(e) = arm(interrupter, req.task, limits, started) {
         return (Err(e), TaskStats::default());
     }

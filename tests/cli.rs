@@ -41,6 +41,42 @@ fn run_prints_results_in_input_order_and_exits_0() {
 }
 
 #[test]
+fn run_answers_each_line_while_its_input_is_still_open() {
+    // A pipe that stays open (a producer still at work, or someone typing): each line's
+    // result comes before the next line is written, not after the input ends.
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = common::cli()
+        .args(["run", &path("math"), "square", "--workers", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start wasmpool");
+    let mut stdin = child.stdin.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    for n in [3i64, 4, 5] {
+        writeln!(stdin, "{n}").unwrap();
+        stdin.flush().unwrap();
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a result while the input is still open");
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(line["ok"], n * n, "{line}");
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn run_takes_every_flag_and_reports_failures_with_exit_1() {
     let dir = std::env::temp_dir().join(format!("wasmpool-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

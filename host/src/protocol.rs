@@ -504,8 +504,8 @@ pub enum Reply {
     /// Calls of a [`Request::Calls`] that finished, in order: the tasks with wire ids
     /// `first`, `first + 1`, …, each with its own outcome and stats. (A worker sends what it
     /// has every 500 µs at most, at the end of the request when no request waits, and,
-    /// while a call holds up the worker's main thread, from a thread of its own after
-    /// about 1 ms.)
+    /// while a call holds up the worker's main thread, from a thread of its own within
+    /// 5–10 ms.)
     Calls { first: TaskId, calls: CallOutcomes },
     /// The worker must be replaced once the tasks sent to it are done: a command's files
     /// could not be removed from its scratch directory. (Sent once, after that task's `Done`.)

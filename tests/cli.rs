@@ -595,32 +595,72 @@ fn collatz(mut n: u64) -> u64 {
     steps
 }
 
+/// What collatz.c gives for an input file: an error kind, or an exit code and (for exit 0)
+/// the total its stdout ends with.
+type Collatz = Result<(i64, Option<u64>), &'static str>;
+
+/// Input files `p<i>.txt` (`i` zero-padded to `width`) for collatz.c in a fresh temporary
+/// directory `name`: file `i` holds `per_file` numbers and, as `odd(i)` says, a line that
+/// loops forever ("timeout": a negative number) or one that is not a number ("exit 2").
+fn collatz_files(
+    name: &str,
+    count: u64,
+    per_file: u64,
+    width: usize,
+    odd: impl Fn(u64) -> Option<&'static str>,
+) -> (std::path::PathBuf, Vec<Collatz>) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..count {
+        let numbers: Vec<u64> = (1..=per_file).map(|k| i * per_file + k).collect();
+        let mut text: String = numbers.iter().map(|n| format!("{n}\n")).collect();
+        let outcome = match odd(i) {
+            Some("timeout") => {
+                text.push_str("-1\n");
+                Err("timeout")
+            }
+            Some(_) => {
+                text.push_str("oops\n");
+                Ok((2, None))
+            }
+            None => Ok((0, Some(numbers.iter().map(|&n| collatz(n)).sum::<u64>()))),
+        };
+        std::fs::write(dir.join(format!("p{i:0width$}.txt")), text).unwrap();
+        expected.push(outcome);
+    }
+    (dir, expected)
+}
+
+/// Checks `exec --each`'s JSON lines against [`collatz_files`]' expectations, in order.
+fn check_collatz_lines(got: &[Value], expected: &[Collatz], dir: &std::path::Path, width: usize) {
+    assert_eq!(got.len(), expected.len());
+    for (i, (line, want)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(line["input"], format!("{}/p{i:0width$}.txt", dir.display()));
+        match want {
+            Err(kind) => assert_eq!(line["error"]["kind"], *kind, "{line}"),
+            Ok((code, total)) => {
+                assert_eq!(line["exit_code"], *code, "{line}");
+                if let Some(total) = total {
+                    let stdout = line["stdout"].as_str().unwrap();
+                    assert!(stdout.ends_with(&format!("total {total}\n")), "{line}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn exec_each_sends_queued_runs_to_a_worker_together_each_with_its_own_outcome() {
     // One worker and 60 short runs queued at once: the dispatcher sends them in `Calls`
     // frames (its trace says "calls finished" only for those), and each run still has its
     // own stdin, exit code, output and deadline: a loop in the middle times out alone.
-    let dir = std::env::temp_dir().join(format!("wasmpool-each-calls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut expected = Vec::new();
-    for i in 0..60u64 {
-        let numbers: Vec<u64> = (1..=5).map(|k| i * 5 + k).collect();
-        let mut text: String = numbers.iter().map(|n| format!("{n}\n")).collect();
-        let outcome = match i {
-            29 => {
-                text.push_str("-1\n");
-                Err("timeout")
-            }
-            13 | 44 => {
-                text.push_str("oops\n");
-                Ok((2, None))
-            }
-            _ => Ok((0, Some(numbers.iter().map(|&n| collatz(n)).sum::<u64>()))),
-        };
-        std::fs::write(dir.join(format!("p{i:02}.txt")), text).unwrap();
-        expected.push(outcome);
-    }
+    let (dir, expected) = collatz_files("wasmpool-each-calls", 60, 5, 2, |i| match i {
+        29 => Some("timeout"),
+        13 | 44 => Some("exit 2"),
+        _ => None,
+    });
     let pattern = format!("{}/*.txt", dir.display());
     let out = common::cli()
         .args([
@@ -643,47 +683,23 @@ fn exec_each_sends_queued_runs_to_a_worker_together_each_with_its_own_outcome() 
         stderr.contains("calls finished"),
         "no run travelled in a Calls frame:\n{stderr}"
     );
-    let got = lines(&out);
-    assert_eq!(got.len(), 60, "{stderr}");
-    for (i, (line, want)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(line["input"], format!("{}/p{i:02}.txt", dir.display()));
-        match want {
-            Err(kind) => assert_eq!(line["error"]["kind"], *kind, "{line}"),
-            Ok((code, total)) => {
-                assert_eq!(line["exit_code"], *code, "{line}");
-                if let Some(total) = total {
-                    let stdout = line["stdout"].as_str().unwrap();
-                    assert!(stdout.ends_with(&format!("total {total}\n")), "{line}");
-                }
-            }
-        }
-    }
+    check_collatz_lines(&lines(&out), &expected, &dir, 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn exec_each_runs_200_files_in_order_with_loops_contained() {
-    let dir = std::env::temp_dir().join(format!("wasmpool-each-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     // Files 0..200: most sum Collatz steps; every 50th loops forever (a negative number),
     // every 40th (not 50th) holds a line that is not a number (exit status 2).
-    let mut expected = Vec::new();
-    for i in 0..200u64 {
-        let numbers: Vec<u64> = (1..=20).map(|k| i * 20 + k).collect();
-        let mut text: String = numbers.iter().map(|n| format!("{n}\n")).collect();
-        let outcome = if i % 50 == 7 {
-            text.push_str("-1\n");
-            Err("timeout")
+    let (dir, expected) = collatz_files("wasmpool-each", 200, 20, 3, |i| {
+        if i % 50 == 7 {
+            Some("timeout")
         } else if i % 40 == 3 {
-            text.push_str("oops\n");
-            Ok((2, None))
+            Some("exit 2")
         } else {
-            Ok((0, Some(numbers.iter().map(|&n| collatz(n)).sum::<u64>())))
-        };
-        std::fs::write(dir.join(format!("p{i:03}.txt")), text).unwrap();
-        expected.push(outcome);
-    }
+            None
+        }
+    });
     let pattern = format!("{}/*.txt", dir.display());
     for mode in ["--file", "--stdin"] {
         let out = wasmpool(
@@ -702,21 +718,7 @@ fn exec_each_runs_200_files_in_order_with_loops_contained() {
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        let got = lines(&out);
-        assert_eq!(got.len(), 200, "{stderr}");
-        for (i, (line, want)) in got.iter().zip(&expected).enumerate() {
-            assert_eq!(line["input"], format!("{}/p{i:03}.txt", dir.display()));
-            match want {
-                Err(kind) => assert_eq!(line["error"]["kind"], *kind, "{line}"),
-                Ok((code, total)) => {
-                    assert_eq!(line["exit_code"], *code, "{line}");
-                    if let Some(total) = total {
-                        let stdout = line["stdout"].as_str().unwrap();
-                        assert!(stdout.ends_with(&format!("total {total}\n")), "{line}");
-                    }
-                }
-            }
-        }
+        check_collatz_lines(&lines(&out), &expected, &dir, 3);
         // The summary counts each outcome.
         assert!(stderr.contains("200 run(s)"), "{stderr}");
         for (outcome, n) in [("exit 0", 191), ("exit 2", 5), ("timeout", 4)] {

@@ -495,6 +495,20 @@ fn deep_and_crowded_out_trees_are_bounded_and_never_left_behind() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
+/// The scratch directories of the workers of the one pool whose scratch is under `base`.
+fn worker_dirs(base: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let root = std::fs::read_dir(base)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
 #[test]
 fn a_worker_whose_task_files_were_not_all_removed_is_replaced() {
     let (pool, tree, base) = tree_pool_in("retire-test");
@@ -504,19 +518,7 @@ fn a_worker_whose_task_files_were_not_all_removed_is_replaced() {
         task.stats().unwrap().worker
     };
     let first = run();
-    let worker_dirs = || -> Vec<std::path::PathBuf> {
-        let root = std::fs::read_dir(&base)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        std::fs::read_dir(root)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect()
-    };
-    let dirs = worker_dirs();
+    let dirs = worker_dirs(&base);
     assert_eq!(dirs.len(), 1);
     // Something the worker could not remove (here: put there from outside) is still in
     // its scratch directory after a task: the task's result stands, the worker is replaced,
@@ -568,12 +570,6 @@ fn a_worker_whose_files_were_left_by_a_coalesced_run_is_replaced() {
     dispatch_trace();
     let (pool, tree, base) = tree_pool_in("retire-calls-test");
     let spec = || CommandSpec::new().args(["wide", "3"]).output_dir();
-    let root = std::fs::read_dir(&base)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
     // Whether the runs travel together depends on how short the dispatcher found them: on
     // a loaded machine they may not, and the worker is then replaced after a single run,
     // which is not what this test is about; it tries again with the new worker.
@@ -586,10 +582,7 @@ fn a_worker_whose_files_were_left_by_a_coalesced_run_is_replaced() {
             assert_eq!(task.wait().unwrap().files.len(), 3);
             worker = task.stats().unwrap().worker;
         }
-        let dirs: Vec<_> = std::fs::read_dir(&root)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let dirs = worker_dirs(&base);
         assert_eq!(dirs.len(), 1);
         // Something left in the scratch directory (put there from outside), found after a
         // run of a `Calls` frame: the runs' results stand, the worker is replaced.

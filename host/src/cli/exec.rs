@@ -474,43 +474,64 @@ fn base_spec(args: &ExecArgs) -> CommandSpec {
 struct Job {
     label: String,
     spec: Result<CommandSpec, String>,
+    /// The host file that is this run's stdin (`--each` without `--file`), read when the run
+    /// is submitted: the runs waiting for their turn hold a path, not the file.
+    stdin_file: Option<PathBuf>,
     /// This run's own limits (a `--specs` line's), else the pool's.
     limits: Option<Limits>,
     /// This run's own retries (a `--specs` line's), else the pool's.
     retries: Option<u32>,
 }
 
+/// Runs of `exec --each`/`--specs` submitted ahead of the one waited for, per worker.
+const RUNS_AHEAD_PER_WORKER: usize = 64;
+
+/// What `job` runs, its stdin file read now (at most `max_input` bytes).
+fn job_spec(job: &Job, follow_symlinks: bool, max_input: usize) -> Result<CommandSpec, String> {
+    let spec = job.spec.clone()?;
+    match &job.stdin_file {
+        Some(path) => read_host_file(path, follow_symlinks, max_input)
+            .map(|bytes| spec.stdin(bytes))
+            .map_err(|e| format!("cannot read {}: {e}", job.label)),
+        None => Ok(spec),
+    }
+}
+
 fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     let pool = args.pool.build()?;
     let jobs = match (&args.each, &args.specs) {
-        (Some(pattern), _) => each_jobs(&args, pattern, pool.limits().max_input as usize)?,
+        (Some(pattern), _) => each_jobs(&args, pattern)?,
         (None, Some(path)) => spec_jobs(&args, path, pool.limits())?,
         (None, None) => bail!("exec_many needs --each or --specs"),
     };
     let module = load(&pool, &args)?;
     let started = Instant::now();
     let call = pool.command(&module);
-    let tasks: Vec<Result<Task<CommandOutput>, TaskError>> = jobs
-        .iter()
-        .map(|job| match &job.spec {
-            Ok(spec) => Ok(match (job.limits, job.retries) {
-                (None, None) => call.submit(spec.clone()),
-                (limits, retries) => {
-                    let mut own = call.clone();
-                    if let Some(limits) = limits {
-                        own = own.limits(limits);
-                    }
-                    if let Some(n) = retries {
-                        own = own.max_retries(n);
-                    }
-                    own.submit(spec.clone())
+    let max_input = pool.limits().max_input as usize;
+    let submit = |job: &Job| match job_spec(job, args.follow_symlinks, max_input) {
+        Ok(spec) => Ok(match (job.limits, job.retries) {
+            (None, None) => call.submit(spec),
+            (limits, retries) => {
+                let mut own = call.clone();
+                if let Some(limits) = limits {
+                    own = own.limits(limits);
                 }
-            }),
-            Err(message) => Err(TaskError::BadInput {
-                message: message.clone(),
-            }),
-        })
-        .collect();
+                if let Some(n) = retries {
+                    own = own.max_retries(n);
+                }
+                own.submit(spec)
+            }
+        }),
+        Err(message) => Err(TaskError::BadInput { message }),
+    };
+    // Runs are submitted a window ahead of the one waited for, not all at once: a run's
+    // host files are read when it is submitted, so a directory of any size is held in
+    // memory a window at a time (enough runs queued per worker for the pool to send them
+    // together).
+    let ahead = RUNS_AHEAD_PER_WORKER * pool.workers().max(1);
+    let mut tasks: std::collections::VecDeque<Result<Task<CommandOutput>, TaskError>> =
+        jobs.iter().take(ahead).map(submit).collect();
+    let mut unsent = jobs.iter().skip(ahead);
 
     let mut out = open_output(&args.output)?;
     let progress = progress_bar(jobs.len() as u64, "runs");
@@ -519,7 +540,11 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
     // Runs that failed after the sandbox refused them a path, for -v's hint.
     let mut refused = 0usize;
     let width = jobs.len().to_string().len();
-    for (i, (job, task)) in jobs.iter().zip(tasks).enumerate() {
+    for (i, job) in jobs.iter().enumerate() {
+        let task = tasks.pop_front().expect("a task per job");
+        if let Some(next) = unsent.next() {
+            tasks.push_back(submit(next));
+        }
         let (result, stats) = match task {
             Ok(task) => {
                 let result = task.wait();
@@ -605,8 +630,8 @@ fn exec_many(args: ExecArgs) -> anyhow::Result<i32> {
 
 /// One job per regular file matching `pattern`, in sorted order; without
 /// `--follow-symlinks`, none reached through a symbolic link below the pattern's fixed part.
-/// A file read as stdin takes at most `max_input` bytes.
-fn each_jobs(args: &ExecArgs, pattern: &str, max_input: usize) -> anyhow::Result<Vec<Job>> {
+/// A file that is a run's stdin is read when the run is submitted (`job_spec`).
+fn each_jobs(args: &ExecArgs, pattern: &str) -> anyhow::Result<Vec<Job>> {
     let fixed = fixed_part(pattern);
     let mut skipped = 0;
     let paths: Vec<PathBuf> = glob::glob(pattern)
@@ -634,6 +659,7 @@ fn each_jobs(args: &ExecArgs, pattern: &str, max_input: usize) -> anyhow::Result
         .into_iter()
         .map(|path| {
             let label = path.display().to_string();
+            let stdin_file = (!args.file).then(|| path.clone());
             let spec = if args.file {
                 let name = path
                     .file_name()
@@ -651,13 +677,12 @@ fn each_jobs(args: &ExecArgs, pattern: &str, max_input: usize) -> anyhow::Result
                     spec.input_file_nofollow(name, &path)
                 })
             } else {
-                read_host_file(&path, args.follow_symlinks, max_input)
-                    .map(|bytes| base.clone().stdin(bytes))
-                    .map_err(|e| format!("cannot read {label}: {e}"))
+                Ok(base.clone())
             };
             Job {
                 label,
                 spec,
+                stdin_file,
                 limits: None,
                 retries: None,
             }
@@ -708,6 +733,7 @@ fn spec_jobs(args: &ExecArgs, path: &Path, defaults: Limits) -> anyhow::Result<V
             Job {
                 label: format!("{}:{}", path.display(), i + 1),
                 spec,
+                stdin_file: None,
                 limits,
                 retries,
             }

@@ -1,7 +1,8 @@
 //! The entry points that issue 11 §2 sets against `map`, measured in one process and
 //! printed as JSON lines: `map` of `square`, the same calls as one `submit` each (streamed,
-//! then waited for), `submit_many`, `imap`, and (given the `wasmpool` binary) `wasmpool run`
-//! over a file of one JSON line per call, timed from its first output line to its last.
+//! then waited for), `submit_many`, `imap`, `submit_batch` in chunks of 64, and (given the
+//! `wasmpool` binary) `wasmpool run` over a file of one JSON line per call, timed from its
+//! first output line to its last.
 //! Each figure is the median of `REPS` runs; ratios to `map` are printed last.
 //!
 //! ```sh
@@ -73,6 +74,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     measure("imap", &mut || {
         timed(&mut || check(call.imap(0..n).collect()))
+    });
+    // Chunks of 64 as one `Batch` each, waited for in order, each call with its stats.
+    measure("submit_batch", &mut || {
+        timed(&mut || {
+            let batches: Vec<_> = (0..n)
+                .step_by(64)
+                .map(|i| call.submit_batch::<i64, _>(i..(i + 64).min(n)))
+                .collect();
+            check(
+                batches
+                    .into_iter()
+                    .flat_map(|b| b.wait().into_iter().map(|(r, _)| r))
+                    .collect(),
+            );
+        })
     });
     if let Some(cli) = cli {
         let inputs = tempfile_path();

@@ -41,6 +41,68 @@ fn run_prints_results_in_input_order_and_exits_0() {
 }
 
 #[test]
+fn run_gives_each_line_its_own_output_and_fuel_while_lines_travel_in_batches() {
+    // `run` sends short calls to the workers in batches: each line still gets its own
+    // output, fuel and error, never its batch's. `f(n)` burns `n` loop turns (fuel grows
+    // with `n`), prints `odd` for odd `n`, and traps for 13.
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("f.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "odd\n")
+  (func (export "f") (param $n i64) (result i64)
+    (local $i i64)
+    (if (i64.eq (local.get $n) (i64.const 13)) (then unreachable))
+    (if (i64.eq (i64.rem_u (local.get $n) (i64.const 2)) (i64.const 1))
+      (then
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 4))
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+    (block $done (loop $l
+      (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br $l)))
+    (i64.mul (local.get $n) (local.get $n))))"#,
+    )
+    .unwrap();
+    let n = 2000;
+    let input: String = (0..n).map(|i| format!("{i}\n")).collect();
+    let out = wasmpool(
+        &[
+            "run",
+            module.to_str().unwrap(),
+            "f",
+            "--workers",
+            "2",
+            "--fuel",
+            "100000000",
+        ],
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(1), "line 13 fails");
+    let got = lines(&out);
+    assert_eq!(got.len(), n);
+    // The last fuel of an even and of an odd line (odd ones pay for the print too).
+    let mut last_fuel = [0, 0];
+    for (i, line) in got.iter().enumerate() {
+        if i == 13 {
+            assert_eq!(line["error"]["kind"], "trap", "{line}");
+            continue;
+        }
+        assert_eq!(line["ok"], (i * i) as i64, "{line}");
+        let fuel = line["fuel"].as_u64().unwrap();
+        let last = &mut last_fuel[i % 2];
+        assert!(fuel > *last, "line {i}: fuel {fuel} after {last}");
+        *last = fuel;
+        let printed = line.get("stdout").and_then(Value::as_str);
+        assert_eq!(printed, (i % 2 == 1).then_some("odd\n"), "{line}");
+    }
+}
+
+#[test]
 fn run_answers_each_line_while_its_input_is_still_open() {
     // A pipe that stays open (a producer still at work, or someone typing): each line's
     // result comes before the next line is written, not after the input ends.

@@ -47,6 +47,113 @@ fn calls_streamed_together_keep_their_own_output_and_stats() {
     }
 }
 
+/// `f(n)`: traps for 13, prints `odd` for odd `n`, burns `n` loop turns, returns `n * n`:
+/// each call's result, output and fuel are its own.
+const PRINT_OR_TRAP: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "odd\n")
+  (func (export "f") (param $n i64) (result i64)
+    (local $i i64)
+    (if (i64.eq (local.get $n) (i64.const 13)) (then unreachable))
+    (if (i64.eq (i64.rem_u (local.get $n) (i64.const 2)) (i64.const 1))
+      (then
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 4))
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+    (block $done (loop $l
+      (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br $l)))
+    (i64.mul (local.get $n) (local.get $n))))"#;
+
+#[test]
+fn a_batch_keeps_each_calls_own_result_output_and_stats() {
+    let pool = builder().build().unwrap();
+    let module = pool.load(PRINT_OR_TRAP).unwrap();
+    let call = pool.call(&module, "f").fuel(10_000_000);
+    // Plain numbers, and one input of the wrong type in the middle.
+    let mut inputs: Vec<Value> = (0..200i64).map(Value::I64).collect();
+    inputs[100] = Value::F64(0.5);
+    let batch = call.submit_batch::<i64, _>(inputs.clone());
+    assert_eq!(batch.len(), 200);
+    let results = batch.wait();
+    assert_eq!(results.len(), 200);
+    let mut fuels = HashSet::new();
+    for (i, (result, stats)) in results.into_iter().enumerate() {
+        if i == 100 {
+            assert!(
+                matches!(result, Err(TaskError::BadInput { .. })),
+                "{result:?}"
+            );
+            assert_eq!(stats.fuel_used, 0, "refused before it ran");
+            continue;
+        }
+        // The same call as a task of its own: the same result, output and fuel.
+        let alone = call.submit::<i64>(inputs[i]);
+        let alone_result = alone.wait();
+        let alone_stats = alone.stats().unwrap();
+        assert_eq!(result, alone_result, "call {i}");
+        if i == 13 {
+            assert!(matches!(result, Err(TaskError::Trap { .. })), "{result:?}");
+        } else {
+            assert_eq!(result, Ok((i * i) as i64));
+        }
+        assert_eq!(stats.fuel_used, alone_stats.fuel_used, "fuel of call {i}");
+        assert_eq!(stats.stdout, alone_stats.stdout, "stdout of call {i}");
+        // 13 traps before it prints.
+        let odd: &[u8] = if i % 2 == 1 && i != 13 { b"odd\n" } else { b"" };
+        assert_eq!(stats.stdout, odd, "call {i}");
+        assert!(
+            stats.duration > Duration::ZERO && stats.worker != 0,
+            "call {i}: {stats:?}"
+        );
+        fuels.insert(stats.fuel_used);
+    }
+    // Fuel grows with the loop: each call was metered apart, not the batch as a whole.
+    assert!(fuels.len() > 150, "{} distinct fuel figures", fuels.len());
+}
+
+#[test]
+fn a_batch_whose_worker_is_lost_runs_its_calls_again_so_only_the_culprit_fails() {
+    // One call sleeps in a host call past its limit: the worker is killed under the whole
+    // batch. Its calls run again one task each, so only the sleeper fails.
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let limit = Duration::from_millis(300);
+    let call = pool.call(&hostile, "sleep_ms").timeout(limit);
+    let inputs = [0i64, 1, 2, 60_000, 4, 5];
+    let results = call.submit_batch::<i64, _>(inputs).wait();
+    for ((result, stats), input) in results.into_iter().zip(inputs) {
+        if input == 60_000 {
+            assert_eq!(result, Err(TaskError::Timeout { limit }));
+        } else {
+            assert_eq!(result, Ok(input));
+            assert!(stats.worker != 0, "{stats:?}");
+        }
+    }
+}
+
+#[test]
+fn dropping_an_unfinished_batch_cancels_its_calls_and_frees_the_worker() {
+    let pool = builder().workers(1).build().unwrap();
+    let hostile = pool.load_file(guest("hostile")).unwrap();
+    let limit = Duration::from_secs(30);
+    let batch = pool
+        .call(&hostile, "spin")
+        .timeout(limit)
+        .submit_batch::<i64, _>([(), ()]);
+    assert!(!batch.wait_timeout(Duration::from_millis(50)));
+    assert!(!batch.is_done());
+    drop(batch);
+    let next = pool.submit::<i64>(&hostile, "counter", ());
+    assert_eq!(
+        next.wait_timeout(FREED_WITHIN),
+        Some(Ok(1)),
+        "the dropped batch kept the only worker (its limit is {limit:?})"
+    );
+}
+
 #[test]
 fn map_spreads_work_over_every_worker() {
     let (pool, math) = pool_with("math");

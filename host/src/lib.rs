@@ -71,8 +71,8 @@ pub use limits::{LimitError, Limits};
 pub use module::{Export, ExportKind, Module, ModuleId, Origin, UnknownImports};
 pub use mount::Mount;
 pub use pool::{
-    AsCompleted, Call, CommandCall, Imap, OutputStream, Pool, PoolBuilder, QueueFull, ReusingCall,
-    Task,
+    AsCompleted, Batch, Call, CommandCall, Imap, OutputStream, Pool, PoolBuilder, QueueFull,
+    ReusingCall, Task,
 };
 pub use protocol::TaskStats;
 #[cfg(feature = "nats")]

@@ -27,7 +27,7 @@ use crate::value::{Input, Output, Value};
 /// [`CompileReply`] and every type they hold (limits, values, errors, commands, modules),
 /// the framing, or the command line of [`Handshake::arg`]. (Postcard encodes by field
 /// order, so adding, removing or reordering a field or a variant is such a change.)
-pub const PROTOCOL: u32 = 10;
+pub const PROTOCOL: u32 = 11;
 
 /// What a host and a worker or compile process must agree on before a byte of protocol
 /// flows: the wire format ([`PROTOCOL`]), the crate's version, and the engine's
@@ -1121,6 +1121,7 @@ mod tests {
                 calls: 2,
                 values: vec![Value::I64(1), Value::I64(2)],
                 instances: crate::value::Instances::Fresh,
+                call_stats: true,
             },
         ] {
             let (mut want, mut got) = (Vec::new(), Vec::new());
@@ -1338,6 +1339,7 @@ mod fuzz {
                 outcome: Ok(Output::NumberBatch {
                     values: vec![Value::I64(1), Value::I64(2)],
                     failures: vec![(1, TaskError::Exit { code: 2 })],
+                    call_stats: vec![stats.clone(), TaskStats::default()],
                 }),
                 stats: stats.clone(),
             },

@@ -168,11 +168,13 @@ pub enum Input {
         instances: Instances,
     },
     /// The compact form of a `Batch` of plain numeric calls: `calls` calls, their arguments
-    /// laid end to end (`values.len()` is `calls` × the export's parameter count).
+    /// laid end to end (`values.len()` is `calls` × the export's parameter count). With
+    /// `call_stats`, the answer carries each call's own stats (fuel, duration, output…).
     NumberBatch {
         calls: u32,
         values: Vec<Value>,
         instances: Instances,
+        call_stats: bool,
     },
     /// Run a module's initializer and snapshot the instance it leaves (see
     /// [`Pool::load_initialized`](crate::Pool::load_initialized)); never a caller's input.
@@ -200,6 +202,7 @@ pub struct SnapshotInput {
 ///     calls: 2,
 ///     values: vec![Value::I64(3), Value::I64(4)],
 ///     instances: Instances::Fresh,
+///     call_stats: false,
 /// };
 /// assert_eq!(batch.calls(), 2);
 /// ```
@@ -236,10 +239,12 @@ pub enum Output {
     /// The outcome of each call of a [`Input::Batch`], in order; never nested.
     Batch(#[serde(deserialize_with = "not_nested")] Vec<Result<Output, TaskError>>),
     /// The outcome of a [`Input::NumberBatch`]: the results of the calls that succeeded,
-    /// laid end to end in call order, and the calls that failed, by index (ascending).
+    /// laid end to end in call order, and the calls that failed, by index (ascending);
+    /// each call's stats, in call order, when the input asked for them (else none).
     NumberBatch {
         values: Vec<Value>,
         failures: Vec<(u32, TaskError)>,
+        call_stats: Vec<crate::protocol::TaskStats>,
     },
     /// The initialized module an [`Input::Snapshot`] made (WebAssembly bytes).
     Snapshot(#[serde(with = "serde_bytes")] Vec<u8>),
@@ -265,7 +270,7 @@ impl Output {
                     Err(e) => serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } }),
                 })
                 .collect()),
-            Output::NumberBatch { values, failures } => Ok(serde_json::json!({
+            Output::NumberBatch { values, failures, .. } => Ok(serde_json::json!({
                 "values": values.iter().map(Value::to_json).collect::<Vec<_>>(),
                 "failures": failures.iter().map(|(i, e)| serde_json::json!([i, e.kind(), e.to_string()])).collect::<Vec<_>>(),
             })),

@@ -6,7 +6,49 @@ use std::io::Write;
 
 use serde::Serialize;
 use serde_json::{json, Value as JsonValue};
-use wasmpool::{ExportKind, Input, Output, TaskError, TaskStats, Value};
+use wasmpool::{Args, ExportKind, FromOutput, Input, Output, TaskError, TaskStats, Value};
+
+/// One line's arguments: a single number kept inline (no vector per line), or the input.
+pub enum LineArgs {
+    One(Value),
+    Input(Input),
+}
+
+impl Args for LineArgs {
+    fn into_input(self) -> Result<Input, TaskError> {
+        match self {
+            LineArgs::One(v) => Ok(Input::Numbers(vec![v])),
+            LineArgs::Input(input) => Ok(input),
+        }
+    }
+
+    fn push_numbers(self, out: &mut Vec<Value>) -> Result<(), Result<Input, TaskError>> {
+        match self {
+            LineArgs::One(v) => {
+                out.push(v);
+                Ok(())
+            }
+            LineArgs::Input(Input::Numbers(v)) => {
+                out.extend(v);
+                Ok(())
+            }
+            LineArgs::Input(other) => Err(Ok(other)),
+        }
+    }
+}
+
+/// [`to_input`] of a line not yet copied out of the reader's buffer: the common line of a
+/// one-argument export, a JSON integer, is read without a JSON parse or an allocation.
+pub fn to_args(kind: &ExportKind, line: &str) -> Result<LineArgs, String> {
+    if let ExportKind::Numeric { params, .. } = kind {
+        if let ([ty], Some(n)) = (params.as_slice(), json_integer(line)) {
+            return one_number(n.into(), *ty)
+                .map(LineArgs::One)
+                .map_err(|m| format!("argument 1 {m}"));
+        }
+    }
+    to_input(kind, line.to_string()).map(LineArgs::Input)
+}
 
 /// Converts one JSON line into the call's input for an export of `kind`.
 pub fn to_input(kind: &ExportKind, line: String) -> Result<Input, String> {
@@ -37,9 +79,7 @@ pub fn to_input(kind: &ExportKind, line: String) -> Result<Input, String> {
                 .zip(params)
                 .enumerate()
                 .map(|(i, (n, &ty))| {
-                    let j = JsonValue::Number(n);
-                    Value::from_json(&j, ty)
-                        .ok_or_else(|| format!("argument {} ({j}) is not a valid {ty}", i + 1))
+                    one_number(n, ty).map_err(|m| format!("argument {} {m}", i + 1))
                 })
                 .collect::<Result<_, _>>()
                 .map(Input::Numbers)
@@ -51,6 +91,30 @@ pub fn to_input(kind: &ExportKind, line: String) -> Result<Input, String> {
             "`run` cannot call an export of this kind ({other:?})"
         )),
     }
+}
+
+/// A JSON number as an argument of type `ty`, or why it cannot be one.
+fn one_number(n: serde_json::Number, ty: wasmpool::ValType) -> Result<Value, String> {
+    let j = JsonValue::Number(n);
+    Value::from_json(&j, ty).ok_or_else(|| format!("({j}) is not a valid {ty}"))
+}
+
+/// The line as an integer if it is exactly a JSON integer that fits an `i64` (with JSON's
+/// whitespace around it): `0|-?[1-9][0-9]*`; anything else (`-0`, `+1`, `01`, `1.0`, a
+/// larger number) is left to the JSON parser.
+fn json_integer(line: &str) -> Option<i64> {
+    let t = line.trim_matches([' ', '\t', '\r', '\n']);
+    let (negative, digits) = match t.strip_prefix('-') {
+        Some(d) => (true, d.as_bytes()),
+        None => (false, t.as_bytes()),
+    };
+    let well_formed = match digits {
+        // JSON's `-0` is a float (negative zero, for a float parameter).
+        [b'0'] => !negative,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    well_formed.then(|| t.parse().ok()).flatten()
 }
 
 /// A numeric call's arguments: `null` (none), a number (one) or an array of numbers. The
@@ -112,10 +176,85 @@ fn numeric_args(line: &str, max: usize) -> Result<Vec<serde_json::Number>, Strin
         .map_err(|e| e.to_string())
 }
 
+/// A call's result as `run` reads it: one number kept inline (no vector per call), or the
+/// output.
+pub enum Answer {
+    One(Value),
+    Output(Output),
+}
+
+impl FromOutput for Answer {
+    fn from_output(output: Output) -> Result<Self, TaskError> {
+        Ok(Answer::Output(output))
+    }
+
+    fn from_values(values: &[Value]) -> Result<Self, TaskError> {
+        Ok(match values {
+            [one] => Answer::One(*one),
+            more => Answer::Output(Output::Numbers(more.to_vec())),
+        })
+    }
+}
+
+/// [`write_result_line`] of an [`Answer`].
+pub fn write_answer_line(
+    out: &mut dyn Write,
+    result: Result<Answer, TaskError>,
+    stats: &TaskStats,
+) -> anyhow::Result<()> {
+    match result {
+        Ok(Answer::One(v)) => match integer_line(out, &v, stats) {
+            Some(written) => written,
+            None => write_result_line_serialized(out, Ok(Output::Numbers(vec![v])), stats),
+        },
+        Ok(Answer::Output(output)) => write_result_line(out, Ok(output), stats),
+        Err(e) => write_result_line(out, Err(e), stats),
+    }
+}
+
+/// The common line, one integer and no output, written without a serializer (the same
+/// bytes as [`write_result_line_serialized`]: `result_lines_of_integers_are_the_serializers`);
+/// `None` for any other.
+fn integer_line(out: &mut dyn Write, v: &Value, stats: &TaskStats) -> Option<anyhow::Result<()>> {
+    let n = match *v {
+        Value::I32(n) => n as i64,
+        Value::I64(n) => n,
+        _ => return None,
+    };
+    if !(stats.stdout.is_empty() && stats.stderr.is_empty() && !stats.output_truncated) {
+        return None;
+    }
+    Some(
+        writeln!(
+            out,
+            r#"{{"duration_us":{},"fuel":{},"ok":{n}}}"#,
+            stats.duration.as_micros() as u64,
+            stats.fuel_used
+        )
+        .map_err(Into::into),
+    )
+}
+
 /// Writes one result line. An SDK task's JSON output is copied token by token into the
 /// line (validated first), never built as a tree: a 64 MiB reply of small numbers would
 /// otherwise take gigabytes.
 pub fn write_result_line(
+    out: &mut dyn Write,
+    result: Result<Output, TaskError>,
+    stats: &TaskStats,
+) -> anyhow::Result<()> {
+    if let Ok(Output::Numbers(v)) = &result {
+        if let [one] = v.as_slice() {
+            if let Some(written) = integer_line(out, one, stats) {
+                return written;
+            }
+        }
+    }
+    write_result_line_serialized(out, result, stats)
+}
+
+/// [`write_result_line`] through the serializer: any result.
+fn write_result_line_serialized(
     out: &mut dyn Write,
     result: Result<Output, TaskError>,
     stats: &TaskStats,
@@ -232,6 +371,78 @@ mod tests {
         assert!(to_input(&ExportKind::Task, s("{oops"))
             .unwrap_err()
             .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn integer_lines_read_without_the_parser_read_as_with_it() {
+        for line in [
+            "0",
+            "7",
+            " -12 ",
+            "\t42\r",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            let n = json_integer(line).unwrap_or_else(|| panic!("{line:?} is read"));
+            let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(Some(n), parsed.as_i64(), "{line:?}");
+        }
+        // Not JSON integers (or not `i64`s): left to the parser, which decides.
+        for line in [
+            "",
+            "-",
+            "-0",
+            "+1",
+            "01",
+            "-01",
+            "1.0",
+            "1e3",
+            "1 2",
+            "\u{a0}1",
+            "9223372036854775808",
+            "0x1",
+        ] {
+            assert_eq!(json_integer(line), None, "{line:?}");
+        }
+        let one = |ty| ExportKind::Numeric {
+            params: vec![ty],
+            results: vec![],
+        };
+        assert_eq!(
+            to_input(&one(ValType::I32), s("-3")),
+            Ok(Input::Numbers(vec![Value::I32(-3)]))
+        );
+        assert_eq!(
+            to_input(&one(ValType::F64), s("3")),
+            Ok(Input::Numbers(vec![Value::F64(3.0)]))
+        );
+        // The same refusal as the parser's path gives for `[4294967296]`.
+        let fast = to_input(&one(ValType::I32), s("4294967296")).unwrap_err();
+        let slow = to_input(&one(ValType::I32), s("[4294967296]")).unwrap_err();
+        assert_eq!(fast, slow);
+        assert_eq!(fast, "argument 1 (4294967296) is not a valid i32");
+    }
+
+    #[test]
+    fn result_lines_of_integers_are_the_serializers() {
+        let mut stats = TaskStats::default();
+        stats.fuel_used = 12345;
+        stats.duration = std::time::Duration::from_nanos(7_654_321);
+        for v in [
+            Value::I32(-5),
+            Value::I32(i32::MIN),
+            Value::I64(i64::MAX),
+            Value::I64(0),
+        ] {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            let result = || Ok(Output::Numbers(vec![v]));
+            write_result_line(&mut fast, result(), &stats).unwrap();
+            write_result_line_serialized(&mut slow, result(), &stats).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(slow).unwrap()
+            );
+        }
     }
 
     #[test]

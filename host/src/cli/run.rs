@@ -4,9 +4,9 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use wasmpool::{Input, Output, Task, TaskError, TaskStats};
+use wasmpool::{Batch, TaskError, TaskStats};
 
-use super::call_line::{to_input, write_result_line};
+use super::call_line::{to_args, write_answer_line, Answer, LineArgs};
 use super::{
     load_module_with, open_output, progress_bar, InitArgs, PoolArgs, EXIT_OK, EXIT_TASK_FAILED,
 };
@@ -77,10 +77,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // while this one waits for results in order and writes them: the input streams (an
     // endless one runs in bounded memory, and results come while it is still being read).
     let (chunks, submitted) = crossbeam_channel::bounded(CHUNKS_AHEAD);
-    let feeder = std::thread::Builder::new()
-        .name("wasmpool-run-input".into())
-        .spawn(move || feed(Lines::new(reader, max_line), &kind, &call, &chunks))
-        .context("cannot start the input thread")?;
+    let pace = std::sync::Arc::new(Pace::default());
+    let feeder = {
+        let pace = pace.clone();
+        std::thread::Builder::new()
+            .name("wasmpool-run-input".into())
+            .spawn(move || feed(Lines::new(reader, max_line), &kind, &call, &chunks, &pace))
+            .context("cannot start the input thread")?
+    };
 
     let mut out = open_output(&args.output)?;
     let progress = progress_bar(0, "tasks");
@@ -91,6 +95,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // Each line is made here and written whole: serde_json's many small writes then go to
     // a vector, not through the output's `dyn Write`.
     let mut line = Vec::with_capacity(256);
+    let mut write = |result: Result<Answer, TaskError>,
+                     stats: &TaskStats,
+                     out: &mut Box<dyn Write>|
+     -> anyhow::Result<()> {
+        total += 1;
+        if result.is_err() {
+            failed += 1;
+        }
+        line.clear();
+        write_answer_line(&mut line, result, stats)?;
+        out.write_all(&line)?;
+        if shown {
+            progress.inc(1);
+        }
+        Ok(())
+    };
     loop {
         // What waits in the output goes out before a wait for more input.
         let chunk = match submitted.try_recv() {
@@ -106,32 +126,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         };
         let chunk = chunk?;
         if shown {
-            progress.inc_length(chunk.len() as u64);
+            progress.inc_length(chunk.iter().map(Piece::lines).sum::<usize>() as u64);
         }
-        total += chunk.len();
-        for entry in chunk {
-            let (result, stats) = match entry {
-                Ok(task) => {
-                    // Results already written go out while a long call runs.
-                    let result = match task.wait_timeout(FLUSH_AFTER) {
-                        Some(result) => result,
-                        None => {
-                            out.flush()?;
-                            task.wait()
-                        }
-                    };
-                    (result, task.stats().unwrap_or_default())
+        for piece in chunk {
+            match piece {
+                Piece::Refused(e) => write(Err(e), &TaskStats::default(), &mut out)?,
+                Piece::Calls(batch) => {
+                    // Results already written go out while long calls run.
+                    if !batch.wait_timeout(FLUSH_AFTER) {
+                        out.flush()?;
+                    }
+                    let results = batch.wait();
+                    pace.record(&results);
+                    for (result, stats) in results {
+                        write(result, &stats, &mut out)?;
+                    }
                 }
-                Err(e) => (Err(e), TaskStats::default()),
-            };
-            if result.is_err() {
-                failed += 1;
-            }
-            line.clear();
-            write_result_line(&mut line, result, &stats)?;
-            out.write_all(&line)?;
-            if shown {
-                progress.inc(1);
             }
         }
     }
@@ -147,26 +157,90 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// One input line's call, or why it was refused.
-type Entry = Result<Task<Output>, TaskError>;
+/// Some input lines, in order: one refused before it could run, or calls submitted
+/// together (one handle on their results, not one per call: see [`Call::submit_batch`]).
+///
+/// [`Call::submit_batch`]: wasmpool::Call::submit_batch
+enum Piece {
+    Refused(TaskError),
+    Calls(Batch<Answer>),
+}
 
-/// Reads `lines` to their end, submitting each chunk's calls together and sending the
-/// chunk's entries (in line order) to the writer; stops early when the writer is gone, and
-/// sends a read error as the last chunk.
+impl Piece {
+    fn lines(&self) -> usize {
+        match self {
+            Piece::Refused(_) => 1,
+            Piece::Calls(batch) => batch.len(),
+        }
+    }
+}
+
+/// About how much work the calls of one batch should hold: enough that a batch costs the
+/// host little per call, little enough that results still stream and the workers stay
+/// evenly loaded.
+const BATCH_WORK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Most calls in one batch (as many as one message to a worker carries).
+const MAX_BATCH: usize = 64;
+
+/// How many calls go in a batch, judged from how long the calls answered so far took:
+/// one at a time until the first answers (a long call is never held up behind others),
+/// then about [`BATCH_WORK`] of them.
+#[derive(Default)]
+struct Pace {
+    /// The mean duration of the calls of the last batch written, in nanoseconds (0: none
+    /// written yet).
+    call_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn batch_size(&self) -> usize {
+        match self.call_nanos.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => 1,
+            nanos => (BATCH_WORK.as_nanos() as u64 / nanos).clamp(1, MAX_BATCH as u64) as usize,
+        }
+    }
+
+    fn record(&self, results: &[(Result<Answer, TaskError>, TaskStats)]) {
+        let ran: Vec<_> = results
+            .iter()
+            .filter(|(_, s)| s.worker != 0)
+            .map(|(_, s)| s.duration.as_nanos() as u64)
+            .collect();
+        if let Some(sum) = (!ran.is_empty()).then(|| ran.iter().sum::<u64>()) {
+            let mean = (sum / ran.len() as u64).max(1);
+            self.call_nanos
+                .store(mean, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads `lines` to their end, submitting their calls in batches (as many as `pace` says,
+/// never waiting for more input while calls wait to be submitted) and sending each chunk's
+/// pieces (in line order) to the writer; stops early when the writer is gone, and sends a
+/// read error as the last chunk.
 fn feed(
     mut lines: Lines,
     kind: &wasmpool::ExportKind,
     call: &wasmpool::Call,
-    chunks: &crossbeam_channel::Sender<anyhow::Result<Vec<Entry>>>,
+    chunks: &crossbeam_channel::Sender<anyhow::Result<Vec<Piece>>>,
+    pace: &Pace,
 ) {
     loop {
         // Each line is converted and moved into its call: no copy of an input is kept.
-        let mut inputs = Vec::new();
-        let mut accepted: Vec<Result<(), TaskError>> = Vec::new();
+        let mut pieces = Vec::new();
+        let mut inputs: Vec<LineArgs> = Vec::new();
+        let mut count = 0;
         let mut ended = false;
-        while accepted.len() < CHUNK_LINES {
+        let size = pace.batch_size();
+        let submit = |inputs: &mut Vec<LineArgs>, pieces: &mut Vec<Piece>| {
+            if !inputs.is_empty() {
+                pieces.push(Piece::Calls(call.submit_batch(inputs.drain(..))));
+            }
+        };
+        while count < CHUNK_LINES {
             // Never wait for more input while the chunk has lines to run.
-            if !accepted.is_empty() && !lines.buffered() {
+            if count > 0 && !lines.buffered() {
                 break;
             }
             let (number, line) = match lines.next() {
@@ -176,26 +250,31 @@ fn feed(
                     break;
                 }
                 Err(e) => {
+                    submit(&mut inputs, &mut pieces);
+                    let _ = chunks.send(Ok(pieces));
                     let _ = chunks.send(Err(e));
                     return;
                 }
             };
-            let input =
-                line.and_then(|line| to_input(kind, line))
-                    .map_err(|m| TaskError::BadInput {
+            count += 1;
+            match line.and_then(|line| to_args(kind, line)) {
+                Ok(input) => {
+                    inputs.push(input);
+                    if inputs.len() >= size {
+                        submit(&mut inputs, &mut pieces);
+                    }
+                }
+                Err(m) => {
+                    submit(&mut inputs, &mut pieces);
+                    pieces.push(Piece::Refused(TaskError::BadInput {
                         message: format!("input line {number}: {m}"),
-                    });
-            accepted.push(input.map(|input| inputs.push(input)));
-        }
-        if !accepted.is_empty() {
-            let mut tasks = call.submit_many::<Output, Input>(inputs).into_iter();
-            let entries = accepted
-                .into_iter()
-                .map(|a| a.map(|()| tasks.next().expect("one task per accepted input")))
-                .collect();
-            if chunks.send(Ok(entries)).is_err() {
-                return;
+                    }));
+                }
             }
+        }
+        submit(&mut inputs, &mut pieces);
+        if !pieces.is_empty() && chunks.send(Ok(pieces)).is_err() {
+            return;
         }
         if ended {
             return;
@@ -218,13 +297,17 @@ fn open_inputs(source: &str) -> anyhow::Result<InputReader> {
 /// What `run` reads its lines from.
 type InputReader = std::io::BufReader<Box<dyn Read + Send>>;
 
-/// Non-blank input lines with their 1-based line numbers. A line longer than `max_line`
-/// bytes (the calls' `max_input`) is not kept, only refused: reading a huge line costs a
-/// bounded buffer, not the line.
+/// Most bytes of line buffer kept from one line to the next.
+const KEPT_LINE_BUFFER: usize = 64 << 10;
+
+/// Non-blank input lines with their 1-based line numbers, each read into the same buffer.
+/// A line longer than `max_line` bytes (the calls' `max_input`) is not kept, only refused:
+/// reading a huge line costs a bounded buffer, not the line.
 struct Lines {
     reader: InputReader,
     max_line: usize,
     number: usize,
+    line: Vec<u8>,
 }
 
 impl Lines {
@@ -233,6 +316,7 @@ impl Lines {
             reader,
             max_line,
             number: 0,
+            line: Vec::new(),
         }
     }
 
@@ -242,17 +326,21 @@ impl Lines {
     }
 
     /// The next non-blank line, or why it cannot be a call; `None` at the end.
-    fn next(&mut self) -> anyhow::Result<Option<(usize, Result<String, String>)>> {
+    fn next(&mut self) -> anyhow::Result<Option<(usize, Result<&str, String>)>> {
+        // A long line's buffer is not kept for the short ones after it.
+        if self.line.capacity() > KEPT_LINE_BUFFER {
+            self.line = Vec::new();
+        }
         loop {
             self.number += 1;
             let number = self.number;
-            let line = match read_line(&mut self.reader, self.max_line)
-                .with_context(|| format!("cannot read input line {number}"))?
-            {
+            let read = read_line(&mut self.reader, self.max_line, &mut self.line)
+                .with_context(|| format!("cannot read input line {number}"))?;
+            let line = match read {
                 None => return Ok(None),
-                Some(Ok(bytes)) => match String::from_utf8(bytes) {
+                Some(Ok(())) => match std::str::from_utf8(&self.line) {
                     Ok(line) if line.trim().is_empty() => continue,
-                    Ok(line) => Ok(line),
+                    Ok(_) => Ok(()),
                     Err(_) => Err("the line is not valid UTF-8".to_string()),
                 },
                 Some(Err(len)) => Err(format!(
@@ -260,15 +348,21 @@ impl Lines {
                     self.max_line
                 )),
             };
+            // Checked just above.
+            let line = line.map(|()| std::str::from_utf8(&self.line).unwrap_or_default());
             return Ok(Some((number, line)));
         }
     }
 }
 
-/// Reads one line (without its `\n` or `\r\n`): `None` at the end of input,
+/// Reads one line into `line` (without its `\n` or `\r\n`): `None` at the end of input,
 /// `Some(Err(len))` for a line of `len` bytes, over `max`: read to its end, but not kept.
-fn read_line(r: &mut dyn BufRead, max: usize) -> std::io::Result<Option<Result<Vec<u8>, usize>>> {
-    let mut line = Vec::new();
+fn read_line(
+    r: &mut dyn BufRead,
+    max: usize,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<Result<(), usize>>> {
+    line.clear();
     let mut len = 0usize;
     let mut any = false;
     let mut ends_in_cr = false;
@@ -289,7 +383,8 @@ fn read_line(r: &mut dyn BufRead, max: usize) -> std::io::Result<Option<Result<V
         if len <= max.saturating_add(1) {
             line.extend_from_slice(part);
         } else {
-            line = Vec::new();
+            // Not kept: its memory goes too (a huge line's buffer is not held on to).
+            *line = Vec::new();
         }
         let used = done.unwrap_or(part.len());
         r.consume(used);
@@ -304,7 +399,7 @@ fn read_line(r: &mut dyn BufRead, max: usize) -> std::io::Result<Option<Result<V
         line.pop();
         len -= 1;
     }
-    Ok(Some(if len > max { Err(len) } else { Ok(line) }))
+    Ok(Some(if len > max { Err(len) } else { Ok(()) }))
 }
 
 #[cfg(test)]
@@ -312,21 +407,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn batches_hold_about_a_millisecond_of_calls() {
+        let pace = Pace::default();
+        assert_eq!(pace.batch_size(), 1, "one at a time until a call answers");
+        let ran = |micros| {
+            let mut stats = TaskStats::default();
+            stats.worker = 7;
+            stats.duration = std::time::Duration::from_micros(micros);
+            (Ok(Answer::One(wasmpool::Value::I64(0))), stats)
+        };
+        pace.record(&[ran(10), ran(10)]);
+        assert_eq!(pace.batch_size(), MAX_BATCH);
+        pace.record(&[ran(100), ran(300)]);
+        assert_eq!(pace.batch_size(), 5);
+        pace.record(&[ran(5000)]);
+        assert_eq!(pace.batch_size(), 1);
+        // Calls that never ran (refused, or lost) say nothing about the calls' length.
+        pace.record(&[(
+            Err(TaskError::BadInput {
+                message: "no".into(),
+            }),
+            TaskStats::default(),
+        )]);
+        assert_eq!(pace.batch_size(), 1);
+    }
+
+    #[test]
     fn over_long_lines_are_counted_not_kept() {
         let text = format!("1\n{}\r\n\n  \n[2]\r\n{}", "x".repeat(100), "y".repeat(11));
         let mut r = std::io::BufReader::with_capacity(8, text.as_bytes());
-        assert_eq!(read_line(&mut r, 10).unwrap(), Some(Ok(b"1".to_vec())));
-        assert_eq!(read_line(&mut r, 10).unwrap(), Some(Err(100)));
-        assert_eq!(read_line(&mut r, 10).unwrap(), Some(Ok(Vec::new())));
-        assert_eq!(read_line(&mut r, 10).unwrap(), Some(Ok(b"  ".to_vec())));
-        assert_eq!(read_line(&mut r, 10).unwrap(), Some(Ok(b"[2]".to_vec())));
-        assert_eq!(read_line(&mut r, 10).unwrap(), Some(Err(11)));
-        assert_eq!(read_line(&mut r, 10).unwrap(), None);
+        let mut line = Vec::new();
+        let mut read = |r: &mut dyn BufRead| {
+            read_line(r, 10, &mut line)
+                .unwrap()
+                .map(|kept| kept.map(|()| line.clone()))
+        };
+        assert_eq!(read(&mut r), Some(Ok(b"1".to_vec())));
+        assert_eq!(read(&mut r), Some(Err(100)));
+        assert_eq!(read(&mut r), Some(Ok(Vec::new())));
+        assert_eq!(read(&mut r), Some(Ok(b"  ".to_vec())));
+        assert_eq!(read(&mut r), Some(Ok(b"[2]".to_vec())));
+        assert_eq!(read(&mut r), Some(Err(11)));
+        assert_eq!(read(&mut r), None);
         // Exactly the limit is kept.
         let mut r = std::io::BufReader::with_capacity(4, &b"0123456789"[..]);
-        assert_eq!(
-            read_line(&mut r, 10).unwrap(),
-            Some(Ok(b"0123456789".to_vec()))
-        );
+        assert_eq!(read(&mut r), Some(Ok(b"0123456789".to_vec())));
     }
 }

@@ -14,8 +14,10 @@ use std::ops::Range;
 
 use crate::error::TaskError;
 use crate::module::ExportKind;
+use crate::protocol::TaskStats;
 use crate::value::{Args, FromOutput, Input, Instances, Output, Value};
 
+use super::gate::Gate;
 use super::{Call, Task};
 
 /// Most calls in one fresh batch: enough to spread the cost of a task over many calls,
@@ -150,13 +152,20 @@ impl Calls {
         }
     }
 
-    /// Calls `range` as one batch input.
-    fn batch(&self, range: Range<usize>, instances: Instances) -> Input {
+    /// Whether the calls are plain numeric ones (laid end to end, and batched compactly).
+    fn numeric(&self) -> bool {
+        matches!(self.valid, Valid::Flat { .. })
+    }
+
+    /// Calls `range` as one batch input; `call_stats`: its answer carries each call's stats
+    /// (plain numeric calls only).
+    fn batch(&self, range: Range<usize>, instances: Instances, call_stats: bool) -> Input {
         match &self.valid {
             Valid::Flat { values, arity } => Input::NumberBatch {
                 calls: range.len() as u32,
                 values: values[range.start * arity..range.end * arity].to_vec(),
                 instances,
+                call_stats,
             },
             Valid::Each(items) => Input::Batch {
                 items: items[range].to_vec(),
@@ -171,14 +180,23 @@ impl Calls {
         self,
         results: impl IntoIterator<Item = Result<T, TaskError>>,
     ) -> Vec<Result<T, TaskError>> {
+        self.merge_with(results, Err)
+    }
+
+    /// [`Self::merge`] of any kind of result: `failed` makes an input's result of its error.
+    fn merge_with<R>(
+        self,
+        results: impl IntoIterator<Item = R>,
+        failed: impl Fn(TaskError) -> R,
+    ) -> Vec<R> {
         let mut results = results.into_iter();
         self.errors
             .into_iter()
             .map(|e| match e {
-                Some(e) => Err(e),
+                Some(e) => failed(e),
                 None => results
                     .next()
-                    .unwrap_or_else(|| Err(TaskError::worker_lost("a batch lost this call"))),
+                    .unwrap_or_else(|| failed(TaskError::worker_lost("a batch lost this call"))),
             })
             .collect()
     }
@@ -193,38 +211,45 @@ pub(super) fn singles<T: FromOutput>(
     call.submit_inputs(range.map(|i| Ok(calls.input(i))), None)
 }
 
-/// Runs calls `range` in batches of `chunk`; their results in order.
-pub(super) fn map<T: FromOutput>(
+/// The most calls one batch of `call` may hold: [`MAX_FRESH_BATCH`], and no more than a
+/// worker runs before it is replaced or than a bounded queue admits.
+pub(super) fn largest(call: &Call) -> usize {
+    let inner = &call.pool.inner;
+    MAX_FRESH_BATCH
+        .min(
+            inner
+                .max_tasks_per_worker
+                .map_or(usize::MAX, |n| n as usize),
+        )
+        .min(inner.gate.as_ref().map_or(usize::MAX, Gate::limit))
+        .max(1)
+}
+
+/// Submits calls `range` in batches of `chunk` (each call counts in a bounded queue); each
+/// batch's calls and its task, in order.
+fn submit(
     call: &Call,
     calls: &Calls,
     range: Range<usize>,
     chunk: usize,
     instances: Instances,
-) -> Vec<Result<T, TaskError>> {
-    let per_call = match call
-        .shape
-        .module
-        .export(&call.shape.export)
-        .map(|e| &e.kind)
-    {
-        Some(ExportKind::Numeric { results, .. }) => Some(results.len()),
-        _ => None,
-    };
-    let ranges: Vec<Range<usize>> = range
-        .clone()
-        .step_by(chunk.max(1))
-        .map(|start| start..(start + chunk.max(1)).min(range.end))
-        .collect();
-    let mut tasks = Vec::with_capacity(ranges.len());
+    call_stats: bool,
+) -> Vec<(Range<usize>, Task<Output>)> {
+    let chunk = chunk.max(1);
+    let mut parts = Vec::with_capacity(range.len().div_ceil(chunk));
     let mut out = super::Outbox::new(call);
-    for r in &ranges {
+    for start in range.clone().step_by(chunk) {
+        let r = start..(start + chunk).min(range.end);
         let (task, job) = match out.admit(r.len()) {
-            Ok(admission) => {
-                call.job_for::<Output>(Ok(calls.batch(r.clone(), instances)), None, None, admission)
-            }
+            Ok(admission) => call.job_for::<Output>(
+                Ok(calls.batch(r.clone(), instances, call_stats)),
+                None,
+                None,
+                admission,
+            ),
             Err(closed) => call.job_for::<Output>(Err(closed), None, None, None),
         };
-        tasks.push(task);
+        parts.push((r, task));
         out.push(job.map(|mut job| {
             // A fresh batch is never re-run whole: its calls are, one task each.
             if instances == Instances::Fresh {
@@ -233,18 +258,169 @@ pub(super) fn map<T: FromOutput>(
             job
         }));
     }
-    drop(out);
+    parts
+}
+
+/// The results of the calls of `call`'s export `range` carries, from its batch's `answer`:
+/// a fresh batch whose worker was lost has its calls run again one task each (waited for
+/// here), so only the call that did it fails.
+fn answers<T: FromOutput>(
+    call: &Call,
+    calls: &Calls,
+    range: Range<usize>,
+    answer: Result<Output, TaskError>,
+    instances: Instances,
+) -> Result<Vec<Result<T, TaskError>>, Vec<Task<T>>> {
+    match answer {
+        Err(e) if instances == Instances::Fresh && run_again(&e) => {
+            Err(singles(call, calls, range))
+        }
+        answer => Ok(spread(answer, range.len(), results_per_call(call))),
+    }
+}
+
+/// How many results each call of `call`'s export gives (`None` unless a numeric export).
+fn results_per_call(call: &Call) -> Option<usize> {
+    match call
+        .shape
+        .module
+        .export(&call.shape.export)
+        .map(|e| &e.kind)
+    {
+        Some(ExportKind::Numeric { results, .. }) => Some(results.len()),
+        _ => None,
+    }
+}
+
+/// Runs calls `range` in batches of `chunk`; their results in order.
+pub(super) fn map<T: FromOutput>(
+    call: &Call,
+    calls: &Calls,
+    range: Range<usize>,
+    chunk: usize,
+    instances: Instances,
+) -> Vec<Result<T, TaskError>> {
+    let parts = submit(call, calls, range.clone(), chunk, instances, false);
     let mut results = Vec::with_capacity(range.len());
-    for (task, r) in tasks.into_iter().zip(ranges) {
-        match task.wait() {
-            Err(e) if instances == Instances::Fresh && run_again(&e) => {
-                let again: Vec<Task<T>> = singles(call, calls, r);
-                results.extend(again.iter().map(Task::wait));
-            }
-            answer => results.extend(spread(answer, r.len(), per_call)),
+    for (r, task) in parts {
+        match answers(call, calls, r, task.into_outcome().0, instances) {
+            Ok(answers) => results.extend(answers),
+            Err(again) => results.extend(again.iter().map(Task::wait)),
         }
     }
     results
+}
+
+/// Calls submitted together, with [`Call::submit_batch`]: a handle on their results, each
+/// with its call's own stats.
+///
+/// Dropping it before it is done cancels the calls that have not finished, as dropping a
+/// [`Task`] does.
+#[must_use = "the calls are submitted already; dropping this cancels those not finished"]
+pub struct Batch<T> {
+    call: Call,
+    calls: Calls,
+    parts: Vec<Part>,
+    _output: std::marker::PhantomData<fn() -> T>,
+}
+
+/// Some calls of a [`Batch`]: a batch of several (`range` of its calls) or a task of one.
+enum Part {
+    Many(Range<usize>, Task<Output>),
+    One(Task<Output>),
+}
+
+impl Part {
+    fn task(&self) -> &Task<Output> {
+        match self {
+            Part::Many(_, t) | Part::One(t) => t,
+        }
+    }
+}
+
+impl<T: FromOutput> Batch<T> {
+    pub(super) fn submit(call: &Call, calls: Calls) -> Self {
+        let n = calls.len();
+        let parts = if calls.numeric() && n >= 2 {
+            submit(call, &calls, 0..n, largest(call), Instances::Fresh, true)
+                .into_iter()
+                .map(|(r, t)| Part::Many(r, t))
+                .collect()
+        } else {
+            singles::<Output>(call, &calls, 0..n)
+                .into_iter()
+                .map(Part::One)
+                .collect()
+        };
+        Batch {
+            call: call.clone(),
+            calls,
+            parts,
+            _output: std::marker::PhantomData,
+        }
+    }
+
+    /// How many calls (inputs) the batch holds.
+    pub fn len(&self) -> usize {
+        self.calls.errors.len()
+    }
+
+    /// Whether the batch holds no call.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every call has finished (a call whose worker was lost may still have to run
+    /// again, in [`Batch::wait`]).
+    pub fn is_done(&self) -> bool {
+        self.parts.iter().all(|p| p.task().is_done())
+    }
+
+    /// Waits at most `timeout` for every call to finish; whether they have (see
+    /// [`Batch::is_done`]).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
+        // A wait too long for the clock to express is a wait without a deadline.
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        self.parts.iter().all(|p| p.task().wait_done(deadline))
+    }
+
+    /// Blocks until every call has finished; each input's result and its call's stats, in
+    /// input order (an input refused before it ran has default stats).
+    pub fn wait(self) -> Vec<(Result<T, TaskError>, TaskStats)> {
+        let Batch {
+            call, calls, parts, ..
+        } = self;
+        let mut results = Vec::with_capacity(calls.len());
+        for part in parts {
+            match part {
+                Part::One(task) => {
+                    let (answer, stats) = task.into_outcome();
+                    results.push((answer.and_then(T::from_output), stats));
+                }
+                Part::Many(r, task) => {
+                    let (mut answer, stats) = task.into_outcome();
+                    let mut each = match &mut answer {
+                        Ok(Output::NumberBatch { call_stats, .. }) => std::mem::take(call_stats),
+                        _ => Vec::new(),
+                    }
+                    .into_iter();
+                    match answers::<T>(&call, &calls, r, answer, Instances::Fresh) {
+                        Ok(answers) => results.extend(answers.into_iter().map(|a| {
+                            let mut s = each.next().unwrap_or_default();
+                            s.worker = stats.worker;
+                            s.worker_rss = stats.worker_rss;
+                            (a, s)
+                        })),
+                        Err(again) => results.extend(again.into_iter().map(|t| {
+                            let result = t.wait();
+                            (result, t.stats().unwrap_or_default())
+                        })),
+                    }
+                }
+            }
+        }
+        calls.merge_with(results, |e| (Err(e), TaskStats::default()))
+    }
 }
 
 /// Whether a fresh batch that failed whole should be run again call by call: its worker
@@ -264,7 +440,9 @@ fn spread<T: FromOutput>(
             .into_iter()
             .map(|r| r.and_then(T::from_output))
             .collect(),
-        Ok(Output::NumberBatch { values, failures }) => {
+        Ok(Output::NumberBatch {
+            values, failures, ..
+        }) => {
             let per_call = per_call.unwrap_or(1);
             let mut values = values.chunks(per_call.max(1));
             let mut failures = failures.into_iter().peekable();

@@ -38,6 +38,7 @@ use feed::Feed;
 /// Most jobs of one `map` sent to the dispatcher in one event.
 const MAX_SUBMIT_BATCH: usize = 4096;
 
+pub use batched::Batch;
 pub use builder::PoolBuilder;
 pub use command_call::CommandCall;
 pub use task::{AsCompleted, Imap, OutputStream, Task};
@@ -829,6 +830,25 @@ impl Call {
         self.submit_all(inputs, None)
     }
 
+    /// Submits the calls together: plain numeric calls travel to the workers in batches of
+    /// up to 64 (one message and one answer per batch, as [`Call::map`] sends them), other
+    /// calls one task each. Each call still runs in a store and instance of its own, under
+    /// its own limits, and keeps its own result and stats ([`Batch::wait`]).
+    ///
+    /// For many short calls wanted in order with their stats, as a stream cut into chunks
+    /// (what `wasmpool run` does): one handle per chunk costs the host far less than one
+    /// [`Task`] per call. A batch is only as fast as its worker and answers when its last
+    /// call is done, so size the chunks to the calls: a millisecond or so of work each, and
+    /// several per worker. A batch whose worker dies has its calls run again one task each
+    /// (in [`Batch::wait`]), so only the call that killed it fails. With a bounded queue,
+    /// this waits for room as [`Call::submit`] does (each call counts).
+    pub fn submit_batch<T: FromOutput, A: Args>(
+        &self,
+        inputs: impl IntoIterator<Item = A>,
+    ) -> Batch<T> {
+        Batch::submit(self, batched::check(self, inputs, false))
+    }
+
     /// Runs the export once per input, spread over the workers; results in input order.
     ///
     /// Each call runs in a fresh store and instance, as a task of its own would. When there
@@ -845,21 +865,7 @@ impl Call {
         let n = calls.len();
         let workers = self.pool.inner.workers;
         // Enough batches for every worker to get several, so none idles at the end.
-        let most = (n / (workers * 16))
-            .min(batched::MAX_FRESH_BATCH)
-            .min(
-                self.pool
-                    .inner
-                    .max_tasks_per_worker
-                    .map_or(usize::MAX, |n| n as usize),
-            )
-            .min(
-                self.pool
-                    .inner
-                    .gate
-                    .as_ref()
-                    .map_or(usize::MAX, Gate::limit),
-            );
+        let most = (n / (workers * 16)).min(batched::largest(self));
         if most < 2 || calls.has_commands() {
             let tasks: Vec<Task<T>> = batched::singles(self, &calls, 0..n);
             return calls.merge(tasks.iter().map(Task::wait));
@@ -1079,6 +1085,7 @@ impl Call {
                 calls,
                 mut values,
                 instances,
+                call_stats,
             } => {
                 let params = match self
                     .shape
@@ -1108,6 +1115,7 @@ impl Call {
                     calls,
                     values,
                     instances,
+                    call_stats,
                 })
             }
             other => self.check(other),

@@ -331,6 +331,19 @@ impl<T: FromOutput> Task<T> {
         Some(decode(&slot))
     }
 
+    /// Waits until the task is done or `deadline` passes; whether it is done.
+    pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
+        self.completion.wait_until(deadline).is_some()
+    }
+
+    /// Waits for the task, then takes its outcome and stats out, without a copy.
+    pub(crate) fn into_outcome(self) -> (Result<Output, TaskError>, TaskStats) {
+        let mut slot = self.completion.wait_until(None).expect("no deadline");
+        slot.outcome
+            .take()
+            .expect("a finished task keeps its outcome until taken")
+    }
+
     /// Whether the task has finished (successfully or not).
     pub fn is_done(&self) -> bool {
         self.completion.is_done()

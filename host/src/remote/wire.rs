@@ -20,8 +20,9 @@ use crate::value::{Input, Output};
 pub const MAGIC: &[u8; 4] = b"wpn\x01";
 
 /// The wire version of the messages below. 2: a task's sandbox is the public [`TaskSpec`]
-/// (in [`TaskBody`]) instead of a struct of its own.
-pub const WIRE: u16 = 2;
+/// (in [`TaskBody`]) instead of a struct of its own. 3: a [`Input::NumberBatch`] may ask
+/// for each call's stats, and its answer carries them.
+pub const WIRE: u16 = 3;
 
 /// A payload carried in the message, or (when it would make the message larger than the
 /// server's payload limit) stored in the object store under `name`.

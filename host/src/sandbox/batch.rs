@@ -21,6 +21,8 @@ use crate::value::{Input, Instances, Output, ValType, Value};
 /// A store and instance with the export resolved, reused across calls.
 struct Live {
     store: Store<TaskState>,
+    /// Where its guest's stdout goes (each call's own, when the batch keeps calls' stats).
+    stdout: CappedPipe,
     /// Where its guest's stderr goes (for the error of a call that fails).
     stderr: CappedPipe,
     instance: Option<Instance>,
@@ -43,6 +45,8 @@ enum Sink {
     Flat {
         values: Vec<Value>,
         failures: Vec<(u32, TaskError)>,
+        /// Each call's stats, when the batch asked for them.
+        stats: Option<Vec<TaskStats>>,
     },
 }
 
@@ -57,7 +61,15 @@ impl Sink {
     fn into_output(self) -> Output {
         match self {
             Sink::Each(results) => Output::Batch(results),
-            Sink::Flat { values, failures } => Output::NumberBatch { values, failures },
+            Sink::Flat {
+                values,
+                failures,
+                stats,
+            } => Output::NumberBatch {
+                values,
+                failures,
+                call_stats: stats.unwrap_or_default(),
+            },
         }
     }
 }
@@ -71,10 +83,13 @@ pub(super) fn run(
     let limits = &req.limits;
     let calls = req.input.calls();
     let (mut sink, arity) = match &req.input {
-        Input::NumberBatch { values, .. } => (
+        Input::NumberBatch {
+            values, call_stats, ..
+        } => (
             Sink::Flat {
                 values: Vec::with_capacity(values.len()),
                 failures: Vec::new(),
+                stats: call_stats.then(|| Vec::with_capacity(calls)),
             },
             values.len() / calls.max(1),
         ),
@@ -99,12 +114,13 @@ pub(super) fn run(
             Instances::Fresh => pipes(),
         };
         let wasi = WasiSetup::OnFirstCall {
-            stdout,
+            stdout: stdout.clone(),
             stderr: stderr.clone(),
             env: env.clone(),
         };
         Live {
             store: new_store(pre, limits, wasi),
+            stdout,
             stderr,
             instance: None,
             func: None,
@@ -115,6 +131,7 @@ pub(super) fn run(
     let mut peak_memory = 0u64;
     let mut live: Option<Live> = None;
     for i in 0..calls {
+        let call_started = Instant::now();
         let l = live.get_or_insert_with(fresh);
         if let Some(fuel) = limits.fuel {
             let _ = l.store.set_fuel(fuel);
@@ -158,19 +175,36 @@ pub(super) fn run(
             _ => unreachable!("the sink matches the input"),
         };
         let stop = interrupter.disarm();
-        if let Some(fuel) = limits.fuel {
-            fuel_used += fuel - l.store.get_fuel().unwrap_or(0);
+        let call_fuel = limits
+            .fuel
+            .map_or(0, |fuel| fuel - l.store.get_fuel().unwrap_or(0));
+        fuel_used += call_fuel;
+        let call_peak = l.store.data().limiter.peak;
+        peak_memory = peak_memory.max(call_peak);
+        // `true` with an error that leaves the instance half-way through anything.
+        let failed = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some((e, false)),
+            Err(e) => Some((
+                classify(e, l.store.data(), stop, limits, &l.stderr.snapshot()),
+                true,
+            )),
+        };
+        if let Sink::Flat {
+            stats: Some(stats), ..
+        } = &mut sink
+        {
+            // Shared instances share their pipes: a call's output is what it added.
+            let mut s = CappedPipe::stats(&l.stdout, &l.stderr, call_fuel, call_started.elapsed());
+            s.peak_memory = call_peak;
+            stats.push(s);
         }
-        peak_memory = peak_memory.max(l.store.data().limiter.peak);
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => sink.fail(i, e),
-            Err(e) => {
-                let error = classify(e, l.store.data(), stop, limits, &l.stderr.snapshot());
-                // The instance may be half-way through anything: the next call gets a new one.
+        if let Some((error, broken)) = failed {
+            if broken {
+                // The next call gets a new instance.
                 live = None;
-                sink.fail(i, error);
             }
+            sink.fail(i, error);
         }
         if instances == Instances::Fresh {
             live = None;
@@ -274,6 +308,7 @@ impl Calls<'_> {
         };
         let mut l = Live {
             store: new_store(pre, limits, wasi),
+            stdout: stdout.clone(),
             stderr: stderr.clone(),
             instance: None,
             func: None,

@@ -45,29 +45,7 @@ fn run_gives_each_line_its_own_output_and_fuel_while_lines_travel_in_batches() {
     // `run` sends short calls to the workers in batches: each line still gets its own
     // output, fuel and error, never its batch's. `f(n)` burns `n` loop turns (fuel grows
     // with `n`), prints `odd` for odd `n`, and traps for 13.
-    let dir = tempfile::tempdir().unwrap();
-    let module = dir.path().join("f.wat");
-    std::fs::write(
-        &module,
-        r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) "odd\n")
-  (func (export "f") (param $n i64) (result i64)
-    (local $i i64)
-    (if (i64.eq (local.get $n) (i64.const 13)) (then unreachable))
-    (if (i64.eq (i64.rem_u (local.get $n) (i64.const 2)) (i64.const 1))
-      (then
-        (i32.store (i32.const 0) (i32.const 16))
-        (i32.store (i32.const 4) (i32.const 4))
-        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
-    (block $done (loop $l
-      (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
-      (local.set $i (i64.add (local.get $i) (i64.const 1)))
-      (br $l)))
-    (i64.mul (local.get $n) (local.get $n))))"#,
-    )
-    .unwrap();
+    let module = common::guest_wat("print_or_trap.wat");
     let n = 2000;
     let input: String = (0..n).map(|i| format!("{i}\n")).collect();
     let out = wasmpool(

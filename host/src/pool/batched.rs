@@ -324,6 +324,16 @@ pub struct Batch<T> {
     _output: std::marker::PhantomData<fn() -> T>,
 }
 
+impl<T> std::fmt::Debug for Batch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("calls", &self.calls.errors.len())
+            .field("tasks", &self.parts.len())
+            .field("done", &self.parts.iter().all(|p| p.task().is_done()))
+            .finish()
+    }
+}
+
 /// Some calls of a [`Batch`]: a batch of several (`range` of its calls) or a task of one.
 enum Part {
     Many(Range<usize>, Task<Output>),

@@ -842,6 +842,24 @@ impl Call {
     /// several per worker. A batch whose worker dies has its calls run again one task each
     /// (in [`Batch::wait`]), so only the call that killed it fails. With a bounded queue,
     /// this waits for room as [`Call::submit`] does (each call counts).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = wasmpool::Pool::builder().build()?;
+    /// let math = pool.load_file("guests/target/wasm32-wasip1/release/math.wasm")?;
+    /// let call = pool.call(&math, "square").fuel(1_000_000);
+    /// // A stream cut into chunks, a handle per chunk, results in order.
+    /// let batches: Vec<_> = (0..1000i64)
+    ///     .step_by(64)
+    ///     .map(|i| call.submit_batch::<i64, _>(i..(i + 64).min(1000)))
+    ///     .collect();
+    /// for batch in batches {
+    ///     for (result, stats) in batch.wait() {
+    ///         println!("{:?} in {:?}, {} fuel", result?, stats.duration, stats.fuel_used);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn submit_batch<T: FromOutput, A: Args>(
         &self,
         inputs: impl IntoIterator<Item = A>,

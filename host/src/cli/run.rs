@@ -202,15 +202,15 @@ impl Pace {
     }
 
     fn record(&self, results: &[(Result<Answer, TaskError>, TaskStats)]) {
-        let ran: Vec<_> = results
+        let (count, sum) = results
             .iter()
             .filter(|(_, s)| s.worker != 0)
-            .map(|(_, s)| s.duration.as_nanos() as u64)
-            .collect();
-        if let Some(sum) = (!ran.is_empty()).then(|| ran.iter().sum::<u64>()) {
-            let mean = (sum / ran.len() as u64).max(1);
+            .fold((0u64, 0u64), |(count, sum), (_, s)| {
+                (count + 1, sum.saturating_add(s.duration.as_nanos() as u64))
+            });
+        if let Some(mean) = sum.checked_div(count) {
             self.call_nanos
-                .store(mean, std::sync::atomic::Ordering::Relaxed);
+                .store(mean.max(1), std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

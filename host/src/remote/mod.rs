@@ -236,7 +236,7 @@ async fn open_stream(
 }
 
 async fn ensure_streams(js: &jetstream::Context, remote: &Remote) -> Result<(), PoolError> {
-    let stream = |name: &str, subject: String, retention, max_age| stream::Config {
+    let config = |name: &str, subject: String, retention, max_age| stream::Config {
         name: name.into(),
         subjects: vec![subject],
         retention,
@@ -248,7 +248,7 @@ async fn ensure_streams(js: &jetstream::Context, remote: &Remote) -> Result<(), 
     let day = Duration::from_secs(24 * 3600);
     let tasks = open_stream(
         js,
-        stream(
+        config(
             TASKS_STREAM,
             TASKS_SUBJECT.into(),
             stream::RetentionPolicy::WorkQueue,
@@ -258,7 +258,7 @@ async fn ensure_streams(js: &jetstream::Context, remote: &Remote) -> Result<(), 
     .await?;
     open_stream(
         js,
-        stream(
+        config(
             RESULTS_STREAM,
             format!("{RESULTS_PREFIX}.*"),
             stream::RetentionPolicy::WorkQueue,
@@ -268,7 +268,7 @@ async fn ensure_streams(js: &jetstream::Context, remote: &Remote) -> Result<(), 
     .await?;
     open_stream(
         js,
-        stream(
+        config(
             DEAD_STREAM,
             format!("{DEAD_PREFIX}.*"),
             stream::RetentionPolicy::Limits,
@@ -276,7 +276,7 @@ async fn ensure_streams(js: &jetstream::Context, remote: &Remote) -> Result<(), 
         ),
     )
     .await?;
-    let config = consumer::pull::Config {
+    let agents = consumer::pull::Config {
         durable_name: Some(AGENTS_CONSUMER.into()),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: remote.ack_wait,
@@ -285,7 +285,7 @@ async fn ensure_streams(js: &jetstream::Context, remote: &Remote) -> Result<(), 
         max_waiting: 4096,
         ..Default::default()
     };
-    match tasks.get_or_create_consumer(AGENTS_CONSUMER, config).await {
+    match tasks.get_or_create_consumer(AGENTS_CONSUMER, agents).await {
         Ok(_) => Ok(()),
         // Another client or agent made it meanwhile.
         Err(e) => tasks
